@@ -1,0 +1,167 @@
+"""Expansion: append the first k incremental tokens to the base WordPiece vocabulary (base ids
+never change) and give each new embedding row the mean of the base embeddings of the pieces the
+*base* tokenizer splits that token into. Writes a Hugging Face model folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.models import load_mlm, load_tokenizer
+
+METADATA_FILE = "adapt_distill.json"
+
+
+@dataclass(frozen=True)
+class ExpansionResult:
+    output_dir: Path
+    vocab_size: int
+    added_tokens: int
+    base_vocab_size: int
+    mlm_head_fresh: bool  # the base had no MLM head: one was initialised and is untrained
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+def wordpiece_split(token: str, vocab: dict[str, int], unk: str, prefix: str = "##", max_chars: int = 100) -> list[str]:
+    """Greedy longest-match WordPiece split of one (already normalized) token with `vocab`.
+    A token that starts with the prefix is a word continuation and is split as one."""
+    continuation = token.startswith(prefix) and len(token) > len(prefix)
+    text = token[len(prefix):] if continuation else token
+    if len(text) > max_chars:
+        return [unk]
+    pieces, start = [], 0
+    while start < len(text):
+        end, match = len(text), None
+        while start < end:
+            piece = text[start:end]
+            if start > 0 or continuation:
+                piece = prefix + piece
+            if piece in vocab:
+                match = piece
+                break
+            end -= 1
+        if match is None:
+            return [unk]
+        pieces.append(match)
+        start = end
+    return pieces
+
+
+def _expanded_tokenizer_files(base_path: Path, out: Path, new_tokens: list[str]) -> tuple[dict[str, int], dict]:
+    """Save the base tokenizer into `out` with `new_tokens` appended to its WordPiece vocabulary.
+    Returns the base vocabulary and the WordPiece model settings."""
+    tokenizer = load_tokenizer(base_path)
+    tokenizer.save_pretrained(str(out))
+    spec_file = out / "tokenizer.json"
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    base_vocab = dict(vocab)
+    taken = max([*vocab.values(), *(t["id"] for t in spec.get("added_tokens", []))]) + 1
+    if taken != len(vocab):
+        raise ConfigError("the base tokenizer has ids outside its WordPiece vocabulary; it cannot be expanded safely")
+    for token in new_tokens:
+        if token in vocab:
+            raise ConfigError(f"token '{token}' is already in the base vocabulary")
+        vocab[token] = len(vocab)
+    spec_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    ordered = sorted(vocab, key=vocab.get)
+    (out / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
+    return base_vocab, spec["model"]
+
+
+def expand_model(
+    base_path: str | Path,
+    new_tokens: list[str],
+    out_dir: str | Path,
+    metadata: dict | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> ExpansionResult:
+    """Write the expanded model folder atomically (a temporary folder renamed at the end)."""
+    import torch
+
+    base_path, out_dir = Path(base_path), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} already exists and is not empty: choose another output folder or delete it")
+    if len(set(new_tokens)) != len(new_tokens):
+        raise ConfigError("the tokens to add contain duplicates")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        if progress:
+            progress("writing tokenizer", 0.0)
+        base_vocab, wp = _expanded_tokenizer_files(base_path, tmp, new_tokens)
+        if progress:
+            progress("loading base model", 0.2)
+        model, head_fresh = load_mlm(base_path)
+        base_size = model.get_input_embeddings().weight.shape[0]
+        if base_size != len(base_vocab):
+            raise ConfigError(
+                f"the base model has {base_size} embedding rows but its tokenizer has {len(base_vocab)} tokens"
+            )
+        split = [
+            [base_vocab[p] for p in wordpiece_split(
+                t, base_vocab, wp.get("unk_token", "[UNK]"), wp.get("continuing_subword_prefix", "##"),
+                wp.get("max_input_chars_per_word", 100),
+            )]
+            for t in new_tokens
+        ]
+        if progress:
+            progress("initialising embeddings", 0.5)
+        _init_new_rows(model, base_size, split, head_fresh)
+        model.config.vocab_size = base_size + len(new_tokens)
+        if progress:
+            progress("saving", 0.8)
+        model.save_pretrained(str(tmp))
+        info = {
+            "kind": "expanded",
+            "base_model": str(base_path),
+            "base_vocab_size": base_size,
+            "added_tokens": len(new_tokens),
+            "mlm_head_trained": not head_fresh,
+            **(metadata or {}),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if progress:
+        progress("done", 1.0)
+    return ExpansionResult(out_dir, base_size + len(new_tokens), len(new_tokens), base_size, head_fresh)
+
+
+def _init_new_rows(model, base_size: int, split: list[list[int]], head_fresh: bool) -> None:
+    """Resize and set each new row to the mean of its pieces' rows (input embeddings, an untied
+    output matrix, and the output bias)."""
+    import torch
+
+    output = model.get_output_embeddings()
+    old_out_weight = output.weight.detach().clone() if output is not None else None
+    old_bias = output.bias.detach().clone() if output is not None and output.bias is not None else None
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(base_size + len(split), mean_resizing=False)
+    index = torch.zeros(len(split), base_size)
+    for row, pieces in enumerate(split):
+        index[row, pieces] += 1.0 / len(pieces)  # a piece may repeat; += keeps the mean exact
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight
+        embeddings[base_size:] = (index.to(old_in.dtype) @ old_in).to(embeddings.dtype)
+        output = model.get_output_embeddings()
+        if output is not None:
+            if output.weight.data_ptr() != embeddings.data_ptr():
+                output.weight[base_size:] = (index.to(old_out_weight.dtype) @ old_out_weight).to(output.weight.dtype)
+            if output.bias is not None and old_bias is not None:
+                output.bias[base_size:] = index.to(old_bias.dtype) @ old_bias

@@ -1,0 +1,29 @@
+"""Where things live. Read from the environment at call time so tests and processes
+can point at their own folders."""
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data folder: SQLite file, corpora, runs and artifacts (ADAPT_DISTILL_HOME)."""
+    root = Path(os.environ.get("ADAPT_DISTILL_HOME") or Path.home() / ".adapt-distill").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def database_url() -> str:
+    """DATABASE_URL, else a SQLite file in home()."""
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{home() / 'adapt-distill.db'}"
+
+
+def corpora_dir() -> Path:
+    path = home() / "corpora"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    path = home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
