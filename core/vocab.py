@@ -299,8 +299,6 @@ def analyze(
         )
     points = occurrence_curve(base_vocab, incremental, counts, settings, config, hidden_size, progress, cancel)
     picked, reached = pick(points, config.threshold)
-    if not reached:
-        notes.append(f"no candidate gained {config.threshold:.2%} or less; the largest one is picked")
     return AnalysisResult(
         len(base_vocab), incremental, points, picked, reached, counts.documents, len(counts.words), notes
     )

@@ -1,0 +1,43 @@
+# make run | test | bench | worker | clean   (each sets up .venv first, see scripts/setup.sh)
+BIN      := .venv/bin
+CHROMIUM ?= /usr/bin/chromium
+QUEUES   ?= cpu
+BENCH_MB ?= 20
+CORPUS   := bench/data/corpus-$(BENCH_MB)mb.txt
+
+.PHONY: setup run test chromium bench worker clean
+.DELETE_ON_ERROR:
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(BIN)/adapt-distill up
+
+worker: setup
+	$(BIN)/adapt-distill worker --queues $(QUEUES)
+
+test: setup chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium through Playwright.
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "hint: browser tests need $(CHROMIUM); run 'sudo apt-get install chromium'"; \
+	  fi; \
+	fi
+
+bench: setup $(CORPUS)
+	$(BIN)/python bench/vocab_curve.py $(CORPUS)
+
+$(CORPUS): | setup
+	@mkdir -p $(@D)
+	$(BIN)/python bench/make_corpus.py $@ --mb $(BENCH_MB)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache bench/data
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,132 @@
+"""Reads and writes of the store. Each function takes a session and never opens or commits
+one: the caller owns the transaction (`with Session.begin() as session:`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from core.errors import NotFound
+from db.models import Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis, utcnow
+
+
+# --- corpora -------------------------------------------------------------------------------
+
+def corpus_by_sha(session: Session, sha256: str) -> Corpus | None:
+    return session.scalar(select(Corpus).where(Corpus.sha256 == sha256))
+
+
+def get_corpus(session: Session, corpus_id: int) -> Corpus:
+    corpus = session.get(Corpus, corpus_id)
+    if corpus is None:
+        raise NotFound(f"no corpus with id {corpus_id}: `adapt-distill corpus list` shows the ids")
+    return corpus
+
+
+def list_corpora(session: Session) -> Sequence[Corpus]:
+    return session.scalars(select(Corpus).order_by(Corpus.id.desc())).all()
+
+
+# --- runs --------------------------------------------------------------------------------
+
+def create_run(session: Session, kind: RunKind, params: dict, parent_id: int | None = None,
+               depends_on: Sequence[Run] = ()) -> Run:
+    run = Run(kind=kind, params=params, parent_id=parent_id, depends_on=list(depends_on),
+              status=RunStatus.queued, stage="queued", progress=0.0)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    return run
+
+
+def list_runs(session: Session, kind: RunKind | None = None, limit: int = 100) -> Sequence[Run]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if kind is not None:
+        query = query.where(Run.kind == kind)
+    return session.scalars(query).all()
+
+
+def start_run(session: Session, run: Run) -> None:
+    run.status = RunStatus.running
+    run.started_at = run.heartbeat_at = utcnow()
+    run.error = None
+
+
+def set_progress(session: Session, run_id: int, stage: str, progress: float) -> None:
+    run = get_run(session, run_id)
+    run.stage, run.progress, run.heartbeat_at = stage, float(progress), utcnow()
+
+
+def finish_run(session: Session, run: Run, status: RunStatus, error: str | None = None) -> None:
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    if status == RunStatus.succeeded:
+        run.progress, run.stage = 1.0, "done"
+    else:
+        run.stage = status.value
+
+
+def add_metric(session: Session, run_id: int, step: int, name: str, value: float) -> None:
+    session.add(Metric(run_id=run_id, step=step, name=name, value=float(value)))
+
+
+def add_artifact(session: Session, run_id: int, kind: str, path: str, size: int, sha256: str) -> Artifact:
+    artifact = Artifact(run_id=run_id, kind=kind, path=path, bytes=size, sha256=sha256)
+    session.add(artifact)
+    return artifact
+
+
+# --- vocabulary analyses --------------------------------------------------------------------
+
+def get_analysis(session: Session, analysis_id: int) -> VocabAnalysis:
+    analysis = session.get(VocabAnalysis, analysis_id, options=[selectinload(VocabAnalysis.points),
+                                                                 selectinload(VocabAnalysis.run)])
+    if analysis is None:
+        raise NotFound(f"no vocabulary analysis with id {analysis_id}")
+    return analysis
+
+
+def analysis_for_run(session: Session, run_id: int) -> VocabAnalysis:
+    analysis = session.scalar(select(VocabAnalysis).where(VocabAnalysis.run_id == run_id))
+    if analysis is None:
+        raise NotFound(f"run {run_id} is not a vocabulary analysis")
+    return analysis
+
+
+def find_reusable_analysis(session: Session, corpus_id: int, base_model: str, step: int, max_added: int,
+                           min_frequency: int) -> VocabAnalysis | None:
+    """A finished or still running analysis with the same inputs (the threshold only moves the pick)."""
+    return session.scalar(
+        select(VocabAnalysis)
+        .join(Run, VocabAnalysis.run_id == Run.id)
+        .where(
+            VocabAnalysis.corpus_id == corpus_id,
+            VocabAnalysis.base_model == base_model,
+            VocabAnalysis.step == step,
+            VocabAnalysis.max_added == max_added,
+            VocabAnalysis.min_frequency == min_frequency,
+            Run.status.in_([RunStatus.succeeded, RunStatus.running, RunStatus.queued]),
+        )
+        .order_by(VocabAnalysis.id.desc())
+        .limit(1)
+    )
+
+
+def list_analyses(session: Session, corpus_id: int | None = None) -> Sequence[VocabAnalysis]:
+    query = select(VocabAnalysis).options(selectinload(VocabAnalysis.run)).order_by(VocabAnalysis.id.desc())
+    if corpus_id is not None:
+        query = query.where(VocabAnalysis.corpus_id == corpus_id)
+    return session.scalars(query).all()
+
+
+def save_points(session: Session, analysis: VocabAnalysis, points) -> None:
+    session.add_all(CurvePointRow(analysis_id=analysis.id, **p.to_dict()) for p in points)

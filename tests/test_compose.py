@@ -1,0 +1,169 @@
+"""docker-compose.yml and Dockerfile, checked offline.
+
+`docker-compose config -q` (Debian's docker-compose 1.29) validates the file against the
+compose schema when the tool is installed; CI installs it (.ci/run), so there a missing
+tool is a failure, not a skip. The structural checks below need no external tool and
+always run: they cover what would break a deployment without breaking the schema.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+APP_SERVICES = {"migrate", "dashboard", "worker-cpu", "worker-gpu"}
+DATA_DIR = "/data"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def _env(service: dict) -> dict:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def _argv(service: dict) -> list[str]:
+    command = service.get("command")
+    assert command, "service has no command"
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def _queues(service: dict) -> list[str]:
+    argv = _argv(service)
+    assert argv[:2] == ["adapt-distill", "worker"], argv
+    for i, arg in enumerate(argv):
+        if arg == "--queues":
+            return argv[i + 1].split(",")
+        if arg.startswith("--queues="):
+            return arg.split("=", 1)[1].split(",")
+    pytest.fail(f"worker command names no queues: {argv}")
+
+
+def _depends_on(service: dict) -> dict:
+    deps = service.get("depends_on") or {}
+    return {name: {} for name in deps} if isinstance(deps, list) else deps
+
+
+def test_docker_compose_config_validates():
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("docker-compose is not installed; .ci/run should have installed it (apt-get install docker-compose)")
+        pytest.skip("docker-compose not installed (apt-get install docker-compose); the YAML checks still ran")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    for extra in ([], ["--profile", "gpu"]):
+        result = subprocess.run(
+            [tool, "-f", str(COMPOSE), *extra, "config", "-q"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, f"docker-compose {' '.join([*extra, 'config', '-q'])} failed:\n{result.stderr}"
+
+
+def test_app_services_share_one_image_and_the_data_volume(compose, services):
+    app = {name for name, svc in services.items() if "build" in svc or svc.get("image", "").startswith("adapt-distill")}
+    assert app == APP_SERVICES
+    builds = {yaml.safe_dump(services[name].get("build"), sort_keys=True) for name in APP_SERVICES}
+    images = {services[name].get("image") for name in APP_SERVICES}
+    assert len(builds) == 1 and len(images) == 1, "app services must build and tag the same image"
+    build = services["migrate"]["build"]
+    context = build if isinstance(build, str) else build.get("context", ".")
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (ROOT / context / dockerfile).is_file()
+
+    volumes = set()
+    for name in APP_SERVICES:
+        mounts = [m if isinstance(m, str) else f"{m['source']}:{m['target']}" for m in services[name].get("volumes", [])]
+        data_mounts = [m.split(":")[0] for m in mounts if m.split(":")[1] == DATA_DIR]
+        assert len(data_mounts) == 1, f"{name} must mount the shared volume at {DATA_DIR}"
+        volumes.add(data_mounts[0])
+    assert len(volumes) == 1, f"app services mount different volumes at {DATA_DIR}: {volumes}"
+    assert volumes.pop() in (compose.get("volumes") or {}), "the data volume must be a declared named volume"
+
+
+def test_app_services_reach_postgres_and_valkey(services):
+    for name in APP_SERVICES:
+        env = _env(services[name])
+        assert env.get("ADAPT_DISTILL_HOME") == DATA_DIR, name
+        db = urlsplit(env.get("DATABASE_URL") or "")
+        assert db.scheme == "postgresql+psycopg", f"{name}: DATABASE_URL must use the psycopg 3 driver"
+        assert db.hostname in services and db.hostname == "postgres", name
+        redis = urlsplit(env.get("REDIS_URL") or "")
+        assert redis.scheme == "redis" and redis.hostname == "valkey", name
+        assert redis.hostname in services, name
+
+    pg_env = _env(services["postgres"])
+    db = urlsplit(_env(services["dashboard"])["DATABASE_URL"])
+    assert (db.username, db.password, db.path.lstrip("/")) == (
+        pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"])
+
+
+def test_backing_services(services):
+    assert services["valkey"]["image"].startswith("valkey/valkey")
+    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["postgres"].get("healthcheck", {}).get("test"), "postgres needs a healthcheck"
+
+
+def test_startup_order(services):
+    migrate_deps = _depends_on(services["migrate"])
+    assert migrate_deps.get("postgres", {}).get("condition") == "service_healthy"
+    assert services["migrate"].get("restart", "no") in ("no", False), "migrate runs once"
+    for name in APP_SERVICES - {"migrate"}:
+        deps = _depends_on(services[name])
+        assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
+        assert "valkey" in deps, name
+
+
+def test_commands(services):
+    assert _argv(services["migrate"]) == ["adapt-distill", "migrate"]
+    dashboard = _argv(services["dashboard"])
+    assert dashboard[:2] == ["adapt-distill", "dashboard"] and "8501" in dashboard
+    assert any(str(p).split(":")[-1].split("/")[0] == "8501" for p in services["dashboard"].get("ports", []))
+    assert _queues(services["worker-cpu"]) == ["cpu"]
+    gpu_queues = _queues(services["worker-gpu"])
+    assert gpu_queues[0] == "gpu" and "cpu" in gpu_queues
+
+
+def test_gpu_worker_reserves_a_gpu_and_is_opt_in(services):
+    gpu = services["worker-gpu"]
+    assert gpu.get("profiles") == ["gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    for name, svc in services.items():
+        if name != "worker-gpu":
+            assert not svc.get("profiles"), f"{name} must start without a profile"
+            assert "deploy" not in svc, f"{name} must not reserve devices"
+
+
+def test_dockerfile():
+    text = DOCKERFILE.read_text()
+    instructions = [line.split(None, 1) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    keywords = [parts[0].upper() for parts in instructions]
+    assert instructions[0][1].startswith("python:3.11-slim")
+    assert "ARG TORCH_INDEX_URL" in text and "torch==" in text
+    assert "ADAPT_DISTILL_HOME=/data" in text
+    user = [parts[1].strip() for parts in instructions if parts[0].upper() == "USER"]
+    assert user and user[-1] not in ("root", "0"), "the image must run as a non-root user"
+    assert "EXPOSE" in keywords and any(p[0].upper() == "EXPOSE" and "8501" in p[1] for p in instructions)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored

@@ -1,0 +1,1 @@
+"""RQ side: job functions, submission, the embedded Valkey, and the CLI."""

@@ -1,0 +1,368 @@
+"""`adapt-distill`: the command-line face over the same service and core functions as the
+dashboard. Long work shows progress bars on a terminal; `--json` prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.errors import AdaptDistillError
+
+DEFAULT_PORT = 8501
+
+
+class Bars:
+    """tqdm bars, one per stage, on stderr; silent when stderr is not a terminal or with --json."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=stage, unit="%", file=sys.stderr, leave=False,
+                            bar_format="{desc:<24} {bar} {percentage:3.0f}% {elapsed}")
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _sessions():
+    from db.migrate import upgrade
+    from db.session import get_sessionmaker
+
+    upgrade()
+    return get_sessionmaker()
+
+
+def _print(args, data: dict, human: str) -> None:
+    print(json.dumps(data) if args.json else human)
+
+
+def _quiet_hf() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+# --- services ------------------------------------------------------------------------------
+
+def cmd_migrate(args) -> None:
+    _sessions()
+    print("database is up to date")
+
+
+def cmd_worker(args) -> None:
+    from rq import Worker
+
+    from worker.queues import SERIALIZER, connect, get_queue
+
+    _sessions()
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    connection = connect()
+    queues = [get_queue(name.strip(), connection) for name in args.queues.split(",") if name.strip()]
+    worker = Worker(queues, connection=connection, serializer=SERIALIZER)
+    worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
+
+
+def dashboard_command(port: int) -> list[str]:
+    import app
+
+    main = Path(app.__file__).parent / "main.py"
+    return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def cmd_dashboard(args) -> None:
+    _sessions()
+    raise SystemExit(subprocess.call(dashboard_command(args.port)))
+
+
+def cmd_up(args) -> None:
+    """Embedded Valkey (unless REDIS_URL is set), migrations, worker(s) and the dashboard."""
+    from worker.embedded import EmbeddedValkey
+    from worker.queues import redis_url
+
+    _sessions()
+    env = os.environ.copy()
+    valkey = None
+    if not redis_url():
+        valkey = EmbeddedValkey().start()
+        env["REDIS_URL"] = valkey.url
+    processes = [subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", args.queues], env=env)
+                 for _ in range(args.workers)]
+    processes.append(subprocess.Popen(dashboard_command(args.port), env=env))
+    print(f"adapt-distill is up: dashboard http://localhost:{args.port}  redis {env['REDIS_URL']}  "
+          f"data {os.environ.get('ADAPT_DISTILL_HOME') or '~/.adapt-distill'}  (Ctrl-C stops everything)",
+          file=sys.stderr, flush=True)
+    code = 0
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        code = next(p.returncode for p in processes if p.poll() is not None) or 1
+        print("a child process stopped; shutting down", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if valkey:
+            valkey.stop()
+    raise SystemExit(code)
+
+
+# --- corpora -------------------------------------------------------------------------------
+
+def _corpus_dict(c) -> dict:
+    return {"corpus_id": c.id, "name": c.name, "documents": c.documents, "bytes": c.bytes,
+            "source_bytes": c.source_bytes, "words": c.words, "distinct_words": c.distinct_words,
+            "duplicate_documents": c.duplicate_documents, "mean_length": round(c.mean_length, 2),
+            "sha256": c.sha256}
+
+
+def cmd_corpus_add(args) -> None:
+    from worker import service
+
+    sessions = _sessions()
+    bars = Bars(not args.json)
+    try:
+        corpus, created = service.add_corpus(sessions, args.path, args.name, args.format, args.text_field,
+                                              progress=lambda done, total: bars("reading", done / max(total, 1)))
+    finally:
+        bars.close()
+    data = {"corpus_id": corpus.id, "documents": corpus.documents, "bytes": corpus.bytes, "created": created}
+    verb = "added" if created else "already present (same content) as"
+    _print(args, data, f"{verb} corpus {corpus.id} '{corpus.name}': {corpus.documents:,} documents, "
+                       f"{corpus.bytes:,} bytes")
+
+
+def cmd_corpus_list(args) -> None:
+    from db import store
+
+    with _sessions().begin() as session:
+        rows = [_corpus_dict(c) for c in store.list_corpora(session)]
+    lines = [f"{'id':>4}  {'documents':>10}  {'bytes':>12}  name"]
+    lines += [f"{r['corpus_id']:>4}  {r['documents']:>10,}  {r['bytes']:>12,}  {r['name']}" for r in rows]
+    _print(args, {"corpora": rows}, "\n".join(lines) if rows else "no corpora yet: adapt-distill corpus add FILE")
+
+
+def cmd_corpus_delete(args) -> None:
+    from worker import service
+
+    service.delete_corpus(_sessions(), args.id)
+    _print(args, {"deleted": args.id}, f"deleted corpus {args.id}")
+
+
+# --- vocabulary ----------------------------------------------------------------------------
+
+def _wait(sessions, run_id: int, bars: Bars) -> None:
+    from db import store
+
+    while True:
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            status, stage, progress, error = run.status, run.stage, run.progress, run.error
+        bars(stage, progress)
+        if status.finished:
+            bars.close()
+            if status.value != "succeeded":
+                raise AdaptDistillError(f"run {run_id} {status.value}: {error or 'no message'}")
+            return
+        time.sleep(0.5)
+
+
+def _run_inline(sessions, run_id: int, execute, bars: Bars) -> None:
+    from worker.service import Reporter
+
+    _quiet_hf()
+    try:
+        execute(sessions, run_id, Reporter(sessions, run_id, echo=bars))
+    finally:
+        bars.close()
+
+
+def _curve_table(summary: dict) -> str:
+    lines = [f"analysis {summary['analysis_id']} (corpus {summary['corpus_id']}, base {summary['base_model']}, "
+             f"threshold {summary['threshold']:.2%})",
+             f"{'vocab':>8} {'added':>7} {'log P(D)':>12} {'gain':>8} {'tok/word':>9} {'split':>7}"]
+    for p in summary["points"]:
+        gain = "" if p["relative_gain"] is None else f"{p['relative_gain']:.2%}"
+        mark = "  <- pick" if p["vocab_size"] == summary["picked_vocab_size"] else ""
+        lines.append(f"{p['vocab_size']:>8} {p['added_tokens']:>7} {p['log_occurrence']:>12.3f} {gain:>8} "
+                     f"{p['tokens_per_word']:>9.3f} {p['split_word_share']:>7.1%}{mark}")
+    lines += [f"note: {n}" for n in summary["notes"]]
+    return "\n".join(lines)
+
+
+def cmd_vocab_analyze(args) -> None:
+    from core.vocab import VocabConfig
+    from db import store
+    from worker import service
+
+    sessions = _sessions()
+    config = VocabConfig(step=args.step, max_added=args.max_added, threshold=args.threshold,
+                         min_frequency=args.min_frequency)
+    bars = Bars(not args.json)
+    if args.queue:
+        from worker.queues import connect
+        from worker.submit import submit_analysis
+
+        analysis, reused = submit_analysis(sessions, connect(), args.corpus, args.base, config)
+        if not args.wait:
+            _print(args, {"analysis_id": analysis.id, "run_id": analysis.run_id, "reused": reused,
+                          "status": "queued" if not reused else analysis.run.status.value},
+                   f"analysis {analysis.id} {'reused' if reused else 'queued'} (run {analysis.run_id})")
+            return
+        _wait(sessions, analysis.run_id, bars)
+    else:
+        analysis, reused = service.create_analysis(sessions, args.corpus, args.base, config)
+        if not reused:
+            _run_inline(sessions, analysis.run_id, service.execute_analysis, bars)
+        else:
+            _wait(sessions, analysis.run_id, bars)
+    with sessions.begin() as session:
+        summary = service.analysis_summary(store.get_analysis(session, analysis.id), args.threshold)
+    summary["reused"] = reused
+    _print(args, summary, _curve_table(summary))
+
+
+def cmd_vocab_show(args) -> None:
+    from db import store
+    from worker import service
+
+    with _sessions().begin() as session:
+        summary = service.analysis_summary(store.get_analysis(session, args.analysis), args.threshold)
+    _print(args, summary, _curve_table(summary))
+
+
+def cmd_vocab_expand(args) -> None:
+    from db import store
+    from worker import service
+
+    sessions = _sessions()
+    bars = Bars(not args.json)
+    if args.queue:
+        from worker.queues import connect
+        from worker.submit import submit_expansion
+
+        run_id = submit_expansion(sessions, connect(), args.analysis, args.size, args.out)
+        if not args.wait:
+            _print(args, {"run_id": run_id, "status": "queued"}, f"expansion queued as run {run_id}")
+            return
+        _wait(sessions, run_id, bars)
+    else:
+        run_id = service.create_expansion(sessions, args.analysis, args.size, args.out).id
+        _run_inline(sessions, run_id, service.execute_expansion, bars)
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        base_size = store.get_analysis(session, args.analysis).base_vocab_size
+        data = {"output_dir": run.output_dir, "vocab_size": run.params["vocab_size"],
+                "added_tokens": run.params["vocab_size"] - base_size, "run_id": run_id}
+        note = run.params.get("note")
+    if note:
+        data["note"] = note
+    _print(args, data, f"expanded model: {data['output_dir']} ({data['vocab_size']:,} tokens, "
+                       f"{data['added_tokens']:,} new)" + (f"\nnote: {note}" if note else ""))
+
+
+# --- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adapt-distill", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(parent, name, func, help, json_flag=True):
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+        return p
+
+    p = command(sub, "up", cmd_up, "start an embedded Valkey (unless REDIS_URL is set), a worker and the dashboard",
+                json_flag=False)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="dashboard port")
+    p.add_argument("--queues", default="cpu,gpu", help="queues the worker serves")
+    p.add_argument("--workers", type=int, default=1, help="number of worker processes")
+
+    p = command(sub, "worker", cmd_worker, "run an RQ worker", json_flag=False)
+    p.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to serve, in priority order")
+    p.add_argument("--gpu", type=int, default=None, help="pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+
+    p = command(sub, "dashboard", cmd_dashboard, "run only the dashboard", json_flag=False)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    command(sub, "migrate", cmd_migrate, "create or upgrade the database schema", json_flag=False)
+
+    corpus = sub.add_parser("corpus", help="add, list and delete corpora").add_subparsers(dest="action", required=True)
+    p = command(corpus, "add", cmd_corpus_add, "add a corpus file (.txt, .jsonl, .csv, .tsv, optionally .gz)")
+    p.add_argument("path")
+    p.add_argument("--name", help="a display name (default: the file name)")
+    p.add_argument("--format", choices=["txt", "jsonl", "csv", "tsv"], help="override the format the name implies")
+    p.add_argument("--text-field", default="text", help="JSONL field or CSV/TSV column with the text")
+    command(corpus, "list", cmd_corpus_list, "list corpora")
+    p = command(corpus, "delete", cmd_corpus_delete, "delete a corpus and its stored text")
+    p.add_argument("id", type=int)
+
+    vocab = sub.add_parser("vocab", help="vocabulary analysis and expansion").add_subparsers(dest="action", required=True)
+    p = command(vocab, "analyze", cmd_vocab_analyze, "compute the occurrence-probability curve and pick a size")
+    p.add_argument("--corpus", type=int, required=True, help="corpus id (adapt-distill corpus list)")
+    p.add_argument("--base", default="bundled", help="base model: a folder, a hub id, or 'bundled'")
+    p.add_argument("--step", type=int, default=10_000, help="tokens added per candidate (paper: 10000)")
+    p.add_argument("--max-added", type=int, default=40_000, help="most tokens to add")
+    p.add_argument("--threshold", type=float, default=0.01, help="pick the first candidate gaining <= this (0.01 = 1%%)")
+    p.add_argument("--min-frequency", type=int, default=2, help="least word frequency the trainer learns from")
+    p.add_argument("--queue", action="store_true", help="run on a worker instead of inline")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
+    p = command(vocab, "show", cmd_vocab_show, "print a finished analysis")
+    p.add_argument("analysis", type=int)
+    p.add_argument("--threshold", type=float, default=None, help="move the pick without recomputing")
+    p = command(vocab, "expand", cmd_vocab_expand, "write the expanded base model at a vocabulary size")
+    p.add_argument("--analysis", type=int, required=True)
+    p.add_argument("--size", type=int, required=True, help="total vocabulary size (base + added tokens)")
+    p.add_argument("--out", help="output folder (default: under ADAPT_DISTILL_HOME/models)")
+    p.add_argument("--queue", action="store_true", help="run on a worker instead of inline")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AdaptDistillError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

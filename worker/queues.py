@@ -1,0 +1,39 @@
+"""Redis connection, queue names and per-kind job timeouts. A connection is always passed in."""
+
+from __future__ import annotations
+
+import os
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from db.models import RunKind
+
+CPU, GPU = "cpu", "gpu"
+QUEUES = (CPU, GPU)
+# Job arguments are run ids; JSON keeps anything pickled out of Redis.
+SERIALIZER = JSONSerializer
+JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600}
+QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU}
+
+
+def redis_url() -> str | None:
+    return os.environ.get("REDIS_URL") or None
+
+
+def connect(url: str | None = None) -> Redis:
+    url = url or redis_url()
+    if not url:
+        from core.errors import ConfigError
+
+        raise ConfigError("REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL")
+    return Redis.from_url(url)
+
+
+def get_queue(name: str, connection: Redis) -> Queue:
+    if name not in QUEUES:
+        from core.errors import ConfigError
+
+        raise ConfigError(f"unknown queue '{name}': use {' or '.join(QUEUES)}")
+    return Queue(name, connection=connection, serializer=SERIALIZER)

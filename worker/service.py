@@ -1,0 +1,293 @@
+"""Operations over the store and core, shared by the CLI (inline runs) and the RQ jobs.
+Every run, inline or queued, has a row in the store, so the dashboard sees all of them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import settings
+from core.corpus import ingest, read_documents
+from core.errors import AdaptDistillError, Cancelled, ConfigError
+from core.models import BUNDLED, inspect_model, resolve_model
+from core.vocab import CurvePoint, VocabConfig, pick
+from db import store
+from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str, float], None]
+
+
+class Reporter:
+    """Progress of one run, written to the store (and the RQ job's meta) when the stage changes
+    or at most every `interval` seconds. Also answers the cancel check from the same read."""
+
+    def __init__(self, sessions: sessionmaker[Session], run_id: int, job=None, interval: float = 1.0,
+                 echo: Echo | None = None):
+        self.sessions, self.run_id, self.job, self.interval, self.echo = sessions, run_id, job, interval, echo
+        self.stage: str | None = None
+        self.last = 0.0
+        self._cancel = False
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.echo:
+            self.echo(stage, fraction)
+        now = time.monotonic()
+        if stage == self.stage and now - self.last < self.interval and fraction < 1.0:
+            return
+        self.stage, self.last = stage, now
+        with self.sessions.begin() as session:
+            store.set_progress(session, self.run_id, stage, fraction)
+            self._cancel = store.get_run(session, self.run_id).status == RunStatus.cancelled
+        if self.job is not None:
+            self.job.meta.update(stage=stage, progress=fraction)
+            self.job.save_meta()
+
+    def cancelled(self) -> bool:
+        return self._cancel
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- corpora -------------------------------------------------------------------------------
+
+def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | None = None, format: str | None = None,
+               text_field: str = "text", progress=None) -> tuple[Corpus, bool]:
+    """(corpus, created). The same content added twice is one corpus."""
+    path = Path(path)
+    ingested = ingest(path, settings.corpora_dir(), format, text_field, progress)
+    stats = ingested.stats
+    try:
+        with sessions.begin() as session:
+            existing = store.corpus_by_sha(session, ingested.sha256)
+            if existing is not None:
+                return existing, False
+            corpus = Corpus(
+                name=(name or path.name)[:200], sha256=ingested.sha256, path=str(ingested.path),
+                source_name=path.name[:500], format=ingested.format, bytes=stats.bytes,
+                source_bytes=stats.source_bytes, documents=stats.documents, words=stats.words,
+                distinct_words=stats.distinct_words, duplicate_documents=stats.duplicate_documents,
+                mean_length=stats.mean_length,
+            )
+            session.add(corpus)
+            session.flush()
+            return corpus, True
+    except IntegrityError:  # the same content was added by another process just now
+        with sessions.begin() as session:
+            return store.corpus_by_sha(session, ingested.sha256), False
+
+
+def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
+    with sessions.begin() as session:
+        corpus = store.get_corpus(session, corpus_id)
+        path = Path(corpus.path)
+        session.delete(corpus)
+    path.unlink(missing_ok=True)
+
+
+# --- vocabulary analysis --------------------------------------------------------------------
+
+def model_key(spec: str) -> str:
+    """How a base model is recorded: 'bundled', a hub id, or an absolute folder."""
+    spec = (spec or BUNDLED).strip()
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+def create_analysis(sessions: sessionmaker[Session], corpus_id: int, base: str, config: VocabConfig
+                    ) -> tuple[VocabAnalysis, bool]:
+    """(analysis, reused): a new queued analysis, or an identical one that is done or under way."""
+    info = inspect_model(base)  # fails now, with a clear message, rather than in the worker
+    key = model_key(base)
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
+        found = store.find_reusable_analysis(session, corpus_id, key, config.step, config.max_added,
+                                             config.min_frequency)
+        if found is not None:
+            return found, True
+        params = {"corpus_id": corpus_id, "base_model": key, "step": config.step, "max_added": config.max_added,
+                  "threshold": config.threshold, "min_frequency": config.min_frequency}
+        run = store.create_run(session, RunKind.analysis, params)
+        run.job_id = f"run-{run.id}"
+        analysis = VocabAnalysis(
+            run_id=run.id, corpus_id=corpus_id, base_model=key, step=config.step, max_added=config.max_added,
+            threshold=config.threshold, min_frequency=config.min_frequency, base_vocab_size=info.vocab_size,
+            hidden_size=info.hidden_size,
+        )
+        session.add(analysis)
+        session.flush()
+        return analysis, False
+
+
+def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None]) -> None:
+    """Mark the run running, do the work, and record the outcome once."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        if run.status == RunStatus.cancelled:
+            return
+        store.start_run(session, run)
+        run.error = None
+    try:
+        body(run)
+    except Cancelled:
+        with sessions.begin() as session:
+            store.finish_run(session, store.get_run(session, run_id), RunStatus.cancelled)
+        return
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, AdaptDistillError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, AdaptDistillError):
+            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        with sessions.begin() as session:
+            store.finish_run(session, store.get_run(session, run_id), RunStatus.failed, message or type(exc).__name__)
+        raise
+    with sessions.begin() as session:
+        store.finish_run(session, store.get_run(session, run_id), RunStatus.succeeded)
+
+
+def execute_analysis(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
+    def body(run: Run) -> None:
+        from core.models import load_tokenizer
+        from core.vocab import analyze
+
+        with sessions.begin() as session:
+            analysis = store.analysis_for_run(session, run_id)
+            corpus = store.get_corpus(session, analysis.corpus_id)
+            corpus_path, corpus_bytes = Path(corpus.path), corpus.bytes
+            config = VocabConfig(analysis.step, analysis.max_added, analysis.threshold, analysis.min_frequency)
+            base, hidden = analysis.base_model, analysis.hidden_size or 0
+        if not corpus_path.is_file():
+            raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
+        report("loading base tokenizer", 0.0)
+        tokenizer = load_tokenizer(resolve_model(base))
+        result = analyze(lambda: read_documents(corpus_path), tokenizer, config, hidden, corpus_bytes,
+                         progress=report, cancel=report.cancelled)
+        folder = settings.runs_dir() / str(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tokens_path = folder / "incremental_vocab.txt"
+        tmp = tokens_path.with_suffix(".tmp")
+        tmp.write_text("".join(t + "\n" for t in result.incremental_tokens), encoding="utf-8")
+        os.replace(tmp, tokens_path)
+        with sessions.begin() as session:
+            analysis = store.analysis_for_run(session, run_id)
+            store.save_points(session, analysis, result.points)
+            analysis.base_vocab_size = result.base_vocab_size
+            analysis.picked_vocab_size = result.picked.vocab_size
+            analysis.threshold_reached = result.threshold_reached
+            analysis.tokens_path = str(tokens_path)
+            analysis.documents, analysis.word_types, analysis.notes = result.documents, result.word_types, result.notes
+            store.add_artifact(session, run_id, "incremental_vocab", str(tokens_path), tokens_path.stat().st_size,
+                               file_sha256(tokens_path))
+
+    _execute(sessions, run_id, body)
+
+
+def curve_points(analysis: VocabAnalysis) -> list[CurvePoint]:
+    return [
+        CurvePoint(p.vocab_size, p.added_tokens, p.log_occurrence, p.relative_gain, p.tokens_per_word,
+                   p.split_word_share, p.embedding_params)
+        for p in analysis.points
+    ]
+
+
+def analysis_summary(analysis: VocabAnalysis, threshold: float | None = None) -> dict:
+    """The analysis as the CLI prints it; the pick follows `threshold` (default: the analysis's own)."""
+    threshold = analysis.threshold if threshold is None else threshold
+    points = curve_points(analysis)
+    picked, reached = pick(points, threshold) if points else (None, None)
+    return {
+        "analysis_id": analysis.id,
+        "run_id": analysis.run_id,
+        "status": analysis.run.status.value,
+        "error": analysis.run.error,
+        "corpus_id": analysis.corpus_id,
+        "base_model": analysis.base_model,
+        "base_vocab_size": analysis.base_vocab_size,
+        "step": analysis.step,
+        "max_added": analysis.max_added,
+        "threshold": threshold,
+        "picked_vocab_size": picked.vocab_size if picked else None,
+        "threshold_reached": reached,
+        "notes": (analysis.notes or []) + (
+            [f"no candidate gained {threshold:.2%} or less; the largest one is picked"] if reached is False else []
+        ),
+        "points": [p.to_dict() for p in points],
+    }
+
+
+def read_tokens(analysis: VocabAnalysis) -> list[str]:
+    if not analysis.tokens_path or not Path(analysis.tokens_path).is_file():
+        raise ConfigError(f"analysis {analysis.id} has no incremental vocabulary file: run the analysis again")
+    return Path(analysis.tokens_path).read_text(encoding="utf-8").splitlines()
+
+
+# --- expansion -----------------------------------------------------------------------------
+
+def default_model_dir(analysis_id: int, vocab_size: int) -> Path:
+    return settings.home() / "models" / f"expanded-a{analysis_id}-v{vocab_size}"
+
+
+def create_expansion(sessions: sessionmaker[Session], analysis_id: int, vocab_size: int,
+                     out: str | Path | None = None) -> Run:
+    with sessions.begin() as session:
+        analysis = store.get_analysis(session, analysis_id)
+        if analysis.run.status != RunStatus.succeeded:
+            raise ConfigError(f"analysis {analysis_id} is {analysis.run.status.value}, not finished: wait for it")
+        available = len(read_tokens(analysis))
+        base = analysis.base_vocab_size
+        if not base < vocab_size <= base + available:
+            raise ConfigError(
+                f"size must be between {base + 1} and {base + available} (base {base} + up to {available} new tokens), "
+                f"got {vocab_size}"
+            )
+        out = Path(out).expanduser().resolve() if out else default_model_dir(analysis_id, vocab_size)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"{out} already exists and is not empty: choose another output folder or delete it")
+        params = {"analysis_id": analysis_id, "vocab_size": vocab_size, "output_dir": str(out)}
+        run = store.create_run(session, RunKind.expansion, params, parent_id=analysis.run_id)
+        run.job_id = f"run-{run.id}"
+        return run
+
+
+def execute_expansion(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
+    def body(run: Run) -> None:
+        from core.expand import expand_model
+
+        with sessions.begin() as session:
+            params = store.get_run(session, run_id).params
+            analysis = store.get_analysis(session, params["analysis_id"])
+            tokens = read_tokens(analysis)
+            base, base_size = analysis.base_model, analysis.base_vocab_size
+            corpus = store.get_corpus(session, analysis.corpus_id)
+            metadata = {"analysis_id": analysis.id, "corpus_sha256": corpus.sha256, "corpus_name": corpus.name,
+                        "base_model_spec": base}
+        out = Path(params["output_dir"])
+        added = params["vocab_size"] - base_size
+        result = expand_model(resolve_model(base), tokens[:added], out, metadata, progress=report)
+        weights = out / "model.safetensors"
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            run.output_dir = str(out)
+            store.add_artifact(session, run_id, "model", str(out), folder_size(out),
+                               file_sha256(weights) if weights.is_file() else "")
+            if result.mlm_head_fresh:
+                run.params = {**run.params, "note": "the base had no MLM head; a fresh, untrained one was added"}
+
+    _execute(sessions, run_id, body)
