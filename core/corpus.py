@@ -8,7 +8,6 @@ import array
 import csv
 import gzip
 import hashlib
-import io
 import json
 import os
 import sys
@@ -115,7 +114,7 @@ class _Source:
 
 def _txt(source: _Source, text_field: str) -> Iterator[str]:
     for _, line in source.lines():
-        yield line
+        yield line.rstrip("\r\n")
 
 
 def _jsonl(source: _Source, text_field: str) -> Iterator[str]:

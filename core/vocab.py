@@ -210,6 +210,23 @@ def train_vocab(
     return sorted(trained, key=trained.get)
 
 
+def _train_incremental(documents, normalizer, pre_tokenizer, settings, base_vocab, specials, config, cancel):
+    """The first max_added new tokens. Many trained tokens are already in the base vocabulary, so
+    when too few are new the trainer runs again with a larger target. Merges are greedy, so a
+    larger target only appends to the same order: the candidates stay nested."""
+    target = len(base_vocab) + config.max_added
+    for _ in range(4):
+        trained = train_vocab(documents(), normalizer, pre_tokenizer, settings, target, specials,
+                              config.min_frequency)
+        _check(cancel)
+        incremental = incremental_vocab(trained, base_vocab)
+        if len(incremental) >= config.max_added or len(trained) < target:  # enough, or the corpus is exhausted
+            break
+        missing = config.max_added - len(incremental)
+        target += int(missing * (target - len(base_vocab)) / max(len(incremental), 1)) + config.step
+    return incremental[: config.max_added]
+
+
 def incremental_vocab(trained: list[str], base: list[str]) -> list[str]:
     """Trained tokens absent from the base vocabulary, in the trainer's order."""
     known = set(base)
@@ -280,12 +297,8 @@ def analyze(
     if progress:
         progress("training vocabulary", 0.0)
     specials = [t for t in base_tokenizer.all_special_tokens if t in set(base_vocab)]
-    trained = train_vocab(
-        documents(), normalizer, pre_tokenizer, settings, len(base_vocab) + config.max_added, specials,
-        config.min_frequency,
-    )
-    _check(cancel)
-    incremental = incremental_vocab(trained, base_vocab)[: config.max_added]
+    incremental = _train_incremental(documents, normalizer, pre_tokenizer, settings, base_vocab, specials, config,
+                                     cancel)
     notes = []
     if not incremental:
         raise CorpusError(

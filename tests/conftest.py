@@ -1,0 +1,142 @@
+"""Shared fixtures: a throwaway data folder and database, a real Redis, tiny real BERTs and
+generated corpora. Nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; hub ids must fail fast and clearly
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SYLLABLES = ["ka", "lo", "mi", "ne", "phor", "ly", "ma", "ic", "tra", "zo", "ben", "qui", "ter", "on", "al",
+             "ex", "ph", "cyto", "kine", "ase", "oma", "itis", "gen", "ur"]
+
+
+def write_corpus(path: Path, documents: int = 600, seed: int = 0, vocabulary: int = 400) -> Path:
+    """A learnable 'domain' corpus: Zipf-ish words made of syllables, one document per line."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(vocabulary)]
+    weights = [1 / (i + 1) for i in range(len(words))]
+    common = ["the", "of", "and", "in", "with", "patients", "was"]
+    lines = []
+    for _ in range(documents):
+        n = rng.randint(4, 30)
+        text = " ".join(rng.choices(words, weights, k=n) + rng.choices(common, k=n // 3))
+        lines.append(text.capitalize() + rng.choice([".", "!", " (p < 0.05).", ""]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    return write_corpus(tmp_path / "domain.txt")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh ADAPT_DISTILL_HOME with its own SQLite database, migrated."""
+    from db.migrate import upgrade
+
+    root = tmp_path / "home"
+    monkeypatch.setenv("ADAPT_DISTILL_HOME", str(root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    upgrade()
+    return root
+
+
+@pytest.fixture
+def sessions(home):
+    from db.session import get_sessionmaker
+
+    return get_sessionmaker()
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A migrated, empty database: SQLite always, PostgreSQL when TEST_DATABASE_URL is set."""
+    from sqlalchemy import create_engine, text
+
+    from db.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        base = _postgres_url()
+        if not base:
+            if os.environ.get("CI"):
+                pytest.fail("TEST_DATABASE_URL must be set in CI so the PostgreSQL tests run")
+            pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (.ci/run sets it)")
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        url = base
+    upgrade(url)
+    yield url
+    from db.session import get_engine
+
+    get_engine(url).dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """REDIS_URL when set (CI points it at the local server), else an embedded Valkey."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from worker.embedded import EmbeddedValkey
+
+    with EmbeddedValkey() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis(redis_url, monkeypatch):
+    from redis import Redis
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    connection = Redis.from_url(redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+def build_tiny_bert(folder: Path, words: list[str] | None = None, lowercase: bool = True, mlm_head: bool = True,
+                    seed: int = 0) -> Path:
+    """A 2-layer random BERT with a small WordPiece vocabulary, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz" + ("" if lowercase else "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(".,!?()<>0123456789") + list(letters)
+    vocab += ["##" + c for c in letters + "0123456789"]
+    vocab += words if words is not None else ["the", "of", "and", "in", "with", "was", "ka", "##lo", "##ma"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    model = BertForMaskedLM(config) if mlm_head else BertModel(config)
+    if mlm_head:
+        with torch.no_grad():  # a non-zero bias, so the bias initialisation is observable
+            model.cls.predictions.bias.copy_(torch.randn(len(vocab)))
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny_bert(tmp_path) -> Path:
+    return build_tiny_bert(tmp_path / f"tiny-bert-{uuid.uuid4().hex[:6]}")

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from core.errors import ConfigError
+from core.expand import METADATA_FILE, expand_model, wordpiece_split
+from core.models import bundled_path, load_mlm, load_tokenizer
+
+NEW = ["kalo", "##lom", "cytokine", "##kine"]
+
+
+def test_wordpiece_split_is_greedy_longest_match():
+    vocab = {"l": 0, "##ym": 1, "##phoma": 2, "##p": 3, "##h": 4, "[UNK]": 5, "##ho": 6, "ph": 7, "##oma": 8}
+    assert wordpiece_split("lymphoma", vocab, "[UNK]") == ["l", "##ym", "##phoma"]
+    assert wordpiece_split("##phoma", vocab, "[UNK]") == ["##phoma"]
+    assert wordpiece_split("phoma", vocab, "[UNK]") == ["ph", "##oma"]
+    assert wordpiece_split("xyz", vocab, "[UNK]") == ["[UNK]"]
+
+
+def test_expanded_model_keeps_base_ids_and_vectors_and_averages_new_rows(tiny_bert, tmp_path):
+    out = tmp_path / "expanded"
+    result = expand_model(tiny_bert, NEW, out, metadata={"analysis_id": 7})
+    base_tok, base_model = load_tokenizer(tiny_bert), load_mlm(tiny_bert)[0]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    base_size = len(base_tok)
+    assert result.vocab_size == len(tokenizer) == base_size + len(NEW)
+    assert model.get_input_embeddings().weight.shape[0] == base_size + len(NEW)
+    # base tokens keep their ids and vectors (input, output bias)
+    assert {t: tokenizer.convert_tokens_to_ids(t) for t in base_tok.get_vocab()} == base_tok.get_vocab()
+    old_e, new_e = base_model.get_input_embeddings().weight, model.get_input_embeddings().weight
+    assert torch.equal(new_e[:base_size], old_e)
+    old_b, new_b = base_model.get_output_embeddings().bias, model.get_output_embeddings().bias
+    assert torch.equal(new_b[:base_size], old_b)
+    # a new token is one piece now, with the mean of the base pieces' rows
+    assert tokenizer.tokenize("Cytokine kalolom") == ["cytokine", "kalo", "##lom"]
+    for token in ["kalo", "cytokine"]:  # the base tokenizer itself is the oracle for whole words
+        new_id = tokenizer.convert_tokens_to_ids(token)
+        ids = base_tok.convert_tokens_to_ids(base_tok.tokenize(token))
+        assert len(ids) > 1
+        assert torch.allclose(new_e[new_id], old_e[ids].mean(0), atol=1e-6)
+        assert torch.allclose(new_b[new_id], old_b[ids].mean(), atol=1e-6)
+    assert json.loads((out / METADATA_FILE).read_text())["analysis_id"] == 7
+    assert not result.mlm_head_fresh
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_continuation_token_is_averaged_from_continuation_pieces(tiny_bert, tmp_path):
+    base_tok, base_model = load_tokenizer(tiny_bert), load_mlm(tiny_bert)[0]
+    expand_model(tiny_bert, ["##xyq"], tmp_path / "m")
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "m")
+    ids = base_tok.convert_tokens_to_ids(["##x", "##y", "##q"])
+    row = model.get_input_embeddings().weight[len(base_tok)]
+    assert torch.allclose(row, base_model.get_input_embeddings().weight[ids].mean(0), atol=1e-6)
+
+
+def test_bundled_model_without_mlm_head_says_its_head_is_fresh(tmp_path):
+    result = expand_model(bundled_path(), ["lymphoma", "cytokines"], tmp_path / "m")
+    assert result.mlm_head_fresh
+    assert json.loads((tmp_path / "m" / METADATA_FILE).read_text())["mlm_head_trained"] is False
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert tokenizer.tokenize("Lymphoma") == ["lymphoma"]
+    assert tokenizer.convert_tokens_to_ids("lymphoma") == 30522
+
+
+def test_existing_output_and_duplicate_tokens_are_refused(tiny_bert, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists"):
+        expand_model(tiny_bert, NEW, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="duplicates"):
+        expand_model(tiny_bert, ["kalo", "kalo"], tmp_path / "dup")
+    with pytest.raises(ConfigError, match="already in the base vocabulary"):
+        expand_model(tiny_bert, ["the"], tmp_path / "again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["taken", tiny_bert.name])

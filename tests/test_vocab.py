@@ -1,0 +1,130 @@
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from core.errors import ConfigError
+from core.models import bundled_path, load_tokenizer
+from core.vocab import (CurvePoint, VocabConfig, analyze, backend_parts, candidate_sizes, count_words,
+                        literal_log_occurrence, pick, train_vocab)
+from conftest import build_tiny_bert
+
+TRICKY = ["Ärger über ΣΟΦΙΑ σοφίας", "中文字符 mixed中text", "non\u00a0breaking\u2003space", "ctrl\x1cchar here",
+          "tab\tseparated\twords", "(IL-6)/TNF-α; p<0.05!", "Ünïcödé ŞTRÁNGÉ façade", "e\u0301 combining accent"]
+
+
+def generated(n=1500, seed=7):
+    rng = random.Random(seed)
+    syllables = ["cy", "to", "ki", "ne", "lym", "pho", "ma", "ase", "ge", "nic", "tra", "ns"]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(600)]
+    docs = []
+    for _ in range(n):
+        text = " ".join(rng.choices(words, [1 / (i + 1) for i in range(600)], k=rng.randint(2, 25)))
+        docs.append(text.capitalize() + rng.choice(["", ".", " " + rng.choice(TRICKY)]))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_tokenizer(bundled_path())
+
+
+@pytest.fixture(scope="module")
+def cased(tmp_path_factory):
+    return load_tokenizer(build_tiny_bert(tmp_path_factory.mktemp("cased"), lowercase=False))
+
+
+def test_word_counts_match_the_tokenizers_own_pre_tokenization(bundled, cased):
+    docs = generated(300) + TRICKY
+    for tokenizer in (bundled, cased):
+        normalizer, pre_tokenizer, _, _ = backend_parts(tokenizer)
+        expected = Counter(w for d in docs for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(d)))
+        counts = count_words(iter(docs), normalizer, pre_tokenizer)
+        assert dict(zip(counts.words, counts.freqs.tolist())) == expected
+        assert counts.documents == len(docs)
+
+
+@pytest.mark.parametrize("which", ["bundled", "cased"])
+def test_curve_equals_the_literal_definition(which, request):
+    tokenizer = request.getfixturevalue(which)
+    docs = generated()
+    config = VocabConfig(step=150, max_added=450)
+    result = analyze(lambda: iter(docs), tokenizer, config, hidden_size=384)
+    normalizer, pre_tokenizer, settings, base = backend_parts(tokenizer)
+    assert [p.added_tokens for p in result.points] == [0, 150, 300, 450]
+    for point in result.points:
+        vocab = base + result.incremental_tokens[: point.added_tokens]
+        literal = literal_log_occurrence(docs, vocab, normalizer, pre_tokenizer, settings)
+        assert point.log_occurrence == pytest.approx(literal, rel=1e-9)
+        assert point.vocab_size == len(vocab)
+        assert point.embedding_params == point.added_tokens * 384
+    # P(D) rises as the vocabulary grows, and the domain words stop being split
+    values = [p.log_occurrence for p in result.points]
+    assert values == sorted(values)
+    assert result.points[-1].split_word_share < result.points[0].split_word_share
+    assert result.points[-1].tokens_per_word < result.points[0].tokens_per_word
+
+
+def test_incremental_vocabulary_is_new_tokens_in_trainer_order(bundled):
+    from core.vocab import incremental_vocab
+
+    assert incremental_vocab(["[UNK]", "zz", "the", "##yx", "a", "qq"], ["[UNK]", "the", "a"]) == ["zz", "##yx", "qq"]
+    docs = generated()
+    result = analyze(lambda: iter(docs), bundled, VocabConfig(step=100, max_added=400), 384)
+    base = set(backend_parts(bundled)[3])
+    assert len(result.incremental_tokens) == 400
+    assert len(set(result.incremental_tokens)) == 400
+    assert not set(result.incremental_tokens) & base
+    # the trainer learns single characters first, then merges: frequent domain words come early
+    assert "lym" in result.incremental_tokens[:200] or "##lym" in result.incremental_tokens[:200]
+
+
+def test_gains_and_the_paper_pick_rule():
+    def point(size, value, gain):
+        return CurvePoint(size, size - 100, value, gain, 1.0, 0.0, 0)
+
+    points = [point(100, -100.0, None), point(110, -90.0, 0.10), point(120, -89.5, 0.0056), point(130, -89.4, 0.001)]
+    assert pick(points, 0.01) == (points[2], True)  # first candidate at or under 1% is kept
+    assert pick(points, 0.0056) == (points[2], True)
+    assert pick(points, 0.2) == (points[1], True)
+    assert pick(points, 0.0001) == (points[3], False)  # none qualifies: the largest
+    docs = generated(400)
+    result = analyze(lambda: iter(docs), load_tokenizer(bundled_path()), VocabConfig(step=50, max_added=200), 1)
+    for prev, cur in zip(result.points, result.points[1:]):
+        assert cur.relative_gain == pytest.approx((prev.log_occurrence - cur.log_occurrence) / prev.log_occurrence)
+
+
+def test_candidate_sizes():
+    config = VocabConfig(step=10_000, max_added=40_000)
+    assert candidate_sizes(100_000, config) == [10_000, 20_000, 30_000, 40_000]
+    assert candidate_sizes(25_000, config) == [10_000, 20_000, 25_000]  # what the corpus offers
+    assert candidate_sizes(5_000, config) == [5_000]
+
+
+@pytest.mark.parametrize("kwargs,option", [({"step": 0}, "step"), ({"max_added": 5, "step": 10}, "max-added"),
+                                            ({"threshold": 1.5}, "threshold"), ({"min_frequency": 0}, "min-frequency")])
+def test_config_validation_names_the_option(kwargs, option):
+    with pytest.raises(ConfigError, match=option):
+        VocabConfig(**kwargs)
+
+
+def test_unknown_words_count_as_one_unk_token(cased):
+    normalizer, pre_tokenizer, settings, base = backend_parts(cased)
+    docs = ["ka ka ☃☃ lo", "the ☃ of ka"] * 5
+    counts = count_words(iter(docs), normalizer, pre_tokenizer)
+    from core.vocab import score_vocab
+
+    value, per_word, _ = score_vocab(base, counts, settings)
+    literal = literal_log_occurrence(docs, base, normalizer, pre_tokenizer, settings)
+    assert value == pytest.approx(literal, rel=1e-12)
+    assert math.isfinite(value) and per_word >= 1.0
+
+
+def test_a_small_corpus_ends_the_curve_where_its_new_tokens_run_out(bundled):
+    docs = generated(300)
+    result = analyze(lambda: iter(docs), bundled, VocabConfig(step=200, max_added=5000), 384)
+    available = len(result.incremental_tokens)
+    assert available < 5000
+    assert result.points[-1].added_tokens == available
+    assert any("only" in note for note in result.notes)
