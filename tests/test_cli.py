@@ -1,0 +1,104 @@
+"""The `adapt-distill` console script, run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+POINT_KEYS = {"vocab_size", "added_tokens", "log_occurrence", "relative_gain", "tokens_per_word", "split_word_share"}
+
+
+@pytest.fixture
+def cli(home):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+
+    def run(*args, ok=True, extra_env=None):
+        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+                                env={**env, **(extra_env or {})}, timeout=300)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def one_json(result):
+    data = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert isinstance(data, dict)
+    return data
+
+
+def test_add_analyze_expand_with_json_output(cli, corpus_file, tmp_path):
+    added = one_json(cli("corpus", "add", str(corpus_file), "--name", "oncology", "--json"))
+    assert set(added) >= {"corpus_id", "documents", "bytes"} and added["documents"] == 600
+    again = one_json(cli("corpus", "add", str(corpus_file), "--json"))
+    assert again["corpus_id"] == added["corpus_id"] and again["created"] is False
+    listing = one_json(cli("corpus", "list", "--json"))
+    assert [c["name"] for c in listing["corpora"]] == ["oncology"]
+
+    curve = one_json(cli("vocab", "analyze", "--corpus", str(added["corpus_id"]), "--step", "100",
+                         "--max-added", "300", "--threshold", "0.05", "--json"))
+    assert curve["base_vocab_size"] == 30522
+    assert [p["vocab_size"] for p in curve["points"]] == [30522, 30622, 30722, 30822]
+    assert all(POINT_KEYS <= set(p) for p in curve["points"])
+    gains = [p["relative_gain"] for p in curve["points"][1:]]
+    expected = next((p["vocab_size"] for p in curve["points"][1:] if p["relative_gain"] <= 0.05),
+                    curve["points"][-1]["vocab_size"])
+    assert curve["picked_vocab_size"] == expected, gains
+
+    shown = one_json(cli("vocab", "show", str(curve["analysis_id"]), "--threshold", "0.9", "--json"))
+    assert shown["picked_vocab_size"] == 30622  # the first gain is below 90%: the pick moves, nothing recomputed
+
+    out = tmp_path / "expanded"
+    made = one_json(cli("vocab", "expand", "--analysis", str(curve["analysis_id"]), "--size", "30722",
+                        "--out", str(out), "--json"))
+    assert made["output_dir"] == str(out) and made["vocab_size"] == 30722 and made["added_tokens"] == 200
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(out)) == 30722
+
+    human = cli("vocab", "show", str(curve["analysis_id"]))
+    assert "<- pick" in human.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["corpus", "add", "{bad}"], "looks binary"),
+    (["corpus", "add", "{missing}"], "no such file"),
+    (["vocab", "analyze", "--corpus", "99"], "no corpus with id 99"),
+    (["vocab", "analyze", "--corpus", "1", "--step", "0"], "step must be a positive"),
+    (["vocab", "analyze", "--corpus", "1", "--base", "{missing}"], "no such model folder"),
+    (["vocab", "expand", "--analysis", "5", "--size", "10", "--out", "x"], "no vocabulary analysis with id 5"),
+])
+def test_user_mistakes_get_one_line_and_no_traceback(cli, tmp_path, args, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\x00\x01\x02binary")
+    args = [a.format(bad=bad, missing=tmp_path / "missing") for a in args]
+    result = cli(*args, ok=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    as_json = cli(*args, "--json", ok=False)
+    assert message in one_json(as_json)["error"]
+
+
+def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corpus_file):
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"],
+                              env={**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        corpus = one_json(cli("corpus", "add", str(corpus_file), "--json"))
+        env = {"REDIS_URL": redis_url}
+        queued = one_json(cli("vocab", "analyze", "--corpus", str(corpus["corpus_id"]), "--step", "100",
+                              "--max-added", "200", "--queue", "--json", extra_env=env))
+        assert queued["reused"] is False and queued["status"] == "queued"
+        done = one_json(cli("vocab", "analyze", "--corpus", str(corpus["corpus_id"]), "--step", "100",
+                            "--max-added", "200", "--queue", "--wait", "--json", extra_env=env))
+        assert done["reused"] is True and done["analysis_id"] == queued["analysis_id"]
+        assert done["status"] == "succeeded" and len(done["points"]) == 3
+    finally:
+        worker.terminate()
+        worker.wait(20)

@@ -1,0 +1,110 @@
+"""Integration: a real Redis and a real `adapt-distill worker` process."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from rq.job import Job
+
+from core.vocab import VocabConfig
+from db import store
+from db.models import RunStatus
+from worker import service
+from worker.queues import SERIALIZER
+from worker.submit import submit_analysis, submit_expansion
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker_process(home, redis, redis_url):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield process
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    if os.environ.get("SHOW_WORKER_LOG"):
+        print(out)
+
+
+def wait_for(sessions, run_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    seen_running = False
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            seen_running |= run.status == RunStatus.running
+            if run.status.finished:
+                return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+
+
+def test_corpus_to_curve_to_expanded_model_through_a_real_worker(sessions, redis, worker_process, corpus_file,
+                                                                   tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    corpus, created = service.add_corpus(sessions, corpus_file)
+    assert created
+    analysis, reused = submit_analysis(sessions, redis, corpus.id, "bundled", VocabConfig(step=100, max_added=300))
+    assert not reused
+    run = wait_for(sessions, analysis.run_id)
+    assert run.status == RunStatus.succeeded, run.error
+    job = Job.fetch(run.job_id, connection=redis, serializer=SERIALIZER)
+    assert job.get_status() == "finished"
+    assert job.meta["progress"] == 1.0 and job.meta["stage"] == "scoring candidates"
+    with sessions.begin() as session:
+        stored = store.get_analysis(session, analysis.id)
+        summary = service.analysis_summary(stored)
+        assert [p["added_tokens"] for p in summary["points"]] == [0, 100, 200, 300]
+        assert summary["picked_vocab_size"] in [p["vocab_size"] for p in summary["points"][1:]]
+        assert [a.kind for a in stored.run.artifacts] == ["incremental_vocab"]
+        tokens = service.read_tokens(stored)
+
+    run_id = submit_expansion(sessions, redis, analysis.id, 30522 + 200, tmp_path / "expanded")
+    run = wait_for(sessions, run_id)
+    assert run.status == RunStatus.succeeded, run.error
+    assert run.output_dir == str(tmp_path / "expanded")
+    tokenizer = AutoTokenizer.from_pretrained(run.output_dir)
+    model = AutoModelForMaskedLM.from_pretrained(run.output_dir)
+    assert len(tokenizer) == model.get_input_embeddings().weight.shape[0] == 30722
+    assert tokenizer.convert_tokens_to_ids(tokens[199]) == 30721
+    with sessions.begin() as session:
+        artifact = store.get_run(session, run_id).artifacts[0]
+        assert artifact.kind == "model" and artifact.bytes > 1_000_000 and len(artifact.sha256) == 64
+
+
+def test_an_identical_analysis_is_reused_not_queued_again(sessions, redis, worker_process, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    config = VocabConfig(step=100, max_added=200)
+    first, _ = submit_analysis(sessions, redis, corpus.id, "bundled", config)
+    assert wait_for(sessions, first.run_id).status == RunStatus.succeeded
+    again, reused = submit_analysis(sessions, redis, corpus.id, "bundled", VocabConfig(step=100, max_added=200,
+                                                                                          threshold=0.5))
+    assert reused and again.id == first.id
+    other, reused = submit_analysis(sessions, redis, corpus.id, "bundled", VocabConfig(step=50, max_added=200))
+    assert not reused and other.id != first.id
+    with sessions.begin() as session:
+        assert len(store.list_runs(session)) == 2
+
+
+def test_a_failure_is_stored_with_a_readable_message(sessions, redis, worker_process, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    analysis, _ = service.create_analysis(sessions, corpus.id, "bundled", VocabConfig(step=100, max_added=200))
+    os.remove(corpus.path)  # the stored text disappears before the worker gets to it
+    from worker.submit import enqueue
+
+    enqueue(sessions, analysis.run_id, redis)
+    run = wait_for(sessions, analysis.run_id)
+    assert run.status == RunStatus.failed
+    assert run.error.startswith("the corpus file") and run.error.endswith("is gone: add the corpus again")
+    job = Job.fetch(run.job_id, connection=redis, serializer=SERIALIZER)
+    assert job.get_status() == "failed"
