@@ -114,6 +114,11 @@ def cmd_up(args) -> None:
     print(f"adapt-distill is up: dashboard http://localhost:{args.port}  redis {env['REDIS_URL']}  "
           f"data {os.environ.get('ADAPT_DISTILL_HOME') or '~/.adapt-distill'}  (Ctrl-C stops everything)",
           file=sys.stderr, flush=True)
+    def stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     code = 0
     try:
         while all(p.poll() is None for p in processes):
