@@ -1,0 +1,48 @@
+"""`adapt-distill up` on a machine with no Redis configured: embedded Valkey, a worker and the
+dashboard come up, and Ctrl-C stops all of them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from worker.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
+    port = free_port()
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(tmp_path / "home")}
+    for key in ("REDIS_URL", "DATABASE_URL"):
+        env.pop(key, None)
+    up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(port)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert up.poll() is None, up.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the dashboard did not answer within 90 s"
+            time.sleep(0.5)
+        children = psutil.Process(up.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "valkey-server" in names and "worker.cli worker" in names and "streamlit" in names
+        assert (tmp_path / "home" / "adapt-distill.db").is_file()
+        up.send_signal(signal.SIGINT)
+        assert up.wait(40) == 0
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == []
+    finally:
+        if up.poll() is None:
+            up.kill()
