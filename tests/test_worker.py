@@ -59,6 +59,9 @@ def test_corpus_to_curve_to_expanded_model_through_a_real_worker(sessions, redis
     run = wait_for(sessions, analysis.run_id)
     assert run.status == RunStatus.succeeded, run.error
     job = Job.fetch(run.job_id, connection=redis, serializer=SERIALIZER)
+    deadline = time.monotonic() + 20  # the run is recorded before RQ marks the job finished
+    while job.get_status() != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert job.get_status() == "finished"
     assert job.meta["progress"] == 1.0 and job.meta["stage"] == "scoring candidates"
     with sessions.begin() as session:
@@ -107,4 +110,7 @@ def test_a_failure_is_stored_with_a_readable_message(sessions, redis, worker_pro
     assert run.status == RunStatus.failed
     assert run.error.startswith("the corpus file") and run.error.endswith("is gone: add the corpus again")
     job = Job.fetch(run.job_id, connection=redis, serializer=SERIALIZER)
+    deadline = time.monotonic() + 20  # the run is recorded before RQ moves the job to its failed registry
+    while job.get_status() != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert job.get_status() == "failed"
