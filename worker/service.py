@@ -115,6 +115,8 @@ def model_key(spec: str) -> str:
 def create_analysis(sessions: sessionmaker[Session], corpus_id: int, base: str, config: VocabConfig
                     ) -> tuple[VocabAnalysis, bool]:
     """(analysis, reused): a new queued analysis, or an identical one that is done or under way."""
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
     info = inspect_model(base)  # fails now, with a clear message, rather than in the worker
     key = model_key(base)
     with sessions.begin() as session:
