@@ -57,13 +57,11 @@ def wordpiece_split(token: str, vocab: dict[str, int], unk: str, prefix: str = "
     return pieces
 
 
-def _expanded_tokenizer_files(base_path: Path, out: Path, new_tokens: list[str]) -> tuple[dict[str, int], dict]:
-    """Save the base tokenizer into `out` with `new_tokens` appended to its WordPiece vocabulary.
-    Returns the base vocabulary and the WordPiece model settings."""
-    tokenizer = load_tokenizer(base_path)
-    tokenizer.save_pretrained(str(out))
-    spec_file = out / "tokenizer.json"
-    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+def append_wordpiece_tokens(spec: dict, new_tokens: list[str]) -> dict:
+    """Append new_tokens to the WordPiece vocabulary of a tokenizer.json spec, in place: ids
+    from the base size on, base ids unchanged. Returns the base vocabulary (token -> id)."""
+    if spec["model"]["type"] != "WordPiece":
+        raise ConfigError(f"the base tokenizer is {spec['model']['type']}, not WordPiece")
     vocab: dict[str, int] = spec["model"]["vocab"]
     base_vocab = dict(vocab)
     taken = max([*vocab.values(), *(t["id"] for t in spec.get("added_tokens", []))]) + 1
@@ -73,9 +71,20 @@ def _expanded_tokenizer_files(base_path: Path, out: Path, new_tokens: list[str])
         if token in vocab:
             raise ConfigError(f"token '{token}' is already in the base vocabulary")
         vocab[token] = len(vocab)
+    return base_vocab
+
+
+def _expanded_tokenizer_files(base_path: Path, out: Path, new_tokens: list[str]) -> tuple[dict[str, int], dict]:
+    """Save the base tokenizer into `out` with `new_tokens` appended to its WordPiece vocabulary.
+    Returns the base vocabulary and the WordPiece model settings."""
+    tokenizer = load_tokenizer(base_path)
+    tokenizer.save_pretrained(str(out))
+    spec_file = out / "tokenizer.json"
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    base_vocab = append_wordpiece_tokens(spec, new_tokens)
     spec_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-    ordered = sorted(vocab, key=vocab.get)
-    (out / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
+    vocab = spec["model"]["vocab"]
+    (out / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
     return base_vocab, spec["model"]
 
 

@@ -107,6 +107,7 @@ def find_reusable_analysis(session: Session, corpus_id: int, base_model: str, st
     """A finished or still running analysis with the same inputs (the threshold only moves the pick)."""
     return session.scalar(
         select(VocabAnalysis)
+        .options(selectinload(VocabAnalysis.run))
         .join(Run, VocabAnalysis.run_id == Run.id)
         .where(
             VocabAnalysis.corpus_id == corpus_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,18 @@ def write_corpus(path: Path, documents: int = 600, seed: int = 0, vocabulary: in
         lines.append(text.capitalize() + rng.choice([".", "!", " (p < 0.05).", ""]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def stop_process(process) -> str:
+    """Terminate a subprocess started with stdout=PIPE and text=True; its output."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        out, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out or ""
 
 
 @pytest.fixture

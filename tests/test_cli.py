@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import write_corpus
+
 POINT_KEYS = {"vocab_size", "added_tokens", "log_occurrence", "relative_gain", "tokens_per_word", "split_word_share"}
 
 
@@ -69,13 +71,16 @@ def test_add_analyze_expand_with_json_output(cli, corpus_file, tmp_path):
     (["corpus", "add", "{missing}"], "no such file"),
     (["vocab", "analyze", "--corpus", "99"], "no corpus with id 99"),
     (["vocab", "analyze", "--corpus", "1", "--step", "0"], "step must be a positive"),
-    (["vocab", "analyze", "--corpus", "1", "--base", "{missing}"], "no such model folder"),
+    (["vocab", "analyze", "--corpus", "{corpus}", "--base", "{missing}"], "no such model folder"),
     (["vocab", "expand", "--analysis", "5", "--size", "10", "--out", "x"], "no vocabulary analysis with id 5"),
 ])
 def test_user_mistakes_get_one_line_and_no_traceback(cli, tmp_path, args, message):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\x00\x01\x02binary")
-    args = [a.format(bad=bad, missing=tmp_path / "missing") for a in args]
+    corpus = ""
+    if "{corpus}" in args:
+        corpus = one_json(cli("corpus", "add", str(write_corpus(tmp_path / "c.txt", 50)), "--json"))["corpus_id"]
+    args = [a.format(bad=bad, missing=tmp_path / "missing", corpus=corpus) for a in args]
     result = cli(*args, ok=False)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -99,6 +104,10 @@ def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corp
                             "--max-added", "200", "--queue", "--wait", "--json", extra_env=env))
         assert done["reused"] is True and done["analysis_id"] == queued["analysis_id"]
         assert done["status"] == "succeeded" and len(done["points"]) == 3
+        again = one_json(cli("vocab", "analyze", "--corpus", str(corpus["corpus_id"]), "--step", "100",
+                             "--max-added", "200", "--queue", "--json", extra_env=env))
+        assert again == {"analysis_id": queued["analysis_id"], "run_id": queued["run_id"], "reused": True,
+                         "status": "succeeded"}
     finally:
         worker.terminate()
         worker.wait(20)

@@ -14,6 +14,7 @@ from db.models import RunStatus
 from worker import service
 from worker.queues import SERIALIZER
 from worker.submit import submit_analysis, submit_expansion
+from conftest import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,7 @@ def worker_process(home, redis, redis_url):
     process = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield process
-    process.terminate()
-    try:
-        out, _ = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
+    out = stop_process(process)
     if os.environ.get("SHOW_WORKER_LOG"):
         print(out)
 
@@ -114,3 +110,30 @@ def test_a_failure_is_stored_with_a_readable_message(sessions, redis, worker_pro
     while job.get_status() != "failed" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert job.get_status() == "failed"
+
+
+def test_a_queued_run_whose_job_was_lost_is_queued_again(sessions, redis, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    config = VocabConfig(step=100, max_added=200)
+    first, _ = submit_analysis(sessions, redis, corpus.id, "bundled", config)
+    redis.flushdb()  # Redis restarted before any worker took the job
+    second, reused = submit_analysis(sessions, redis, corpus.id, "bundled", config)
+    assert not reused and second.id != first.id
+    assert Job.exists(f"run-{second.run_id}", connection=redis)
+    with sessions.begin() as session:
+        lost = store.get_run(session, first.run_id)
+        assert lost.status == RunStatus.failed and "lost" in lost.error
+
+
+def test_queueing_without_redis_fails_the_run_with_a_clear_message(sessions, corpus_file):
+    from redis import Redis
+
+    from core.errors import ConfigError
+
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    nowhere = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    with pytest.raises(ConfigError, match="is Redis running"):
+        submit_analysis(sessions, nowhere, corpus.id, "bundled", VocabConfig(step=100, max_added=200))
+    with sessions.begin() as session:
+        (run,) = store.list_runs(session)
+        assert run.status == RunStatus.failed and "is Redis running" in run.error

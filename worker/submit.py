@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.vocab import VocabConfig
 from db import store
-from db.models import RunKind, VocabAnalysis
+from core.errors import ConfigError
+from db.models import Run, RunKind, RunStatus, VocabAnalysis
 from worker import jobs, service
 from worker.queues import JOB_TIMEOUT_S, QUEUE_FOR, get_queue
 
@@ -24,16 +27,32 @@ def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, que
         run.queue = queue or QUEUE_FOR[kind]
         run.job_id = job_id
         name = run.queue
-    return get_queue(name, connection).enqueue_call(
-        JOB_FUNCTIONS[kind], args=(run_id,), timeout=JOB_TIMEOUT_S[kind], job_id=job_id,
-        result_ttl=7 * 86400, failure_ttl=30 * 86400, description=f"{kind.value} run {run_id}",
-    )
+    try:
+        return get_queue(name, connection).enqueue_call(
+            JOB_FUNCTIONS[kind], args=(run_id,), timeout=JOB_TIMEOUT_S[kind], job_id=job_id,
+            result_ttl=7 * 86400, failure_ttl=30 * 86400, description=f"{kind.value} run {run_id}",
+        )
+    except RedisError as exc:
+        message = f"could not queue run {run_id} ({type(exc).__name__}): is Redis running at REDIS_URL?"
+        with sessions.begin() as session:
+            store.finish_run(session, store.get_run(session, run_id), RunStatus.failed, message)
+        raise ConfigError(message) from None
+
+
+def job_is_lost(connection: Redis, run: Run) -> bool:
+    """A queued run whose job is no longer in Redis (flushed or restarted) will never run."""
+    return run.status == RunStatus.queued and not (run.job_id and Job.exists(run.job_id, connection=connection))
 
 
 def submit_analysis(sessions: sessionmaker[Session], connection: Redis, corpus_id: int, base: str,
                     config: VocabConfig) -> tuple[VocabAnalysis, bool]:
     """(analysis, reused). An identical analysis that is done or under way is reused, not queued again."""
     analysis, reused = service.create_analysis(sessions, corpus_id, base, config)
+    if reused and job_is_lost(connection, analysis.run):
+        with sessions.begin() as session:
+            store.finish_run(session, store.get_run(session, analysis.run_id), RunStatus.failed,
+                             "its queued job was lost (Redis was flushed or restarted); queued again")
+        analysis, reused = service.create_analysis(sessions, corpus_id, base, config)
     if not reused:
         enqueue(sessions, analysis.run_id, connection)
     return analysis, reused

@@ -1,0 +1,123 @@
+"""Figures. Pure functions of plain data (curve points as dicts, as the store returns them)."""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.vocab import CurvePoint, pick
+
+CURVE = "#1f5fbf"
+GAIN = "rgba(242, 142, 43, 0.45)"
+GAIN_BELOW = "rgba(44, 160, 44, 0.55)"  # gains at or under the threshold
+PICK = "#d62728"
+CHOSEN = "#7b3fb5"
+THRESHOLD = "#888"
+
+
+def pick_point(points: list[dict], threshold: float) -> tuple[dict, bool]:
+    """(picked point, threshold reached) by the paper's rule over stored points: no recomputation."""
+    picked, reached = pick([CurvePoint(**p) for p in points], threshold)
+    return picked.to_dict(), reached
+
+
+def curve_figure(points: list[dict], threshold: float, chosen_size: int | None = None) -> go.Figure:
+    """P(D) against vocabulary size, the relative gain of each candidate as bars, the threshold,
+    the pick (star and line) and, when it differs from the pick, the size the user chose."""
+    picked, reached = pick_point(points, threshold)
+    candidates = [p for p in points if p["relative_gain"] is not None]
+    # Gains go on the primary axis (drawn first, so behind, and put on the right); P(D) on the overlay.
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    _add_gains(fig, candidates, threshold)
+    _add_curve(fig, points, picked, reached)
+    if chosen_size is not None and chosen_size != picked["vocab_size"]:
+        fig.add_vline(x=chosen_size, line_dash="dash", line_color=CHOSEN, line_width=1.5,
+                      annotation_text=f"chosen {chosen_size:,}", annotation_position="bottom right",
+                      annotation_font_color=CHOSEN)
+    fig.update_layout(
+        height=420, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified", bargap=0.55,
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="left", x=0), plot_bgcolor="white",
+    )
+    sizes = [p["vocab_size"] for p in points]
+    spacing = min((b - a for a, b in zip(sizes, sizes[1:])), default=1) or 1
+    fig.update_xaxes(title_text="vocabulary size (tokens)", tickformat=",", showgrid=False, automargin=True,
+                     tickvals=sizes if len(sizes) <= 12 else None,
+                     range=[sizes[0] - 0.35 * spacing, sizes[-1] + 0.35 * spacing])
+    _gain_axis(fig, [100 * p["relative_gain"] for p in candidates] + [100 * threshold])
+    _curve_axis(fig, [p["log_occurrence"] for p in points])
+    return fig
+
+
+def _add_gains(fig: go.Figure, candidates: list[dict], threshold: float) -> None:
+    fig.add_trace(go.Bar(
+        x=[p["vocab_size"] for p in candidates], y=[100 * p["relative_gain"] for p in candidates],
+        name="relative gain",
+        marker_color=[GAIN_BELOW if p["relative_gain"] <= threshold else GAIN for p in candidates],
+        text=[f"{p['relative_gain']:.2%}" for p in candidates], textposition="outside", cliponaxis=False,
+        hovertemplate="gain %{y:.2f}%<extra></extra>",
+    ), secondary_y=False)
+    fig.add_hline(y=100 * threshold, line_dash="dash", line_color=THRESHOLD, line_width=1, secondary_y=False)
+    fig.add_trace(go.Scatter(  # no data: the threshold line's legend entry
+        x=[None], y=[None], mode="lines", name=f"threshold {threshold:.2%}",
+        line=dict(color=THRESHOLD, dash="dash", width=1)), secondary_y=False)
+
+
+def _add_curve(fig: go.Figure, points: list[dict], picked: dict, reached: bool) -> None:
+    fig.add_trace(go.Scatter(
+        x=[p["vocab_size"] for p in points], y=[p["log_occurrence"] for p in points], mode="lines+markers",
+        name="P(D)", line=dict(color=CURVE, width=3), marker=dict(size=8),
+        customdata=[[p["added_tokens"], p["tokens_per_word"], p["split_word_share"]] for p in points],
+        hovertemplate=("P(D) %{y:.3f}<br>+%{customdata[0]:,} tokens<br>%{customdata[1]:.3f} tokens/word"
+                       "<br>%{customdata[2]:.1%} words split<extra></extra>"),
+    ), secondary_y=True)
+    fig.add_trace(go.Scatter(
+        x=[picked["vocab_size"]], y=[picked["log_occurrence"]], mode="markers",
+        name="pick" if reached else "pick (threshold not reached: largest)",
+        marker=dict(symbol="star", size=20, color=PICK, line=dict(color="white", width=1.5)),
+        hovertemplate="pick %{x:,}<extra></extra>",
+    ), secondary_y=True)
+    fig.add_vline(x=picked["vocab_size"], line_dash="dot", line_color=PICK, line_width=1.5,
+                  annotation_text=f"pick {picked['vocab_size']:,} (+{picked['added_tokens']:,})",
+                  annotation_position="top left", annotation_font_color=PICK)
+
+
+def _gain_axis(fig: go.Figure, gains: list[float]) -> None:
+    """Gains in percent, on the right. The first candidate usually gains tens of percent and later
+    ones a few: when they span more than 20x, a log axis keeps the small ones and the threshold readable."""
+    if min(gains) > 0 and max(gains) / min(gains) > 20:
+        low, high = min(gains) / 2, max(gains) * 3
+        ticks = _one_two_five(low, high)
+        fig.update_yaxes(title_text="relative gain (%, log scale)", type="log",
+                         range=[math.log10(low), math.log10(high)], tickvals=ticks,
+                         ticktext=[f"{v:g}" for v in ticks], secondary_y=False)
+    else:
+        fig.update_yaxes(title_text="relative gain (%)", range=[1.25 * min(0.0, *gains), 1.25 * max(gains)],
+                         secondary_y=False)
+    fig.update_yaxes(side="right", showgrid=False, automargin=True, secondary_y=False)
+
+
+def _curve_axis(fig: go.Figure, values: list[float]) -> None:
+    """P(D) on the left, with explicit ticks: Plotly otherwise syncs an overlaying axis's ticks to
+    the base axis, which gives odd values."""
+    low, high = min(values), max(values)
+    pad = 0.08 * (high - low or 1.0)
+    fig.update_yaxes(title_text="P(D): mean log P(s) per document", side="left", showgrid=True, gridcolor="#eee",
+                     range=[low - pad, high + pad], tickmode="linear", tick0=0,
+                     dtick=_nice_step((high - low + 2 * pad) / 6), automargin=True, secondary_y=True)
+
+
+def _nice_step(span: float) -> float:
+    """The smallest of 1, 2, 2.5 or 5 times a power of ten that is at least span."""
+    power = 10 ** math.floor(math.log10(span)) if span > 0 else 1.0
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= span)
+
+
+def _one_two_five(low: float, high: float) -> list[float]:
+    """1, 2, 5, 10, 20, 50... between low and high (ticks for a log axis)."""
+    values, power = [], 10 ** math.floor(math.log10(low))
+    while power <= high:
+        values += [m * power for m in (1, 2, 5) if low <= m * power <= high]
+        power *= 10
+    return values

@@ -1,0 +1,35 @@
+"""The dashboard: `streamlit run app/main.py` (or `adapt-distill up`). Settings come from the
+environment: ADAPT_DISTILL_HOME, DATABASE_URL, REDIS_URL."""
+
+import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import connections
+
+st.set_page_config(page_title="adapt-distill", page_icon=":material/compress:", layout="wide")
+
+page = st.navigation([
+    st.Page("views/home.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+    st.Page("views/corpora.py", title="Corpora", icon=":material/library_books:", url_path="corpora"),
+    st.Page("views/vocabulary.py", title="Vocabulary", icon=":material/insights:", url_path="vocabulary"),
+])
+
+try:
+    connections.sessions()  # migrations run once per process
+except SQLAlchemyError as exc:
+    st.error(f"cannot open the database ({type(exc).__name__}: {getattr(exc, 'orig', None) or exc}): "
+             f"check DATABASE_URL and that the database server is up")
+    st.stop()
+
+with st.sidebar:
+    health = connections.queue_health()
+    if not health["configured"]:
+        st.warning("REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL.",
+                   icon=":material/cloud_off:")
+    elif not health["reachable"]:
+        st.error("Redis does not answer at REDIS_URL: is `adapt-distill up` running?", icon=":material/cloud_off:")
+    else:
+        workers = ", ".join(f"{n} on {name}" for name, n in health["workers"].items())
+        st.caption(f":material/memory: workers: {workers}")
+
+page.run()

@@ -1,0 +1,67 @@
+"""Small pieces the pages share: the one place errors become messages, one-shot messages that
+survive a rerun, and number formatting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from core.errors import AdaptDistillError
+
+REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
+
+
+def error_message(exc: BaseException) -> str | None:
+    """The one line a user sees for an error they can act on; None for a bug."""
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, AdaptDistillError):
+        return str(exc)
+    if isinstance(exc, RedisError):
+        return REDIS_DOWN.format(error=exc)
+    return None
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Run the block; a user-fixable error becomes one st.error line (no traceback) and ends the block."""
+    try:
+        yield
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None:
+            raise
+        st.error(message, icon=":material/error:")
+
+
+def flash(key: str, kind: str, text: str) -> None:
+    """Keep a message to show once on the next run (after st.rerun)."""
+    st.session_state[key] = (kind, text)
+
+
+def show_flash(key: str) -> None:
+    kind, text = st.session_state.pop(key, (None, None))
+    if kind:
+        getattr(st, kind)(text)
+
+
+def status_badge(status: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "running": "blue", "queued": "gray",
+             "cancelled": "orange"}.get(status, "gray")
+    return f":{color}-badge[{status}]"
+
+
+def status_text(run: dict) -> str:
+    """'running: scoring candidates', or just 'queued' when the stage says nothing more."""
+    return run["status"] if run["stage"] in (run["status"], "queued") else f"{run['status']}: {run['stage']}"
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"

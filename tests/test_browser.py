@@ -1,0 +1,149 @@
+"""The real dashboard in a real browser: `streamlit run app/main.py`, a real RQ worker process and
+Debian's Chromium driven through Playwright. A corpus goes in through the file input, an analysis
+runs on the worker, and the Plotly curve appears by itself (the live-progress fragment).
+
+Set ADAPT_DISTILL_SCREENSHOT=docs/dashboard.png to also save the picture used in the README.
+Without Chromium the tests fail, unless ADAPT_DISTILL_SKIP_BROWSER=1 (then they are skipped)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import stop_process
+from test_app import ROOT, domain_corpus
+from worker.embedded import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        reason = "Chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("ADAPT_DISTILL_SKIP_BROWSER") == "1":
+            pytest.skip(f"{reason}; skipped because ADAPT_DISTILL_SKIP_BROWSER=1")
+        pytest.fail(f"{reason}. Install it, or set ADAPT_DISTILL_SKIP_BROWSER=1 to skip the browser tests.")
+    return path
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the dashboard exited at start:\n{process.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"the dashboard did not answer within {timeout:.0f} s")
+
+
+@pytest.fixture
+def dashboard(home, redis, redis_url):
+    """The dashboard and a worker on the cpu queue, both pointed at a fresh data folder."""
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    port = free_port()
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                            "--client.toolbarMode", "minimal"],
+                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, app)
+        yield url
+    finally:
+        app_log, worker_log = stop_process(app), stop_process(worker)
+        print("--- dashboard log ---\n" + app_log[-4000:] + "\n--- worker log ---\n" + worker_log[-4000:])
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def test_upload_analyse_and_see_the_curve(page, dashboard, tmp_path):
+    from playwright.sync_api import expect
+
+    corpus = tmp_path / "clinical-notes.txt"
+    corpus.write_text(domain_corpus(documents=8000, words=8000, seed=3), encoding="utf-8")
+
+    # A deep link on a fresh server runs the entry point (navigation, sidebar), not the page alone.
+    page.goto(f"{dashboard}/corpora")
+    expect(page.get_by_role("heading", name="Corpora", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+
+    page.locator("input[type=file]").set_input_files(str(corpus))
+    expect(page.get_by_text("Added corpus 1 'clinical-notes.txt': 8,000 documents")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("clinical-notes.txt").first).to_be_visible()
+
+    page.get_by_role("link", name="Vocabulary").click()
+    expect(page.get_by_role("heading", name="Vocabulary", exact=True)).to_be_visible()
+    for label, value in (("Step", "1000"), ("Maximum added", "6000"), ("Threshold", "0.03")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")
+    page.get_by_role("button", name="Start analysis").click()
+    # Submitting checks the base model first (the first check in a process imports transformers).
+    expect(page.get_by_text("Analysis 1 queued.")).to_be_visible(timeout=90_000)
+
+    # The worker runs it; the live-progress fragment notices and the page redraws with the curve.
+    curve = page.locator(".js-plotly-plot")
+    expect(curve).to_be_visible(timeout=180_000)
+    expect(curve.locator(".scatterlayer path.js-line").first).to_be_visible()  # the P(D) line is drawn
+    picked = page.get_by_test_id("stMetric").filter(has_text="Picked size").get_by_test_id("stMetricValue")
+    first_pick = picked.inner_text()
+    assert re.fullmatch(r"3\d,\d{3}", first_pick), first_pick
+    expect(page.get_by_text("Expanded (", exact=False)).to_be_visible()
+
+    if os.environ.get("ADAPT_DISTILL_SCREENSHOT"):
+        save_screenshot(page, dashboard, Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]))
+
+    # The threshold moves the pick in the browser too, without another run.
+    threshold = page.get_by_role("spinbutton", name="Threshold (relative gain)")
+    threshold.fill("0.5")
+    threshold.press("Enter")
+    expect(picked).not_to_have_text(first_pick)
+
+
+def save_screenshot(page, url: str, path: Path) -> None:
+    """The Vocabulary page as a fresh visitor sees it (the new-analysis form folded), curve in view."""
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.goto(f"{url}/vocabulary")
+    curve = page.locator(".js-plotly-plot")
+    expect(curve).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(1500)  # let Plotly finish its first layout
+    box = curve.bounding_box()
+    path = path if path.is_absolute() else ROOT / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1280,
+                                          "height": min(1000, round(box["y"] + box["height"] + 16))})
+    page.set_viewport_size(VIEWPORT)
