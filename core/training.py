@@ -1,0 +1,263 @@
+"""The training loop shared by adaptation and distillation: deterministic data order and
+randomness per micro-step (so a resumed run continues exactly as an uninterrupted one),
+gradient accumulation, warmup and decay, bf16 autocast where the GPU has it, periodic
+evaluation, and checkpoints (safetensors weights + a weights-only trainer state)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import Cancelled, ConfigError
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings common to adaptation and distillation."""
+
+    steps: int = 1000
+    """Optimizer steps (each of batch_size x grad_accum blocks)."""
+    batch_size: int = 32
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    """Warmup: a fraction of the steps when < 1, else a number of steps."""
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    precision: str = "auto"
+    """'auto' (bf16 on a GPU that has it, else fp32), 'bf16' or 'fp32'."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name} asked for, but no CUDA GPU is visible: use --device cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the GPU supports it; None means plain fp32."""
+    if precision == "fp32" or device.type != "cuda":
+        if precision == "bf16" and device.type != "cuda":
+            raise ConfigError("bf16 needs a GPU here: use --precision fp32 on the CPU")
+        return None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if precision == "bf16":
+        raise ConfigError("this GPU has no bf16: use --precision fp32")
+    return None
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    warmup = config.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, 1 - progress)
+
+
+def batch_indices(n: int, micro_step: int, batch_size: int, seed: int) -> np.ndarray:
+    """Indices of the blocks of one micro-batch: the stream of per-epoch permutations, so the order
+    depends only on (seed, micro_step)."""
+    positions = np.arange(micro_step * batch_size, (micro_step + 1) * batch_size)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        permutation = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        here = positions // n == epoch
+        out[here] = permutation[positions[here] % n]
+    return out
+
+
+def micro_generator(seed: int, micro_step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + micro_step)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def checkpoint_dir(root: Path) -> Path:
+    return root / "checkpoints"
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = checkpoint_dir(root) / "latest"
+    if not pointer.is_file():
+        return None
+    path = checkpoint_dir(root) / pointer.read_text().strip()
+    return path if (path / "trainer.pt").is_file() else None
+
+
+def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], optimizer, scheduler,
+                    keep: int) -> Path:
+    from safetensors.torch import save_model
+
+    folder = checkpoint_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    tmp = folder / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for key, module in modules.items():
+        save_model(module, str(tmp / f"{key}.safetensors"))
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               tmp / "trainer.pt")
+    shutil.rmtree(folder / name, ignore_errors=True)
+    os.replace(tmp, folder / name)
+    (folder / "latest.tmp").write_text(name)
+    os.replace(folder / "latest.tmp", folder / "latest")
+    for old in sorted(p for p in folder.glob("step-*") if p.name != name)[:-max(keep - 1, 0) or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder / name
+
+
+def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, scheduler) -> int:
+    from safetensors.torch import load_model
+
+    for key, module in modules.items():
+        load_model(module, str(path / f"{key}.safetensors"))
+    state = torch.load(path / "trainer.pt", weights_only=True)  # our own file; still no pickle code
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+Metrics = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    resumed_from: int
+    first_loss: float | None
+    last_loss: float | None
+    last_eval: dict[str, float]
+    seconds: float
+    tokens_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def optimizer_for(model: torch.nn.Module, config: TrainConfig):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith("bias") else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    return optimizer, scheduler
+
+
+def run_loop(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]],
+    train_blocks: np.ndarray,
+    evaluate: Callable[[], dict[str, float]] | None,
+    config: TrainConfig,
+    root: Path,
+    device: torch.device,
+    on_metrics: Metrics | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> LoopResult:
+    """Train `model` (the parameters the optimizer updates) with loss_fn(batch_ids, generator).
+    Resumes from root/checkpoints/latest when there is one."""
+    optimizer, scheduler = optimizer_for(model, config)
+    modules = {"model": model}
+    start = 0
+    checkpoint = latest_checkpoint(root)
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, modules, optimizer, scheduler)
+    dtype = autocast_dtype(config.precision, device)
+    n, tokens_per_step = len(train_blocks), config.batch_size * config.grad_accum * train_blocks.shape[1]
+    first = last = None
+    last_eval: dict[str, float] = {}
+    began = time.perf_counter()
+    model.train()
+    for step in range(start, config.steps):
+        if cancel is not None and cancel():
+            save_checkpoint(root, step, modules, optimizer, scheduler, config.keep_checkpoints)
+            raise Cancelled(f"cancelled at step {step}; resume continues from there")
+        totals: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            index = step * config.grad_accum + micro
+            ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
+            torch.manual_seed(config.seed * 7_919 + index)  # dropout draws depend on the step alone
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss, parts = loss_fn(ids, micro_generator(config.seed, index))
+            (loss / config.grad_accum).backward()
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value / config.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        first = totals["loss"] if first is None else first
+        last = totals["loss"]
+        if on_metrics and (done % config.log_every == 0 or done == start + 1 or done == config.steps):
+            on_metrics(done, {**totals, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
+        if evaluate is not None and (done % config.eval_every == 0 or done == config.steps):
+            model.eval()
+            last_eval = evaluate()
+            model.train()
+            if on_metrics:
+                on_metrics(done, last_eval)
+        if done % config.checkpoint_every == 0 and done < config.steps:
+            save_checkpoint(root, done, modules, optimizer, scheduler, config.keep_checkpoints)
+        if progress:
+            progress("training", done / config.steps)
+    seconds = time.perf_counter() - began
+    trained = config.steps - start
+    return LoopResult(config.steps, start, first, last, last_eval, seconds,
+                      trained * tokens_per_step / seconds if seconds > 0 else 0.0)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
