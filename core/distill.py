@@ -1,0 +1,270 @@
+"""Task-agnostic distillation (MiniLM family) into a small student that shares the teacher's
+(expanded) vocabulary. The relations come from the query/key/value projections of the chosen
+teacher layer and of the student's last layer, captured with forward hooks: SDPA attention
+returns no attention weights, and the projections are what MiniLM needs anyway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.errors import ConfigError
+from core.expand import METADATA_FILE
+from core.losses import minilm_v1_loss, minilm_v2_loss
+from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
+from core.models import load_mlm, load_tokenizer
+from core.training import TrainConfig, checkpoint_dir, micro_generator, resolve_device, run_loop, write_json
+
+# layers, hidden, attention heads, intermediate
+PRESETS = {
+    "L6-H384": (6, 384, 12, 1536),
+    "L4-H312": (4, 312, 12, 1248),
+    "L3-H256": (3, 256, 4, 1024),
+    "L2-H128": (2, 128, 2, 512),
+}
+INITS = ("random", "teacher")
+
+
+@dataclass
+class StudentShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+
+    def __post_init__(self):
+        if min(self.layers, self.hidden, self.heads, self.intermediate) < 1:
+            raise ConfigError("student layers, hidden, heads and intermediate must all be positive")
+        if self.hidden % self.heads:
+            raise ConfigError(f"student hidden size {self.hidden} is not divisible by its {self.heads} heads")
+
+    @classmethod
+    def parse(cls, preset: str | None = None, **explicit) -> "StudentShape":
+        """A preset name (L6-H384, L4-H312, L3-H256, L2-H128) with optional explicit overrides."""
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"unknown student preset '{preset}': use one of {', '.join(PRESETS)}")
+        base = dict(zip(("layers", "hidden", "heads", "intermediate"), PRESETS[preset or "L6-H384"]))
+        base.update({k: v for k, v in explicit.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation settings (optimisation in `train`)."""
+
+    student: StudentShape = field(default_factory=lambda: StudentShape.parse("L6-H384"))
+    init: str = "random"
+    """'random', 'teacher' (every k-th teacher layer; needs equal widths) or a model folder."""
+    version: str = "v2"
+    """'v2': MiniLMv2 Q-Q/K-K/V-V relations; 'v1': attention distributions + value relation."""
+    teacher_layer: int = -1
+    """Teacher layer whose relations are taught (negative counts from the end)."""
+    relation_heads: int | None = None
+    """Relation heads (v2); None picks the largest of 48, 24, 16, 12, 8, 4, 2, 1 dividing both widths."""
+    mlm_weight: float = 0.0
+    """Weight of an extra student MLM loss (teacher and student then both see the masked input)."""
+    seq_len: int = 128
+    heldout_fraction: float = 0.02
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4))
+
+    def __post_init__(self):
+        if self.version not in ("v1", "v2"):
+            raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
+        if self.mlm_weight < 0:
+            raise ConfigError(f"mlm-weight must be >= 0, got {self.mlm_weight}")
+
+
+@dataclass
+class DistillResult:
+    output_dir: Path
+    steps: int
+    resumed_from: int
+    first_loss: float | None
+    last_loss: float | None
+    heldout_relation_loss_before: float | None
+    heldout_relation_loss: float | None
+    student_parameters: int
+    teacher_parameters: int
+    mlm_head_trained: bool
+    tokens_per_second: float
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+def relation_heads_for(config: DistillConfig, teacher_hidden: int) -> int:
+    student_hidden = config.student.hidden
+    if config.relation_heads is not None:
+        if student_hidden % config.relation_heads or teacher_hidden % config.relation_heads:
+            raise ConfigError(f"relation heads ({config.relation_heads}) must divide both the student hidden size "
+                              f"({student_hidden}) and the teacher's ({teacher_hidden})")
+        return config.relation_heads
+    return next(h for h in (48, 24, 16, 12, 8, 4, 2, 1) if not student_hidden % h and not teacher_hidden % h)
+
+
+def build_student(teacher, shape: StudentShape, init: str):
+    """A BertForMaskedLM student with the teacher's vocabulary and positions."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    t = teacher.config
+    config = BertConfig(vocab_size=t.vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
+                        pad_token_id=t.pad_token_id)
+    student = BertForMaskedLM(config)
+    if init == "teacher":
+        if shape.hidden != t.hidden_size or shape.heads != t.num_attention_heads:
+            raise ConfigError(f"init 'teacher' needs the teacher's width ({t.hidden_size} hidden, "
+                              f"{t.num_attention_heads} heads); the student has {shape.hidden} and {shape.heads}")
+        if shape.layers > t.num_hidden_layers:
+            raise ConfigError(f"the student has more layers ({shape.layers}) than the teacher ({t.num_hidden_layers})")
+        stride = t.num_hidden_layers // shape.layers
+        chosen = [stride * (i + 1) - 1 for i in range(shape.layers)]  # every k-th layer, ending at the last
+        source = teacher.state_dict()
+        state = {}
+        for key in student.state_dict():
+            if ".layer." in key:
+                prefix, rest = key.split(".layer.", 1)
+                index, tail = rest.split(".", 1)
+                state[key] = source[f"{prefix}.layer.{chosen[int(index)]}.{tail}"]
+            else:
+                state[key] = source[key]
+        student.load_state_dict(state)
+    elif init != "random":
+        raise ConfigError(f"unknown init '{init}': use random, teacher or a model folder")
+    return student
+
+
+@contextmanager
+def capture_qkv(layer):
+    """Collect the (B, T, H) outputs of a BERT layer's query, key and value projections."""
+    attention = layer.attention.self
+    captured: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: captured.append(out))
+               for m in (attention.query, attention.key, attention.value)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _layers(model):
+    return model.bert.encoder.layer
+
+
+def distill(
+    teacher_path: str | Path,
+    documents: Callable[[], Iterable[str]],
+    out_dir: str | Path,
+    config: DistillConfig,
+    progress: Callable[[str, float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+    metadata: dict | None = None,
+) -> DistillResult:
+    """Distil the teacher at teacher_path into a new student; write it to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.train.device)
+    tokenizer = load_tokenizer(teacher_path)
+    teacher, _ = load_mlm(teacher_path)
+    if config.init not in INITS:
+        student, _ = load_mlm(config.init)
+        if student.config.vocab_size != teacher.config.vocab_size:
+            raise ConfigError(f"the student model at {config.init} has {student.config.vocab_size} tokens, the "
+                              f"teacher {teacher.config.vocab_size}: expand its vocabulary the same way first")
+        s = student.config
+        config.student = StudentShape(s.num_hidden_layers, s.hidden_size, s.num_attention_heads, s.intermediate_size)
+    else:
+        student = build_student(teacher, config.student, config.init)
+    heads = relation_heads_for(config, teacher.config.hidden_size)
+    teacher_layer = _layers(teacher)[config.teacher_layer]
+    student_layer = _layers(student)[-1]
+    teacher.to(device).eval().requires_grad_(False)
+    student.to(device)
+    if progress:
+        progress("tokenizing", 0.0)
+    blocks = pack_documents(documents(), tokenizer, config.seq_len, cancel=cancel)
+    train_blocks, held = split_heldout(blocks, config.heldout_fraction)
+    masker = Masker(tokenizer) if config.mlm_weight > 0 else None
+
+    def teacher_qkv(ids):
+        with torch.inference_mode(), capture_qkv(teacher_layer) as qkv:
+            teacher.bert(input_ids=ids)
+        return [x.clone() for x in qkv]  # plain tensors again, usable as constants by autograd
+
+    def relation(student_qkv, teacher_qkv_):
+        mask = torch.ones(student_qkv[0].shape[:2], device=device)  # packed blocks: no padding
+        if config.version == "v2":
+            return minilm_v2_loss(student_qkv, teacher_qkv_, mask, heads)
+        return minilm_v1_loss(student_qkv, teacher_qkv_, mask, config.student.heads,
+                              teacher.config.num_attention_heads)
+
+    def loss_fn(ids, generator):
+        labels = None
+        inputs = ids.long()
+        if masker is not None:
+            inputs, labels = masker(ids, generator)
+            labels = labels.to(device)
+        inputs = inputs.to(device)
+        targets = teacher_qkv(inputs)
+        with capture_qkv(student_layer) as student_qkv:
+            mlm = masked_lm_loss(student, inputs, labels) if labels is not None else student.bert(input_ids=inputs)
+        loss = relation(student_qkv, targets)
+        parts = {"relation_loss": float(loss.detach())}
+        if labels is not None:
+            parts["mlm_loss"] = float(mlm.detach())
+            loss = loss + config.mlm_weight * mlm
+        return loss, parts
+
+    def evaluate():
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(held), config.train.batch_size):
+                ids = torch.from_numpy(held[start:start + config.train.batch_size]).long().to(device)
+                targets = teacher_qkv(ids)
+                with capture_qkv(student_layer) as student_qkv:
+                    student.bert(input_ids=ids)
+                total += float(relation(student_qkv, targets)) * len(ids)
+        return {"heldout_relation_loss": total / len(held)}
+
+    resuming = (checkpoint_dir(out_dir) / "latest").is_file()
+    before = None
+    if not resuming:
+        student.eval()
+        before = evaluate()
+        student.train()
+        if on_metrics:
+            on_metrics(0, before)
+    loop = run_loop(student, loss_fn, train_blocks, evaluate, config.train, out_dir, device, on_metrics, progress,
+                    cancel)
+    if progress:
+        progress("saving", 1.0)
+    student.to("cpu")
+    student.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    previous = {}
+    if (Path(teacher_path) / METADATA_FILE).is_file():
+        previous = json.loads((Path(teacher_path) / METADATA_FILE).read_text())
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    result = DistillResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
+                           before["heldout_relation_loss"] if before else None,
+                           loop.last_eval.get("heldout_relation_loss"), count(student), count(teacher),
+                           config.mlm_weight > 0, loop.tokens_per_second)
+    write_json(out_dir / METADATA_FILE, {
+        **{k: v for k, v in previous.items() if k in ("analysis_id", "corpus_sha256", "base_model_spec")},
+        **(metadata or {}), "kind": "student", "teacher_model": str(teacher_path),
+        "mlm_head_trained": config.mlm_weight > 0, "distill_config": asdict(config), "relation_heads": heads,
+        "result": result.to_dict(),
+    })
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+    return result

@@ -1,0 +1,76 @@
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from conftest import build_tiny_bert, write_corpus
+from core.distill import DistillConfig, StudentShape, build_student, capture_qkv, distill, relation_heads_for
+from core.errors import ConfigError
+from core.losses import relation_kl
+from core.models import load_mlm
+from core.training import TrainConfig
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    return build_tiny_bert(tmp_path / "teacher", words=["ka", "##lo", "##ma", "the", "of", "and"])
+
+
+@pytest.fixture
+def documents(tmp_path):
+    lines = write_corpus(tmp_path / "corpus.txt", documents=300, vocabulary=60).read_text().splitlines()
+    return lambda: iter(lines)
+
+
+def test_student_shapes_are_validated():
+    assert StudentShape.parse("L4-H312") == StudentShape(4, 312, 12, 1248)
+    assert StudentShape.parse("L3-H256", layers=2).layers == 2
+    with pytest.raises(ConfigError, match="not divisible"):
+        StudentShape.parse(hidden=100, heads=12)
+    with pytest.raises(ConfigError, match="unknown student preset"):
+        StudentShape.parse("L9-H999")
+    config = DistillConfig(student=StudentShape.parse("L3-H256"), relation_heads=12)
+    with pytest.raises(ConfigError, match="must divide both"):
+        relation_heads_for(config, 768)
+    assert relation_heads_for(DistillConfig(student=StudentShape.parse("L3-H256")), 768) == 16
+
+
+def test_student_from_every_kth_teacher_layer(teacher):
+    model, _ = load_mlm(teacher)  # 2 layers, 32 hidden, 2 heads
+    student = build_student(model, StudentShape(1, 32, 2, 64), "teacher")
+    assert torch.equal(student.bert.encoder.layer[0].attention.self.query.weight,
+                       model.bert.encoder.layer[1].attention.self.query.weight)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
+    with pytest.raises(ConfigError, match="needs the teacher's width"):
+        build_student(model, StudentShape(1, 16, 2, 64), "teacher")
+
+
+def student_relations_distance(teacher_dir, student_dir, ids):
+    teacher, student = AutoModelForMaskedLM.from_pretrained(teacher_dir), AutoModelForMaskedLM.from_pretrained(student_dir)
+    with torch.no_grad(), capture_qkv(teacher.bert.encoder.layer[-1]) as t, \
+            capture_qkv(student.bert.encoder.layer[-1]) as s:
+        teacher.bert(input_ids=ids)
+        student.bert(input_ids=ids)
+    return float(relation_kl(s[0], t[0], torch.ones(ids.shape), 2))
+
+
+def test_distillation_lowers_the_relation_loss_and_the_student_loads(teacher, documents, tmp_path):
+    config = DistillConfig(student=StudentShape(2, 16, 2, 32), seq_len=32,
+                           train=TrainConfig(steps=80, batch_size=16, lr=3e-3, warmup=0.1, eval_every=40))
+    result = distill(teacher, documents, tmp_path / "student", config)
+    assert result.heldout_relation_loss < 0.7 * result.heldout_relation_loss_before
+    assert result.student_parameters < result.teacher_parameters
+    student = AutoModelForMaskedLM.from_pretrained(tmp_path / "student")
+    assert student.config.hidden_size == 16 and student.config.vocab_size == load_mlm(teacher)[0].config.vocab_size
+    # relations move toward the teacher's, against a fresh student of the same seed
+    fresh = build_student(load_mlm(teacher)[0], StudentShape(2, 16, 2, 32), "random")
+    fresh.save_pretrained(tmp_path / "fresh")
+    ids = torch.randint(5, fresh.config.vocab_size, (4, 24), generator=torch.Generator().manual_seed(0))
+    assert student_relations_distance(teacher, tmp_path / "student", ids) < \
+        student_relations_distance(teacher, tmp_path / "fresh", ids)
+
+
+def test_v1_and_mlm_term(teacher, documents, tmp_path):
+    config = DistillConfig(student=StudentShape(1, 16, 2, 32), version="v1", mlm_weight=0.5, seq_len=32,
+                           train=TrainConfig(steps=6, batch_size=8, eval_every=100))
+    result = distill(teacher, documents, tmp_path / "s", config)
+    assert result.mlm_head_trained and result.steps == 6
