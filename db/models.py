@@ -20,6 +20,9 @@ class Base(DeclarativeBase):
 class RunKind(str, enum.Enum):
     analysis = "analysis"
     expansion = "expansion"
+    adaptation = "adaptation"
+    distillation = "distillation"
+    pipeline = "pipeline"
 
 
 class RunStatus(str, enum.Enum):
@@ -28,10 +31,11 @@ class RunStatus(str, enum.Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    abandoned = "abandoned"  # its worker died; resume continues from the last checkpoint
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.abandoned)
 
 
 def _enum(cls):
@@ -86,6 +90,11 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    step: Mapped[int | None] = mapped_column(Integer)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    latest_loss: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(String(200))
 
     depends_on: Mapped[list[Run]] = relationship(
         secondary=run_dependencies,

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import NotFound
-from db.models import Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis, utcnow
+from db.models import (Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis, run_dependencies,
+                       utcnow)
 
 
 # --- corpora -------------------------------------------------------------------------------
@@ -73,6 +74,41 @@ def finish_run(session: Session, run: Run, status: RunStatus, error: str | None 
         run.progress, run.stage = 1.0, "done"
     else:
         run.stage = status.value
+
+
+def dependents(session: Session, run_id: int) -> Sequence[Run]:
+    """Runs that wait on run_id."""
+    return session.scalars(
+        select(Run).join(run_dependencies, run_dependencies.c.run_id == Run.id)
+        .where(run_dependencies.c.depends_on_id == run_id)
+    ).all()
+
+
+def children(session: Session, run_id: int) -> Sequence[Run]:
+    return session.scalars(select(Run).where(Run.parent_id == run_id).order_by(Run.id)).all()
+
+
+def refresh_pipeline(session: Session, pipeline_id: int) -> None:
+    """A pipeline's status follows its steps: failed or cancelled if one is, succeeded when all are."""
+    pipeline = get_run(session, pipeline_id)
+    if pipeline.kind != RunKind.pipeline:
+        return
+    steps = children(session, pipeline_id)
+    statuses = {s.status for s in steps}
+    for bad in (RunStatus.failed, RunStatus.abandoned, RunStatus.cancelled):
+        if bad in statuses:
+            if pipeline.status != bad:
+                failed = next(s for s in steps if s.status == bad)
+                finish_run(session, pipeline, bad, f"step run {failed.id} ({failed.kind.value}) {bad.value}")
+            return
+    if statuses == {RunStatus.succeeded}:
+        finish_run(session, pipeline, RunStatus.succeeded)
+        pipeline.output_dir = steps[-1].output_dir
+    elif RunStatus.running in statuses or RunStatus.succeeded in statuses:
+        if pipeline.status != RunStatus.running:
+            start_run(session, pipeline)
+        done = sum(s.status == RunStatus.succeeded for s in steps)
+        pipeline.stage, pipeline.progress = f"step {done + 1} of {len(steps)}", done / len(steps)
 
 
 def add_metric(session: Session, run_id: int, step: int, name: str, value: float) -> None:

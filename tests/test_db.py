@@ -26,7 +26,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url):
     engine = get_engine(db_url)
     assert TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
 
 
 def test_runs_metrics_artifacts_and_lineage(db_url):
@@ -141,3 +141,13 @@ def test_processes_starting_together_migrate_once(tmp_path):
     assert results == [None] * 3
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def test_migrations_match_the_models(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    with get_engine(db_url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

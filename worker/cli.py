@@ -295,6 +295,185 @@ def cmd_vocab_expand(args) -> None:
                        f"{data['added_tokens']:,} new)" + (f"\nnote: {note}" if note else ""))
 
 
+# --- training ------------------------------------------------------------------------------
+
+TRAIN_ARGS = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "seed", "eval_every",
+              "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction")
+ADAPT_ARGS = ("mask_probability", "whole_word")
+DISTILL_ARGS = ("student", "layers", "hidden", "heads", "intermediate", "init", "version", "teacher_layer",
+                "relation_heads", "mlm_weight")
+
+
+def _params(args, names, **renamed) -> dict:
+    params = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    params.update({k: getattr(args, v) for k, v in renamed.items() if getattr(args, v, None) is not None})
+    return params
+
+
+def _run_dict(run) -> dict:
+    result = run.params.get("result") or {}
+    keep = ("first_loss", "last_loss", "heldout_loss_before", "heldout_loss", "heldout_relation_loss_before",
+            "heldout_relation_loss", "tokens_per_second", "steps", "student_parameters", "teacher_parameters")
+    return {"run_id": run.id, "kind": run.kind.value, "status": run.status.value, "output_dir": run.output_dir,
+            "error": run.error, "metrics": {k: result[k] for k in keep if result.get(k) is not None}}
+
+
+def _train_runs(args, runs) -> None:
+    """Run inline (in order) or queue, then print the runs."""
+    from db import store
+    from worker import training
+
+    sessions = _sessions()
+    if args.queue:
+        from worker.queues import connect
+        from worker.submit import submit_runs
+
+        submit_runs(sessions, connect(), runs)
+        if args.wait:
+            for run in runs:
+                if run.kind.value != "pipeline":
+                    _wait(sessions, run.id, Bars(not args.json))
+    else:
+        _quiet_hf()
+        for run in runs:
+            if run.kind.value == "pipeline":
+                continue
+            with sessions.begin() as session:
+                if store.get_run(session, run.id).status.finished:
+                    continue  # cancelled because an earlier step failed
+            bars = Bars(not args.json)
+            try:
+                training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id, echo=bars))
+            finally:
+                bars.close()
+    with sessions.begin() as session:
+        data = {"runs": [_run_dict(store.get_run(session, r.id)) for r in runs]}
+    lines = [f"run {r['run_id']} {r['kind']}: {r['status']}  {r['output_dir'] or ''}  "
+             + " ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()) for r in data["runs"]]
+    _print(args, data, "\n".join(lines))
+
+
+def cmd_adapt(args) -> None:
+    from worker import training
+
+    run = training.create_adaptation(_sessions(), args.corpus, args.teacher,
+                                     _params(args, TRAIN_ARGS + ADAPT_ARGS))
+    _train_runs(args, [run])
+
+
+def cmd_distill(args) -> None:
+    from worker import training
+
+    run = training.create_distillation(_sessions(), args.corpus, args.teacher,
+                                       _params(args, TRAIN_ARGS + DISTILL_ARGS))
+    _train_runs(args, [run])
+
+
+def cmd_pipeline(args) -> None:
+    from worker import training
+
+    common = _params(args, TRAIN_ARGS)
+    common.pop("steps", None)
+    adapt = {**common, **_params(args, ADAPT_ARGS, steps="adapt_steps", lr="adapt_lr")}
+    distill = {**common, **_params(args, DISTILL_ARGS, steps="distill_steps", lr="distill_lr")}
+    runs = training.create_pipeline(_sessions(), args.strategy, args.corpus, args.teacher, adapt, distill,
+                                    args.student_init)
+    _train_runs(args, runs)
+
+
+def cmd_runs_list(args) -> None:
+    from db import store
+    from worker.training import find_dead_runs
+
+    sessions = _sessions()
+    find_dead_runs(sessions)
+    with sessions.begin() as session:
+        rows = [_run_dict(r) | {"stage": r.stage, "progress": r.progress, "parent_id": r.parent_id}
+                for r in store.list_runs(session, limit=args.limit)]
+    lines = [f"{'id':>4} {'kind':<13} {'status':<10} {'progress':>8}  stage"]
+    lines += [f"{r['run_id']:>4} {r['kind']:<13} {r['status']:<10} {r['progress']:>8.0%}  {r['stage']}" for r in rows]
+    _print(args, {"runs": rows}, "\n".join(lines))
+
+
+def cmd_runs_cancel(args) -> None:
+    from worker.queues import connect, redis_url
+    from worker.training import request_cancel
+
+    sessions = _sessions()
+    if redis_url():
+        from worker.submit import cancel
+
+        cancel(sessions, connect(), args.id)
+    else:
+        request_cancel(sessions, args.id)
+    _print(args, {"run_id": args.id, "status": "cancelled"}, f"run {args.id} cancelled")
+
+
+def cmd_runs_resume(args) -> None:
+    from db import store
+    from worker import training
+
+    sessions = _sessions()
+    if args.queue:
+        from worker.queues import connect
+        from worker.submit import resume
+
+        run = resume(sessions, connect(), args.id)
+        if args.wait:
+            _wait(sessions, run.id, Bars(not args.json))
+    else:
+        run = training.prepare_resume(sessions, args.id)
+        with sessions.begin() as session:
+            run = store.get_run(session, args.id)
+    if not args.queue:
+        _train_runs(args, [run])
+        return
+    with sessions.begin() as session:
+        _print(args, {"runs": [_run_dict(store.get_run(session, args.id))]}, f"run {args.id} queued to resume")
+
+
+def _training_options(p, steps: bool = True) -> None:
+    if steps:
+        p.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    p.add_argument("--corpus", type=int, required=True, help="corpus id (adapt-distill corpus list)")
+    p.add_argument("--teacher", "--model", dest="teacher", default="bundled",
+                   help="a folder, a hub id, 'bundled', or run:ID (the model a finished run made, e.g. an expansion)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup", type=float, help="a fraction of the steps (< 1) or a number of steps")
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--seq-len", type=int, help="tokens per packed block (default 128)")
+    p.add_argument("--heldout-fraction", type=float)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--queue", action="store_true", help="run on a worker (gpu queue) instead of inline")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
+
+
+def _adapt_options(p) -> None:
+    p.add_argument("--mask-probability", type=float)
+    p.add_argument("--whole-word", action="store_true", default=None, help="whole-word masking")
+
+
+def _distill_options(p) -> None:
+    p.add_argument("--student", help="preset: L6-H384, L4-H312, L3-H256 or L2-H128 (default L6-H384)")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--intermediate", type=int)
+    p.add_argument("--init", help="random, teacher (every k-th teacher layer) or a model (folder, bundled, run:ID)")
+    p.add_argument("--version", choices=["v1", "v2"], help="MiniLM v2 relations (default) or v1")
+    p.add_argument("--teacher-layer", type=int, help="teacher layer to distil from (default -1, the last)")
+    p.add_argument("--relation-heads", type=int)
+    p.add_argument("--mlm-weight", type=float, help="weight of an extra student MLM loss (default 0)")
+
+
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +531,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: under ADAPT_DISTILL_HOME/models)")
     p.add_argument("--queue", action="store_true", help="run on a worker instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
+    p = command(sub, "adapt", cmd_adapt, "continue masked-LM pretraining of a teacher on a corpus")
+    _training_options(p)
+    _adapt_options(p)
+    p = command(sub, "distill", cmd_distill, "distil a teacher into a small student (MiniLM)")
+    _training_options(p)
+    _distill_options(p)
+    p = command(sub, "pipeline", cmd_pipeline, "adapt and distil in one of the paper's three orders")
+    _training_options(p, steps=False)
+    _adapt_options(p)
+    _distill_options(p)
+    p.add_argument("--strategy", required=True, choices=["adapt-then-distill", "distill-then-adapt",
+                                                         "adapt-and-distill"])
+    p.add_argument("--adapt-steps", type=int)
+    p.add_argument("--distill-steps", type=int)
+    p.add_argument("--adapt-lr", type=float)
+    p.add_argument("--distill-lr", type=float)
+    p.add_argument("--student-init", help="adapt-and-distill: the small pretrained student to adapt")
+
+    runs = sub.add_parser("runs", help="list, cancel and resume runs").add_subparsers(dest="action", required=True)
+    p = command(runs, "list", cmd_runs_list, "list runs (and mark those whose worker died)")
+    p.add_argument("--limit", type=int, default=50)
+    p = command(runs, "cancel", cmd_runs_cancel, "cancel a queued or running run")
+    p.add_argument("id", type=int)
+    p = command(runs, "resume", cmd_runs_resume, "resume a cancelled, failed or abandoned training run")
+    p.add_argument("id", type=int)
+    p.add_argument("--queue", action="store_true")
+    p.add_argument("--wait", action="store_true")
     return parser
 
 

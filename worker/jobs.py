@@ -28,3 +28,18 @@ def expansion_job(run_id: int) -> int:
     sessions, job = _prepare()
     service.execute_expansion(sessions, run_id, service.Reporter(sessions, run_id, job))
     return run_id
+
+
+def training_job(run_id: int) -> int:
+    """Adaptation or distillation. Torch (and CUDA) load here, in the work horse, never in the
+    worker's parent process."""
+    from db import store
+    from worker import training
+
+    sessions, job = _prepare()
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        run.worker = getattr(job, "worker_name", None)
+        kind = run.kind
+    training.EXECUTORS[kind](sessions, run_id, training.reporter_for(sessions, run_id, job))
+    return run_id

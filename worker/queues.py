@@ -14,8 +14,9 @@ CPU, GPU = "cpu", "gpu"
 QUEUES = (CPU, GPU)
 # Job arguments are run ids; JSON keeps anything pickled out of Redis.
 SERIALIZER = JSONSerializer
-JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600}
-QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU}
+JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600, RunKind.adaptation: 14 * 86400,
+                 RunKind.distillation: 14 * 86400}
+QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU}
 
 
 def redis_url() -> str | None:

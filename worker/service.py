@@ -139,6 +139,20 @@ def create_analysis(sessions: sessionmaker[Session], corpus_id: int, base: str, 
         return analysis, False
 
 
+def _finish(sessions: sessionmaker[Session], run_id: int, status: RunStatus, error: str | None = None) -> None:
+    """Record the outcome; runs waiting on a run that did not succeed are cancelled, and a
+    pipeline's status follows its steps."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        store.finish_run(session, run, status, error)
+        if status != RunStatus.succeeded:
+            for waiting in store.dependents(session, run_id):
+                if waiting.status == RunStatus.queued:
+                    store.finish_run(session, waiting, RunStatus.cancelled, f"run {run_id} it needs {status.value}")
+        if run.parent_id is not None:
+            store.refresh_pipeline(session, run.parent_id)
+
+
 def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None]) -> None:
     """Mark the run running, do the work, and record the outcome once."""
     with sessions.begin() as session:
@@ -146,22 +160,20 @@ def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run],
         if run.status == RunStatus.cancelled:
             return
         store.start_run(session, run)
-        run.error = None
+        if run.parent_id is not None:
+            store.refresh_pipeline(session, run.parent_id)
     try:
         body(run)
     except Cancelled:
-        with sessions.begin() as session:
-            store.finish_run(session, store.get_run(session, run_id), RunStatus.cancelled)
+        _finish(sessions, run_id, RunStatus.cancelled, "cancelled by the user; resume continues from the last checkpoint")
         return
     except BaseException as exc:
         message = str(exc) if isinstance(exc, AdaptDistillError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, AdaptDistillError):
             log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-        with sessions.begin() as session:
-            store.finish_run(session, store.get_run(session, run_id), RunStatus.failed, message or type(exc).__name__)
+        _finish(sessions, run_id, RunStatus.failed, message or type(exc).__name__)
         raise
-    with sessions.begin() as session:
-        store.finish_run(session, store.get_run(session, run_id), RunStatus.succeeded)
+    _finish(sessions, run_id, RunStatus.succeeded)
 
 
 def execute_analysis(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:

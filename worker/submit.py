@@ -3,6 +3,7 @@ whose run does not exist yet)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from redis import Redis
@@ -15,22 +16,25 @@ from db import store
 from core.errors import ConfigError
 from db.models import Run, RunKind, RunStatus, VocabAnalysis
 from worker import jobs, service
-from worker.queues import JOB_TIMEOUT_S, QUEUE_FOR, get_queue
+from worker.queues import JOB_TIMEOUT_S, QUEUE_FOR, SERIALIZER, get_queue
 
-JOB_FUNCTIONS = {RunKind.analysis: jobs.analysis_job, RunKind.expansion: jobs.expansion_job}
+JOB_FUNCTIONS = {RunKind.analysis: jobs.analysis_job, RunKind.expansion: jobs.expansion_job,
+                 RunKind.adaptation: jobs.training_job, RunKind.distillation: jobs.training_job}
 
 
 def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, queue: str | None = None):
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
         kind, job_id = run.kind, run.job_id or f"run-{run_id}"
-        run.queue = queue or QUEUE_FOR[kind]
+        run.queue = queue or run.queue or QUEUE_FOR[kind]
         run.job_id = job_id
         name = run.queue
+        waits_on = [d.job_id for d in run.depends_on if not d.status.finished and d.job_id]
     try:
         return get_queue(name, connection).enqueue_call(
             JOB_FUNCTIONS[kind], args=(run_id,), timeout=JOB_TIMEOUT_S[kind], job_id=job_id,
             result_ttl=7 * 86400, failure_ttl=30 * 86400, description=f"{kind.value} run {run_id}",
+            depends_on=waits_on or None,
         )
     except RedisError as exc:
         message = f"could not queue run {run_id} ({type(exc).__name__}): is Redis running at REDIS_URL?"
@@ -63,3 +67,47 @@ def submit_expansion(sessions: sessionmaker[Session], connection: Redis, analysi
     run = service.create_expansion(sessions, analysis_id, vocab_size, out)
     enqueue(sessions, run.id, connection)
     return run.id
+
+
+def submit_runs(sessions: sessionmaker[Session], connection: Redis, runs: list[Run], queue: str | None = None) -> None:
+    """Queue training runs in order; each waits (RQ depends_on) for the runs it depends on."""
+    for run in runs:
+        if run.kind != RunKind.pipeline:
+            enqueue(sessions, run.id, connection, queue)
+
+
+def cancel(sessions: sessionmaker[Session], connection: Redis, run_id: int, grace: float = 30.0) -> None:
+    """Cancel a run (and a pipeline's steps). A queued job is dropped; a running one notices within a
+    second, saves a checkpoint and stops; one that does not within `grace` seconds is stopped by RQ."""
+    from rq.command import send_stop_job_command
+
+    from worker.training import request_cancel
+
+    request_cancel(sessions, run_id)
+    with sessions.begin() as session:
+        runs = [store.get_run(session, run_id)] + list(store.children(session, run_id))
+        jobs = [(r.id, r.job_id) for r in runs if r.job_id and r.kind != RunKind.pipeline]
+    for _, job_id in jobs:
+        if not Job.exists(job_id, connection=connection):
+            continue
+        job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+        if job.get_status() in ("queued", "deferred", "scheduled"):
+            job.cancel()
+    deadline = time.monotonic() + grace
+    for _, job_id in jobs:
+        if not Job.exists(job_id, connection=connection):
+            continue
+        job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+        while job.get_status(refresh=True) == "started" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if job.get_status(refresh=True) == "started":
+            send_stop_job_command(connection, job_id, serializer=SERIALIZER)
+
+
+def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> Run:
+    """Queue a cancelled, failed or abandoned training run again; it continues from its last checkpoint."""
+    from worker.training import prepare_resume
+
+    run = prepare_resume(sessions, run_id)
+    enqueue(sessions, run_id, connection)
+    return run

@@ -1,0 +1,171 @@
+"""Adaptation, distillation and pipelines as runs: inline through the CLI, and through real
+worker processes (cancel, a worker killed with SIGKILL, resume)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import build_tiny_bert, stop_process
+from db import store
+from db.models import RunKind, RunStatus
+from worker import service, training
+from worker.submit import cancel, resume, submit_runs
+
+pytestmark = pytest.mark.integration
+TINY_STUDENT = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return build_tiny_bert(tmp_path / "teacher")
+
+
+def start_worker(home, redis_url, queues="gpu,cpu"):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "ADAPT_DISTILL_HEARTBEAT_S": "0.5"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_until(sessions, run_id, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            if condition(run):
+                return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} never reached the condition; it is {run.status.value} at step {run.step}")
+
+
+def test_worker_parent_never_imports_torch():
+    code = "import sys, worker.cli, worker.queues, worker.submit; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_pipeline_inline_from_the_cli(home, tiny, corpus_file):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "worker.cli", *args, "--json"], env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    corpus = cli("corpus", "add", str(corpus_file))["corpus_id"]
+    out = cli("pipeline", "--strategy", "distill-then-adapt", "--corpus", str(corpus), "--teacher", str(tiny),
+              "--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32", "--adapt-steps", "4",
+              "--distill-steps", "4", "--seq-len", "32", "--batch-size", "8")
+    kinds = [(r["kind"], r["status"]) for r in out["runs"]]
+    assert kinds == [("pipeline", "succeeded"), ("distillation", "succeeded"), ("adaptation", "succeeded")]
+    adapted = out["runs"][2]
+    assert {"first_loss", "last_loss", "heldout_loss"} <= set(adapted["metrics"])
+    from transformers import AutoModelForMaskedLM
+
+    assert AutoModelForMaskedLM.from_pretrained(adapted["output_dir"]).config.hidden_size == 16
+    bad = subprocess.run([sys.executable, "-m", "worker.cli", "pipeline", "--strategy", "adapt-and-distill",
+                          "--corpus", str(corpus), "--teacher", str(tiny)], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "pass --student-init" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_pipeline_through_a_real_worker_produces_a_student(sessions, redis, redis_url, home, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    runs = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny),
+                                    {"steps": 6, "seq_len": 32, "batch_size": 8},
+                                    {"steps": 6, "seq_len": 32, "batch_size": 8, **TINY_STUDENT})
+    worker = start_worker(home, redis_url)
+    try:
+        submit_runs(sessions, redis, runs)
+        pipeline = wait_until(sessions, runs[0].id, lambda r: r.status.finished, timeout=180)
+        assert pipeline.status == RunStatus.succeeded, pipeline.error
+        with sessions.begin() as session:
+            adapted, student = store.children(session, runs[0].id)
+            assert [d.id for d in student.depends_on] == [adapted.id]
+            assert student.params["teacher"] == f"run:{adapted.id}"
+            assert len([m for m in student.metrics if m.name == "relation_loss"]) >= 2
+            assert student.started_at >= adapted.finished_at
+        from transformers import AutoModelForMaskedLM
+
+        assert AutoModelForMaskedLM.from_pretrained(pipeline.output_dir).config.hidden_size == 16
+    finally:
+        stop_process(worker)
+
+
+def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_url, home, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    run = training.create_adaptation(sessions, corpus.id, str(tiny), {"steps": 3000, "seq_len": 32, "batch_size": 4,
+                                                                      "checkpoint_every": 10_000})
+    worker = start_worker(home, redis_url)
+    try:
+        submit_runs(sessions, redis, [run])
+        wait_until(sessions, run.id, lambda r: (r.step or 0) >= 5)
+        cancel(sessions, redis, run.id, grace=20)
+        stopped = wait_until(sessions, run.id, lambda r: r.status == RunStatus.cancelled)
+        assert stopped.step < 3000
+        from rq.job import Job
+
+        from worker.queues import SERIALIZER
+
+        job = Job.fetch(stopped.job_id, connection=redis, serializer=SERIALIZER)
+        deadline = time.monotonic() + 20
+        while job.get_status(refresh=True) == "started" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job.get_status() != "started"
+        assert (home / "runs" / str(run.id) / "model" / "checkpoints" / "latest").is_file()
+        with sessions.begin() as session:
+            store.get_run(session, run.id).params = {**stopped.params, "steps": stopped.step + 20}
+        resume(sessions, redis, run.id)
+        done = wait_until(sessions, run.id, lambda r: r.status.finished)
+        assert done.status == RunStatus.succeeded, done.error
+        assert done.params["result"]["resumed_from"] >= 5
+    finally:
+        stop_process(worker)
+
+
+def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_url, home, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    run = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 3000, "seq_len": 32, "batch_size": 4,
+                                                                        "checkpoint_every": 10, **TINY_STUDENT})
+    worker = start_worker(home, redis_url)
+    submit_runs(sessions, redis, [run])
+    wait_until(sessions, run.id, lambda r: (r.step or 0) >= 25)
+    for process in psutil.Process(worker.pid).children(recursive=True) + [psutil.Process(worker.pid)]:
+        process.send_signal(signal.SIGKILL)
+    stop_process(worker)
+    time.sleep(2)
+    assert training.find_dead_runs(sessions, stale_after=1.5) == [run.id]
+    with sessions.begin() as session:
+        dead = store.get_run(session, run.id)
+        assert dead.status == RunStatus.abandoned and "resume continues" in dead.error
+        dead.params = {**dead.params, "steps": dead.step + 15}
+    worker = start_worker(home, redis_url)
+    try:
+        resume(sessions, redis, run.id)
+        done = wait_until(sessions, run.id, lambda r: r.status.finished, timeout=180)
+        assert done.status == RunStatus.succeeded, done.error
+        assert done.params["result"]["resumed_from"] >= 20  # from the last checkpoint, not from zero
+    finally:
+        stop_process(worker)
+
+
+def test_short_adapt_and_distill_on_the_bundled_model(sessions, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
+    runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, "bundled", small,
+                                    {**small, "relation_heads": 12}, student_init="bundled")
+    for run in runs[1:]:
+        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+    with sessions.begin() as session:
+        pipeline = store.get_run(session, runs[0].id)
+        assert pipeline.status == RunStatus.succeeded
+        kinds = [r.kind for r in store.children(session, runs[0].id)]
+        assert kinds == [RunKind.adaptation, RunKind.adaptation, RunKind.distillation]
+    meta = json.loads((__import__("pathlib").Path(pipeline.output_dir) / "adapt_distill.json").read_text())
+    assert meta["kind"] == "student" and meta["relation_heads"] == 12

@@ -1,0 +1,368 @@
+"""Adaptation, distillation and pipelines as runs: create (validate, record lineage), execute
+(call core with progress, metrics, cancel), cancel, resume, and the detection of runs whose
+worker died."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import settings
+from core.adapt import AdaptConfig
+from core.corpus import read_documents
+from core.distill import INITS, DistillConfig, StudentShape
+from core.errors import ConfigError
+from core.models import inspect_model, resolve_model
+from core.training import TrainConfig
+from db import store
+from db.models import Run, RunKind, RunStatus, utcnow
+from worker.service import Reporter, _execute, file_sha256, folder_size
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
+RUN_PREFIX = "run:"
+
+
+class TrainingReporter(Reporter):
+    """Progress plus training detail: step of total, ETA, latest loss, the metric history and a log."""
+
+    def __init__(self, sessions, run_id, total_steps: int, job=None, interval: float = 1.0, echo=None):
+        super().__init__(sessions, run_id, job, interval, echo)
+        self.total = total_steps
+        self.pending: list[tuple[int, str, float]] = []
+        self.began = time.monotonic()
+        self.first_step: int | None = None
+        self.latest: dict[str, float] = {"step": 0}
+        self.log_path = run_dir(run_id) / "run.log"
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.pending += [(step, k, float(v)) for k, v in values.items()]
+        self.latest.update(values, step=step)
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(f"step {step}/{self.total} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()) + "\n")
+
+    def _write(self, session: Session, stage: str, fraction: float) -> None:
+        run = store.get_run(session, self.run_id)
+        step = int(round(fraction * self.total)) if stage == "training" else self.latest["step"]
+        if stage == "training":
+            if self.first_step is None:
+                self.first_step, self.began = step, time.monotonic()
+            done = step - self.first_step
+            elapsed = time.monotonic() - self.began
+            run.eta_seconds = elapsed / done * (self.total - step) if done > 0 else None
+        run.step, run.total_steps = step, self.total
+        if "loss" in self.latest:
+            run.latest_loss = self.latest["loss"]
+        for step_, name, value in self.pending:
+            store.add_metric(session, self.run_id, step_, name, value)
+        self.pending.clear()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.echo:
+            self.echo(stage, fraction)
+        now = time.monotonic()
+        if stage == self.stage and now - self.last < self.interval and fraction < 1.0:
+            return
+        self.stage, self.last = stage, now
+        with self.sessions.begin() as session:
+            store.set_progress(session, self.run_id, stage, fraction)
+            self._write(session, stage, fraction)
+            run = store.get_run(session, self.run_id)
+            self._cancel = run.status == RunStatus.cancelled
+            meta = {"stage": stage, "progress": fraction, "step": run.step, "total_steps": self.total,
+                    "eta_seconds": run.eta_seconds, "latest_loss": run.latest_loss}
+        if self.job is not None:
+            self.job.meta.update(meta)
+            self.job.save_meta()
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.sessions.begin() as session:
+                self._write(session, self.stage or "training", 1.0)
+
+
+class Heartbeat:
+    """Writes heartbeat_at every few seconds from a thread, so a dead worker is noticed even
+    while one training step takes long."""
+
+    def __init__(self, sessions, run_id: int, every: float | None = None):
+        every = every if every is not None else float(os.environ.get("ADAPT_DISTILL_HEARTBEAT_S", "5"))
+        self.sessions, self.run_id, self.every = sessions, run_id, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(self.every):
+            try:
+                with self.sessions.begin() as session:
+                    store.get_run(session, self.run_id).heartbeat_at = utcnow()
+            except Exception as exc:  # a missed beat is not fatal; the next one may pass
+                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def run_dir(run_id: int) -> Path:
+    path = settings.runs_dir() / str(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- configs <-> params --------------------------------------------------------------------
+
+def _train_config(params: dict, lr: float) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{"lr": lr, **{k: v for k, v in params.items() if k in fields}})
+
+
+def adapt_config(params: dict) -> AdaptConfig:
+    fields = {f.name for f in dataclasses.fields(AdaptConfig)} - {"train"}
+    return AdaptConfig(**{k: v for k, v in params.items() if k in fields}, train=_train_config(params, 5e-5))
+
+
+def distill_config(params: dict) -> DistillConfig:
+    shape = StudentShape.parse(params.get("student") or "L6-H384", layers=params.get("layers"),
+                               hidden=params.get("hidden"), heads=params.get("heads"),
+                               intermediate=params.get("intermediate"))
+    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
+    return DistillConfig(student=shape, init=params.get("init", "random") if params.get("init") in INITS else "random",
+                         **{k: v for k, v in params.items() if k in fields}, train=_train_config(params, 5e-4))
+
+
+# --- model specs -----------------------------------------------------------------------------
+
+def resolve_spec(session: Session, spec: str) -> Path:
+    """A model folder for 'bundled', a folder, a hub id, or run:ID (the model a finished run made)."""
+    if spec.startswith(RUN_PREFIX):
+        run = store.get_run(session, int(spec[len(RUN_PREFIX):]))
+        if run.status != RunStatus.succeeded or not run.output_dir:
+            raise ConfigError(f"run {run.id} has no finished model yet ({run.status.value})")
+        return Path(run.output_dir)
+    return resolve_model(spec)
+
+
+def check_spec(session: Session, spec: str) -> str:
+    """Validate a model spec now (a clear error here beats one in the worker); returns it normalized."""
+    if spec.startswith(RUN_PREFIX):
+        try:
+            run = store.get_run(session, int(spec[len(RUN_PREFIX):]))
+        except ValueError:
+            raise ConfigError(f"'{spec}': write run:ID with a run id") from None
+        if run.kind not in (RunKind.expansion, RunKind.adaptation, RunKind.distillation):
+            raise ConfigError(f"run {run.id} is a {run.kind.value}; it made no model")
+        return spec
+    from worker.service import model_key
+
+    inspect_model(spec)
+    return model_key(spec)
+
+
+# --- creating runs ----------------------------------------------------------------------------
+
+def _new_run(session, kind: RunKind, params: dict, parent_id=None, depends_on=()) -> Run:
+    run = store.create_run(session, kind, params, parent_id=parent_id, depends_on=depends_on)
+    run.job_id = f"run-{run.id}"
+    run.output_dir = params.get("output_dir") or str(run_dir(run.id) / "model")
+    run.total_steps = params.get("steps")
+    return run
+
+
+def create_adaptation(sessions: sessionmaker[Session], corpus_id: int, model: str, params: dict,
+                      parent_id=None, depends_on=()) -> Run:
+    adapt_config(params)  # validates
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
+        if not depends_on:
+            model = check_spec(session, model)
+        return _new_run(session, RunKind.adaptation, {**params, "corpus_id": corpus_id, "model": model},
+                        parent_id, [store.get_run(session, r.id) for r in depends_on])
+
+
+def create_distillation(sessions: sessionmaker[Session], corpus_id: int, teacher: str, params: dict,
+                        parent_id=None, depends_on=()) -> Run:
+    distill_config(params)
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
+        if not depends_on:
+            teacher = check_spec(session, teacher)
+            init = params.get("init", "random")
+            if init not in INITS:
+                params = {**params, "init": check_spec(session, init)}
+        return _new_run(session, RunKind.distillation, {**params, "corpus_id": corpus_id, "teacher": teacher},
+                        parent_id, [store.get_run(session, r.id) for r in depends_on])
+
+
+def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: int, teacher: str,
+                    adapt_params: dict, distill_params: dict, student_init: str | None = None) -> list[Run]:
+    """The paper's three orders as a chain of runs; returns [pipeline, step1, step2, ...]."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    if strategy == "adapt-and-distill" and not student_init:
+        raise ConfigError("adapt-and-distill adapts a small pretrained student too: pass --student-init MODEL "
+                          "(a folder, a hub id, bundled or run:ID) with the teacher's vocabulary")
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
+        teacher = check_spec(session, teacher)
+        if student_init:
+            student_init = check_spec(session, student_init)
+        pipeline = _new_run(session, RunKind.pipeline, {"strategy": strategy, "corpus_id": corpus_id,
+                                                        "teacher": teacher, "student_init": student_init})
+        pipeline.output_dir = None
+        pipeline_id = pipeline.id
+    make_adapt = lambda model, deps=(): create_adaptation(  # noqa: E731
+        sessions, corpus_id, model, adapt_params, pipeline_id, deps)
+    make_distill = lambda model, params, deps=(): create_distillation(  # noqa: E731
+        sessions, corpus_id, model, params, pipeline_id, deps)
+    if strategy == "adapt-then-distill":
+        adapted = make_adapt(teacher)
+        steps = [adapted, make_distill(f"{RUN_PREFIX}{adapted.id}", distill_params, [adapted])]
+    elif strategy == "distill-then-adapt":
+        student = make_distill(teacher, distill_params)
+        steps = [student, make_adapt(f"{RUN_PREFIX}{student.id}", [student])]
+    else:
+        adapted = make_adapt(teacher)
+        adapted_student = make_adapt(student_init)
+        steps = [adapted, adapted_student,
+                 make_distill(f"{RUN_PREFIX}{adapted.id}", {**distill_params, "init": f"{RUN_PREFIX}{adapted_student.id}"},
+                              [adapted, adapted_student])]
+    with sessions.begin() as session:
+        return [store.get_run(session, pipeline_id)] + [store.get_run(session, r.id) for r in steps]
+
+
+# --- executing --------------------------------------------------------------------------------
+
+def _inputs(sessions, run_id: int, model_key: str):
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        params, out = dict(run.params), Path(run.output_dir)
+        corpus = store.get_corpus(session, params["corpus_id"])
+        model = resolve_spec(session, params[model_key])
+        init = params.get("init")
+        if init and init not in INITS:
+            params["init"] = str(resolve_spec(session, init))
+        corpus_path = Path(corpus.path)
+    if not corpus_path.is_file():
+        raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
+    return params, out, model, corpus_path
+
+
+def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
+    report.flush()
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        run.params = {**run.params, "result": result.to_dict()}
+        out = Path(result.output_dir)
+        weights = out / "model.safetensors"
+        store.add_artifact(session, run_id, "model", str(out), folder_size(out),
+                           file_sha256(weights) if weights.is_file() else "")
+
+
+def execute_adaptation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
+    def body(run: Run) -> None:
+        from core.adapt import adapt
+
+        params, out, model, corpus = _inputs(sessions, run_id, "model")
+        with Heartbeat(sessions, run_id):
+            result = adapt(model, lambda: read_documents(corpus), out, adapt_config(params), progress=report,
+                           cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
+        _record(sessions, run_id, result, report)
+
+    _execute(sessions, run_id, body)
+
+
+def execute_distillation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
+    def body(run: Run) -> None:
+        from core.distill import distill
+
+        params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
+        config = distill_config(params)
+        if params.get("init") and params["init"] not in INITS:
+            config.init = params["init"]
+        with Heartbeat(sessions, run_id):
+            result = distill(teacher, lambda: read_documents(corpus), out, config, progress=report,
+                             cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
+        _record(sessions, run_id, result, report)
+
+    _execute(sessions, run_id, body)
+
+
+EXECUTORS = {RunKind.adaptation: execute_adaptation, RunKind.distillation: execute_distillation}
+
+
+def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter:
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        total = int(run.params.get("steps") or TrainConfig().steps)
+    return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
+
+
+# --- cancel, resume, dead workers ---------------------------------------------------------------
+
+def request_cancel(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
+    """Mark a run cancelled; a running job sees it within a second, saves a checkpoint and stops.
+    Returns the status the run had."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        previous = run.status
+        if previous.finished:
+            raise ConfigError(f"run {run_id} is already {previous.value}")
+        ids = [run_id] + [r.id for r in session.scalars(select(Run).where(Run.parent_id == run_id))]
+        for rid in ids:
+            child = store.get_run(session, rid)
+            if not child.status.finished:
+                store.finish_run(session, child, RunStatus.cancelled, "cancelled by the user")
+    return previous
+
+
+def find_dead_runs(sessions: sessionmaker[Session], stale_after: float = 60.0) -> list[int]:
+    """Mark running runs whose heartbeat is older than stale_after seconds as abandoned."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    dead = []
+    with sessions.begin() as session:
+        for run in session.scalars(select(Run).where(Run.status == RunStatus.running)):
+            beat = run.heartbeat_at or run.started_at
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=cutoff.tzinfo)
+            if beat is not None and beat < cutoff:
+                store.finish_run(session, run, RunStatus.abandoned,
+                                 f"its worker stopped answering (last heartbeat {beat:%Y-%m-%d %H:%M:%S} UTC); "
+                                 f"resume continues from the last checkpoint")
+                dead.append(run.id)
+    return dead
+
+
+def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> Run:
+    """Put a cancelled, failed or abandoned training run back in the queued state."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        if run.kind not in EXECUTORS:
+            raise ConfigError(f"run {run_id} is a {run.kind.value}; only adaptation and distillation runs resume")
+        if run.status not in (RunStatus.cancelled, RunStatus.failed, RunStatus.abandoned):
+            raise ConfigError(f"run {run_id} is {run.status.value}: only cancelled, failed or abandoned runs resume")
+        attempt = int(run.params.get("attempt", 0)) + 1
+        run.params = {**run.params, "attempt": attempt}
+        run.status, run.stage, run.error, run.finished_at = RunStatus.queued, "queued", None, None
+        run.job_id = f"run-{run_id}-r{attempt}"
+        return run
+
+
+def copy_params(sessions: sessionmaker[Session], run_id: int) -> tuple[RunKind, dict]:
+    """The settings of a run, for 'run again with the same settings'."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        params = {k: v for k, v in run.params.items() if k not in ("result", "attempt", "output_dir")}
+        return run.kind, params
