@@ -169,3 +169,34 @@ def test_short_adapt_and_distill_on_the_bundled_model(sessions, corpus_file):
         assert kinds == [RunKind.adaptation, RunKind.adaptation, RunKind.distillation]
     meta = json.loads((__import__("pathlib").Path(pipeline.output_dir) / "adapt_distill.json").read_text())
     assert meta["kind"] == "student" and meta["relation_heads"] == 12
+
+
+def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(sessions, tmp_path, corpus_file):
+    """The teacher is an expansion made by the vocabulary workflow; the small pretrained student has
+    the base vocabulary and gets the same new tokens before it is adapted."""
+    from core.vocab import VocabConfig
+
+    base = build_tiny_bert(tmp_path / "base", words=["the", "of", "and", "in", "with", "was"])
+    student = build_tiny_bert(tmp_path / "student", words=["the", "of", "and", "in", "with", "was"], seed=1)
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    analysis, _ = service.create_analysis(sessions, corpus.id, str(base), VocabConfig(step=20, max_added=40))
+    service.execute_analysis(sessions, analysis.run_id, service.Reporter(sessions, analysis.run_id))
+    with sessions.begin() as session:
+        size = store.get_analysis(session, analysis.id).base_vocab_size + 40
+    expansion = service.create_expansion(sessions, analysis.id, size, tmp_path / "expanded")
+    service.execute_expansion(sessions, expansion.id, service.Reporter(sessions, expansion.id))
+    small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
+    runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, f"run:{expansion.id}", small,
+                                    {**small, "relation_heads": 2}, student_init=str(student))
+    for run in runs[1:]:
+        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    with sessions.begin() as session:
+        steps = store.children(session, runs[0].id)
+        assert all(s.status == RunStatus.succeeded for s in steps), [s.error for s in steps]
+        adapted_student, final = steps[1], steps[2]
+    teacher_tokens = AutoTokenizer.from_pretrained(tmp_path / "expanded").get_vocab()
+    assert AutoTokenizer.from_pretrained(adapted_student.output_dir).get_vocab() == teacher_tokens
+    model = AutoModelForMaskedLM.from_pretrained(final.output_dir)
+    assert model.config.vocab_size == len(teacher_tokens) and model.config.hidden_size == 32

@@ -5,6 +5,7 @@ worker died."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -171,6 +172,30 @@ def check_spec(session: Session, spec: str) -> str:
     return model_key(spec)
 
 
+def align_vocabulary(session: Session, model: Path, reference: Path, out: Path) -> Path:
+    """The model itself when its vocabulary is the reference's; else, when the reference is an
+    expansion (or a descendant) of the model's base vocabulary, the model expanded the same way
+    (same tokens, same order), written to `out` once."""
+    from core.expand import METADATA_FILE, expand_model
+    from core.models import inspect_model as info
+
+    mine, theirs = info(str(model)).vocab_size, info(str(reference)).vocab_size
+    if mine == theirs:
+        return model
+    meta_file = reference / METADATA_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if "analysis_id" not in meta or meta.get("base_vocab_size") != mine:
+        raise ConfigError(f"the student has {mine} tokens and the teacher {theirs}, and the teacher is not an "
+                          f"expansion of a {mine}-token vocabulary: pick a student with the teacher's vocabulary")
+    if (out / "config.json").is_file():
+        return out
+    from worker.service import read_tokens
+
+    tokens = read_tokens(store.get_analysis(session, meta["analysis_id"]))[: theirs - mine]
+    expand_model(model, tokens, out, {"analysis_id": meta["analysis_id"], "aligned_to": str(reference)})
+    return out
+
+
 # --- creating runs ----------------------------------------------------------------------------
 
 def _new_run(session, kind: RunKind, params: dict, parent_id=None, depends_on=()) -> Run:
@@ -235,7 +260,8 @@ def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: i
         steps = [student, make_adapt(f"{RUN_PREFIX}{student.id}", [student])]
     else:
         adapted = make_adapt(teacher)
-        adapted_student = make_adapt(student_init)
+        adapted_student = create_adaptation(sessions, corpus_id, student_init, {**adapt_params, "align_to": teacher},
+                                            pipeline_id)
         steps = [adapted, adapted_student,
                  make_distill(f"{RUN_PREFIX}{adapted.id}", {**distill_params, "init": f"{RUN_PREFIX}{adapted_student.id}"},
                               [adapted, adapted_student])]
@@ -251,9 +277,13 @@ def _inputs(sessions, run_id: int, model_key: str):
         params, out = dict(run.params), Path(run.output_dir)
         corpus = store.get_corpus(session, params["corpus_id"])
         model = resolve_spec(session, params[model_key])
+        if params.get("align_to"):  # a student adapted beside an expanded teacher gets its tokens first
+            model = align_vocabulary(session, model, resolve_spec(session, params["align_to"]),
+                                     run_dir(run_id) / "aligned-student")
         init = params.get("init")
         if init and init not in INITS:
-            params["init"] = str(resolve_spec(session, init))
+            params["init"] = str(align_vocabulary(session, resolve_spec(session, init), model,
+                                                  run_dir(run_id) / "aligned-student"))
         corpus_path = Path(corpus.path)
     if not corpus_path.is_file():
         raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
