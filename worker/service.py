@@ -46,10 +46,19 @@ class Reporter:
         self.stage, self.last = stage, now
         with self.sessions.begin() as session:
             store.set_progress(session, self.run_id, stage, fraction)
-            self._cancel = store.get_run(session, self.run_id).status == RunStatus.cancelled
+            run = store.get_run(session, self.run_id)
+            self.record(session, run, stage, fraction)
+            self._cancel = run.status == RunStatus.cancelled
+            meta = self.meta(run, stage, fraction)
         if self.job is not None:
-            self.job.meta.update(stage=stage, progress=fraction)
+            self.job.meta.update(meta)
             self.job.save_meta()
+
+    def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
+        """Subclasses write more of the run's state here, in the same transaction."""
+
+    def meta(self, run: Run, stage: str, fraction: float) -> dict:
+        return {"stage": stage, "progress": fraction}
 
     def cancelled(self) -> bool:
         return self._cancel

@@ -50,14 +50,12 @@ class TrainingReporter(Reporter):
         with open(self.log_path, "a", encoding="utf-8") as handle:
             handle.write(f"step {step}/{self.total} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()) + "\n")
 
-    def _write(self, session: Session, stage: str, fraction: float) -> None:
-        run = store.get_run(session, self.run_id)
+    def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
         step = int(round(fraction * self.total)) if stage == "training" else self.latest["step"]
         if stage == "training":
             if self.first_step is None:
                 self.first_step, self.began = step, time.monotonic()
-            done = step - self.first_step
-            elapsed = time.monotonic() - self.began
+            done, elapsed = step - self.first_step, time.monotonic() - self.began
             run.eta_seconds = elapsed / done * (self.total - step) if done > 0 else None
         run.step, run.total_steps = step, self.total
         if "loss" in self.latest:
@@ -66,28 +64,14 @@ class TrainingReporter(Reporter):
             store.add_metric(session, self.run_id, step_, name, value)
         self.pending.clear()
 
-    def __call__(self, stage: str, fraction: float) -> None:
-        if self.echo:
-            self.echo(stage, fraction)
-        now = time.monotonic()
-        if stage == self.stage and now - self.last < self.interval and fraction < 1.0:
-            return
-        self.stage, self.last = stage, now
-        with self.sessions.begin() as session:
-            store.set_progress(session, self.run_id, stage, fraction)
-            self._write(session, stage, fraction)
-            run = store.get_run(session, self.run_id)
-            self._cancel = run.status == RunStatus.cancelled
-            meta = {"stage": stage, "progress": fraction, "step": run.step, "total_steps": self.total,
-                    "eta_seconds": run.eta_seconds, "latest_loss": run.latest_loss}
-        if self.job is not None:
-            self.job.meta.update(meta)
-            self.job.save_meta()
+    def meta(self, run: Run, stage: str, fraction: float) -> dict:
+        return {"stage": stage, "progress": fraction, "step": run.step, "total_steps": self.total,
+                "eta_seconds": run.eta_seconds, "latest_loss": run.latest_loss}
 
     def flush(self) -> None:
         if self.pending:
             with self.sessions.begin() as session:
-                self._write(session, self.stage or "training", 1.0)
+                self.record(session, store.get_run(session, self.run_id), self.stage or "training", 1.0)
 
 
 class Heartbeat:
@@ -140,7 +124,8 @@ def distill_config(params: dict) -> DistillConfig:
                                hidden=params.get("hidden"), heads=params.get("heads"),
                                intermediate=params.get("intermediate"))
     fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
-    return DistillConfig(student=shape, init=params.get("init", "random") if params.get("init") in INITS else "random",
+    init = params.get("init") if params.get("init") in INITS else "random"  # a model init is resolved at run time
+    return DistillConfig(student=shape, init=init,
                          **{k: v for k, v in params.items() if k in fields}, train=_train_config(params, 5e-4))
 
 
