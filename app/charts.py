@@ -121,3 +121,61 @@ def _one_two_five(low: float, high: float) -> list[float]:
         values += [m * power for m in (1, 2, 5) if low <= m * power <= high]
         power *= 10
     return values
+
+
+# --- training curves ---------------------------------------------------------------------------
+
+TRAIN_LOSS = "#1f5fbf"
+HELDOUT = "#d62728"
+RELATION = "#7b3fb5"
+MLM = "#2ca02c"
+LR = "#888"
+# (metric, legend name, colour, held-out: drawn with markers, the points are sparse)
+LOSS_SERIES = (
+    ("loss", "training loss", TRAIN_LOSS, False),
+    ("relation_loss", "relation loss (training)", RELATION, False),
+    ("mlm_loss", "MLM loss (training)", MLM, False),
+    ("heldout_loss", "held-out MLM loss", HELDOUT, True),
+    ("heldout_relation_loss", "held-out relation loss", HELDOUT, True),
+)
+
+
+def loss_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
+    """Training and held-out losses against the optimizer step, from a metric history
+    ({name: {"step": [...], "value": [...]}}); None when no loss is recorded yet. The relation
+    and MLM parts of a distillation loss are drawn only when there is an MLM part: without one the
+    relation loss is the training loss."""
+    names = [s for s in LOSS_SERIES if history.get(s[0], {}).get("step")]
+    if "mlm_loss" not in history:
+        names = [s for s in names if s[0] != "relation_loss"]
+    if not names:
+        return None
+    fig = go.Figure()
+    for name, label, color, heldout in names:
+        series = history[name]
+        fig.add_trace(go.Scatter(
+            x=series["step"], y=series["value"], name=label, mode="lines+markers" if heldout else "lines",
+            line=dict(color=color, width=2.5 if heldout else 2, dash="dash" if heldout and name != "heldout_loss"
+                      else None),
+            marker=dict(size=8) if heldout else None,
+            hovertemplate=f"{label} %{{y:.4f}} at step %{{x:,}}<extra></extra>",
+        ))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), hovermode="x unified", plot_bgcolor="white",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
+    fig.update_yaxes(title_text="loss", showgrid=True, gridcolor="#eee", tickformat=".3~g")  # no SI suffixes
+    return fig
+
+
+def lr_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
+    """The learning rate against the step (warmup, then the schedule); None before it is logged."""
+    series = history.get("lr") or {}
+    if not series.get("step"):
+        return None
+    fig = go.Figure(go.Scatter(x=series["step"], y=series["value"], name="learning rate", mode="lines",
+                               line=dict(color=LR, width=2), hovertemplate="lr %{y:.3g} at step %{x:,}<extra></extra>"))
+    fig.update_layout(height=200, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white", showlegend=False)
+    fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
+    fig.update_yaxes(title_text="learning rate", exponentformat="e", showgrid=True, gridcolor="#eee",
+                     rangemode="tozero")
+    return fig

@@ -19,7 +19,7 @@ from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
+from db.models import Corpus, Metric, Run, RunKind, RunStatus, VocabAnalysis
 from worker import service
 
 UPLOAD_TYPES = ["txt", "jsonl", "csv", "tsv", "gz"]
@@ -205,3 +205,455 @@ def overview(sessions: sessionmaker[Session], recent: int = 10) -> dict:
 
 def clear_caches() -> None:
     list_corpora.clear()
+
+
+# --- training: choices, estimate, launch ---------------------------------------------------
+
+# The modes of the Train page: one run, or one of the paper's three orders as a pipeline. The
+# strategies and presets mirror worker.training.STRATEGIES and core.distill.PRESETS (a test keeps
+# them equal): those modules load torch, which the dashboard does not import to draw a page.
+SINGLE_MODES = ("adaptation", "distillation")
+STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
+TRAIN_MODES = SINGLE_MODES + STRATEGIES
+STUDENT_PRESETS = {"L6-H384": (6, 384, 12, 1536), "L4-H312": (4, 312, 12, 1248), "L3-H256": (3, 256, 4, 1024),
+                   "L2-H128": (2, 128, 2, 512)}
+SHAPE_KEYS = ("layers", "hidden", "heads", "intermediate")
+RUN_PREFIX = "run:"
+TRAINABLE = ("adaptation", "distillation")
+TRAIN_DEFAULTS = {
+    "adapt_steps": 1000, "distill_steps": 1000, "adapt_lr": 5e-5, "distill_lr": 5e-4, "batch_size": 32,
+    "seq_len": 128, "grad_accum": 1, "warmup": 0.06, "schedule": "linear", "seed": 0, "eval_every": 200,
+    "checkpoint_every": 500, "device": "auto", "precision": "auto", "mask_probability": 0.15, "whole_word": False,
+    "student": "L6-H384", "shape": None, "init": "random", "version": "v2", "teacher_layer": -1, "mlm_weight": 0.0,
+    "student_init": None,
+}
+_COMMON = ("batch_size", "grad_accum", "seq_len", "warmup", "schedule", "seed", "eval_every", "checkpoint_every",
+           "device", "precision")
+
+
+def mode_stages(mode: str) -> list[tuple[str, str]]:
+    """(run kind, what it does) for each run a mode creates, in order."""
+    return {
+        "adaptation": [("adaptation", "adapt the teacher")],
+        "distillation": [("distillation", "distil the teacher into the student")],
+        "adapt-then-distill": [("adaptation", "adapt the teacher"),
+                               ("distillation", "distil the adapted teacher into the student")],
+        "distill-then-adapt": [("distillation", "distil the teacher into the student"),
+                               ("adaptation", "adapt the student")],
+        "adapt-and-distill": [("adaptation", "adapt the teacher"), ("adaptation", "adapt the student"),
+                              ("distillation", "distil the adapted teacher into the adapted student")],
+    }[mode]
+
+
+def training_params(choices: dict) -> tuple[dict, dict]:
+    """(adaptation params, distillation params) as worker.training records them, from the Train
+    page's choices (missing ones take TRAIN_DEFAULTS)."""
+    c = {**TRAIN_DEFAULTS, **choices}
+    common = {k: c[k] for k in _COMMON}
+    adapt = {**common, "steps": int(c["adapt_steps"]), "lr": float(c["adapt_lr"]),
+             "mask_probability": float(c["mask_probability"]), "whole_word": bool(c["whole_word"])}
+    distill = {**common, "steps": int(c["distill_steps"]), "lr": float(c["distill_lr"]), "version": c["version"],
+               "teacher_layer": int(c["teacher_layer"]), "mlm_weight": float(c["mlm_weight"])}
+    if c["mode"] != "adapt-and-distill":  # there the adapted student's own shape and weights are used
+        distill.update({"student": c["student"], **{k: int(v) for k, v in (c["shape"] or {}).items()},
+                        "init": "random" if c["init"] is None else c["init"].strip()})
+    return adapt, distill
+
+
+def _model_label(run: Run) -> str:
+    params = run.params or {}
+
+    def short(spec: str | None) -> str:  # a folder by its name; bundled, hub ids and run:ID as they are
+        return Path(spec).name if spec and Path(spec).is_absolute() else str(spec)
+
+    if run.kind == RunKind.expansion:
+        return f"{RUN_PREFIX}{run.id} · expanded vocab {params.get('vocab_size', 0):,}"
+    if run.kind == RunKind.adaptation:
+        return f"{RUN_PREFIX}{run.id} · adapted {short(params.get('model'))}"
+    students = (params.get("result") or {}).get("student_parameters")
+    size = f" ({count(students)} parameters)" if students else ""
+    return f"{RUN_PREFIX}{run.id} · student of {short(params.get('teacher'))}{size}"
+
+
+def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
+    """Models a training run can start from, as {spec, kind, label}: the bundled model, then the
+    models that finished expansions, adaptations and distillations wrote, newest first."""
+    with sessions.begin() as session:
+        runs = session.scalars(
+            select(Run).where(Run.kind.in_([RunKind.expansion, RunKind.adaptation, RunKind.distillation]),
+                              Run.status == RunStatus.succeeded, Run.output_dir.is_not(None))
+            .order_by(Run.id.desc())).all()
+        made = [{"spec": f"{RUN_PREFIX}{r.id}", "kind": r.kind.value, "label": _model_label(r)} for r in runs]
+    return [{"spec": "bundled", "kind": "bundled", "label": "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"}] + made
+
+
+def bert_parameters(vocab_size: int, hidden: int, layers: int, intermediate: int, positions: int = 512,
+                    token_types: int = 2) -> int:
+    """Parameters of a BertForMaskedLM: embeddings, encoder layers and the MLM head (whose decoder
+    shares the word embeddings, so only its bias counts)."""
+    embeddings = (vocab_size + positions + token_types) * hidden + 2 * hidden  # + LayerNorm
+    # Q, K, V and output projections, two LayerNorms, the feed-forward pair.
+    layer = 4 * (hidden * hidden + hidden) + 4 * hidden + (hidden * intermediate + intermediate) \
+        + (intermediate * hidden + hidden)
+    head = hidden * hidden + hidden + 2 * hidden + vocab_size  # transform, LayerNorm, decoder bias
+    return embeddings + layers * layer + head
+
+
+def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
+    """The local folder of a model spec; None for a hub id that is not downloaded yet."""
+    from core.errors import ConfigError
+    from core.models import BUNDLED, resolve_model
+
+    spec = spec.strip()
+    if spec.startswith(RUN_PREFIX):
+        try:
+            run_id = int(spec[len(RUN_PREFIX):])
+        except ValueError:
+            raise ConfigError(f"'{spec}': write run:ID with a run id") from None
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            if run.status != RunStatus.succeeded or not run.output_dir:
+                raise ConfigError(f"run {run_id} has no finished model yet ({run.status.value})")
+            return Path(run.output_dir)
+    path = Path(spec).expanduser()
+    if spec == BUNDLED or path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        return resolve_model(spec)  # raises ModelError with what to do
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+@st.cache_data(ttl=60, hash_funcs=_BY_DATABASE, show_spinner=False)
+def model_shape(sessions: sessionmaker[Session], spec: str) -> dict | None:
+    """The architecture of a model from its config.json, without loading it: vocab_size, layers,
+    hidden, heads, intermediate, positions, token_types and parameters (as a BertForMaskedLM).
+    None for a hub id not downloaded yet. Raises ModelError/ConfigError for a spec that cannot work."""
+    import json
+
+    from core.errors import ModelError
+
+    folder = _model_folder(sessions, spec)
+    if folder is None:
+        return None
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"{folder} has no readable config.json: pass a Hugging Face model folder") from None
+    try:
+        shape = {"vocab_size": int(config["vocab_size"]), "layers": int(config["num_hidden_layers"]),
+                 "hidden": int(config["hidden_size"]), "heads": int(config["num_attention_heads"]),
+                 "intermediate": int(config["intermediate_size"]),
+                 "positions": int(config.get("max_position_embeddings", 512)),
+                 "token_types": int(config.get("type_vocab_size", 2))}
+    except (KeyError, TypeError, ValueError):
+        return None  # not a BERT config (DistilBERT names its fields differently): size unknown
+    return {**shape, "parameters": bert_parameters(shape["vocab_size"], shape["hidden"], shape["layers"],
+                                                   shape["intermediate"], shape["positions"], shape["token_types"])}
+
+
+def student_shape(choices: dict) -> dict:
+    """layers, hidden, heads, intermediate of the chosen preset with the explicit overrides."""
+    c = {**TRAIN_DEFAULTS, **choices}
+    shape = dict(zip(SHAPE_KEYS, STUDENT_PRESETS[c["student"]]))
+    shape.update({k: int(v) for k, v in (c["shape"] or {}).items() if v is not None})
+    return shape
+
+
+def _student(sessions: sessionmaker[Session], c: dict, teacher: dict | None) -> tuple[dict | None, str | None]:
+    """(the student's architecture with its parameters, or None; a problem, or None)."""
+    from core.errors import AdaptDistillError
+
+    init = "random" if c["init"] is None else c["init"].strip()
+    if c["mode"] == "adapt-and-distill":
+        model = c["student_init"] or ""
+    else:
+        model = None if init in ("random", "teacher") else init
+    if model is not None:
+        if not model.strip():
+            return None, "choose the student model"
+        try:
+            shape = model_shape(sessions, model)
+        except AdaptDistillError as exc:
+            return None, f"student: {exc}"
+        if shape is None:
+            return None, None
+        if c["mode"] == "adapt-and-distill" and teacher is not None:  # it gets the teacher's vocabulary
+            shape = {**shape, "vocab_size": teacher["vocab_size"]}
+            shape["parameters"] = bert_parameters(shape["vocab_size"], shape["hidden"], shape["layers"],
+                                                  shape["intermediate"], shape["positions"], shape["token_types"])
+        return shape, None
+    shape = student_shape(c)
+    if min(shape.values()) < 1 or shape["hidden"] % shape["heads"]:
+        return None, (f"student hidden size {shape['hidden']} must be positive and divisible by its "
+                      f"{shape['heads']} heads")
+    if teacher is None:
+        return shape, None
+    if init == "teacher" and (shape["hidden"] != teacher["hidden"] or shape["heads"] != teacher["heads"]
+                              or shape["layers"] > teacher["layers"]):
+        return shape, (f"init 'teacher' copies every k-th teacher layer, so the student needs the teacher's width "
+                       f"({teacher['hidden']} hidden, {teacher['heads']} heads) and at most its {teacher['layers']} "
+                       f"layers; this student has {shape['hidden']} hidden, {shape['heads']} heads and "
+                       f"{shape['layers']} layers: change the shape or use init random")
+    parameters = bert_parameters(teacher["vocab_size"], shape["hidden"], shape["layers"], shape["intermediate"],
+                                 teacher["positions"], teacher["token_types"])
+    return {**shape, "vocab_size": teacher["vocab_size"], "parameters": parameters}, None
+
+
+def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_words: int) -> dict:
+    """What a launch would do: tokens per optimizer step, each run's steps, tokens, trained
+    parameters and epochs over the corpus (its word count stands in for its token count), the
+    teacher's and student's sizes, and the problems found (plain strings; nothing raises)."""
+    from core.errors import AdaptDistillError
+
+    c = {**TRAIN_DEFAULTS, **choices}
+    problems: list[str] = []
+    teacher = None
+    if not (c["teacher"] or "").strip():
+        problems.append("choose a teacher")
+    else:
+        try:
+            teacher = model_shape(sessions, c["teacher"])
+        except AdaptDistillError as exc:
+            problems.append(f"teacher: {exc}")
+    distils = any(kind == "distillation" for kind, _ in mode_stages(c["mode"]))
+    student, problem = _student(sessions, c, teacher) if distils else (None, None)
+    problems += [problem] if problem else []
+    tokens_per_step = int(c["batch_size"]) * int(c["grad_accum"]) * int(c["seq_len"])
+    stages = []
+    for kind, what in mode_stages(c["mode"]):
+        steps = int(c["adapt_steps"] if kind == "adaptation" else c["distill_steps"])
+        trained = teacher if kind == "adaptation" and "teacher" in what else student
+        tokens = steps * tokens_per_step
+        stages.append({"kind": kind, "what": what, "steps": steps, "tokens": tokens,
+                       "parameters": trained["parameters"] if trained and "parameters" in trained else None,
+                       "epochs": tokens / corpus_words if corpus_words else None})
+    return {"tokens_per_step": tokens_per_step, "total_tokens": sum(s["tokens"] for s in stages), "stages": stages,
+            "teacher": teacher, "student": student, "problems": problems}
+
+
+def start_training(sessions: sessionmaker[Session], connection: Redis, choices: dict) -> list[dict]:
+    """Validate the choices, create the runs and queue them (a pipeline's steps wait on each other).
+    Returns [{run_id, kind}] with the pipeline first. Nothing is created when a check fails."""
+    from core.errors import ConfigError
+    from worker import training
+    from worker.submit import submit_runs
+
+    c = {**TRAIN_DEFAULTS, **choices}
+    if c["mode"] not in TRAIN_MODES:
+        raise ConfigError(f"unknown mode '{c['mode']}': use one of {', '.join(TRAIN_MODES)}")
+    teacher = (c["teacher"] or "").strip()
+    if not teacher:
+        raise ConfigError("choose a teacher: bundled, a model a run made, a folder or a hub id")
+    c["device"] = (c["device"] or "auto").strip()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", c["device"]):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{c['device']}'")
+    adapt, distill = training_params(c)
+    kinds = {kind for kind, _ in mode_stages(c["mode"])}
+    # Both configs are checked before any row exists: a pipeline writes its first runs before the
+    # second config would be looked at.
+    if "adaptation" in kinds:
+        training.adapt_config(adapt)
+    if "distillation" in kinds:
+        training.distill_config(distill)
+        if c["mode"] != "adapt-and-distill" and distill["init"] == "":
+            raise ConfigError("choose the student's initial model, or init random or teacher")
+        estimate = training_estimate(sessions, c, 0)
+        problem = next((p for p in estimate["problems"] if p.startswith("init 'teacher'")), None)
+        if problem:
+            raise ConfigError(problem)
+    student_init = (c["student_init"] or "").strip() or None
+    if c["mode"] == "adapt-and-distill" and not student_init:
+        raise ConfigError("adapt-and-distill adapts a small pretrained student too: choose the student to adapt "
+                          "(it needs the teacher's base vocabulary)")
+    connection.ping()  # fail before a run row exists that no worker would ever see
+    corpus_id = int(c["corpus_id"])
+    if c["mode"] == "adaptation":
+        runs = [training.create_adaptation(sessions, corpus_id, teacher, adapt)]
+    elif c["mode"] == "distillation":
+        runs = [training.create_distillation(sessions, corpus_id, teacher, distill)]
+    else:
+        runs = training.create_pipeline(sessions, c["mode"], corpus_id, teacher, adapt, distill,
+                                        student_init if c["mode"] == "adapt-and-distill" else None)
+    submit_runs(sessions, connection, runs)
+    return [{"run_id": r.id, "kind": r.kind.value} for r in runs]
+
+
+# --- runs: list, one run, actions -----------------------------------------------------------
+
+ACTIVE = ("queued", "running")
+
+
+def count(n: int | None) -> str:
+    """'6.3K', '22.7M', '1.2B' parameters; '?' when unknown."""
+    if n is None:
+        return "?"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:,.1f}{unit}"
+    return f"{n:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """'45 s', '12 min', '3 h 05 min', '2 d 4 h'; '' when unknown."""
+    if seconds is None:
+        return ""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def run_row(run: Run) -> dict:
+    """One line of the runs list."""
+    return {
+        "id": run.id, "kind": run.kind.value, "status": run.status.value, "stage": run.stage,
+        "progress": min(max(float(run.progress or 0.0), 0.0), 1.0), "step": run.step, "total_steps": run.total_steps,
+        "eta_seconds": run.eta_seconds if run.status.value == "running" else None,
+        "eta": duration(run.eta_seconds) if run.status.value == "running" else "",
+        "latest_loss": run.latest_loss, "parent_id": run.parent_id, "error": run.error,
+        "created": _when(run.created_at), "finished": _when(run.finished_at),
+    }
+
+
+def refresh_runs(sessions: sessionmaker[Session], limit: int = 200) -> list[dict]:
+    """Mark running runs whose worker stopped answering as abandoned, then list runs newest first."""
+    from worker.training import find_dead_runs
+
+    find_dead_runs(sessions)
+    with sessions.begin() as session:
+        return [run_row(r) for r in store.list_runs(session, limit=limit)]
+
+
+def _ref(run: Run) -> dict:
+    return {"id": run.id, "kind": run.kind.value, "status": run.status.value}
+
+
+def _inputs(session: Session, params: dict) -> list[dict]:
+    """The models a run reads, as {role, spec, run (a _ref for run:ID, else None)}."""
+    inputs = []
+    for role in ("model", "teacher", "init", "student_init"):
+        spec = params.get(role)
+        if not spec or spec in ("random", "teacher"):
+            continue
+        ref = None
+        if str(spec).startswith(RUN_PREFIX):
+            found = session.get(Run, int(str(spec)[len(RUN_PREFIX):]))
+            ref = _ref(found) if found is not None else None
+        inputs.append({"role": "student init" if role == "student_init" else role, "spec": spec, "run": ref})
+    return inputs
+
+
+def run_view(sessions: sessionmaker[Session], run_id: int) -> dict:
+    """Everything the Runs page shows about one run (read fresh: it may be running)."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        params = dict(run.params or {})
+        corpus = session.get(Corpus, params["corpus_id"]) if params.get("corpus_id") is not None else None
+        parent = session.get(Run, run.parent_id) if run.parent_id else None
+        return {
+            **run_row(run),
+            "params": {k: v for k, v in params.items() if k != "result"}, "result": params.get("result") or {},
+            "output_dir": run.output_dir, "started": _when(run.started_at), "worker": run.worker,
+            "queue": run.queue, "job_id": run.job_id, "attempt": int(params.get("attempt", 0)),
+            "corpus": {"id": corpus.id, "name": corpus.name, "words": corpus.words} if corpus else None,
+            "parent": _ref(parent) if parent else None,
+            "depends_on": [_ref(r) for r in run.depends_on],
+            "dependents": [_ref(r) for r in store.dependents(session, run_id)],
+            "children": [run_row(r) for r in store.children(session, run_id)],
+            "inputs": _inputs(session, params),
+            "artifacts": [{"kind": a.kind, "path": a.path, "bytes": a.bytes} for a in run.artifacts],
+        }
+
+
+def metric_history(sessions: sessionmaker[Session], run_id: int) -> dict[str, dict[str, list]]:
+    """{metric name: {"step": [...], "value": [...]}} by step. A resumed run logs the steps after
+    its checkpoint again: the value written last wins."""
+    with sessions.begin() as session:
+        rows = session.execute(select(Metric.name, Metric.step, Metric.value).where(Metric.run_id == run_id)
+                               .order_by(Metric.id)).all()
+    by_name: dict[str, dict[int, float]] = {}
+    for name, step, value in rows:
+        by_name.setdefault(name, {})[step] = value
+    return {name: {"step": sorted(values), "value": [values[s] for s in sorted(values)]}
+            for name, values in by_name.items()}
+
+
+def log_tail(run_id: int, lines: int = 40) -> list[str]:
+    """The last lines of a run's log (runs/<id>/run.log); [] when it has none."""
+    path = settings.runs_dir() / str(run_id) / "run.log"
+    if not path.is_file():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 200 * lines))  # log lines are short
+        text = handle.read().decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]
+
+
+def cancel_run(sessions: sessionmaker[Session], connection: Redis | None, run_id: int, grace: float = 15.0) -> None:
+    """Cancel a queued or running run (and a pipeline's steps). Without Redis the run is only
+    marked: a running job still sees that within a second, saves a checkpoint and stops."""
+    if connection is None:
+        from worker.training import request_cancel
+
+        request_cancel(sessions, run_id)
+        return
+    from worker.submit import cancel
+
+    cancel(sessions, connection, run_id, grace=grace)
+
+
+def resume_run(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> None:
+    """Queue a cancelled, failed or abandoned adaptation or distillation again, from its last checkpoint."""
+    from worker.submit import resume
+
+    connection.ping()
+    resume(sessions, connection, run_id)
+
+
+def _check_finished_inputs(sessions: sessionmaker[Session], run_id: int, params: dict) -> None:
+    from core.errors import ConfigError
+
+    with sessions.begin() as session:
+        for item in _inputs(session, params):
+            ref = item["run"]
+            if ref is not None and ref["status"] != "succeeded":
+                raise ConfigError(f"run {run_id} reads the model of run {ref['id']}, which is {ref['status']}: "
+                                  f"run that one (or its pipeline) again instead")
+
+
+def run_again(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> list[dict]:
+    """Create and queue new runs with the settings of an adaptation, a distillation or a pipeline;
+    [{run_id, kind}] with a pipeline first."""
+    from core.errors import ConfigError
+    from worker import training
+    from worker.submit import submit_runs
+
+    kind, params = training.copy_params(sessions, run_id)
+    connection.ping()
+    if kind == RunKind.pipeline:
+        with sessions.begin() as session:
+            steps = [(s.kind, s.id) for s in store.children(session, run_id)]
+        adapt = next((training.copy_params(sessions, i)[1] for k, i in steps if k == RunKind.adaptation), {})
+        distill = next((training.copy_params(sessions, i)[1] for k, i in steps if k == RunKind.distillation), {})
+        runs = training.create_pipeline(sessions, params["strategy"], params["corpus_id"], params["teacher"],
+                                        adapt, distill, params.get("student_init"))
+    elif kind.value in TRAINABLE:
+        _check_finished_inputs(sessions, run_id, params)
+        if kind == RunKind.adaptation:
+            runs = [training.create_adaptation(sessions, params["corpus_id"], params["model"], params)]
+        else:
+            runs = [training.create_distillation(sessions, params["corpus_id"], params["teacher"], params)]
+    else:
+        raise ConfigError(f"run {run_id} is a {kind.value}: only adaptation, distillation and pipeline runs can "
+                          f"run again here")
+    submit_runs(sessions, connection, runs)
+    return [{"run_id": r.id, "kind": r.kind.value} for r in runs]

@@ -12,6 +12,8 @@ page = st.navigation([
     st.Page("views/home.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
     st.Page("views/corpora.py", title="Corpora", icon=":material/library_books:", url_path="corpora"),
     st.Page("views/vocabulary.py", title="Vocabulary", icon=":material/insights:", url_path="vocabulary"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
 ])
 
 try:

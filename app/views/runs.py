@@ -1,0 +1,257 @@
+"""Runs: every run with its status and progress, live while any is queued or running; one run's
+loss curves, results, settings, lineage and log, with cancel, resume and run again."""
+
+import json
+
+import streamlit as st
+
+from app import charts, connections, data, ui
+from app.connections import sessions
+from worker.queues import redis_url
+
+FLASH = "runs_flash"
+LIMIT = 200
+RESUMABLE = ("cancelled", "failed", "abandoned")
+
+sm = sessions()
+st.title("Runs")
+st.caption("Vocabulary analyses, expansions, adaptations, distillations and pipelines, newest first. A run whose "
+           "worker stopped answering is marked abandoned; resume continues it from its last checkpoint.")
+
+
+def runs_table(runs: list[dict], key: str = "runs_table") -> None:
+    st.dataframe(
+        [{"id": r["id"], "kind": r["kind"], "status": r["status"], "stage": r["stage"], "progress": 100 * r["progress"],
+          "step": f"{r['step']:,} / {r['total_steps']:,}" if r["step"] is not None and r["total_steps"] else "",
+          "ETA": r["eta"], "loss": r["latest_loss"], "parent": r["parent_id"], "created": r["created"]}
+         for r in runs],
+        hide_index=True, width="stretch", key=key, placeholder="",
+        column_config={
+            "id": st.column_config.NumberColumn("id", format="%d", width="small"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100, format="%.0f%%"),
+            "loss": st.column_config.NumberColumn("latest loss", format="%.4g"),
+            "parent": st.column_config.NumberColumn("parent", format="%d", width="small"),
+        },
+    )
+
+
+@st.fragment(run_every=2)
+def live_table() -> None:
+    """Refreshes itself while the page is open and something is active; drawn once on a plain rerun."""
+    runs = data.refresh_runs(sm, LIMIT)
+    runs_table(runs)
+    if not any(r["status"] in data.ACTIVE for r in runs):
+        st.rerun()
+
+
+def select(run_id: int) -> None:
+    """Show another run: the selectbox and the address (?run=ID) follow."""
+    st.session_state.runs_selected = run_id
+    st.session_state.runs_query_seen = str(run_id)
+    st.query_params["run"] = str(run_id)
+
+
+def link(ref: dict, key: str) -> None:
+    st.button(f"run {ref['id']} · {ref['kind']} · {ref['status']}", key=key, on_click=select, args=(ref["id"],),
+              type="tertiary", icon=":material/arrow_forward:")
+
+
+def progress_line(view: dict) -> None:
+    parts = [ui.status_text({"status": view["status"], "stage": view["stage"]})]
+    if view["step"] is not None and view["total_steps"]:
+        parts.append(f"step {view['step']:,} of {view['total_steps']:,}")
+    if view["eta"]:
+        parts.append(f"ETA {view['eta']}")
+    if view["latest_loss"] is not None:
+        parts.append(f"loss {view['latest_loss']:.4g}")
+    st.progress(view["progress"], text=f"Run {view['id']} · " + " · ".join(parts) + f" ({view['progress']:.0%})")
+
+
+def curves(run_id: int) -> None:
+    history = data.metric_history(sm, run_id)
+    loss = charts.loss_figure(history)
+    if loss is None:
+        st.caption("No loss recorded yet.")
+        return
+    st.plotly_chart(loss, key="runs_loss", config={"displaylogo": False})
+    lr = charts.lr_figure(history)
+    if lr is not None:
+        st.plotly_chart(lr, key="runs_lr", config={"displaylogo": False})
+
+
+def log_section(run_id: int) -> None:
+    lines = data.log_tail(run_id, 40)
+    st.markdown("**Log** (the last 40 lines)")
+    if lines:
+        st.code("\n".join(lines), language=None)
+    else:
+        st.caption(f"No log yet (runs/{run_id}/run.log).")
+
+
+def steps_section(view: dict) -> None:
+    st.markdown("**Steps** (open one from the lineage below)")
+    runs_table(view["children"], key="runs_steps")
+
+
+def body(run_id: int) -> dict:
+    """What changes while a run is active: progress, curves and log (or a pipeline's steps)."""
+    view = data.run_view(sm, run_id)
+    if view["status"] in data.ACTIVE:
+        progress_line(view)
+    if view["kind"] == "pipeline":
+        steps_section(view)
+    elif view["kind"] in data.TRAINABLE:
+        curves(run_id)
+        log_section(run_id)
+    return view
+
+
+@st.fragment(run_every=2)
+def live_body(run_id: int, status: str) -> None:
+    view = body(run_id)
+    if view["status"] != status:
+        st.rerun()  # the whole page: buttons, results and lineage follow the new status
+
+
+def results(view: dict) -> None:
+    result = view["result"]
+    if not result:
+        return
+    cols = st.columns(4)
+
+    def change(label: str, before: float | None, after: float | None, help: str) -> None:
+        if after is None or not cols:
+            return
+        delta = f"{after - before:+.3g} from {before:.4g}" if before is not None else None
+        cols.pop(0).metric(label, f"{after:.4g}", delta=delta, delta_color="inverse", help=help)
+
+    change("Training loss", result.get("first_loss"), result.get("last_loss"), "first and last logged step")
+    change("Held-out MLM loss", result.get("heldout_loss_before"), result.get("heldout_loss"),
+           "on the held-out blocks, before and after training")
+    change("Held-out relation loss", result.get("heldout_relation_loss_before"), result.get("heldout_relation_loss"),
+           "the MiniLM loss on the held-out blocks, before and after training")
+    if result.get("tokens_per_second"):
+        cols.pop(0).metric("Tokens per second", f"{result['tokens_per_second']:,.0f}")
+    if result.get("student_parameters") and cols:
+        teacher = result.get("teacher_parameters")
+        ratio = teacher / result["student_parameters"] if teacher else None
+        cols.pop(0).metric("Student parameters", data.count(result["student_parameters"]),
+                           delta=f"{ratio:.1f}x smaller than the teacher" if ratio else None,
+                           delta_color="off", delta_arrow="off")
+    st.caption(f":material/folder: Model written to `{result.get('output_dir') or view['output_dir']}`")
+    if result.get("mlm_head_was_fresh"):
+        st.caption("The model had no MLM head, so a fresh one was trained.")
+    if result.get("mlm_head_trained") is False:
+        st.caption("The student's MLM head was not trained (MLM weight 0): fine-tune it on a task, or distil with "
+                   "an MLM weight before using it to fill masks.")
+    if result.get("resumed_from"):
+        st.caption(f"Resumed from step {result['resumed_from']:,}.")
+
+
+def lineage(view: dict) -> None:
+    rid = view["id"]
+    if view["corpus"]:
+        corpus = view["corpus"]
+        st.markdown(f"Corpus {corpus['id']} · {corpus['name']} ({corpus['words']:,} words)")
+    for item in view["inputs"]:
+        if item["run"]:
+            st.markdown(f"{item['role'].capitalize()}: `{item['spec']}`")
+            link(item["run"], f"runs_input_{rid}_{item['role']}")
+        else:
+            st.markdown(f"{item['role'].capitalize()}: `{item['spec']}`")
+    groups = [("Part of", [view["parent"]] if view["parent"] else []), ("Waits on", view["depends_on"]),
+              ("Feeds", view["dependents"]), ("Steps", view["children"])]
+    for title, refs in groups:
+        if refs:
+            st.markdown(f"**{title}**")
+            for ref in refs:
+                link(ref, f"runs_{title.replace(' ', '_').lower()}_{ref['id']}")
+    if not (view["corpus"] or view["inputs"] or any(refs for _, refs in groups)):
+        st.caption("This run has no recorded inputs or related runs.")
+
+
+def actions(view: dict) -> None:
+    rid, status, kind = view["id"], view["status"], view["kind"]
+    shown = [status in data.ACTIVE, kind in data.TRAINABLE and status in RESUMABLE,
+             kind in data.TRAINABLE or kind == "pipeline"]
+    if not any(shown):
+        return
+    row = st.container(horizontal=True)
+    cancel, resume, again = (row if s else None for s in shown)
+    if cancel and cancel.button("Cancel", key="runs_cancel", icon=":material/stop_circle:"):
+        with ui.reported(), st.spinner(f"Stopping run {rid}: a running job saves a checkpoint first…"):
+            data.cancel_run(sm, connections.redis() if redis_url() else None, rid)
+            ui.flash(FLASH, "info", f"Run {rid} cancelled."
+                     + (" Resume continues it from its last checkpoint." if kind in data.TRAINABLE else ""))
+            st.rerun()
+    if resume and resume.button("Resume", key="runs_resume", icon=":material/play_arrow:"):
+        with ui.reported():
+            data.resume_run(sm, connections.redis(), rid)
+            ui.flash(FLASH, "success", f"Run {rid} queued to resume from its last checkpoint.")
+            st.rerun()
+    if again and again.button("Run again", key="runs_again", icon=":material/replay:"):
+        with ui.reported():
+            new = data.run_again(sm, connections.redis(), rid)
+            ui.flash(FLASH, "success", f"Run {rid} again with the same settings: queued "
+                     + ", ".join(f"run {r['run_id']} ({r['kind']})" for r in new) + ".")
+            st.query_params["run"] = str(new[0]["run_id"])  # selected on the rerun
+            st.rerun()
+
+
+# --- the list --------------------------------------------------------------------------------------
+runs = data.refresh_runs(sm, LIMIT)
+if not runs:
+    st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
+    st.page_link("views/train.py", label="Start a training run", icon=":material/model_training:")
+    st.stop()
+if any(r["status"] in data.ACTIVE for r in runs):
+    live_table()
+else:
+    runs_table(runs)
+
+# --- one run: ?run=ID in the address, or the selectbox ---------------------------------------------
+# No status in the labels: a browser keeps an option's first label while its value stays chosen.
+labels = {r["id"]: f"{r['id']} · {r['kind']} · {r['created']}" for r in runs}
+wanted = st.query_params.get("run")
+if wanted and wanted != st.session_state.get("runs_query_seen"):  # a link or a fresh address
+    st.session_state.runs_query_seen = wanted
+    if wanted.isdigit():
+        st.session_state.runs_selected = int(wanted)
+chosen = st.session_state.get("runs_selected")
+if chosen is not None and chosen not in labels:  # older than the list: still shown when it exists
+    with ui.reported():
+        older = data.run_view(sm, chosen)
+        labels[chosen] = f"{chosen} · {older['kind']} · {older['created']}"
+    if chosen not in labels:
+        st.session_state.runs_selected = None
+if st.session_state.get("runs_selected") is None:
+    st.session_state.runs_selected = runs[0]["id"]
+run_id = st.selectbox("Run", list(labels), key="runs_selected", format_func=labels.get,
+                      on_change=lambda: select(st.session_state.runs_selected))
+
+view = data.run_view(sm, run_id)
+st.subheader(f"Run {run_id} · {view['kind']}", anchor=False)
+st.markdown(f"{ui.status_badge(view['status'])} {view['stage']} · created {view['created']}"
+            + (f" · started {view['started']}" if view["started"] else "")
+            + (f" · finished {view['finished']}" if view["finished"] else "")
+            + (f" · attempt {view['attempt'] + 1}" if view["attempt"] else ""))
+if view["error"] and view["status"] == "failed":
+    st.error(f"Run {run_id} failed: {view['error']}")
+elif view["error"] and view["status"] in ("cancelled", "abandoned"):
+    st.warning(f"Run {run_id} {view['status']}: {view['error']}")
+actions(view)
+ui.show_flash(FLASH)
+if view["status"] == "succeeded":
+    results(view)
+if view["status"] in data.ACTIVE:
+    live_body(run_id, view["status"])
+else:
+    body(run_id)
+
+settings_tab, lineage_tab = st.tabs([":material/settings: Settings", ":material/account_tree: Lineage"])
+with settings_tab:
+    st.json(json.dumps(view["params"]), expanded=True)
+    detail = {"queue": view["queue"], "job": view["job_id"], "worker": view["worker"], "output": view["output_dir"]}
+    st.caption(" · ".join(f"{k}: `{v}`" for k, v in detail.items() if v))
+with lineage_tab:
+    lineage(view)

@@ -1,0 +1,231 @@
+"""Train: adapt a teacher to the domain corpus, distil it into a small student, or both in one of
+the paper's three orders. Shows what a launch would do (tokens, sizes, epochs) before queueing it."""
+
+import streamlit as st
+
+from app import connections, data, ui
+from app.connections import sessions
+
+FLASH = "train_flash"
+OTHER = "other"
+MODE_LABELS = {
+    "adaptation": "Adaptation only: continue MLM pretraining of the teacher",
+    "distillation": "Distillation only: teacher → small student (MiniLM)",
+    "adapt-then-distill": "Pipeline: adapt the teacher, then distil it",
+    "distill-then-adapt": "Pipeline: distil, then adapt the small student",
+    "adapt-and-distill": "Pipeline: adapt teacher and a small pretrained student, then distil (AdaLM)",
+}
+INIT_LABELS = {"random": "random", "teacher": "teacher layers (every k-th)", "model": "a pretrained model"}
+
+sm = sessions()
+st.title("Train")
+st.caption("Adapt-and-Distill: continue masked-LM pretraining of a (vocabulary-expanded) teacher on the domain "
+           "corpus, and distil it into a small student that shares its vocabulary. Runs go to a GPU worker.")
+
+
+def model_picker(label: str, key: str, options: list[dict], help: str) -> str:
+    """A model from the list, or a typed folder or hub id; the spec ('' when nothing is typed)."""
+    labels = {c["spec"]: c["label"] for c in options}
+    specs = [*labels, OTHER]
+    if st.session_state.get(key) not in specs:
+        st.session_state[key] = specs[0]
+    picked = st.selectbox(label, specs, key=key, help=help,
+                          format_func=lambda s: labels.get(s, "another model: a folder or a hub id…"))
+    if picked != OTHER:
+        return picked
+    return st.text_input(f"{label}: folder or hub id", key=f"{key}_other",
+                         placeholder="a local model folder, or a hub id such as bert-base-uncased").strip()
+
+
+def shape_caption(shape: dict | None) -> str:
+    if not shape:
+        return "size unknown until the model is local"
+    return (f"{shape['layers']} layers · {shape['hidden']} hidden · {shape['heads']} heads · "
+            f"{shape['vocab_size']:,} tokens · {data.count(shape['parameters'])} parameters")
+
+
+def teacher_section(models: list[dict]) -> str:
+    teachers = [m for m in models if m["kind"] in ("bundled", "expansion", "adaptation")]
+    teacher = model_picker("Teacher", "train_teacher", teachers,
+                           "The model to adapt or distil: the bundled one, an expanded model the Vocabulary page "
+                           "made, an adapted one, or any BERT folder or hub id.")
+    try:
+        if teacher:
+            st.caption(f"Teacher: {shape_caption(data.model_shape(sm, teacher))}")
+    except Exception as exc:  # a spec that cannot work: the estimate below says why
+        if ui.error_message(exc) is None:
+            raise
+    return teacher
+
+
+def student_section(mode: str, models: list[dict]) -> dict:
+    """The student's choices: preset and shape, or the pretrained student to adapt."""
+    st.subheader("Student", anchor=False)
+    if mode == "adapt-and-distill":
+        students = [m for m in models if m["kind"] in ("bundled", "distillation", "adaptation")]
+        spec = model_picker("Student to adapt", "train_student_init", students,
+                            "A small pretrained BERT with the teacher's base vocabulary; it gets the teacher's new "
+                            "tokens, is adapted, then learns from the adapted teacher. Its own shape is used.")
+        return {"student_init": spec}
+    left, middle, right = st.columns([1, 1, 2])
+    preset = left.selectbox("Preset", list(data.STUDENT_PRESETS), key="train_student",
+                            format_func=lambda p: "{} · {} × {}, {} heads".format(p, *data.STUDENT_PRESETS[p][:3]),
+                            help="The paper's student is L6-H384 (from a 12 x 768 teacher).")
+    init = middle.selectbox("Initialise from", list(INIT_LABELS), key="train_init", format_func=INIT_LABELS.get,
+                            help="random; every k-th teacher layer (needs the teacher's width); or a pretrained "
+                                 "model with the teacher's vocabulary (its shape is used).")
+    init_spec = init
+    with right:
+        if init == "model":
+            students = [m for m in models if m["kind"] in ("bundled", "distillation", "adaptation", "expansion")]
+            init_spec = model_picker("Student model", "train_init_model", students,
+                                     "Its vocabulary must be the teacher's.")
+    shape = None
+    if init != "model" and st.checkbox("Set the shape explicitly", key="train_explicit"):
+        layers, hidden, heads, intermediate = data.STUDENT_PRESETS[preset]
+        cols = st.columns(4)
+        shape = {
+            "layers": cols[0].number_input("Layers", 1, 48, layers, key="train_layers"),
+            "hidden": cols[1].number_input("Hidden size", 8, 4096, hidden, step=8, key="train_hidden"),
+            "heads": cols[2].number_input("Attention heads", 1, 64, heads, key="train_heads"),
+            "intermediate": cols[3].number_input("Intermediate size", 8, 16384, intermediate, step=8,
+                                                 key="train_intermediate"),
+        }
+    return {"student": preset, "init": init_spec, "shape": shape}
+
+
+def optimisation_section(stages: set[str]) -> dict:
+    defaults = data.TRAIN_DEFAULTS
+    st.subheader("Steps and optimisation", anchor=False)
+    cols = st.columns(6)
+    choices = {}
+    if "adaptation" in stages:
+        choices["adapt_steps"] = cols[0].number_input("Adaptation steps", 1, 10_000_000, defaults["adapt_steps"],
+                                                      step=100, key="train_adapt_steps",
+                                                      help="Optimizer steps of each adaptation run.")
+        choices["adapt_lr"] = cols[2].number_input("Adaptation lr", 1e-7, 1.0, defaults["adapt_lr"], step=1e-5,
+                                                   format="%.1e", key="train_adapt_lr",
+                                                   help="Peak learning rate of adaptation (default 5e-5).")
+    if "distillation" in stages:
+        choices["distill_steps"] = cols[1].number_input("Distillation steps", 1, 10_000_000,
+                                                        defaults["distill_steps"], step=100, key="train_distill_steps",
+                                                        help="Optimizer steps of the distillation run.")
+        choices["distill_lr"] = cols[3].number_input("Distillation lr", 1e-7, 1.0, defaults["distill_lr"],
+                                                     step=1e-4, format="%.1e", key="train_distill_lr",
+                                                     help="Peak learning rate of distillation (default 5e-4).")
+    choices["batch_size"] = cols[4].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
+                                                 help="Blocks per micro-batch.")
+    choices["seq_len"] = cols[5].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
+                                              key="train_seq_len", help="Tokens per packed block, [CLS] and [SEP] "
+                                                                        "included.")
+    with st.expander("Advanced", icon=":material/tune:"):
+        cols = st.columns(4)
+        choices["device"] = cols[0].text_input("Device", defaults["device"], key="train_device",
+                                               help="auto (CUDA when the worker has it), cpu, cuda or cuda:N.")
+        choices["precision"] = cols[1].selectbox("Precision", ["auto", "bf16", "fp32"], key="train_precision",
+                                                 help="auto: bf16 on a GPU that has it, else fp32.")
+        choices["grad_accum"] = cols[2].number_input("Gradient accumulation", 1, 1024, defaults["grad_accum"],
+                                                     key="train_grad_accum", help="Micro-batches per optimizer step.")
+        choices["schedule"] = cols[3].selectbox("Schedule", ["linear", "cosine", "constant"], key="train_schedule")
+        cols = st.columns(4)
+        choices["warmup"] = cols[0].number_input("Warmup", 0.0, 1e7, defaults["warmup"], step=0.01, format="%.2f",
+                                                 key="train_warmup", help="A fraction of the steps when < 1, else "
+                                                                          "a number of steps.")
+        choices["seed"] = cols[1].number_input("Seed", 0, 2**31 - 1, defaults["seed"], key="train_seed")
+        choices["eval_every"] = cols[2].number_input("Evaluate every", 1, 10_000_000, defaults["eval_every"],
+                                                     key="train_eval_every", help="Steps between held-out losses.")
+        choices["checkpoint_every"] = cols[3].number_input("Checkpoint every", 1, 10_000_000,
+                                                           defaults["checkpoint_every"], key="train_checkpoint_every",
+                                                           help="Steps between checkpoints (resume starts there).")
+        cols = st.columns(4)
+        if "adaptation" in stages:
+            choices["mask_probability"] = cols[0].number_input("Mask probability", 0.01, 0.99,
+                                                               defaults["mask_probability"], step=0.01,
+                                                               key="train_mask_probability")
+            choices["whole_word"] = cols[0].checkbox("Whole-word masking", key="train_whole_word")
+        if "distillation" in stages:
+            choices["version"] = cols[1].selectbox("MiniLM version", ["v2", "v1"], key="train_version",
+                                                   help="v2: Q-Q, K-K, V-V relations; v1: attention + value.")
+            choices["teacher_layer"] = cols[2].number_input("Teacher layer", -48, 47, defaults["teacher_layer"],
+                                                            key="train_teacher_layer",
+                                                            help="Teacher layer taught to the student's last "
+                                                                 "(-1: the last).")
+            choices["mlm_weight"] = cols[3].number_input("MLM weight", 0.0, 100.0, defaults["mlm_weight"], step=0.1,
+                                                         key="train_mlm_weight",
+                                                         help="An extra student MLM loss; > 0 also trains the "
+                                                              "student's MLM head.")
+    return choices
+
+
+def estimate_section(choices: dict, corpus: dict) -> None:
+    estimate = data.training_estimate(sm, choices, corpus["words"])
+    with st.container(border=True):
+        st.subheader("Estimate", anchor=False)
+        cols = st.columns(4)
+        cols[0].metric("Tokens per step", f"{estimate['tokens_per_step']:,}",
+                       help="batch size × gradient accumulation × sequence length")
+        cols[1].metric("Total tokens", f"{estimate['total_tokens']:,}", help="over all runs of this launch")
+        teacher, student = estimate["teacher"], estimate["student"]
+        cols[2].metric("Teacher parameters", data.count(teacher["parameters"]) if teacher else "?",
+                       help="as a BertForMaskedLM, from the model's configuration")
+        if student and student.get("parameters"):
+            ratio = teacher["parameters"] / student["parameters"] if teacher else None
+            if ratio is not None:
+                ratio = f"{ratio:.1f}x smaller" if ratio >= 1.05 else f"{1 / ratio:.2f}x the teacher's size"
+            cols[3].metric("Student parameters", data.count(student["parameters"]), delta=ratio,
+                           delta_color="off", delta_arrow="off")
+        st.dataframe(
+            [{"run": i + 1, "does": s["what"], "steps": s["steps"], "tokens": s["tokens"],
+              "trained parameters": s["parameters"], "epochs": s["epochs"]} for i, s in enumerate(estimate["stages"])],
+            hide_index=True, width="stretch", key="train_estimate",
+            column_config={"tokens": st.column_config.NumberColumn(format="localized"),
+                           "steps": st.column_config.NumberColumn(format="localized"),
+                           "trained parameters": st.column_config.NumberColumn(format="compact"),
+                           "epochs": st.column_config.NumberColumn(format="%.2f")},
+        )
+        st.caption(f"Epochs count the corpus's {corpus['words']:,} words as its tokens, a rough proxy: WordPiece "
+                   f"splits rare words into several pieces, so the corpus has more tokens and the true epochs are "
+                   f"fewer. Parameters are counted from the model configurations (a BERT with an MLM head).")
+        for problem in estimate["problems"]:
+            st.caption(f":orange[:material/warning: {problem}]")
+
+
+# --- the form ------------------------------------------------------------------------------------
+corpora = data.list_corpora(sm)
+if not corpora:
+    st.info("No corpus yet: add one first.", icon=":material/upload_file:")
+    st.page_link("views/corpora.py", label="Go to Corpora", icon=":material/library_books:")
+    st.stop()
+by_id = {c["id"]: c for c in corpora}
+if st.session_state.get("train_corpus") not in by_id:
+    st.session_state.train_corpus = corpora[0]["id"]
+models = data.model_choices(sm)
+
+top = st.columns(2)
+corpus_id = top[0].selectbox("Corpus", list(by_id), key="train_corpus",
+                             format_func=lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['words']:,} words)")
+st.session_state.setdefault("train_mode", "adapt-then-distill")
+mode = top[1].selectbox("What to run", list(MODE_LABELS), key="train_mode", format_func=MODE_LABELS.get,
+                        help="The paper compares the three orders; adapt-and-distill was best.")
+stages = {kind for kind, _ in data.mode_stages(mode)}
+
+choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_section(models)}
+if "distillation" in stages:
+    choices |= student_section(mode, models)
+choices |= optimisation_section(stages)
+estimate_section(choices, by_id[corpus_id])
+
+if st.button("Launch", key="train_launch", type="primary", icon=":material/rocket_launch:"):
+    with ui.reported():
+        runs = data.start_training(sm, connections.redis(), choices)
+        first = runs[0]
+        steps = " → ".join(f"{r['run_id']} {r['kind']}" for r in runs if r["kind"] != "pipeline")
+        what = f"Pipeline {first['run_id']} ({mode}) queued: runs {steps}." if first["kind"] == "pipeline" \
+            else f"Run {first['run_id']} ({first['kind']}) queued."
+        ui.flash(FLASH, "success", what)
+        st.session_state.train_launched = first["run_id"]
+        st.rerun()
+ui.show_flash(FLASH)
+if "train_launched" in st.session_state:
+    st.page_link("views/runs.py", label=f"Follow run {st.session_state.train_launched} on the Runs page",
+                 icon=":material/monitoring:", query_params={"run": str(st.session_state.train_launched)})

@@ -1,0 +1,369 @@
+"""The Train and Runs pages through Streamlit's AppTest, against a real SQLite store, a real Redis
+and tiny BERTs trained inline for a few steps. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from rq.job import Job
+from streamlit.testing.v1 import AppTest
+
+from conftest import build_tiny_bert
+from db import store
+from db.models import RunKind, RunStatus, utcnow
+from worker import service, training
+from worker.queues import SERIALIZER
+from worker.submit import submit_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "app" / "main.py"
+TINY_STUDENT = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
+SMALL = {"seq_len": 32, "batch_size": 8}
+
+
+def open_page(page: str, run: int | None = None) -> AppTest:
+    """The app from its entry point, switched to a page (the Runs page at ?run=ID when given)."""
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    if run is not None:
+        at.query_params["run"] = str(run)
+    at.run()
+    assert not at.exception, at.exception
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def execute(sessions, runs) -> None:
+    """Train the steps of a pipeline (or single runs) in this process, in order."""
+    for run in runs:
+        if run.kind != RunKind.pipeline:
+            training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+
+
+def finished_expansion(sessions, folder, vocab_size: int) -> int:
+    """A succeeded expansion run whose model is `folder`, as the Vocabulary page leaves one."""
+    with sessions.begin() as session:
+        run = store.create_run(session, RunKind.expansion, {"analysis_id": 1, "vocab_size": vocab_size,
+                                                            "output_dir": str(folder)})
+        run.output_dir = str(folder)
+        store.finish_run(session, run, RunStatus.succeeded)
+        return run.id
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def trace(spec: dict, name: str) -> dict:
+    (found,) = [t for t in spec["data"] if t.get("name") == name]
+    return found
+
+
+def set_tiny_student(at: AppTest) -> None:
+    at.checkbox(key="train_explicit").check().run()
+    for name, value in TINY_STUDENT.items():
+        at.number_input(key=f"train_{name}").set_value(value)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return build_tiny_bert(tmp_path / "teacher")
+
+
+@pytest.fixture
+def corpus_id(sessions, corpus_file) -> int:
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    return corpus.id
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+def test_student_parameters_match_a_real_bert(sessions, tiny):
+    """The estimate's formula against BertForMaskedLM itself (tied decoder, no pooler)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from app import data
+
+    for vocab, hidden, layers, heads, intermediate, positions in [(94, 16, 1, 2, 32, 128), (500, 64, 3, 4, 100, 64),
+                                                                  (30_522, 384, 6, 12, 1536, 512)]:
+        model = BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                           num_attention_heads=heads, intermediate_size=intermediate,
+                                           max_position_embeddings=positions))
+        assert data.bert_parameters(vocab, hidden, layers, intermediate, positions) == \
+            sum(p.numel() for p in model.parameters())
+    shape = data.model_shape(sessions, str(tiny))
+    real = BertForMaskedLM.from_pretrained(str(tiny))
+    assert shape["parameters"] == sum(p.numel() for p in real.parameters())
+    assert (shape["layers"], shape["hidden"], shape["vocab_size"]) == (2, 32, real.config.vocab_size)
+
+
+def test_the_page_mirrors_the_backend_choices():
+    from core.distill import PRESETS
+
+    from app import data
+
+    assert data.STUDENT_PRESETS == PRESETS
+    assert data.STRATEGIES == training.STRATEGIES
+    assert data.TRAIN_DEFAULTS["adapt_lr"] == training.adapt_config({}).train.lr
+    assert data.TRAIN_DEFAULTS["distill_lr"] == training.distill_config({}).train.lr
+
+
+def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, corpus_id):
+    from app import data
+
+    teacher_run = finished_expansion(sessions, tiny, 94)
+    at = open_page("train")
+    teacher = at.selectbox(key="train_teacher")
+    assert teacher.value == "bundled"
+    assert teacher.format_func(f"run:{teacher_run}") == f"run:{teacher_run} · expanded vocab 94"
+    teacher.set_value(f"run:{teacher_run}").run()
+    assert at.selectbox(key="train_mode").value == "adapt-then-distill"
+    set_tiny_student(at)
+    at.number_input(key="train_adapt_steps").set_value(7)
+    at.number_input(key="train_distill_steps").set_value(9)
+    at.number_input(key="train_batch").set_value(8)
+    at.number_input(key="train_seq_len").set_value(32)
+    at.number_input(key="train_adapt_lr").set_value(1e-4)
+    at.run()
+    assert not at.exception and not at.error
+
+    # The estimate: 8 x 32 tokens a step; the teacher trains in run 1, the tiny student in run 2.
+    teacher_params = data.bert_parameters(94, 32, 2, 64, 128)
+    student_params = data.bert_parameters(94, 16, 1, 32, 128)
+    assert metric(at, "Tokens per step") == "256"
+    assert metric(at, "Total tokens") == f"{16 * 256:,}"
+    assert metric(at, "Teacher parameters") == data.count(teacher_params)
+    assert metric(at, "Student parameters") == data.count(student_params)
+    table = at.dataframe[0].value
+    assert list(table["steps"]) == [7, 9]
+    assert list(table["tokens"]) == [7 * 256, 9 * 256]
+    assert list(table["trained parameters"]) == [teacher_params, student_params]
+    with sessions.begin() as session:
+        words = store.get_corpus(session, corpus_id).words
+    assert list(table["epochs"]) == pytest.approx([7 * 256 / words, 9 * 256 / words])
+    assert any("rough proxy" in c for c in texts(at.caption))
+
+    at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        pipeline, adapted, student = sorted(store.list_runs(session, kind=None), key=lambda r: r.id)[1:]
+        assert (pipeline.kind, adapted.kind, student.kind) == (RunKind.pipeline, RunKind.adaptation,
+                                                               RunKind.distillation)
+        assert pipeline.params["strategy"] == "adapt-then-distill"
+        assert pipeline.params["teacher"] == adapted.params["model"] == f"run:{teacher_run}"
+        assert {k: adapted.params[k] for k in ("steps", "lr", "batch_size", "seq_len")} == \
+            {"steps": 7, "lr": 1e-4, "batch_size": 8, "seq_len": 32}
+        assert {k: student.params[k] for k in ("steps", "lr", "batch_size", "seq_len", *TINY_STUDENT)} == \
+            {"steps": 9, "lr": 5e-4, "batch_size": 8, "seq_len": 32, **TINY_STUDENT}
+        assert student.params["teacher"] == f"run:{adapted.id}" and student.params["init"] == "random"
+        assert [d.id for d in student.depends_on] == [adapted.id] and student.parent_id == pipeline.id
+        ids = (pipeline.id, adapted.id, student.id)
+    assert f"Pipeline {ids[0]} (adapt-then-distill) queued: runs {ids[1]} adaptation → {ids[2]} distillation." \
+        in texts(at.success)
+    first = Job.fetch(f"run-{ids[1]}", connection=redis, serializer=SERIALIZER)
+    second = Job.fetch(f"run-{ids[2]}", connection=redis, serializer=SERIALIZER)
+    assert first.get_status() == "queued" and first.origin == "gpu"
+    assert second.get_status() == "deferred", "the distillation waits for the adaptation"
+    links = at.get("page_link")
+    assert any(link.proto.query_string == f"run={ids[0]}" for link in links), [link.proto for link in links]
+
+
+def test_validation_errors_are_one_line_and_create_nothing(sessions, redis, tiny, corpus_id, monkeypatch):
+    at = open_page("train")
+    at.selectbox(key="train_teacher").set_value("other").run()
+    at.text_input(key="train_teacher_other").input(str(tiny)).run()
+
+    def launch() -> str:
+        at.button(key="train_launch").click().run()
+        assert not at.exception
+        assert len(at.error) == 1, texts(at.error)
+        return at.error[0].value
+
+    set_tiny_student(at)
+    at.number_input(key="train_heads").set_value(3)
+    assert launch() == "student hidden size 16 is not divisible by its 3 heads"
+
+    at.number_input(key="train_heads").set_value(2)
+    at.selectbox(key="train_init").set_value("teacher").run()
+    assert launch().startswith("init 'teacher' copies every k-th teacher layer, so the student needs the teacher's "
+                               "width (32 hidden, 2 heads)")
+
+    at.selectbox(key="train_init").set_value("random")
+    at.number_input(key="train_adapt_lr").set_value(1e-4)
+    at.number_input(key="train_warmup").set_value(0.0)
+    at.selectbox(key="train_schedule").set_value("cosine")
+    at.text_input(key="train_device").input("tpu").run()
+    assert launch() == "device must be auto, cpu, cuda or cuda:N, got 'tpu'"
+
+    at.text_input(key="train_device").input("auto")
+    at.selectbox(key="train_mode").set_value("adapt-and-distill").run()
+    at.selectbox(key="train_student_init").set_value("other").run()
+    assert launch().startswith("adapt-and-distill adapts a small pretrained student too")
+
+    at.selectbox(key="train_mode").set_value("adaptation").run()
+    at.text_input(key="train_teacher_other").input(str(tiny.parent / "no-such-model")).run()
+    assert "no such model folder" in launch()
+
+    at.text_input(key="train_teacher_other").input(str(tiny)).run()
+    monkeypatch.delenv("REDIS_URL")
+    assert launch() == "REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL"
+
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []
+    assert redis.keys("rq:job:*") == []
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def test_runs_page_lists_runs_with_status_and_progress(sessions, tiny, corpus_id):
+    queued = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 10, **SMALL})
+    running = training.create_distillation(sessions, corpus_id, str(tiny), {"steps": 40, **SMALL, **TINY_STUDENT})
+    with sessions.begin() as session:
+        run = store.get_run(session, running.id)
+        store.start_run(session, run)
+        run.stage, run.progress, run.step, run.eta_seconds, run.latest_loss = "training", 0.25, 10, 95.0, 1.2346
+    at = open_page("runs")
+    assert not at.error
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [running.id, queued.id]
+    assert list(table["status"]) == ["running", "queued"]
+    assert list(table["progress"]) == [25.0, 0.0]
+    assert list(table["step"]) == ["10 / 40", ""]
+    assert list(table["ETA"]) == ["1 min", ""]
+    assert table["loss"].iloc[0] == pytest.approx(1.2346)
+
+    # The newest run is shown; its live progress is drawn once on a plain rerun.
+    assert at.selectbox(key="runs_selected").value == running.id
+    (bar,) = at.get("progress")
+    assert bar.proto.text == f"Run {running.id} · running: training · step 10 of 40 · ETA 1 min · loss 1.235 (25%)"
+    assert [b.label for b in at.button if b.key == "runs_cancel"] == ["Cancel"]
+
+
+def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redis, tiny, corpus_id):
+    runs = training.create_pipeline(sessions, "adapt-then-distill", corpus_id, str(tiny),
+                                    {"steps": 6, "log_every": 2, "eval_every": 3, **SMALL},
+                                    {"steps": 4, **SMALL, **TINY_STUDENT})
+    execute(sessions, runs)
+    pipeline, adapted, student = (r.id for r in runs)
+    with sessions.begin() as session:
+        metrics = {}
+        for m in store.get_run(session, adapted).metrics:
+            metrics.setdefault(m.name, []).append((m.step, m.value))
+        result = store.get_run(session, adapted).params["result"]
+
+    at = open_page("runs", run=adapted)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="runs_selected").value == adapted
+    loss, lr = plotly_specs(at)
+    train = trace(loss, "training loss")
+    assert train["x"] == [s for s, _ in metrics["loss"]] == [1, 2, 4, 6]
+    assert train["y"] == pytest.approx([v for _, v in metrics["loss"]])
+    heldout = trace(loss, "held-out MLM loss")
+    assert heldout["x"] == [0, 3, 6] and heldout["y"] == pytest.approx([v for _, v in metrics["heldout_loss"]])
+    assert trace(lr, "learning rate")["y"] == pytest.approx([v for _, v in metrics["lr"]])
+    (log,) = at.code
+    assert log.value.splitlines()[-1].startswith("step 6/6 heldout_loss=")
+    assert metric(at, "Training loss") == f"{result['last_loss']:.4g}"
+    assert metric(at, "Held-out MLM loss") == f"{result['heldout_loss']:.4g}"
+    assert any(f"`{result['output_dir']}`" in c for c in texts(at.caption))
+
+    # The student: relation losses, its size, and the lineage back to the adapted teacher.
+    at.selectbox(key="runs_selected").set_value(student).run()
+    assert at.query_params["run"] == str(student)
+    (loss, _) = plotly_specs(at)
+    assert {t["name"] for t in loss["data"]} == {"training loss", "held-out relation loss"}
+    assert metric(at, "Student parameters").endswith("K")
+    assert "Teacher: `run:" in "".join(texts(at.markdown))
+    at.button(key=f"runs_input_{student}_teacher").click().run()
+    assert at.selectbox(key="runs_selected").value == adapted
+    at.button(key=f"runs_part_of_{pipeline}").click().run()
+    assert at.selectbox(key="runs_selected").value == pipeline
+    steps = at.dataframe[1].value
+    assert list(steps["id"]) == [adapted, student] and list(steps["status"]) == ["succeeded", "succeeded"]
+
+    # Run the pipeline again: the same strategy and step settings, queued as a new chain.
+    at.button(key="runs_again").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        again = max(r.id for r in store.list_runs(session, kind=RunKind.pipeline))
+        new_adapted, new_student = store.children(session, again)
+        old_adapted, old_student = store.get_run(session, adapted), store.get_run(session, student)
+        assert new_adapted.params["steps"] == 6 and new_student.params["layers"] == 1
+        assert {k: v for k, v in new_student.params.items() if k != "teacher"} == \
+            {k: v for k, v in old_student.params.items() if k not in ("teacher", "result")}
+        assert new_student.params["teacher"] == f"run:{new_adapted.id}"
+        new_ids = (new_adapted.id, new_student.id)
+    assert at.selectbox(key="runs_selected").value == again
+    assert redis.exists(f"rq:job:run-{new_ids[0]}") and redis.exists(f"rq:job:run-{new_ids[1]}")
+
+
+def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
+    run = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 5, "lr": 2e-4, **SMALL})
+    submit_runs(sessions, redis, [run])
+    at = open_page("runs", run=run.id)
+    assert not at.get("plotly_chart") and "No loss recorded yet." in texts(at.caption)
+    assert not [b for b in at.button if b.key == "runs_resume"]
+
+    at.button(key="runs_cancel").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        assert store.get_run(session, run.id).status == RunStatus.cancelled
+    assert Job.fetch(f"run-{run.id}", connection=redis, serializer=SERIALIZER).get_status() == "canceled"
+    assert f"Run {run.id} cancelled. Resume continues it from its last checkpoint." in texts(at.info)
+    assert not [b for b in at.button if b.key == "runs_cancel"]
+
+    at.button(key="runs_resume").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        resumed = store.get_run(session, run.id)
+        assert resumed.status == RunStatus.queued and resumed.job_id == f"run-{run.id}-r1"
+    assert Job.fetch(f"run-{run.id}-r1", connection=redis, serializer=SERIALIZER).get_status() == "queued"
+    assert f"Run {run.id} queued to resume from its last checkpoint." in texts(at.success)
+
+    at.button(key="runs_again").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        new = max(store.list_runs(session), key=lambda r: r.id)
+        old = store.get_run(session, run.id)
+        assert new.id != run.id and new.kind == RunKind.adaptation and new.status == RunStatus.queued
+        assert new.params == {k: v for k, v in old.params.items() if k != "attempt"}
+        assert new.output_dir != old.output_dir
+        new_id = new.id
+    assert redis.exists(f"rq:job:run-{new_id}")
+    assert at.selectbox(key="runs_selected").value == new_id
+
+
+def test_a_run_whose_worker_died_is_shown_abandoned(sessions, tiny, corpus_id):
+    run = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 50, **SMALL})
+    with sessions.begin() as session:
+        dead = store.get_run(session, run.id)
+        store.start_run(session, dead)
+        dead.heartbeat_at = utcnow() - timedelta(minutes=5)
+    at = open_page("runs")
+    assert list(at.dataframe[0].value["status"]) == ["abandoned"]
+    (warning,) = at.main.warning
+    assert warning.value.startswith(f"Run {run.id} abandoned: its worker stopped answering")
+    assert [b.key for b in at.button if b.key in ("runs_cancel", "runs_resume", "runs_again")] == \
+        ["runs_resume", "runs_again"]
+    assert not at.get("progress"), "nothing is live any more"
+
+
+def test_an_empty_list_and_a_missing_run(sessions):
+    at = open_page("runs")
+    assert "Nothing has run yet." in texts(at.info)
+    with sessions.begin() as session:
+        kept = store.create_run(session, RunKind.analysis, {}).id
+    at = open_page("runs", run=999)
+    assert texts(at.error) == ["no run with id 999"]
+    assert at.selectbox(key="runs_selected").value == kept
