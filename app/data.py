@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
+from core.configs import PRESETS, STRATEGIES
 from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
@@ -209,14 +210,10 @@ def clear_caches() -> None:
 
 # --- training: choices, estimate, launch ---------------------------------------------------
 
-# The modes of the Train page: one run, or one of the paper's three orders as a pipeline. The
-# strategies and presets mirror worker.training.STRATEGIES and core.distill.PRESETS (a test keeps
-# them equal): those modules load torch, which the dashboard does not import to draw a page.
+# The modes of the Train page: one run, or one of the paper's three orders as a pipeline.
 SINGLE_MODES = ("adaptation", "distillation")
-STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
 TRAIN_MODES = SINGLE_MODES + STRATEGIES
-STUDENT_PRESETS = {"L6-H384": (6, 384, 12, 1536), "L4-H312": (4, 312, 12, 1248), "L3-H256": (3, 256, 4, 1024),
-                   "L2-H128": (2, 128, 2, 512)}
+STUDENT_PRESETS = PRESETS
 SHAPE_KEYS = ("layers", "hidden", "heads", "intermediate")
 RUN_PREFIX = "run:"
 TRAINABLE = ("adaptation", "distillation")
@@ -598,7 +595,7 @@ def log_tail(run_id: int, lines: int = 40) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def cancel_run(sessions: sessionmaker[Session], connection: Redis | None, run_id: int, grace: float = 15.0) -> None:
+def cancel_run(sessions: sessionmaker[Session], connection: Redis | None, run_id: int, grace: float = 0.0) -> None:
     """Cancel a queued or running run (and a pipeline's steps). Without Redis the run is only
     marked: a running job still sees that within a second, saves a checkpoint and stops."""
     if connection is None:

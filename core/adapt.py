@@ -7,38 +7,16 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from core.errors import ConfigError
 from core.expand import METADATA_FILE
 from core.mlm import IGNORE, Masker, mlm_parts, pack_documents, split_heldout
 from core.models import load_mlm, load_tokenizer
-from core.training import TrainConfig, checkpoint_dir, micro_generator, resolve_device, run_loop, write_json
-
-
-@dataclass
-class AdaptConfig:
-    """Masked-LM adaptation settings (optimisation in `train`)."""
-
-    seq_len: int = 128
-    """Tokens per packed block, [CLS] and [SEP] included."""
-    mask_probability: float = 0.15
-    whole_word: bool = False
-    """Mask whole words (all their ## pieces) instead of single tokens."""
-    heldout_fraction: float = 0.02
-    """Share of the blocks kept out of training to measure MLM loss and perplexity."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5))
-
-    def __post_init__(self):
-        if not 8 <= self.seq_len <= 8192:
-            raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
-        if not 0 < self.heldout_fraction < 0.5:
-            raise ConfigError(f"heldout-fraction must be between 0 and 0.5, got {self.heldout_fraction}")
-        if not 0 < self.mask_probability < 1:
-            raise ConfigError(f"mask-probability must be between 0 and 1, got {self.mask_probability}")
+from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
+from core.training import checkpoint_dir, micro_generator, resolve_device, run_loop, write_json
 
 
 @dataclass

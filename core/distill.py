@@ -9,7 +9,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,66 +19,8 @@ from core.expand import METADATA_FILE
 from core.losses import minilm_v1_loss, minilm_v2_loss
 from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
 from core.models import load_mlm, load_tokenizer
-from core.training import TrainConfig, checkpoint_dir, micro_generator, resolve_device, run_loop, write_json
-
-# layers, hidden, attention heads, intermediate
-PRESETS = {
-    "L6-H384": (6, 384, 12, 1536),
-    "L4-H312": (4, 312, 12, 1248),
-    "L3-H256": (3, 256, 4, 1024),
-    "L2-H128": (2, 128, 2, 512),
-}
-INITS = ("random", "teacher")
-
-
-@dataclass
-class StudentShape:
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-
-    def __post_init__(self):
-        if min(self.layers, self.hidden, self.heads, self.intermediate) < 1:
-            raise ConfigError("student layers, hidden, heads and intermediate must all be positive")
-        if self.hidden % self.heads:
-            raise ConfigError(f"student hidden size {self.hidden} is not divisible by its {self.heads} heads")
-
-    @classmethod
-    def parse(cls, preset: str | None = None, **explicit) -> "StudentShape":
-        """A preset name (L6-H384, L4-H312, L3-H256, L2-H128) with optional explicit overrides."""
-        if preset is not None and preset not in PRESETS:
-            raise ConfigError(f"unknown student preset '{preset}': use one of {', '.join(PRESETS)}")
-        base = dict(zip(("layers", "hidden", "heads", "intermediate"), PRESETS[preset or "L6-H384"]))
-        base.update({k: v for k, v in explicit.items() if v is not None})
-        return cls(**base)
-
-
-@dataclass
-class DistillConfig:
-    """Distillation settings (optimisation in `train`)."""
-
-    student: StudentShape = field(default_factory=lambda: StudentShape.parse("L6-H384"))
-    init: str = "random"
-    """'random', 'teacher' (every k-th teacher layer; needs equal widths) or a model folder."""
-    version: str = "v2"
-    """'v2': MiniLMv2 Q-Q/K-K/V-V relations; 'v1': attention distributions + value relation."""
-    teacher_layer: int = -1
-    """Teacher layer whose relations are taught (negative counts from the end)."""
-    relation_heads: int | None = None
-    """Relation heads (v2); None picks the largest of 48, 24, 16, 12, 8, 4, 2, 1 dividing both widths."""
-    mlm_weight: float = 0.0
-    """Weight of an extra student MLM loss (teacher and student then both see the masked input)."""
-    seq_len: int = 128
-    heldout_fraction: float = 0.02
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4))
-
-    def __post_init__(self):
-        if self.version not in ("v1", "v2"):
-            raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
-        if self.mlm_weight < 0:
-            raise ConfigError(f"mlm-weight must be >= 0, got {self.mlm_weight}")
-
+from core.configs import INITS, PRESETS, DistillConfig, StudentShape, TrainConfig  # noqa: F401
+from core.training import checkpoint_dir, resolve_device, run_loop, write_json
 
 @dataclass
 class DistillResult:

@@ -96,7 +96,6 @@ def expand_model(
     progress: Callable[[str, float], None] | None = None,
 ) -> ExpansionResult:
     """Write the expanded model folder atomically (a temporary folder renamed at the end)."""
-    import torch
 
     base_path, out_dir = Path(base_path), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

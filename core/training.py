@@ -17,53 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError
-
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings common to adaptation and distillation."""
-
-    steps: int = 1000
-    """Optimizer steps (each of batch_size x grad_accum blocks)."""
-    batch_size: int = 32
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    """Warmup: a fraction of the steps when < 1, else a number of steps."""
-    schedule: str = "linear"
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    eval_every: int = 200
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    device: str = "auto"
-    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
-    precision: str = "auto"
-    """'auto' (bf16 on a GPU that has it, else fp32), 'bf16' or 'fp32'."""
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
-
-    @property
-    def warmup_steps(self) -> int:
-        return int(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -6,7 +6,7 @@ from sqlalchemy import func, inspect, select, text
 from core.errors import NotFound
 from db import store
 from db.migrate import upgrade
-from db.models import Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis
+from db.models import Artifact, Corpus, CurvePointRow, Metric, RunKind, RunStatus, VocabAnalysis
 from db.session import get_engine, get_sessionmaker
 
 TABLES = {"corpora", "vocab_analyses", "curve_points", "runs", "run_dependencies", "metrics", "artifacts",

@@ -200,3 +200,33 @@ def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(session
     assert AutoTokenizer.from_pretrained(adapted_student.output_dir).get_vocab() == teacher_tokens
     model = AutoModelForMaskedLM.from_pretrained(final.output_dir)
     assert model.config.vocab_size == len(teacher_tokens) and model.config.hidden_size == 32
+
+
+def test_a_failed_step_cancels_what_waits_on_it_and_resume_revives_the_pipeline(sessions, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    small = {"steps": 3, "seq_len": 32, "batch_size": 4}
+    pipeline, adapted, student = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny),
+                                                          small, {**small, **TINY_STUDENT})
+    training.request_cancel(sessions, adapted.id)  # the user cancels the first step only
+    with sessions.begin() as session:
+        assert store.get_run(session, student.id).status == RunStatus.cancelled
+        assert store.get_run(session, pipeline.id).status == RunStatus.cancelled
+    revived = training.prepare_resume(sessions, adapted.id)
+    assert [r.id for r in revived] == [adapted.id, student.id]
+    for run in revived:
+        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+    with sessions.begin() as session:
+        assert store.get_run(session, pipeline.id).status == RunStatus.succeeded
+
+
+def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
+    from core.errors import ConfigError
+
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    with pytest.raises(ConfigError, match="not divisible"):
+        training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny), {"steps": 2},
+                                 {"steps": 2, "hidden": 30, "heads": 4})
+    with pytest.raises(ConfigError, match="device must be"):
+        training.create_adaptation(sessions, corpus.id, str(tiny), {"device": "tpu"})
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []

@@ -7,7 +7,7 @@ import pytest
 from core.errors import ConfigError
 from core.models import bundled_path, load_tokenizer
 from core.vocab import (CurvePoint, VocabConfig, analyze, backend_parts, candidate_sizes, count_words,
-                        literal_log_occurrence, pick, train_vocab)
+                        literal_log_occurrence, pick)
 from conftest import build_tiny_bert
 
 TRICKY = ["Ärger über ΣΟΦΙΑ σοφίας", "中文字符 mixed中text", "non\u00a0breaking\u2003space", "ctrl\x1cchar here",

@@ -422,11 +422,7 @@ def cmd_runs_resume(args) -> None:
         if args.wait:
             _wait(sessions, run.id, Bars(not args.json))
     else:
-        run = training.prepare_resume(sessions, args.id)
-        with sessions.begin() as session:
-            run = store.get_run(session, args.id)
-    if not args.queue:
-        _train_runs(args, [run])
+        _train_runs(args, training.prepare_resume(sessions, args.id))
         return
     with sessions.begin() as session:
         _print(args, {"runs": [_run_dict(store.get_run(session, args.id))]}, f"run {args.id} queued to resume")

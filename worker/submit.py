@@ -78,7 +78,8 @@ def submit_runs(sessions: sessionmaker[Session], connection: Redis, runs: list[R
 
 def cancel(sessions: sessionmaker[Session], connection: Redis, run_id: int, grace: float = 30.0) -> None:
     """Cancel a run (and a pipeline's steps). A queued job is dropped; a running one notices within a
-    second, saves a checkpoint and stops; one that does not within `grace` seconds is stopped by RQ."""
+    second, saves a checkpoint and stops; one that does not within `grace` seconds is stopped by RQ
+    (grace 0: do not wait)."""
     from rq.command import send_stop_job_command
 
     from worker.training import request_cancel
@@ -93,6 +94,8 @@ def cancel(sessions: sessionmaker[Session], connection: Redis, run_id: int, grac
         job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
         if job.get_status() in ("queued", "deferred", "scheduled"):
             job.cancel()
+    if grace <= 0:  # the running job stops itself at its next progress report
+        return
     deadline = time.monotonic() + grace
     for _, job_id in jobs:
         if not Job.exists(job_id, connection=connection):
@@ -108,6 +111,7 @@ def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> R
     """Queue a cancelled, failed or abandoned training run again; it continues from its last checkpoint."""
     from worker.training import prepare_resume
 
-    run = prepare_resume(sessions, run_id)
-    enqueue(sessions, run_id, connection)
-    return run
+    runs = prepare_resume(sessions, run_id)
+    for run in runs:  # in dependency order: each waits on the ones before it
+        enqueue(sessions, run.id, connection)
+    return runs[0]

@@ -17,18 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.adapt import AdaptConfig
+from core.configs import INITS, STRATEGIES, AdaptConfig, DistillConfig, StudentShape, TrainConfig
 from core.corpus import read_documents
-from core.distill import INITS, DistillConfig, StudentShape
 from core.errors import ConfigError
 from core.models import inspect_model, resolve_model
-from core.training import TrainConfig
 from db import store
 from db.models import Run, RunKind, RunStatus, utcnow
-from worker.service import Reporter, _execute, file_sha256, folder_size
+from worker.service import Reporter, _execute, _finish, file_sha256, folder_size
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
 RUN_PREFIX = "run:"
 
 
@@ -221,6 +218,8 @@ def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: i
     """The paper's three orders as a chain of runs; returns [pipeline, step1, step2, ...]."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    adapt_config(adapt_params)  # both stages are checked before anything is recorded
+    distill_config(distill_params)
     if strategy == "adapt-and-distill" and not student_init:
         raise ConfigError("adapt-and-distill adapts a small pretrained student too: pass --student-init MODEL "
                           "(a folder, a hub id, bundled or run:ID) with the teacher's vocabulary")
@@ -328,51 +327,64 @@ def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter
 # --- cancel, resume, dead workers ---------------------------------------------------------------
 
 def request_cancel(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
-    """Mark a run cancelled; a running job sees it within a second, saves a checkpoint and stops.
-    Returns the status the run had."""
+    """Mark a run (and a pipeline's unfinished steps) cancelled; a running job sees it within a
+    second, saves a checkpoint and stops. Returns the status the run had."""
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
         previous = run.status
         if previous.finished:
             raise ConfigError(f"run {run_id} is already {previous.value}")
-        ids = [run_id] + [r.id for r in session.scalars(select(Run).where(Run.parent_id == run_id))]
-        for rid in ids:
-            child = store.get_run(session, rid)
-            if not child.status.finished:
-                store.finish_run(session, child, RunStatus.cancelled, "cancelled by the user")
+        ids = [r.id for r in store.children(session, run_id) if not r.status.finished] + [run_id]
+    for rid in ids:
+        _finish(sessions, rid, RunStatus.cancelled, "cancelled by the user")
     return previous
 
 
 def find_dead_runs(sessions: sessionmaker[Session], stale_after: float = 60.0) -> list[int]:
-    """Mark running runs whose heartbeat is older than stale_after seconds as abandoned."""
+    """Mark running runs whose heartbeat is older than stale_after seconds as abandoned (their
+    pipeline and the steps waiting on them follow)."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
     dead = []
     with sessions.begin() as session:
-        for run in session.scalars(select(Run).where(Run.status == RunStatus.running)):
+        for run in session.scalars(select(Run).where(Run.status == RunStatus.running, Run.kind != RunKind.pipeline)):
             beat = run.heartbeat_at or run.started_at
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=cutoff.tzinfo)
             if beat is not None and beat < cutoff:
-                store.finish_run(session, run, RunStatus.abandoned,
-                                 f"its worker stopped answering (last heartbeat {beat:%Y-%m-%d %H:%M:%S} UTC); "
-                                 f"resume continues from the last checkpoint")
-                dead.append(run.id)
-    return dead
+                dead.append((run.id, beat))
+    for run_id, beat in dead:
+        _finish(sessions, run_id, RunStatus.abandoned,
+                f"its worker stopped answering (last heartbeat {beat:%Y-%m-%d %H:%M:%S} UTC); "
+                f"resume continues from the last checkpoint")
+    return [run_id for run_id, _ in dead]
 
 
-def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> Run:
-    """Put a cancelled, failed or abandoned training run back in the queued state."""
+def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> list[Run]:
+    """Put a cancelled, failed or abandoned training run back in the queued state, with the steps
+    that were cancelled because of it; their pipeline runs again. Returns the runs to queue."""
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
         if run.kind not in EXECUTORS:
             raise ConfigError(f"run {run_id} is a {run.kind.value}; only adaptation and distillation runs resume")
         if run.status not in (RunStatus.cancelled, RunStatus.failed, RunStatus.abandoned):
             raise ConfigError(f"run {run_id} is {run.status.value}: only cancelled, failed or abandoned runs resume")
-        attempt = int(run.params.get("attempt", 0)) + 1
-        run.params = {**run.params, "attempt": attempt}
-        run.status, run.stage, run.error, run.finished_at = RunStatus.queued, "queued", None, None
-        run.job_id = f"run-{run_id}-r{attempt}"
-        return run
+        revived, frontier = [run], [run]
+        while frontier:
+            for waiting in store.dependents(session, frontier.pop().id):
+                if waiting.status == RunStatus.cancelled and waiting not in revived:
+                    revived.append(waiting)
+                    frontier.append(waiting)
+        for r in revived:
+            attempt = int(r.params.get("attempt", 0)) + 1
+            r.params = {**r.params, "attempt": attempt}
+            r.status, r.stage, r.error, r.finished_at = RunStatus.queued, "queued", None, None
+            r.job_id = f"run-{r.id}-r{attempt}"
+        if run.parent_id is not None:
+            parent = store.get_run(session, run.parent_id)
+            if parent.kind == RunKind.pipeline:
+                parent.status, parent.error, parent.finished_at = RunStatus.running, None, None
+                parent.stage = "resumed"
+        return revived
 
 
 def copy_params(sessions: sessionmaker[Session], run_id: int) -> tuple[RunKind, dict]:

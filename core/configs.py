@@ -1,0 +1,144 @@
+"""The typed settings of adaptation and distillation, with help beside each field and checks in
+__post_init__ that name the option. Torch-free, so the dashboard and the queue side can validate
+settings without loading it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from core.errors import ConfigError
+
+STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings common to adaptation and distillation."""
+
+    steps: int = 1000
+    """Optimizer steps (each of batch_size x grad_accum blocks)."""
+    batch_size: int = 32
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    """Warmup: a fraction of the steps when < 1, else a number of steps."""
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    precision: str = "auto"
+    """'auto' (bf16 on a GPU that has it, else fp32), 'bf16' or 'fp32'."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if not _DEVICE.match(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
+
+
+@dataclass
+class AdaptConfig:
+    """Masked-LM adaptation settings (optimisation in `train`)."""
+
+    seq_len: int = 128
+    """Tokens per packed block, [CLS] and [SEP] included."""
+    mask_probability: float = 0.15
+    whole_word: bool = False
+    """Mask whole words (all their ## pieces) instead of single tokens."""
+    heldout_fraction: float = 0.02
+    """Share of the blocks kept out of training to measure MLM loss and perplexity."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5))
+
+    def __post_init__(self):
+        if not 8 <= self.seq_len <= 8192:
+            raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ConfigError(f"heldout-fraction must be between 0 and 0.5, got {self.heldout_fraction}")
+        if not 0 < self.mask_probability < 1:
+            raise ConfigError(f"mask-probability must be between 0 and 1, got {self.mask_probability}")
+
+
+# layers, hidden, attention heads, intermediate
+PRESETS = {
+    "L6-H384": (6, 384, 12, 1536),
+    "L4-H312": (4, 312, 12, 1248),
+    "L3-H256": (3, 256, 4, 1024),
+    "L2-H128": (2, 128, 2, 512),
+}
+INITS = ("random", "teacher")
+
+
+@dataclass
+class StudentShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+
+    def __post_init__(self):
+        if min(self.layers, self.hidden, self.heads, self.intermediate) < 1:
+            raise ConfigError("student layers, hidden, heads and intermediate must all be positive")
+        if self.hidden % self.heads:
+            raise ConfigError(f"student hidden size {self.hidden} is not divisible by its {self.heads} heads")
+
+    @classmethod
+    def parse(cls, preset: str | None = None, **explicit) -> "StudentShape":
+        """A preset name (L6-H384, L4-H312, L3-H256, L2-H128) with optional explicit overrides."""
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"unknown student preset '{preset}': use one of {', '.join(PRESETS)}")
+        base = dict(zip(("layers", "hidden", "heads", "intermediate"), PRESETS[preset or "L6-H384"]))
+        base.update({k: v for k, v in explicit.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation settings (optimisation in `train`)."""
+
+    student: StudentShape = field(default_factory=lambda: StudentShape.parse("L6-H384"))
+    init: str = "random"
+    """'random', 'teacher' (every k-th teacher layer; needs equal widths) or a model folder."""
+    version: str = "v2"
+    """'v2': MiniLMv2 Q-Q/K-K/V-V relations; 'v1': attention distributions + value relation."""
+    teacher_layer: int = -1
+    """Teacher layer whose relations are taught (negative counts from the end)."""
+    relation_heads: int | None = None
+    """Relation heads (v2); None picks the largest of 48, 24, 16, 12, 8, 4, 2, 1 dividing both widths."""
+    mlm_weight: float = 0.0
+    """Weight of an extra student MLM loss (teacher and student then both see the masked input)."""
+    seq_len: int = 128
+    heldout_fraction: float = 0.02
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4))
+
+    def __post_init__(self):
+        if self.version not in ("v1", "v2"):
+            raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
+        if self.mlm_weight < 0:
+            raise ConfigError(f"mlm-weight must be >= 0, got {self.mlm_weight}")
+
+
