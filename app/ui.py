@@ -49,7 +49,7 @@ def show_flash(key: str) -> None:
 
 def status_badge(status: str) -> str:
     color = {"succeeded": "green", "failed": "red", "running": "blue", "queued": "gray",
-             "cancelled": "orange"}.get(status, "gray")
+             "cancelled": "orange", "abandoned": "violet"}.get(status, "gray")
     return f":{color}-badge[{status}]"
 
 
