@@ -3,6 +3,7 @@ corpus. The result is a Hugging Face folder; checkpoints under it allow an exact
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -75,6 +76,7 @@ def adapt(
         progress("tokenizing", 0.0)
     blocks = pack_documents(documents(), tokenizer, config.seq_len, cancel=cancel)
     train_blocks, held = split_heldout(blocks, config.heldout_fraction)
+    config = dataclasses.replace(config, train=config.train.for_blocks(len(train_blocks)))
     masker = Masker(tokenizer, config.mask_probability, config.whole_word)
     model.to(device)
     seed, batch = config.train.seed, config.train.batch_size

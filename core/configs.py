@@ -4,6 +4,8 @@ settings without loading it."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -22,6 +24,8 @@ class TrainConfig:
 
     steps: int = 1000
     """Optimizer steps (each of batch_size x grad_accum blocks)."""
+    epochs: float | None = None
+    """Passes over the training blocks; when set, it decides the number of steps."""
     batch_size: int = 32
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
@@ -45,6 +49,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.warmup < 0:
@@ -55,6 +61,13 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+
+    def for_blocks(self, blocks: int) -> "TrainConfig":
+        """This config with `steps` set from `epochs` for a number of training blocks."""
+        if self.epochs is None:
+            return self
+        per_step = self.batch_size * self.grad_accum
+        return dataclasses.replace(self, steps=max(1, math.ceil(self.epochs * blocks / per_step)))
 
     @property
     def warmup_steps(self) -> int:

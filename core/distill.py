@@ -5,6 +5,7 @@ returns no attention weights, and the projections are what MiniLM needs anyway."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable, Iterable
@@ -137,6 +138,7 @@ def distill(
         progress("tokenizing", 0.0)
     blocks = pack_documents(documents(), tokenizer, config.seq_len, cancel=cancel)
     train_blocks, held = split_heldout(blocks, config.heldout_fraction)
+    config = dataclasses.replace(config, train=config.train.for_blocks(len(train_blocks)))
     masker = Masker(tokenizer) if config.mlm_weight > 0 else None
 
     def teacher_qkv(ids):

@@ -172,6 +172,8 @@ def run_loop(
     first = last = None
     last_eval: dict[str, float] = {}
     began = time.perf_counter()
+    if on_metrics:
+        on_metrics(start, {"total_steps": config.steps})  # known only now when epochs set the steps
     model.train()
     for step in range(start, config.steps):
         if cancel is not None and cancel():

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,13 @@ def test_a_resumed_run_matches_an_uninterrupted_one(teacher, documents, tmp_path
     a = AutoModelForMaskedLM.from_pretrained(tmp_path / "straight").state_dict()
     b = AutoModelForMaskedLM.from_pretrained(tmp_path / "resumed").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_epochs_decide_the_number_of_steps(teacher, documents, tmp_path):
+    tokenizer = load_tokenizer(teacher)
+    train, _ = split_heldout(pack_documents(documents(), tokenizer, 32), 0.02)
+    totals = []
+    config = AdaptConfig(seq_len=32, train=TrainConfig(epochs=0.5, batch_size=8, eval_every=1000))
+    result = adapt(teacher, documents, tmp_path / "a", config,
+                   on_metrics=lambda s, m: totals.append(m["total_steps"]) if "total_steps" in m else None)
+    assert result.steps == math.ceil(0.5 * len(train) / 8) == totals[0]

@@ -297,7 +297,7 @@ def cmd_vocab_expand(args) -> None:
 
 # --- training ------------------------------------------------------------------------------
 
-TRAIN_ARGS = ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "seed", "eval_every",
+TRAIN_ARGS = ("steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "seed", "eval_every",
               "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction")
 ADAPT_ARGS = ("mask_probability", "whole_word")
 DISTILL_ARGS = ("student", "layers", "hidden", "heads", "intermediate", "init", "version", "teacher_layer",
@@ -431,6 +431,7 @@ def cmd_runs_resume(args) -> None:
 def _training_options(p, steps: bool = True) -> None:
     if steps:
         p.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+        p.add_argument("--epochs", type=float, help="passes over the corpus; sets the number of steps")
     p.add_argument("--corpus", type=int, required=True, help="corpus id (adapt-distill corpus list)")
     p.add_argument("--teacher", "--model", dest="teacher", default="bundled",
                    help="a folder, a hub id, 'bundled', or run:ID (the model a finished run made, e.g. an expansion)")

@@ -42,6 +42,11 @@ class TrainingReporter(Reporter):
         self.log_path = run_dir(run_id) / "run.log"
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
+        if "total_steps" in values:  # the loop says how many steps it will run, not a metric
+            values = dict(values)
+            self.total = int(values.pop("total_steps"))
+            if not values:
+                return
         self.pending += [(step, k, float(v)) for k, v in values.items()]
         self.latest.update(values, step=step)
         with open(self.log_path, "a", encoding="utf-8") as handle:
