@@ -65,3 +65,16 @@ def human_bytes(size: int) -> str:
             break
         value /= 1024
     return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+
+
+def corpora_or_stop(corpora: list[dict], state_key: str) -> dict[int, dict]:
+    """Corpora by id, with the page's corpus choice defaulting to the newest; stops the page with a
+    pointer to the Corpora page when there is none."""
+    if not corpora:
+        st.info("No corpus yet: add one first.", icon=":material/upload_file:")
+        st.page_link("views/corpora.py", label="Go to Corpora", icon=":material/library_books:")
+        st.stop()
+    by_id = {c["id"]: c for c in corpora}
+    if st.session_state.get(state_key) not in by_id:
+        st.session_state[state_key] = corpora[0]["id"]
+    return by_id

@@ -4,7 +4,6 @@ corpus. The result is a Hugging Face folder; checkpoints under it allow an exact
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from core.expand import METADATA_FILE
 from core.mlm import IGNORE, Masker, mlm_parts, pack_documents, split_heldout
 from core.models import load_mlm, load_tokenizer
 from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
-from core.training import checkpoint_dir, micro_generator, resolve_device, run_loop, write_json
+from core.training import checkpoint_dir, fit_and_save, micro_generator, read_json, resolve_device, write_json
 
 
 @dataclass
@@ -91,25 +90,9 @@ def adapt(
         loss = heldout_loss(model, held, masker, batch, device, seed)
         return {"heldout_loss": loss, "heldout_perplexity": math.exp(min(loss, 50))}
 
-    resuming = (checkpoint_dir(out_dir) / "latest").is_file()
-    before = None
-    if not resuming:
-        model.eval()
-        before = evaluate()
-        model.train()
-        if on_metrics:
-            on_metrics(0, before)
-    loop = run_loop(model, loss_fn, train_blocks, evaluate, config.train, out_dir, device, on_metrics, progress,
-                    cancel)
-    if progress:
-        progress("saving", 1.0)
-    model.to("cpu")
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    previous = {}
-    source_meta = Path(model_path) / METADATA_FILE
-    if source_meta.is_file():
-        previous = json.loads(source_meta.read_text())
+    loop, before = fit_and_save(model, tokenizer, loss_fn, train_blocks, evaluate, config.train, out_dir, device,
+                                on_metrics, progress, cancel)
+    previous = read_json(Path(model_path) / METADATA_FILE)
     result = AdaptResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                          before["heldout_loss"] if before else None, loop.last_eval.get("heldout_loss"),
                          loop.tokens_per_second, head_fresh)

@@ -6,7 +6,6 @@ returns no attention weights, and the projections are what MiniLM needs anyway."
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from core.losses import minilm_v1_loss, minilm_v2_loss
 from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
 from core.models import load_mlm, load_tokenizer
 from core.configs import INITS, PRESETS, DistillConfig, StudentShape, TrainConfig  # noqa: F401
-from core.training import checkpoint_dir, resolve_device, run_loop, write_json
+from core.training import checkpoint_dir, fit_and_save, read_json, resolve_device, write_json
 
 @dataclass
 class DistillResult:
@@ -181,24 +180,9 @@ def distill(
                 total += float(relation(student_qkv, targets)) * len(ids)
         return {"heldout_relation_loss": total / len(held)}
 
-    resuming = (checkpoint_dir(out_dir) / "latest").is_file()
-    before = None
-    if not resuming:
-        student.eval()
-        before = evaluate()
-        student.train()
-        if on_metrics:
-            on_metrics(0, before)
-    loop = run_loop(student, loss_fn, train_blocks, evaluate, config.train, out_dir, device, on_metrics, progress,
-                    cancel)
-    if progress:
-        progress("saving", 1.0)
-    student.to("cpu")
-    student.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    previous = {}
-    if (Path(teacher_path) / METADATA_FILE).is_file():
-        previous = json.loads((Path(teacher_path) / METADATA_FILE).read_text())
+    loop, before = fit_and_save(student, tokenizer, loss_fn, train_blocks, evaluate, config.train, out_dir, device,
+                                on_metrics, progress, cancel)
+    previous = read_json(Path(teacher_path) / METADATA_FILE)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     result = DistillResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                            before["heldout_relation_loss"] if before else None,

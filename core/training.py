@@ -214,6 +214,30 @@ def run_loop(
                       trained * tokens_per_step / seconds if seconds > 0 else 0.0)
 
 
+def fit_and_save(model, tokenizer, loss_fn, train_blocks, evaluate, config: TrainConfig, out_dir: Path,
+                 device: torch.device, on_metrics=None, progress=None, cancel=None) -> tuple[LoopResult, dict | None]:
+    """Evaluate once before a fresh (not resumed) run, train, and save the model and tokenizer to
+    out_dir. Returns the loop's result and the evaluation before training (None on resume)."""
+    before = None
+    if latest_checkpoint(out_dir) is None:
+        model.eval()
+        before = evaluate()
+        model.train()
+        if on_metrics:
+            on_metrics(0, before)
+    loop = run_loop(model, loss_fn, train_blocks, evaluate, config, out_dir, device, on_metrics, progress, cancel)
+    if progress:
+        progress("saving", 1.0)
+    model.to("cpu")
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return loop, before
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")

@@ -191,14 +191,7 @@ def estimate_section(choices: dict, corpus: dict) -> None:
 
 
 # --- the form ------------------------------------------------------------------------------------
-corpora = data.list_corpora(sm)
-if not corpora:
-    st.info("No corpus yet: add one first.", icon=":material/upload_file:")
-    st.page_link("views/corpora.py", label="Go to Corpora", icon=":material/library_books:")
-    st.stop()
-by_id = {c["id"]: c for c in corpora}
-if st.session_state.get("train_corpus") not in by_id:
-    st.session_state.train_corpus = corpora[0]["id"]
+by_id = ui.corpora_or_stop(data.list_corpora(sm), "train_corpus")
 models = data.model_choices(sm)
 
 top = st.columns(2)

@@ -174,14 +174,7 @@ def results(view: dict, corpus_id: int) -> None:
 
 
 # --- choose a corpus and an analysis ------------------------------------------------------------
-corpora = data.list_corpora(sm)
-if not corpora:
-    st.info("No corpus yet: add one first.", icon=":material/upload_file:")
-    st.page_link("views/corpora.py", label="Go to Corpora", icon=":material/library_books:")
-    st.stop()
-by_id = {c["id"]: c for c in corpora}
-if st.session_state.get("vocab_corpus") not in by_id:
-    st.session_state.vocab_corpus = corpora[0]["id"]
+by_id = ui.corpora_or_stop(data.list_corpora(sm), "vocab_corpus")
 top = st.columns(2)
 corpus_id = top[0].selectbox("Corpus", list(by_id), key="vocab_corpus",
                              format_func=lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['documents']:,} documents)")
