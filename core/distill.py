@@ -85,18 +85,36 @@ def build_student(teacher, shape: StudentShape, init: str):
     return student
 
 
+class _Captured(Exception):
+    """Raised by the value hook to end a forward pass once the projections are in hand."""
+
+
 @contextmanager
-def capture_qkv(layer):
-    """Collect the (B, T, H) outputs of a BERT layer's query, key and value projections."""
+def capture_qkv(layer, stop: bool = False):
+    """Collect the (B, T, H) outputs of a BERT layer's query, key and value projections. With
+    stop=True the forward pass ends right after them (run it through `forward_until_captured`):
+    nothing later in the model feeds the relation loss."""
     attention = layer.attention.self
     captured: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: captured.append(out))
-               for m in (attention.query, attention.key, attention.value)]
+
+    def hook(_module, _inputs, output):
+        captured.append(output)
+        if stop and len(captured) == 3:
+            raise _Captured
+
+    handles = [m.register_forward_hook(hook) for m in (attention.query, attention.key, attention.value)]
     try:
         yield captured
     finally:
         for handle in handles:
             handle.remove()
+
+
+def forward_until_captured(encoder, ids: torch.Tensor) -> None:
+    try:
+        encoder(input_ids=ids)
+    except _Captured:
+        pass
 
 
 def _layers(model):
@@ -141,15 +159,15 @@ def distill(
     masker = Masker(tokenizer) if config.mlm_weight > 0 else None
 
     def teacher_qkv(ids):
-        with torch.inference_mode(), capture_qkv(teacher_layer) as qkv:
-            teacher.bert(input_ids=ids)
+        with torch.inference_mode(), capture_qkv(teacher_layer, stop=True) as qkv:
+            forward_until_captured(teacher.bert, ids)
         return [x.clone() for x in qkv]  # plain tensors again, usable as constants by autograd
 
     def relation(student_qkv, teacher_qkv_):
-        mask = torch.ones(student_qkv[0].shape[:2], device=device)  # packed blocks: no padding
+        # packed blocks have no padding: mask None takes the single fused KL pass
         if config.version == "v2":
-            return minilm_v2_loss(student_qkv, teacher_qkv_, mask, heads)
-        return minilm_v1_loss(student_qkv, teacher_qkv_, mask, config.student.heads,
+            return minilm_v2_loss(student_qkv, teacher_qkv_, None, heads)
+        return minilm_v1_loss(student_qkv, teacher_qkv_, None, config.student.heads,
                               teacher.config.num_attention_heads)
 
     def loss_fn(ids, generator):
@@ -160,8 +178,12 @@ def distill(
             labels = labels.to(device)
         inputs = inputs.to(device)
         targets = teacher_qkv(inputs)
-        with capture_qkv(student_layer) as student_qkv:
-            mlm = masked_lm_loss(student, inputs, labels) if labels is not None else student.bert(input_ids=inputs)
+        mlm = None
+        with capture_qkv(student_layer, stop=labels is None) as student_qkv:
+            if labels is not None:  # the MLM term needs the whole student forward
+                mlm = masked_lm_loss(student, inputs, labels)
+            else:
+                forward_until_captured(student.bert, inputs)
         loss = relation(student_qkv, targets)
         parts = {"relation_loss": float(loss.detach())}
         if labels is not None:
@@ -175,8 +197,8 @@ def distill(
             for start in range(0, len(held), config.train.batch_size):
                 ids = torch.from_numpy(held[start:start + config.train.batch_size]).long().to(device)
                 targets = teacher_qkv(ids)
-                with capture_qkv(student_layer) as student_qkv:
-                    student.bert(input_ids=ids)
+                with capture_qkv(student_layer, stop=True) as student_qkv:
+                    forward_until_captured(student.bert, ids)
                 total += float(relation(student_qkv, targets)) * len(ids)
         return {"heldout_relation_loss": total / len(held)}
 

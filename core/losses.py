@@ -35,9 +35,16 @@ def attention_logits(query: torch.Tensor, key: torch.Tensor, heads: int) -> torc
     return q @ k.transpose(-1, -2) / math.sqrt(size)
 
 
-def masked_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """KL(teacher || student) of row-wise softmaxes over keys, (B, R, T, T) each; padding keys are
-    excluded from the softmax and padding queries from the mean. mask: (B, T), 1 for real tokens."""
+    excluded from the softmax and padding queries from the mean. mask: (B, T), 1 for real tokens,
+    or None when there is no padding (packed blocks): one fused pass instead of several masked ones."""
+    if mask is None:
+        log_s = F.log_softmax(student_logits.float(), dim=-1)
+        with torch.no_grad():
+            log_t = F.log_softmax(teacher_logits.float(), dim=-1)
+        batch, heads, length, _ = log_s.shape
+        return F.kl_div(log_s, log_t, reduction="sum", log_target=True) / (batch * heads * length)
     keys = mask[:, None, None, :].bool()
     log_s = F.log_softmax(student_logits.float().masked_fill(~keys, _NEG), dim=-1)
     log_t = F.log_softmax(teacher_logits.float().masked_fill(~keys, _NEG), dim=-1)
@@ -46,17 +53,17 @@ def masked_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: 
     return (kl * queries).sum() / (queries.sum() * kl.shape[1])
 
 
-def relation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+def relation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
     """KL between the self-relations of student and teacher projections (B, T, H_s) and (B, T, H_t)."""
     return masked_kl(relation_logits(student, heads), relation_logits(teacher, heads), mask)
 
 
-def minilm_v2_loss(student_qkv, teacher_qkv, mask: torch.Tensor, heads: int) -> torch.Tensor:
+def minilm_v2_loss(student_qkv, teacher_qkv, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
     """Sum of the query-query, key-key and value-value relation losses."""
     return sum(relation_kl(s, t, mask, heads) for s, t in zip(student_qkv, teacher_qkv))
 
 
-def minilm_v1_loss(student_qkv, teacher_qkv, mask: torch.Tensor, student_heads: int,
+def minilm_v1_loss(student_qkv, teacher_qkv, mask: torch.Tensor | None, student_heads: int,
                    teacher_heads: int) -> torch.Tensor:
     """MiniLM v1: attention distributions (same head count needed) plus the value relation."""
     if student_heads != teacher_heads:

@@ -74,3 +74,16 @@ def test_v1_and_mlm_term(teacher, documents, tmp_path):
                            train=TrainConfig(steps=6, batch_size=8, eval_every=100))
     result = distill(teacher, documents, tmp_path / "s", config)
     assert result.mlm_head_trained and result.steps == 6
+
+
+def test_stopping_after_the_projections_captures_the_same_tensors(teacher):
+    from core.distill import forward_until_captured
+
+    model, _ = load_mlm(teacher)
+    model.eval()
+    ids = torch.randint(5, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), capture_qkv(model.bert.encoder.layer[-1]) as full:
+        model.bert(input_ids=ids)
+    with torch.no_grad(), capture_qkv(model.bert.encoder.layer[-1], stop=True) as early:
+        forward_until_captured(model.bert, ids)
+    assert len(early) == 3 and all(torch.equal(a, b) for a, b in zip(full, early))

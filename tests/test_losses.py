@@ -59,3 +59,14 @@ def test_minilm_v1_needs_matching_heads():
     with pytest.raises(ValueError, match="as many attention heads"):
         minilm_v1_loss((x, x, x), (x, x, x), torch.ones(1, 4), 2, 4)
     assert minilm_v1_loss((x, x, x), (x, x, x), torch.ones(1, 4), 2, 2).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_no_padding_path_equals_the_masked_one():
+    torch.manual_seed(2)
+    s, t = torch.randn(2, 3, 6, 6, requires_grad=True), torch.randn(2, 3, 6, 6)
+    full = masked_kl(s, t, torch.ones(2, 6))
+    fast = masked_kl(s, t, None)
+    assert fast.item() == pytest.approx(full.item(), rel=1e-6)
+    (g_full,) = torch.autograd.grad(full, s)
+    (g_fast,) = torch.autograd.grad(fast, s)
+    assert torch.allclose(g_full, g_fast, atol=1e-6)
