@@ -230,3 +230,23 @@ def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
         training.create_adaptation(sessions, corpus.id, str(tiny), {"device": "tpu"})
     with sessions.begin() as session:
         assert store.list_runs(session) == []
+
+
+def test_runs_commands(home, sessions, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    run = training.create_adaptation(sessions, corpus.id, str(tiny), {"steps": 3, "seq_len": 32, "batch_size": 4})
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
+    for key in ("DATABASE_URL", "REDIS_URL"):
+        env.pop(key, None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "worker.cli", "runs", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert json.loads(cli("cancel", str(run.id), "--json").stdout)["status"] == "cancelled"
+    resumed = json.loads(cli("resume", str(run.id), "--json").stdout)["runs"][0]
+    assert resumed["status"] == "succeeded" and resumed["metrics"]["steps"] == 3
+    listed = json.loads(cli("list", "--json").stdout)["runs"]
+    assert [(r["run_id"], r["status"]) for r in listed] == [(run.id, "succeeded")]
+    again = cli("cancel", str(run.id))
+    assert again.returncode == 2 and again.stderr.strip() == f"error: run {run.id} is already succeeded"
