@@ -15,13 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import PRESETS, STRATEGIES
+from core.configs import PRESETS, STRATEGIES, bert_parameters, default_student
 from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
 from db import store
 from db.models import Corpus, Metric, Run, RunKind, RunStatus, VocabAnalysis
 from worker import service
+from worker.shapes import RUN_PREFIX, folder_shape
 
 UPLOAD_TYPES = ["txt", "jsonl", "csv", "tsv", "gz"]
 # A sessionmaker is cached by the database it talks to.
@@ -214,14 +215,14 @@ def clear_caches() -> None:
 SINGLE_MODES = ("adaptation", "distillation")
 TRAIN_MODES = SINGLE_MODES + STRATEGIES
 STUDENT_PRESETS = PRESETS
+AUTO_STUDENT = "auto"  # half the teacher's layers and width (core.configs.default_student)
 SHAPE_KEYS = ("layers", "hidden", "heads", "intermediate")
-RUN_PREFIX = "run:"
 TRAINABLE = ("adaptation", "distillation")
 TRAIN_DEFAULTS = {
     "adapt_steps": 1000, "distill_steps": 1000, "adapt_lr": 5e-5, "distill_lr": 5e-4, "batch_size": 32,
     "seq_len": 128, "grad_accum": 1, "warmup": 0.06, "schedule": "linear", "seed": 0, "eval_every": 200,
     "checkpoint_every": 500, "device": "auto", "precision": "auto", "mask_probability": 0.15, "whole_word": False,
-    "student": "L6-H384", "shape": None, "init": "random", "version": "v2", "teacher_layer": -1, "mlm_weight": 0.0,
+    "student": AUTO_STUDENT, "shape": None, "allow_larger_student": False, "init": "random", "version": "v2", "teacher_layer": -1, "mlm_weight": 0.0,
     "student_init": None,
 }
 _COMMON = ("batch_size", "grad_accum", "seq_len", "warmup", "schedule", "seed", "eval_every", "checkpoint_every",
@@ -251,9 +252,13 @@ def training_params(choices: dict) -> tuple[dict, dict]:
              "mask_probability": float(c["mask_probability"]), "whole_word": bool(c["whole_word"])}
     distill = {**common, "steps": int(c["distill_steps"]), "lr": float(c["distill_lr"]), "version": c["version"],
                "teacher_layer": int(c["teacher_layer"]), "mlm_weight": float(c["mlm_weight"])}
+    if c["allow_larger_student"]:
+        distill["allow_larger_student"] = True
     if c["mode"] != "adapt-and-distill":  # there the adapted student's own shape and weights are used
-        distill.update({"student": c["student"], **{k: int(v) for k, v in (c["shape"] or {}).items()},
+        distill.update({**{k: int(v) for k, v in (c["shape"] or {}).items()},
                         "init": "random" if c["init"] is None else c["init"].strip()})
+        if c["student"] != AUTO_STUDENT:
+            distill["student"] = c["student"]
     return adapt, distill
 
 
@@ -282,18 +287,6 @@ def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
             .order_by(Run.id.desc())).all()
         made = [{"spec": f"{RUN_PREFIX}{r.id}", "kind": r.kind.value, "label": _model_label(r)} for r in runs]
     return [{"spec": "bundled", "kind": "bundled", "label": "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"}] + made
-
-
-def bert_parameters(vocab_size: int, hidden: int, layers: int, intermediate: int, positions: int = 512,
-                    token_types: int = 2) -> int:
-    """Parameters of a BertForMaskedLM: embeddings, encoder layers and the MLM head (whose decoder
-    shares the word embeddings, so only its bias counts)."""
-    embeddings = (vocab_size + positions + token_types) * hidden + 2 * hidden  # + LayerNorm
-    # Q, K, V and output projections, two LayerNorms, the feed-forward pair.
-    layer = 4 * (hidden * hidden + hidden) + 4 * hidden + (hidden * intermediate + intermediate) \
-        + (intermediate * hidden + hidden)
-    head = hidden * hidden + hidden + 2 * hidden + vocab_size  # transform, LayerNorm, decoder bias
-    return embeddings + layers * layer + head
 
 
 def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
@@ -326,34 +319,21 @@ def model_shape(sessions: sessionmaker[Session], spec: str) -> dict | None:
     """The architecture of a model from its config.json, without loading it: vocab_size, layers,
     hidden, heads, intermediate, positions, token_types and parameters (as a BertForMaskedLM).
     None for a hub id not downloaded yet. Raises ModelError/ConfigError for a spec that cannot work."""
-    import json
-
-    from core.errors import ModelError
-
     folder = _model_folder(sessions, spec)
-    if folder is None:
-        return None
-    config_file = folder / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError):
-        raise ModelError(f"{folder} has no readable config.json: pass a Hugging Face model folder") from None
-    try:
-        shape = {"vocab_size": int(config["vocab_size"]), "layers": int(config["num_hidden_layers"]),
-                 "hidden": int(config["hidden_size"]), "heads": int(config["num_attention_heads"]),
-                 "intermediate": int(config["intermediate_size"]),
-                 "positions": int(config.get("max_position_embeddings", 512)),
-                 "token_types": int(config.get("type_vocab_size", 2))}
-    except (KeyError, TypeError, ValueError):
-        return None  # not a BERT config (DistilBERT names its fields differently): size unknown
-    return {**shape, "parameters": bert_parameters(shape["vocab_size"], shape["hidden"], shape["layers"],
-                                                   shape["intermediate"], shape["positions"], shape["token_types"])}
+    return None if folder is None else folder_shape(folder)
 
 
-def student_shape(choices: dict) -> dict:
-    """layers, hidden, heads, intermediate of the chosen preset with the explicit overrides."""
+def student_shape(choices: dict, teacher: dict | None = None) -> dict | None:
+    """layers, hidden, heads, intermediate of the chosen preset (or of the shape derived from the
+    teacher) with the explicit overrides; None for the derived shape of an unknown teacher."""
     c = {**TRAIN_DEFAULTS, **choices}
-    shape = dict(zip(SHAPE_KEYS, STUDENT_PRESETS[c["student"]]))
+    if c["student"] != AUTO_STUDENT:
+        shape = dict(zip(SHAPE_KEYS, STUDENT_PRESETS[c["student"]]))
+    elif teacher is not None:
+        derived = default_student(teacher["layers"], teacher["hidden"], teacher["heads"], teacher["intermediate"])
+        shape = {k: getattr(derived, k) for k in SHAPE_KEYS}
+    else:
+        return None
     shape.update({k: int(v) for k, v in (c["shape"] or {}).items() if v is not None})
     return shape
 
@@ -380,8 +360,10 @@ def _student(sessions: sessionmaker[Session], c: dict, teacher: dict | None) -> 
             shape = {**shape, "vocab_size": teacher["vocab_size"]}
             shape["parameters"] = bert_parameters(shape["vocab_size"], shape["hidden"], shape["layers"],
                                                   shape["intermediate"], shape["positions"], shape["token_types"])
-        return shape, None
-    shape = student_shape(c)
+        return shape, _not_smaller(shape, teacher, c) if teacher is not None else None
+    shape = student_shape(c, teacher)
+    if shape is None:
+        return None, None
     if min(shape.values()) < 1 or shape["hidden"] % shape["heads"]:
         return None, (f"student hidden size {shape['hidden']} must be positive and divisible by its "
                       f"{shape['heads']} heads")
@@ -395,7 +377,18 @@ def _student(sessions: sessionmaker[Session], c: dict, teacher: dict | None) -> 
                        f"{shape['layers']} layers: change the shape or use init random")
     parameters = bert_parameters(teacher["vocab_size"], shape["hidden"], shape["layers"], shape["intermediate"],
                                  teacher["positions"], teacher["token_types"])
-    return {**shape, "vocab_size": teacher["vocab_size"], "parameters": parameters}, None
+    student = {**shape, "vocab_size": teacher["vocab_size"], "parameters": parameters}
+    return student, _not_smaller(student, teacher, c)
+
+
+def _not_smaller(student: dict, teacher: dict, c: dict) -> str | None:
+    """The problem with a student that is not smaller than its teacher, unless the user allowed it."""
+    if c["allow_larger_student"] or student["parameters"] < teacher["parameters"]:
+        return None
+    derived = default_student(teacher["layers"], teacher["hidden"], teacher["heads"], teacher["intermediate"])
+    return (f"the student ({count(student['parameters'])} parameters) is not smaller than the teacher "
+            f"({count(teacher['parameters'])}): distilling into it compresses nothing. Pick a smaller shape (the "
+            f"default for this teacher is {derived.describe()}), or tick \"Allow a student that is not smaller\"")
 
 
 def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_words: int) -> dict:
@@ -457,7 +450,7 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
         if c["mode"] != "adapt-and-distill" and distill["init"] == "":
             raise ConfigError("choose the student's initial model, or init random or teacher")
         estimate = training_estimate(sessions, c, 0)
-        problem = next((p for p in estimate["problems"] if p.startswith("init 'teacher'")), None)
+        problem = next((p for p in estimate["problems"] if p.startswith(("init 'teacher'", "the student ("))), None)
         if problem:
             raise ConfigError(problem)
     student_init = (c["student_init"] or "").strip() or None

@@ -104,6 +104,7 @@ PRESETS = {
     "L2-H128": (2, 128, 2, 512),
 }
 INITS = ("random", "teacher")
+SHAPE_FIELDS = ("layers", "hidden", "heads", "intermediate")
 
 
 @dataclass
@@ -119,21 +120,75 @@ class StudentShape:
         if self.hidden % self.heads:
             raise ConfigError(f"student hidden size {self.hidden} is not divisible by its {self.heads} heads")
 
+    @property
+    def name(self) -> str:
+        """'L3-H192': layers and hidden size, as the presets are named."""
+        return f"L{self.layers}-H{self.hidden}"
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.layers} layers, {self.hidden} hidden, {self.heads} heads, {self.intermediate} FFN)"
+
     @classmethod
-    def parse(cls, preset: str | None = None, **explicit) -> "StudentShape":
-        """A preset name (L6-H384, L4-H312, L3-H256, L2-H128) with optional explicit overrides."""
+    def parse(cls, preset: str | None = None, base: "StudentShape | None" = None, **explicit) -> "StudentShape":
+        """A preset name (L6-H384, L4-H312, L3-H256, L2-H128), else `base` (usually the shape derived
+        from the teacher), with optional explicit overrides of layers, hidden, heads, intermediate."""
         if preset is not None and preset not in PRESETS:
             raise ConfigError(f"unknown student preset '{preset}': use one of {', '.join(PRESETS)}")
-        base = dict(zip(("layers", "hidden", "heads", "intermediate"), PRESETS[preset or "L6-H384"]))
-        base.update({k: v for k, v in explicit.items() if v is not None})
-        return cls(**base)
+        if preset is not None:
+            values = dict(zip(SHAPE_FIELDS, PRESETS[preset]))
+        elif base is not None:
+            values = dataclasses.asdict(base)
+        else:
+            values = {}
+        values.update({k: int(v) for k, v in explicit.items() if v is not None})
+        missing = [k for k in SHAPE_FIELDS if k not in values]
+        if missing:
+            raise ConfigError(f"the student shape needs a preset, the teacher's shape or all of layers, hidden, heads "
+                              f"and intermediate (missing: {', '.join(missing)})")
+        return cls(**values)
+
+
+def default_student(layers: int, hidden: int, heads: int, intermediate: int) -> StudentShape:
+    """The paper's ratio applied to a teacher: half the layers and half the hidden width, with the
+    teacher's head size and FFN ratio kept (12L-768H -> L6-H384, 6 heads; the bundled 6L-384H ->
+    L3-H192, 6 heads, 768 FFN)."""
+    head_size = max(1, hidden // heads)
+    student_hidden = max(head_size, (hidden // 2) // head_size * head_size)
+    student_heads = max(1, student_hidden // head_size)
+    student_intermediate = max(1, round(intermediate * student_hidden / hidden))
+    return StudentShape(max(1, layers // 2), student_hidden, student_heads, student_intermediate)
+
+
+def bert_parameters(vocab_size: int, hidden: int, layers: int, intermediate: int, positions: int = 512,
+                    token_types: int = 2) -> int:
+    """Parameters of a BertForMaskedLM: embeddings, encoder layers and the MLM head (whose decoder
+    shares the word embeddings, so only its bias counts)."""
+    embeddings = (vocab_size + positions + token_types) * hidden + 2 * hidden  # + LayerNorm
+    # Q, K, V and output projections, two LayerNorms, the feed-forward pair.
+    layer = 4 * (hidden * hidden + hidden) + 4 * hidden + (hidden * intermediate + intermediate) \
+        + (intermediate * hidden + hidden)
+    head = hidden * hidden + hidden + 2 * hidden + vocab_size  # transform, LayerNorm, decoder bias
+    return embeddings + layers * layer + head
+
+
+def check_student_smaller(student: int, teacher: int, student_name: str, suggestion: str | None,
+                          allow_larger: bool) -> None:
+    """Refuse a student that is not smaller than its teacher in parameters, unless allowed."""
+    if allow_larger or student < teacher:
+        return
+    hint = f"pick a smaller shape (the default for this teacher is {suggestion})" if suggestion else \
+        "pick a smaller student"
+    raise ConfigError(f"the student {student_name} has {student:,} parameters, not fewer than the teacher's "
+                      f"{teacher:,}: distilling into it compresses nothing. {hint[0].upper() + hint[1:]}, or pass "
+                      f"--allow-larger-student to do it anyway")
 
 
 @dataclass
 class DistillConfig:
     """Distillation settings (optimisation in `train`)."""
 
-    student: StudentShape = field(default_factory=lambda: StudentShape.parse("L6-H384"))
+    student: StudentShape | None = None
+    """The student's shape; None derives it from the teacher (`default_student`)."""
     init: str = "random"
     """'random', 'teacher' (every k-th teacher layer; needs equal widths) or a model folder."""
     version: str = "v2"
@@ -146,6 +201,8 @@ class DistillConfig:
     """Weight of an extra student MLM loss (teacher and student then both see the masked input)."""
     seq_len: int = 128
     heldout_fraction: float = 0.02
+    allow_larger_student: bool = False
+    """Distil into a student that is not smaller than the teacher (refused otherwise)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4))
 
     def __post_init__(self):

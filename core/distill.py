@@ -19,7 +19,8 @@ from core.expand import METADATA_FILE
 from core.losses import minilm_v1_loss, minilm_v2_loss
 from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
 from core.models import load_mlm, load_tokenizer
-from core.configs import INITS, PRESETS, DistillConfig, StudentShape, TrainConfig  # noqa: F401
+from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
+                          check_student_smaller, default_student)
 from core.training import checkpoint_dir, fit_and_save, read_json, resolve_device, write_json
 
 @dataclass
@@ -145,7 +146,13 @@ def distill(
         s = student.config
         config.student = StudentShape(s.num_hidden_layers, s.hidden_size, s.num_attention_heads, s.intermediate_size)
     else:
+        if config.student is None:
+            t = teacher.config
+            config.student = default_student(t.num_hidden_layers, t.hidden_size, t.num_attention_heads,
+                                             t.intermediate_size)
         student = build_student(teacher, config.student, config.init)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    check_student_smaller(count(student), count(teacher), config.student.name, None, config.allow_larger_student)
     heads = relation_heads_for(config, teacher.config.hidden_size)
     teacher_layer = _layers(teacher)[config.teacher_layer]
     student_layer = _layers(student)[-1]
@@ -205,7 +212,6 @@ def distill(
     loop, before = fit_and_save(student, tokenizer, loss_fn, train_blocks, evaluate, config.train, out_dir, device,
                                 on_metrics, progress, cancel)
     previous = read_json(Path(teacher_path) / METADATA_FILE)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     result = DistillResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                            before["heldout_relation_loss"] if before else None,
                            loop.last_eval.get("heldout_relation_loss"), count(student), count(teacher),

@@ -10,6 +10,10 @@ class CorpusError(AdaptDistillError):
     """The corpus file cannot be used (empty, binary, undecodable, wrong field...)."""
 
 
+class TaskError(AdaptDistillError):
+    """A labelled task file cannot be used (missing column or tag, unseen labels, empty split...)."""
+
+
 class ModelError(AdaptDistillError):
     """The base model cannot be found or is not a BERT-family WordPiece model."""
 

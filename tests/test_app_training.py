@@ -180,6 +180,35 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
     assert any(link.proto.query_string == f"run={ids[0]}" for link in links), [link.proto for link in links]
 
 
+def test_the_default_student_is_smaller_and_a_student_as_big_as_the_teacher_is_refused(sessions, redis, corpus_id):
+    from app import data
+
+    at = open_page("train")
+    assert at.selectbox(key="train_teacher").value == "bundled"  # 6 layers x 384 hidden
+    shape = at.selectbox(key="train_student")
+    assert shape.value == "auto" and shape.format_func("auto").startswith("half the teacher · L3-H192")
+    teacher, student = data.bert_parameters(30_522, 384, 6, 1536), data.bert_parameters(30_522, 192, 3, 768)
+    assert metric(at, "Student parameters") == data.count(student)
+    assert f"{teacher / student:.1f}x smaller" in at.metric[3].proto.delta  # compresses by default
+    assert not [c for c in texts(at.caption) if "not smaller" in c]
+
+    shape.set_value("L6-H384").run()  # the bundled model's own shape
+    assert any("is not smaller than the teacher" in c and "L3-H192" in c for c in texts(at.caption))
+    at.button(key="train_launch").click().run()
+    assert len(at.error) == 1 and at.error[0].value.startswith("the student (22.7M parameters) is not smaller")
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []
+
+    at.checkbox(key="train_allow_larger").check().run()
+    assert not [c for c in texts(at.caption) if "not smaller" in c]
+    at.button(key="train_launch").click().run()
+    assert not at.error and not at.exception
+    with sessions.begin() as session:
+        student_run = next(r for r in store.list_runs(session) if r.kind == RunKind.distillation)
+        assert student_run.params["allow_larger_student"] is True
+        assert (student_run.params["layers"], student_run.params["hidden"]) == (6, 384)
+
+
 def test_validation_errors_are_one_line_and_create_nothing(sessions, redis, tiny, corpus_id, monkeypatch):
     at = open_page("train")
     at.selectbox(key="train_teacher").set_value("other").run()

@@ -3,6 +3,7 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from conftest import build_tiny_bert, write_corpus
+from core.configs import default_student
 from core.distill import DistillConfig, StudentShape, build_student, capture_qkv, distill, relation_heads_for
 from core.errors import ConfigError
 from core.losses import relation_kl
@@ -25,13 +26,39 @@ def test_student_shapes_are_validated():
     assert StudentShape.parse("L4-H312") == StudentShape(4, 312, 12, 1248)
     assert StudentShape.parse("L3-H256", layers=2).layers == 2
     with pytest.raises(ConfigError, match="not divisible"):
-        StudentShape.parse(hidden=100, heads=12)
+        StudentShape.parse("L3-H256", hidden=100, heads=12)
+    with pytest.raises(ConfigError, match="needs a preset, the teacher's shape or all of"):
+        StudentShape.parse(layers=2)
     with pytest.raises(ConfigError, match="unknown student preset"):
         StudentShape.parse("L9-H999")
     config = DistillConfig(student=StudentShape.parse("L3-H256"), relation_heads=12)
     with pytest.raises(ConfigError, match="must divide both"):
         relation_heads_for(config, 768)
     assert relation_heads_for(DistillConfig(student=StudentShape.parse("L3-H256")), 768) == 16
+
+
+def test_the_default_student_is_half_the_teacher():
+    assert default_student(6, 384, 12, 1536) == StudentShape(3, 192, 6, 768)  # the bundled all-MiniLM-L6-v2
+    assert default_student(12, 768, 12, 3072) == StudentShape(6, 384, 6, 1536)  # BERT-base -> the paper's student
+    assert default_student(2, 32, 2, 64) == StudentShape(1, 16, 1, 32)
+    assert default_student(6, 384, 12, 1536).name == "L3-H192"
+
+
+def test_a_student_not_smaller_than_its_teacher_is_refused_unless_allowed(teacher, documents, tmp_path):
+    same = DistillConfig(student=StudentShape(2, 32, 2, 64), seq_len=32, train=TrainConfig(steps=1, batch_size=4))
+    with pytest.raises(ConfigError, match="not fewer than the teacher's .*--allow-larger-student"):
+        distill(teacher, documents, tmp_path / "same", same)
+    assert not (tmp_path / "same" / "model.safetensors").exists()
+    same.allow_larger_student = True
+    assert distill(teacher, documents, tmp_path / "same", same).student_parameters > 0
+
+
+def test_without_a_shape_the_student_is_derived_from_the_teacher(teacher, documents, tmp_path):
+    config = DistillConfig(seq_len=32, train=TrainConfig(steps=2, batch_size=4))
+    distill(teacher, documents, tmp_path / "derived", config)
+    student = AutoModelForMaskedLM.from_pretrained(tmp_path / "derived").config
+    assert (student.num_hidden_layers, student.hidden_size, student.num_attention_heads,
+            student.intermediate_size) == (1, 16, 1, 32)
 
 
 def test_student_from_every_kth_teacher_layer(teacher):

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import build_tiny_bert, stop_process
+from core.errors import ConfigError
 from db import store
 from db.models import RunKind, RunStatus
 from worker import service, training
@@ -158,8 +159,14 @@ def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_
 def test_short_adapt_and_distill_on_the_bundled_model(sessions, corpus_file):
     corpus, _ = service.add_corpus(sessions, corpus_file)
     small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
+    with pytest.raises(ConfigError, match="not fewer than the teacher's"):  # the same model compresses nothing
+        training.create_pipeline(sessions, "adapt-and-distill", corpus.id, "bundled", small,
+                                 {**small, "relation_heads": 12}, student_init="bundled")
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []  # refused before anything was recorded
     runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, "bundled", small,
-                                    {**small, "relation_heads": 12}, student_init="bundled")
+                                    {**small, "relation_heads": 12, "allow_larger_student": True},
+                                    student_init="bundled")
     for run in runs[1:]:
         training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
     with sessions.begin() as session:
@@ -169,6 +176,20 @@ def test_short_adapt_and_distill_on_the_bundled_model(sessions, corpus_file):
         assert kinds == [RunKind.adaptation, RunKind.adaptation, RunKind.distillation]
     meta = json.loads((__import__("pathlib").Path(pipeline.output_dir) / "adapt_distill.json").read_text())
     assert meta["kind"] == "student" and meta["relation_heads"] == 12
+
+
+def test_the_student_shape_is_resolved_against_the_teacher_when_the_run_is_created(sessions, tiny, corpus_file):
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    derived = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 2})
+    assert {k: derived.params[k] for k in ("layers", "hidden", "heads", "intermediate")} == \
+        {"layers": 1, "hidden": 16, "heads": 1, "intermediate": 32}  # half of the 2 x 32 teacher
+    wider = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 2, "layers": 2})
+    assert (wider.params["layers"], wider.params["hidden"]) == (2, 16)  # an override on top of the derived shape
+    with pytest.raises(ConfigError, match="not fewer than the teacher's"):
+        training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 2, "student": "L2-H128"})
+    pipeline = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny), {"steps": 2},
+                                        {"steps": 2})
+    assert pipeline[2].params["hidden"] == 16  # through the adaptation run that has not run yet
 
 
 def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(sessions, tmp_path, corpus_file):
@@ -187,7 +208,8 @@ def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(session
     service.execute_expansion(sessions, expansion.id, service.Reporter(sessions, expansion.id))
     small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
     runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, f"run:{expansion.id}", small,
-                                    {**small, "relation_heads": 2}, student_init=str(student))
+                                    {**small, "relation_heads": 2, "allow_larger_student": True},
+                                    student_init=str(student))
     for run in runs[1:]:
         training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
     from transformers import AutoModelForMaskedLM, AutoTokenizer

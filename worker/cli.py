@@ -301,7 +301,7 @@ TRAIN_ARGS = ("steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay
               "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction")
 ADAPT_ARGS = ("mask_probability", "whole_word")
 DISTILL_ARGS = ("student", "layers", "hidden", "heads", "intermediate", "init", "version", "teacher_layer",
-                "relation_heads", "mlm_weight")
+                "relation_heads", "mlm_weight", "allow_larger_student")
 
 
 def _params(args, names, **renamed) -> dict:
@@ -459,11 +459,14 @@ def _adapt_options(p) -> None:
 
 
 def _distill_options(p) -> None:
-    p.add_argument("--student", help="preset: L6-H384, L4-H312, L3-H256 or L2-H128 (default L6-H384)")
-    p.add_argument("--layers", type=int)
-    p.add_argument("--hidden", type=int)
-    p.add_argument("--heads", type=int)
-    p.add_argument("--intermediate", type=int)
+    p.add_argument("--student", help="preset: L6-H384, L4-H312, L3-H256 or L2-H128 (default: derived from the "
+                                     "teacher, half its layers and width: L3-H192 for the bundled 6L-384H model)")
+    p.add_argument("--layers", type=int, help="student layers (overrides the preset or the derived shape)")
+    p.add_argument("--hidden", type=int, help="student hidden size")
+    p.add_argument("--heads", type=int, help="student attention heads")
+    p.add_argument("--intermediate", type=int, help="student feed-forward size")
+    p.add_argument("--allow-larger-student", action="store_true", default=None,
+                   help="distil into a student that is not smaller than the teacher (refused by default)")
     p.add_argument("--init", help="random, teacher (every k-th teacher layer) or a model (folder, bundled, run:ID)")
     p.add_argument("--version", choices=["v1", "v2"], help="MiniLM v2 relations (default) or v1")
     p.add_argument("--teacher-layer", type=int, help="teacher layer to distil from (default -1, the last)")

@@ -17,16 +17,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import INITS, STRATEGIES, AdaptConfig, DistillConfig, StudentShape, TrainConfig
+from core.configs import INITS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig, check_student_smaller
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.models import inspect_model, resolve_model
 from db import store
 from db.models import Run, RunKind, RunStatus, utcnow
 from worker.service import Reporter, _execute, _finish, file_sha256, folder_size
+from worker.shapes import RUN_PREFIX, spec_shape, student_of
 
 log = logging.getLogger(__name__)
-RUN_PREFIX = "run:"
 
 
 class TrainingReporter(Reporter):
@@ -122,9 +122,11 @@ def adapt_config(params: dict) -> AdaptConfig:
 
 
 def distill_config(params: dict) -> DistillConfig:
-    shape = StudentShape.parse(params.get("student") or "L6-H384", layers=params.get("layers"),
-                               hidden=params.get("hidden"), heads=params.get("heads"),
-                               intermediate=params.get("intermediate"))
+    """The distillation settings of a run's params. The student's shape is resolved against the
+    teacher when the run is created (`student_params`); before that a preset or the four explicit
+    dimensions give it, else None (derived from the teacher when the run starts)."""
+    explicit = [params.get(k) for k in ("layers", "hidden", "heads", "intermediate")]
+    shape = student_of(params, None) if params.get("student") or all(v is not None for v in explicit) else None
     fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
     init = params.get("init") if params.get("init") in INITS else "random"  # a model init is resolved at run time
     return DistillConfig(student=shape, init=init,
@@ -204,6 +206,40 @@ def create_adaptation(sessions: sessionmaker[Session], corpus_id: int, model: st
                         parent_id, [store.get_run(session, r.id) for r in depends_on])
 
 
+def student_params(session: Session, teacher: str, params: dict) -> dict:
+    """The params with the student's shape written out in full (a preset or explicit dimensions on
+    top of the shape derived from the teacher), after refusing a student that is not smaller than
+    its teacher in parameters (unless allow_larger_student). Left as they are when the teacher's
+    shape cannot be known yet (a hub id not downloaded)."""
+    teacher_shape = spec_shape(session, teacher)
+    if teacher_shape is None:
+        return params
+    init = params.get("init") or "random"
+    if init not in INITS:
+        student = spec_shape(session, init)
+        if student is None:
+            return params
+        name, student_parameters = f"at {init}", bert_parameters_like(student, teacher_shape)
+    else:
+        shape = student_of(params, teacher_shape)
+        params = {**params, "layers": shape.layers, "hidden": shape.hidden, "heads": shape.heads,
+                  "intermediate": shape.intermediate}
+        name = shape.name
+        student_parameters = bert_parameters_like(dataclasses.asdict(shape), teacher_shape)
+    suggestion = student_of({}, teacher_shape).describe()
+    check_student_smaller(student_parameters, teacher_shape["parameters"], name, suggestion,
+                          bool(params.get("allow_larger_student")))
+    return params
+
+
+def bert_parameters_like(student: dict, teacher: dict) -> int:
+    """Parameters of a student that shares the teacher's vocabulary and positions."""
+    from core.configs import bert_parameters
+
+    return bert_parameters(teacher["vocab_size"], student["hidden"], student["layers"], student["intermediate"],
+                           teacher["positions"], teacher["token_types"])
+
+
 def create_distillation(sessions: sessionmaker[Session], corpus_id: int, teacher: str, params: dict,
                         parent_id=None, depends_on=()) -> Run:
     distill_config(params)
@@ -214,6 +250,7 @@ def create_distillation(sessions: sessionmaker[Session], corpus_id: int, teacher
             init = params.get("init", "random")
             if init not in INITS:
                 params = {**params, "init": check_spec(session, init)}
+        params = student_params(session, teacher, params)
         return _new_run(session, RunKind.distillation, {**params, "corpus_id": corpus_id, "teacher": teacher},
                         parent_id, [store.get_run(session, r.id) for r in depends_on])
 
@@ -233,6 +270,8 @@ def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: i
         teacher = check_spec(session, teacher)
         if student_init:
             student_init = check_spec(session, student_init)
+        # the student is checked against the teacher now: adaptation keeps a model's shape
+        student_params(session, teacher, {**distill_params, "init": student_init} if student_init else distill_params)
         pipeline = _new_run(session, RunKind.pipeline, {"strategy": strategy, "corpus_id": corpus_id,
                                                         "teacher": teacher, "student_init": student_init})
         pipeline.output_dir = None

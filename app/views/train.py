@@ -44,33 +44,50 @@ def shape_caption(shape: dict | None) -> str:
             f"{shape['vocab_size']:,} tokens · {data.count(shape['parameters'])} parameters")
 
 
-def teacher_section(models: list[dict]) -> str:
+def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
     teachers = [m for m in models if m["kind"] in ("bundled", "expansion", "adaptation")]
     teacher = model_picker("Teacher", "train_teacher", teachers,
                            "The model to adapt or distil: the bundled one, an expanded model the Vocabulary page "
                            "made, an adapted one, or any BERT folder or hub id.")
+    shape = None
     try:
         if teacher:
-            st.caption(f"Teacher: {shape_caption(data.model_shape(sm, teacher))}")
+            shape = data.model_shape(sm, teacher)
+            st.caption(f"Teacher: {shape_caption(shape)}")
     except Exception as exc:  # a spec that cannot work: the estimate below says why
         if ui.error_message(exc) is None:
             raise
-    return teacher
+    return teacher, shape
 
 
-def student_section(mode: str, models: list[dict]) -> dict:
+def preset_label(preset: str, teacher: dict | None) -> str:
+    if preset != data.AUTO_STUDENT:
+        return "{} · {} × {}, {} heads".format(preset, *data.STUDENT_PRESETS[preset][:3])
+    shape = data.student_shape({"student": preset}, teacher)
+    if shape is None:
+        return "half the teacher (its shape is not known yet)"
+    return f"half the teacher · L{shape['layers']}-H{shape['hidden']} · {shape['layers']} × {shape['hidden']}, " \
+           f"{shape['heads']} heads"
+
+
+def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict:
     """The student's choices: preset and shape, or the pretrained student to adapt."""
     st.subheader("Student", anchor=False)
+    allow = {"allow_larger_student": st.checkbox(
+        "Allow a student that is not smaller", key="train_allow_larger",
+        help="A student with as many parameters as the teacher compresses nothing, so it is refused unless you "
+             "tick this.")}
     if mode == "adapt-and-distill":
         students = [m for m in models if m["kind"] in ("bundled", "distillation", "adaptation")]
         spec = model_picker("Student to adapt", "train_student_init", students,
                             "A small pretrained BERT with the teacher's base vocabulary; it gets the teacher's new "
                             "tokens, is adapted, then learns from the adapted teacher. Its own shape is used.")
-        return {"student_init": spec}
+        return {"student_init": spec, **allow}
     left, middle, right = st.columns([1, 1, 2])
-    preset = left.selectbox("Preset", list(data.STUDENT_PRESETS), key="train_student",
-                            format_func=lambda p: "{} · {} × {}, {} heads".format(p, *data.STUDENT_PRESETS[p][:3]),
-                            help="The paper's student is L6-H384 (from a 12 x 768 teacher).")
+    presets = [data.AUTO_STUDENT, *data.STUDENT_PRESETS]
+    preset = left.selectbox("Shape", presets, key="train_student", format_func=lambda p: preset_label(p, teacher),
+                            help="By default the paper's ratio: half the teacher's layers and hidden width (the "
+                                 "paper's 6 × 384 student comes from a 12 × 768 teacher).")
     init = middle.selectbox("Initialise from", list(INIT_LABELS), key="train_init", format_func=INIT_LABELS.get,
                             help="random; every k-th teacher layer (needs the teacher's width); or a pretrained "
                                  "model with the teacher's vocabulary (its shape is used).")
@@ -82,7 +99,8 @@ def student_section(mode: str, models: list[dict]) -> dict:
                                      "Its vocabulary must be the teacher's.")
     shape = None
     if init != "model" and st.checkbox("Set the shape explicitly", key="train_explicit"):
-        layers, hidden, heads, intermediate = data.STUDENT_PRESETS[preset]
+        start = data.student_shape({"student": preset}, teacher) or dict(zip(data.SHAPE_KEYS, (3, 192, 6, 768)))
+        layers, hidden, heads, intermediate = (start[k] for k in data.SHAPE_KEYS)
         cols = st.columns(4)
         shape = {
             "layers": cols[0].number_input("Layers", 1, 48, layers, key="train_layers"),
@@ -91,7 +109,7 @@ def student_section(mode: str, models: list[dict]) -> dict:
             "intermediate": cols[3].number_input("Intermediate size", 8, 16384, intermediate, step=8,
                                                  key="train_intermediate"),
         }
-    return {"student": preset, "init": init_spec, "shape": shape}
+    return {"student": preset, "init": init_spec, "shape": shape, **allow}
 
 
 def optimisation_section(stages: set[str]) -> dict:
@@ -202,9 +220,10 @@ mode = top[1].selectbox("What to run", list(MODE_LABELS), key="train_mode", form
                         help="The paper compares the three orders; adapt-and-distill was best.")
 stages = {kind for kind, _ in data.mode_stages(mode)}
 
-choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_section(models)}
+teacher_spec, teacher_shape = teacher_section(models)
+choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_spec}
 if "distillation" in stages:
-    choices |= student_section(mode, models)
+    choices |= student_section(mode, models, teacher_shape)
 choices |= optimisation_section(stages)
 estimate_section(choices, by_id[corpus_id])
 
