@@ -112,6 +112,17 @@ class _Source:
             raise CorpusError(f"{self.name} is not a valid gzip file ({exc}): re-compress it or drop the .gz") from None
 
 
+def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded text) of a plain or gzip file (gzip when the name ends in .gz), line
+    endings kept; raises CorpusError for binary, non-UTF-8 or broken gzip input, naming the line."""
+    path = Path(path)
+    source = _Source(path, path.name.lower().endswith(".gz"))
+    try:
+        yield from source.lines()
+    finally:
+        source.close()
+
+
 def _txt(source: _Source, text_field: str) -> Iterator[str]:
     for _, line in source.lines():
         yield line.rstrip("\r\n")
