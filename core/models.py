@@ -5,12 +5,14 @@ Only BERT-family models with a WordPiece tokenizer and safetensors weights are a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ModelError
 
 BUNDLED = "bundled"
+_INTEGER_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}
 # BERT-family architectures whose tokenizer is WordPiece and that have an MLM class.
 BERT_FAMILY = {"bert", "distilbert", "electra", "mobilebert", "convbert", "megatron-bert"}
 
@@ -129,3 +131,27 @@ def load_mlm(path: str | Path):
         hf_logging.set_verbosity(verbosity)
     fresh = any(".predictions." in key or key.startswith(("cls.", "vocab_")) for key in info.get("missing_keys", []))
     return model, fresh
+
+
+def count_parameters(path: str | Path) -> int:
+    """Parameters in the *.safetensors files of a folder, read from their headers only (no
+    tensor is loaded). Integer tensors are buffers (old checkpoints store position_ids), not
+    parameters, and are not counted."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{path} has no .safetensors weights: pass a model folder saved with save_pretrained")
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="numpy") as weights:  # headers only: no torch
+            for key in weights.keys():
+                tensor = weights.get_slice(key)
+                if tensor.get_dtype() not in _INTEGER_DTYPES:
+                    total += math.prod(tensor.get_shape())
+    return total
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes of all the files under a folder."""
+    return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())

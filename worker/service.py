@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
 from core.corpus import ingest, read_documents
+from core.models import folder_size
 from core.errors import AdaptDistillError, Cancelled, ConfigError
 from core.models import BUNDLED, inspect_model, resolve_model
 from core.vocab import CurvePoint, VocabConfig, pick
@@ -70,10 +71,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # --- corpora -------------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Benchmark inference speed: the paper's teacher and student shapes and the bundled model,
+side by side (core.speed.measure_speed).
+
+    python bench/speed.py --device cpu --seq-len 128 --batch-size 32 --repeats 30
+
+By default it builds, with random weights in a temporary folder, the AdaLM paper's shapes:
+BERT-base (12 layers x 768 hidden x 12 heads x 3072 FFN) and its student (6 x 384 x 12 heads x
+1536), both with a 30522-token vocabulary; adds the bundled all-MiniLM-L6-v2 and any
+--model NAME=FOLDER; and times them with BERT-base first, so the speed-ups are against it.
+Random weights time the same as trained ones: the forward does the same arithmetic. Every
+model sees the same token ids; repetitions are interleaved across the models; latency is one
+sequence (batch 1), throughput is sequences per second at --batch-size (median forward)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import transformers  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from core.models import bundled_path  # noqa: E402
+from core.speed import SpeedResult, measure_speed  # noqa: E402
+from core.training import resolve_device  # noqa: E402
+
+VOCAB = 30522
+# (name, layers, hidden, heads, FFN): the AdaLM paper's teacher and student.
+PAPER_SHAPES = [("BERT-base (random init)", 12, 768, 12, 3072), ("student L6-H384 (random init)", 6, 384, 12, 1536)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N (default cpu)")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 forwards per model (default 30)")
+    parser.add_argument("--throughput-repeats", type=int, default=5, help="timed batch forwards per model (default 5)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per model and batch shape")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for the measurement")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help="another model folder to time (repeatable)")
+    parser.add_argument("--no-paper-shapes", action="store_true", help="skip the random BERT-base and student")
+    parser.add_argument("--no-bundled", action="store_true", help="skip the bundled all-MiniLM-L6-v2")
+    args = parser.parse_args(argv)
+    extra = []
+    for spec in args.model:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            parser.error(f"--model takes NAME=FOLDER, got '{spec}'")
+        extra.append((name, Path(folder).expanduser()))
+    args.extra = extra
+    if args.no_paper_shapes and args.no_bundled and not extra:
+        parser.error("nothing to time: drop --no-paper-shapes or --no-bundled, or pass --model NAME=FOLDER")
+    return args
+
+
+def build_paper_shapes(root: Path) -> list[tuple[str, Path]]:
+    """The paper's shapes with random weights, saved as safetensors under root."""
+    from transformers import BertConfig, BertModel
+
+    models = []
+    for name, layers, hidden, heads, ffn in PAPER_SHAPES:
+        folder = root / f"L{layers}-H{hidden}"
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=ffn)
+        BertModel(config).save_pretrained(str(folder))
+        models.append((name, folder))
+    return models
+
+
+def table(results: list[SpeedResult]) -> list[str]:
+    batch = results[0].batch_size
+    lines = [
+        f"| model | parameters | size MB | p50 ms | p95 ms | sequences/s at batch {batch} "
+        f"| speed-up at batch 1 | speed-up at batch {batch} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(f"| {r.name} | {r.params / 1e6:.1f}M | {r.size_bytes / 1e6:.1f} | {r.latency_ms_p50:.1f} "
+                     f"| {r.latency_ms_p95:.1f} | {r.throughput_per_s:.1f} | {r.speedup_vs_first:.2f}x "
+                     f"| {r.throughput_speedup_vs_first:.2f}x |")
+    return lines
+
+
+def machine_line(args: argparse.Namespace, device: torch.device) -> str:
+    threads = args.threads or torch.get_num_threads()
+    return (f"machine: {platform.machine()} {platform.processor() or ''}".rstrip()
+            + f", {os.cpu_count()} cores, torch threads {threads}, device {device}; torch {torch.__version__}, "
+            f"transformers {transformers.__version__}; seq-len {args.seq_len}, {args.repeats} batch-1 and "
+            f"{args.throughput_repeats} batch-{args.batch_size} forwards per model, interleaved, "
+            f"after {args.warmup} warm-up forwards")
+
+
+def progress_printer():
+    if not sys.stderr.isatty():
+        return None
+    return lambda stage, fraction: print(f"\r{stage}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as root:
+        models = [] if args.no_paper_shapes else build_paper_shapes(Path(root))
+        if not args.no_bundled:
+            models.append(("bundled all-MiniLM-L6-v2", bundled_path()))
+        models += args.extra
+        results = measure_speed(models, device=str(device), seq_len=args.seq_len, batch_size=args.batch_size,
+                                latency_repeats=args.repeats, throughput_repeats=args.throughput_repeats,
+                                warmup=args.warmup, threads=args.threads, progress=progress_printer())
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print("\n".join(table(results) + ["", machine_line(args, device)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
