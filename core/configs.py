@@ -212,3 +212,79 @@ class DistillConfig:
             raise ConfigError(f"mlm-weight must be >= 0, got {self.mlm_weight}")
 
 
+
+
+TASK_TYPES = ("classification", "ner")
+TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BIOES", "BILOU")
+
+
+def finetune_lr(hidden: int) -> float:
+    """A fine-tuning learning rate that suits a model's width: BERT-base's 3e-5 for 768 and wider,
+    more for smaller models, which need larger steps to move in the few epochs a task allows
+    (the small-BERT studies found 1e-4 and above best below 512 hidden)."""
+    if hidden >= 768:
+        return 3e-5
+    if hidden >= 384:
+        return 1e-4
+    if hidden >= 192:
+        return 2e-4
+    return 3e-4
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a model on a labelled task to score it: several seeds, each trained up to
+    `epochs` with early stopping on the dev set, the best dev epoch scored on test."""
+
+    epochs: int = 10
+    """Most passes over the training examples; early stopping usually ends a seed sooner."""
+    patience: int = 2
+    """Stop a seed after this many epochs without a better dev score (0: never stop early)."""
+    lr: float | None = None
+    """Peak learning rate; None picks one from the model's width (finetune_lr)."""
+    batch_size: int = 16
+    max_length: int = 128
+    """Tokens per example (both texts of a pair together); longer ones are truncated."""
+    warmup: float = 0.1
+    """Warmup: a fraction of the most steps when < 1, else a number of steps."""
+    weight_decay: float = 0.01
+    seeds: int = 3
+    """Fine-tunings with different seeds; scores are their mean and standard deviation."""
+    seed: int = 0
+    """The first seed; the others follow it (seed, seed + 1, ...)."""
+    metric: str | None = None
+    """The dev metric that picks the best epoch; None: macro-F1 (classification), micro-F1 when labels
+    are excluded, entity F1 (ner)."""
+    exclude_labels: tuple[str, ...] = ()
+    """Labels left out of micro- and macro-F1 (ChemProt style: the negative class is not scored)."""
+    scheme: str | None = None
+    """Tag scheme for strict entity matching (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU); None: the
+    conlleval rules, which accept IOB1 and IOB2."""
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        self.exclude_labels = tuple(self.exclude_labels)
+        for name in ("epochs", "batch_size", "seeds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise ConfigError(f"patience must be a whole number >= 0, got {self.patience}")
+        if not 8 <= self.max_length <= 8192:
+            raise ConfigError(f"max-length must be between 8 and 8192, got {self.max_length}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not math.isfinite(self.warmup) or self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        if self.scheme is not None and self.scheme.upper() not in TAG_SCHEMES:
+            raise ConfigError(f"scheme must be one of {', '.join(TAG_SCHEMES)}, got '{self.scheme}'")
+        if not _DEVICE.match(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+
+    def learning_rate(self, hidden: int) -> float:
+        return self.lr if self.lr is not None else finetune_lr(hidden)

@@ -84,7 +84,9 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], optimizer, scheduler,
-                    keep: int) -> Path:
+                    keep: int, state: dict | None = None) -> Path:
+    """Weights (safetensors), optimizer and schedule, and the caller's `state` (state.json), written
+    under a temporary name and renamed, then pointed to by checkpoints/latest."""
     from safetensors.torch import save_model
 
     folder = checkpoint_dir(root)
@@ -97,6 +99,8 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
         save_model(module, str(tmp / f"{key}.safetensors"))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                tmp / "trainer.pt")
+    if state is not None:
+        write_json(tmp / "state.json", state)
     shutil.rmtree(folder / name, ignore_errors=True)
     os.replace(tmp, folder / name)
     (folder / "latest.tmp").write_text(name)

@@ -1,0 +1,163 @@
+"""Fine-tuning evaluation on tiny BERTs and generated tasks with a learnable signal: scores beat the
+majority class, seeds give a mean and a spread, early stopping stops, and a cancelled evaluation
+resumes to exactly the scores of an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_bert
+from core.configs import FinetuneConfig, finetune_lr
+from core.errors import Cancelled, ConfigError
+from core.finetune import encode, epoch_batches, evaluate_model
+from core.models import load_tokenizer
+from core.tasks import Example, TaggedSentence, build_task
+
+NOISE = ["ka", "lo", "mi", "ne", "zo", "qu", "be", "ter", "xy", "pu"]
+MARKERS = {"alpha": "the", "beta": "with", "gamma": "was"}
+
+
+def noise(rng: random.Random, n: int) -> list[str]:
+    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+def classification_task(n: int = 240, seed: int = 0):
+    """Three classes told apart by one marker word among random letter words; unbalanced, so the
+    majority class scores a known accuracy."""
+    rng = random.Random(seed)
+    examples = []
+    for i in range(n):
+        label = "alpha" if i % 2 == 0 else ("beta" if i % 4 == 1 else "gamma")
+        words = noise(rng, rng.randint(3, 8))
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), MARKERS[label])
+        examples.append(Example(" ".join(words), label))
+    task, _ = build_task("classification", {"train": examples}, seed=0, dev_fraction=0.15, test_fraction=0.2)
+    return task
+
+
+def ner_task(n: int = 200, seed: int = 0):
+    """Entities are the words 'with' (a one-word LOC) and 'was of' (a two-word PER)."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(4, 9)):
+            roll = rng.random()
+            if roll < 0.15:
+                tokens.append("with"), tags.append("B-LOC")
+            elif roll < 0.3:
+                tokens += ["was", "of"]
+                tags += ["B-PER", "I-PER"]
+            else:
+                tokens += noise(rng, 1)
+                tags.append("O")
+        sentences.append(TaggedSentence(tuple(tokens), tuple(tags)))
+    task, _ = build_task("ner", {"train": sentences}, seed=0)
+    return task
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return build_tiny_bert(tmp_path / "tiny")
+
+
+def quick(**changes) -> FinetuneConfig:
+    return FinetuneConfig(**{"epochs": 14, "patience": 0, "lr": 1e-3, "batch_size": 16, "seeds": 2,
+                             "max_length": 32, "device": "cpu", **changes})
+
+
+def test_a_fine_tuned_model_beats_the_majority_class_with_a_mean_and_a_spread(tiny, tmp_path):
+    task = classification_task()
+    result = evaluate_model(tiny, task, tmp_path / "eval", quick())
+    gold = [x.label for x in task.splits["test"]]
+    majority = Counter(gold).most_common(1)[0][1] / len(gold)
+    assert result.metric == "macro_f1"
+    assert result.test["accuracy"] > majority + 0.2, (result.test["accuracy"], majority)
+    assert result.test["seeds"] == 2 and len(result.test["per_seed"]) == 2
+    per_seed = [s["macro_f1"] for s in result.test["per_seed"]]
+    assert result.test["macro_f1"] == pytest.approx(np.mean(per_seed))
+    assert result.test["macro_f1_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    for seed in result.seeds:  # one dev point per epoch; the best epoch is the one scored
+        assert [p["epoch"] for p in seed.curve] == list(range(1, 15))
+        assert seed.dev["macro_f1"] == max(p["dev_macro_f1"] for p in seed.curve)
+        assert seed.best_epoch == 1 + int(np.argmax([p["dev_macro_f1"] for p in seed.curve]))
+    assert not list((tmp_path / "eval").rglob("*.safetensors")), "fine-tuned weights are not kept"
+
+
+def test_entities_are_scored_by_seqeval(tiny, tmp_path):
+    task = ner_task()
+    result = evaluate_model(tiny, task, tmp_path / "ner", quick(seeds=1))
+    assert result.metric == "entity_f1"
+    assert result.test["entity_f1"] > 0.6  # predicting O everywhere scores 0
+    assert {"entity_precision", "entity_recall", "token_accuracy"} <= set(result.test)
+
+
+def test_early_stopping_stops_when_dev_stops_improving(tiny, tmp_path):
+    task = classification_task()
+    result = evaluate_model(tiny, task, tmp_path / "stop", quick(epochs=30, patience=1, seeds=1))
+    seed = result.seeds[0]
+    assert seed.stopped_early and seed.epochs_run < 30
+    assert seed.epochs_run == seed.best_epoch + 1  # patience 1: one epoch without a better dev score
+    assert result.converged
+
+
+def test_a_cancelled_evaluation_resumes_to_the_same_scores(tiny, tmp_path):
+    task = classification_task()
+    config = quick(epochs=3)
+    whole = evaluate_model(tiny, task, tmp_path / "whole", config)
+    calls = {"n": 0}
+
+    def cancel_once_in_the_second_seed() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 40  # seed 0 has 3 epochs of 10 steps; this lands inside seed 1
+
+    with pytest.raises(Cancelled):
+        evaluate_model(tiny, task, tmp_path / "parts", config, cancel=cancel_once_in_the_second_seed)
+    assert (tmp_path / "parts" / "seed-0" / "result.json").is_file()
+    assert (tmp_path / "parts" / "seed-1" / "checkpoints" / "latest").is_file()
+    resumed = evaluate_model(tiny, task, tmp_path / "parts", config)
+    assert resumed.test["per_seed"] == whole.test["per_seed"]
+    assert [s.curve for s in resumed.seeds] == [s.curve for s in whole.seeds]
+
+
+def test_excluded_labels_and_metrics_are_checked(tiny, tmp_path):
+    task = classification_task(60)
+    with pytest.raises(ConfigError, match="not labels of this task"):
+        evaluate_model(tiny, task, tmp_path / "x", quick(exclude_labels=("delta",)))
+    with pytest.raises(ConfigError, match="metric 'entity_f1' is not one of a classification task's"):
+        evaluate_model(tiny, task, tmp_path / "x", quick(metric="entity_f1"))
+    result = evaluate_model(tiny, task, tmp_path / "ok", quick(exclude_labels=("alpha",), epochs=1, seeds=1))
+    assert result.metric == "micro_f1"  # ChemProt style: the negative class is not scored
+    with pytest.raises(ConfigError, match="patience must be"):
+        FinetuneConfig(patience=-1)
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
+        FinetuneConfig(lr=float("nan"))
+
+
+def test_batches_depend_on_seed_and_epoch_and_cover_every_example():
+    lengths = np.random.default_rng(0).integers(5, 60, size=203)
+    first = epoch_batches(lengths, 16, seed=3, epoch=2)
+    assert [b.tolist() for b in first] == [b.tolist() for b in epoch_batches(lengths, 16, seed=3, epoch=2)]
+    assert sorted(np.concatenate(first).tolist()) == list(range(203))
+    assert [b.tolist() for b in first] != [b.tolist() for b in epoch_batches(lengths, 16, seed=3, epoch=3)]
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in first])
+    assert spread < 15  # similar lengths share a batch: little padding
+
+
+def test_ner_labels_go_on_the_first_piece_of_each_word(tiny):
+    task = ner_task(20)
+    encoded = encode(task, "train", load_tokenizer(tiny), 64)
+    sentence, feature, words = task.splits["train"][0], encoded.features[0], encoded.word_ids[0]
+    firsts = [i for i, w in enumerate(words) if w is not None and (i == 0 or words[i - 1] != w)]
+    assert [task.labels[feature["labels"][i]] for i in firsts] == list(sentence.tags)
+    assert all(feature["labels"][i] == -100 for i in range(len(words)) if i not in firsts)
+
+
+def test_the_learning_rate_follows_the_width():
+    assert finetune_lr(768) == 3e-5 and finetune_lr(384) == 1e-4 and finetune_lr(192) == 2e-4
+    assert FinetuneConfig().learning_rate(384) == 1e-4 and FinetuneConfig(lr=5e-5).learning_rate(384) == 5e-5
