@@ -27,3 +27,9 @@ def runs_dir() -> Path:
     path = home() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def tasks_dir() -> Path:
+    path = home() / "tasks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

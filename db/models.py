@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Enum, Float, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Enum, Float, ForeignKey, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -23,6 +23,9 @@ class RunKind(str, enum.Enum):
     adaptation = "adaptation"
     distillation = "distillation"
     pipeline = "pipeline"
+    evaluation = "evaluation"  # fine-tune a model on a labelled task, several seeds
+    benchmark = "benchmark"  # speed (and intrinsic measures) of several models side by side
+    experiment = "experiment"  # the paper's comparison on the user's data: a parent of many runs
 
 
 class RunStatus(str, enum.Enum):
@@ -175,3 +178,85 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="artifacts")
+
+
+class Task(Base):
+    """A labelled task (classification or NER), stored like a corpus under its content hash."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(Text)
+    source_names: Mapped[dict] = mapped_column(default=dict)  # split -> the file it came from
+    labels: Mapped[list] = mapped_column(default=list)
+    sizes: Mapped[dict] = mapped_column(default=dict)  # split -> examples
+    label_counts: Mapped[dict] = mapped_column(default=dict)  # split -> label -> count
+    origin: Mapped[dict] = mapped_column(default=dict)  # split -> given or carved from train
+    has_pair: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelRecord(Base):
+    """A model folder the product knows: 'bundled', the output of a run ('run:ID') or a local folder."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    spec: Mapped[str] = mapped_column(String(1024), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # bundled, expansion, adaptation, distillation, folder
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    vocab_size: Mapped[int | None] = mapped_column(Integer)
+    layers: Mapped[int | None] = mapped_column(Integer)
+    hidden: Mapped[int | None] = mapped_column(Integer)
+    heads: Mapped[int | None] = mapped_column(Integer)
+    intermediate: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run | None] = relationship()
+    evaluations: Mapped[list[Evaluation]] = relationship(back_populates="model", cascade="all, delete-orphan",
+                                                         passive_deletes=True)
+    measurements: Mapped[list[Measurement]] = relationship(back_populates="model", cascade="all, delete-orphan",
+                                                           passive_deletes=True)
+
+
+class Evaluation(Base):
+    """A model fine-tuned on a task with several seeds (its run holds status and progress)."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(50))  # the one dev selection and tables use
+    seeds: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict] = mapped_column(default=dict)
+    results: Mapped[dict] = mapped_column(default=dict)  # name -> mean, name_std, per_seed, curves
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship()
+    model: Mapped[ModelRecord] = relationship(back_populates="evaluations")
+    task: Mapped[Task] = relationship()
+
+
+class Measurement(Base):
+    """Speed or intrinsic measures of a model, in a context (device and shapes, or a corpus)."""
+
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # speed, intrinsic
+    context: Mapped[str] = mapped_column(String(200))
+    values: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[ModelRecord] = relationship(back_populates="measurements")

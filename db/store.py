@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import NotFound
-from db.models import (Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis, run_dependencies,
-                       utcnow)
+from db.models import (Artifact, Corpus, CurvePointRow, Evaluation, Metric, Run, RunKind, RunStatus, Task,
+                       VocabAnalysis, run_dependencies, utcnow)
 
 
 # --- corpora -------------------------------------------------------------------------------
@@ -28,6 +28,30 @@ def get_corpus(session: Session, corpus_id: int) -> Corpus:
 
 def list_corpora(session: Session) -> Sequence[Corpus]:
     return session.scalars(select(Corpus).order_by(Corpus.id.desc())).all()
+
+
+# --- labelled tasks -----------------------------------------------------------------------------
+
+def task_by_sha(session: Session, sha256: str) -> Task | None:
+    return session.scalar(select(Task).where(Task.sha256 == sha256))
+
+
+def get_task(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}: `adapt-distill task list` shows the ids")
+    return task
+
+
+def list_tasks(session: Session) -> Sequence[Task]:
+    return session.scalars(select(Task).order_by(Task.id.desc())).all()
+
+
+def evaluation_for_run(session: Session, run_id: int) -> Evaluation:
+    evaluation = session.scalar(select(Evaluation).where(Evaluation.run_id == run_id))
+    if evaluation is None:
+        raise NotFound(f"run {run_id} is not an evaluation")
+    return evaluation
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -89,9 +113,10 @@ def children(session: Session, run_id: int) -> Sequence[Run]:
 
 
 def refresh_pipeline(session: Session, pipeline_id: int) -> None:
-    """A pipeline's status follows its steps: failed or cancelled if one is, succeeded when all are."""
+    """A pipeline's (or an experiment's) status follows its steps: failed or cancelled if one is,
+    succeeded when all are."""
     pipeline = get_run(session, pipeline_id)
-    if pipeline.kind != RunKind.pipeline:
+    if pipeline.kind not in (RunKind.pipeline, RunKind.experiment):
         return
     steps = children(session, pipeline_id)
     statuses = {s.status for s in steps}
@@ -103,12 +128,15 @@ def refresh_pipeline(session: Session, pipeline_id: int) -> None:
             return
     if statuses == {RunStatus.succeeded}:
         finish_run(session, pipeline, RunStatus.succeeded)
-        pipeline.output_dir = steps[-1].output_dir
+        if pipeline.kind == RunKind.pipeline:
+            pipeline.output_dir = steps[-1].output_dir
     elif RunStatus.running in statuses or RunStatus.succeeded in statuses:
         if pipeline.status != RunStatus.running:
             start_run(session, pipeline)
         done = sum(s.status == RunStatus.succeeded for s in steps)
-        pipeline.stage, pipeline.progress = f"step {done + 1} of {len(steps)}", done / len(steps)
+        pipeline.stage = f"step {done + 1} of {len(steps)}" if pipeline.kind == RunKind.pipeline else \
+            f"{done} of {len(steps)} runs done"
+        pipeline.progress = done / len(steps)
 
 
 def add_metric(session: Session, run_id: int, step: int, name: str, value: float) -> None:

@@ -33,6 +33,66 @@ def write_corpus(path: Path, documents: int = 600, seed: int = 0, vocabulary: in
     return path
 
 
+MARKERS = {"alpha": "the", "beta": "with", "gamma": "was"}  # words of the tiny BERT's vocabulary
+
+
+def _noise(rng: random.Random, n: int) -> list[str]:
+    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+def labelled_examples(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label): three classes told apart by a marker word (twice) among random letter words;
+    alpha is half of them, so the majority class scores a known accuracy."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = "alpha" if i % 2 == 0 else ("beta" if i % 4 == 1 else "gamma")
+        words = _noise(rng, rng.randint(3, 8))
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), MARKERS[label])
+        out.append((" ".join(words), label))
+    return out
+
+
+def tagged_sentences(n: int = 200, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """(tokens, IOB2 tags): 'with' is a one-word LOC, 'was of' a two-word PER, the rest O."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(4, 9)):
+            roll = rng.random()
+            if roll < 0.15:
+                tokens.append("with")
+                tags.append("B-LOC")
+            elif roll < 0.3:
+                tokens += ["was", "of"]
+                tags += ["B-PER", "I-PER"]
+            else:
+                tokens += _noise(rng, 1)
+                tags.append("O")
+        out.append((tokens, tags))
+    return out
+
+
+def write_task_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(labelled_examples(n, seed))
+    return path
+
+
+def write_conll(path: Path, n: int = 200, seed: int = 0) -> Path:
+    lines = ["-DOCSTART- -X- O", ""]
+    for tokens, tags in tagged_sentences(n, seed):
+        lines += [f"{t} NN {g}" for t, g in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def stop_process(process) -> str:
     """Terminate a subprocess started with stdout=PIPE and text=True; its output."""
     if process.poll() is None:

@@ -10,7 +10,7 @@ from db.models import Artifact, Corpus, CurvePointRow, Metric, RunKind, RunStatu
 from db.session import get_engine, get_sessionmaker
 
 TABLES = {"corpora", "vocab_analyses", "curve_points", "runs", "run_dependencies", "metrics", "artifacts",
-          "alembic_version"}
+          "tasks", "models", "evaluations", "measurements", "alembic_version"}
 
 
 def make_corpus(session, sha="a" * 64):
@@ -26,7 +26,39 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url):
     engine = get_engine(db_url)
     assert TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+
+
+def test_models_of_earlier_runs_are_known_after_the_upgrade(db_url):
+    """0003 adds the model registry and fills it with the models runs had already written."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from db.migrate import alembic_config
+    from db.models import ModelRecord
+
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE measurements")
+        connection.exec_driver_sql("DROP TABLE evaluations")
+        connection.exec_driver_sql("DROP TABLE models")
+        connection.exec_driver_sql("DROP TABLE tasks")
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
+        for run_id, kind, status, out in ((1, "adaptation", "succeeded", "/m/1"), (2, "distillation", "failed", "/m/2"),
+                                          (3, "analysis", "succeeded", None), (4, "expansion", "succeeded", "/m/4")):
+            connection.execute(text(
+                "INSERT INTO runs (id, kind, status, params, stage, progress, output_dir, created_at) "
+                "VALUES (:id, :kind, :status, '{}', 'done', 1.0, :out, CURRENT_TIMESTAMP)"),
+                {"id": run_id, "kind": kind, "status": status, "out": out})
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    engine.dispose()
+    with get_sessionmaker(db_url).begin() as session:
+        rows = session.scalars(select(ModelRecord).order_by(ModelRecord.run_id)).all()
+        assert [(r.spec, r.kind, r.run_id, r.path) for r in rows] == [("run:1", "adaptation", 1, "/m/1"),
+                                                                      ("run:4", "expansion", 4, "/m/4")]
 
 
 def test_runs_metrics_artifacts_and_lineage(db_url):

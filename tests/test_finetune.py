@@ -4,59 +4,26 @@ resumes to exactly the scores of an uninterrupted one."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from conftest import build_tiny_bert
+from conftest import build_tiny_bert, labelled_examples, tagged_sentences
 from core.configs import FinetuneConfig, finetune_lr
 from core.errors import Cancelled, ConfigError
 from core.finetune import encode, epoch_batches, evaluate_model
 from core.models import load_tokenizer
 from core.tasks import Example, TaggedSentence, build_task
 
-NOISE = ["ka", "lo", "mi", "ne", "zo", "qu", "be", "ter", "xy", "pu"]
-MARKERS = {"alpha": "the", "beta": "with", "gamma": "was"}
-
-
-def noise(rng: random.Random, n: int) -> list[str]:
-    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 4))) for _ in range(n)]
-
-
 def classification_task(n: int = 240, seed: int = 0):
-    """Three classes told apart by one marker word among random letter words; unbalanced, so the
-    majority class scores a known accuracy."""
-    rng = random.Random(seed)
-    examples = []
-    for i in range(n):
-        label = "alpha" if i % 2 == 0 else ("beta" if i % 4 == 1 else "gamma")
-        words = noise(rng, rng.randint(3, 8))
-        for _ in range(2):
-            words.insert(rng.randrange(len(words) + 1), MARKERS[label])
-        examples.append(Example(" ".join(words), label))
+    examples = [Example(text, label) for text, label in labelled_examples(n, seed)]
     task, _ = build_task("classification", {"train": examples}, seed=0, dev_fraction=0.15, test_fraction=0.2)
     return task
 
 
 def ner_task(n: int = 200, seed: int = 0):
-    """Entities are the words 'with' (a one-word LOC) and 'was of' (a two-word PER)."""
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(n):
-        tokens, tags = [], []
-        for _ in range(rng.randint(4, 9)):
-            roll = rng.random()
-            if roll < 0.15:
-                tokens.append("with"), tags.append("B-LOC")
-            elif roll < 0.3:
-                tokens += ["was", "of"]
-                tags += ["B-PER", "I-PER"]
-            else:
-                tokens += noise(rng, 1)
-                tags.append("O")
-        sentences.append(TaggedSentence(tuple(tokens), tuple(tags)))
+    sentences = [TaggedSentence(tuple(tokens), tuple(tags)) for tokens, tags in tagged_sentences(n, seed)]
     task, _ = build_task("ner", {"train": sentences}, seed=0)
     return task
 

@@ -318,12 +318,16 @@ def _run_dict(run) -> dict:
             "error": run.error, "metrics": {k: result[k] for k in keep if result.get(k) is not None}}
 
 
-def _train_runs(args, runs) -> None:
-    """Run inline (in order) or queue, then print the runs."""
+PARENTS = ("pipeline", "experiment")  # runs whose work is their steps
+
+
+def execute_runs(args, runs, keep_going: bool = False) -> list[str]:
+    """Run inline (in order) or queue (and with --wait, wait for each). With keep_going a failed
+    run does not stop the others (those waiting on it are cancelled); the failures come back."""
     from db import store
-    from worker import training
 
     sessions = _sessions()
+    failures: list[str] = []
     if args.queue:
         from worker.queues import connect
         from worker.submit import submit_runs
@@ -331,21 +335,45 @@ def _train_runs(args, runs) -> None:
         submit_runs(sessions, connect(), runs)
         if args.wait:
             for run in runs:
-                if run.kind.value != "pipeline":
-                    _wait(sessions, run.id, Bars(not args.json))
-    else:
-        _quiet_hf()
-        for run in runs:
-            if run.kind.value == "pipeline":
-                continue
-            with sessions.begin() as session:
-                if store.get_run(session, run.id).status.finished:
-                    continue  # cancelled because an earlier step failed
-            bars = Bars(not args.json)
-            try:
-                training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id, echo=bars))
-            finally:
-                bars.close()
+                if run.kind.value not in PARENTS:
+                    _wait_for(sessions, run.id, Bars(not args.json), keep_going, failures)
+        return failures
+    from worker.jobs import execute_run
+
+    _quiet_hf()
+    for run in runs:
+        if run.kind.value in PARENTS:
+            continue
+        with sessions.begin() as session:
+            if store.get_run(session, run.id).status.finished:
+                continue  # cancelled because an earlier step failed, or reused and done
+        bars = Bars(not args.json)
+        try:
+            execute_run(sessions, run.id, echo=bars)
+        except Exception as exc:
+            if not keep_going:
+                raise
+            failures.append(f"run {run.id} ({run.kind.value}) failed: {exc}")
+        finally:
+            bars.close()
+    return failures
+
+
+def _wait_for(sessions, run_id: int, bars: Bars, keep_going: bool, failures: list[str]) -> None:
+    try:
+        _wait(sessions, run_id, bars)
+    except AdaptDistillError as exc:
+        if not keep_going:
+            raise
+        failures.append(str(exc))
+
+
+def _train_runs(args, runs) -> None:
+    """Run inline (in order) or queue, then print the runs."""
+    from db import store
+
+    sessions = _sessions()
+    execute_runs(args, runs)
     with sessions.begin() as session:
         data = {"runs": [_run_dict(store.get_run(session, r.id)) for r in runs]}
     lines = [f"run {r['run_id']} {r['kind']}: {r['status']}  {r['output_dir'] or ''}  "
@@ -476,16 +504,20 @@ def _distill_options(p) -> None:
 
 # --- parser --------------------------------------------------------------------------------
 
+def command(parent, name, func, help, json_flag=True):
+    """A subcommand running func(args); with --json unless json_flag is False."""
+    p = parent.add_parser(name, help=help, description=help)
+    p.set_defaults(func=func)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from worker import cli_eval
+
     parser = argparse.ArgumentParser(prog="adapt-distill", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(parent, name, func, help, json_flag=True):
-        p = parent.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
-        return p
 
     p = command(sub, "up", cmd_up, "start an embedded Valkey (unless REDIS_URL is set), a worker and the dashboard",
                 json_flag=False)
@@ -558,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--queue", action="store_true")
     p.add_argument("--wait", action="store_true")
+    cli_eval.register(sub)
     return parser
 
 

@@ -15,8 +15,10 @@ QUEUES = (CPU, GPU)
 # Job arguments are run ids; JSON keeps anything pickled out of Redis.
 SERIALIZER = JSONSerializer
 JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600, RunKind.adaptation: 14 * 86400,
-                 RunKind.distillation: 14 * 86400}
-QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU}
+                 RunKind.distillation: 14 * 86400, RunKind.evaluation: 7 * 86400, RunKind.benchmark: 6 * 3600}
+# Fine-tuning and speed belong on the machine that trains (and serves): the gpu queue.
+QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU,
+             RunKind.evaluation: GPU, RunKind.benchmark: GPU}
 
 
 def redis_url() -> str | None:

@@ -264,35 +264,66 @@ def default_model_dir(analysis_id: int, vocab_size: int) -> Path:
     return settings.home() / "models" / f"expanded-a{analysis_id}-v{vocab_size}"
 
 
-def create_expansion(sessions: sessionmaker[Session], analysis_id: int, vocab_size: int,
-                     out: str | Path | None = None) -> Run:
+PICK = "pick"  # an expansion created before its analysis has finished takes the size the analysis picks
+
+
+def create_expansion(sessions: sessionmaker[Session], analysis_id: int, vocab_size: int | str,
+                     out: str | Path | None = None, parent_id: int | None = None, threshold: float | None = None
+                     ) -> Run:
+    """An expansion run at vocab_size, or at the analysis's pick (vocab_size 'pick', by the
+    analysis's threshold or `threshold`). Of an analysis that has not finished yet, it waits for it
+    and checks the size when it runs."""
     with sessions.begin() as session:
         analysis = store.get_analysis(session, analysis_id)
-        if analysis.run.status != RunStatus.succeeded:
-            raise ConfigError(f"analysis {analysis_id} is {analysis.run.status.value}, not finished: wait for it")
-        available = len(read_tokens(analysis))
-        base = analysis.base_vocab_size
-        if not base < vocab_size <= base + available:
-            raise ConfigError(
-                f"size must be between {base + 1} and {base + available} (base {base} + up to {available} new tokens), "
-                f"got {vocab_size}"
-            )
-        out = Path(out).expanduser().resolve() if out else default_model_dir(analysis_id, vocab_size)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        status = analysis.run.status
+        if status.finished and status != RunStatus.succeeded:
+            raise ConfigError(f"analysis {analysis_id} {status.value}: run it again first")
+        if vocab_size != PICK and not isinstance(vocab_size, int):
+            raise ConfigError(f"size must be a number of tokens or 'pick', got {vocab_size}")
+        if isinstance(vocab_size, int) and status == RunStatus.succeeded:
+            check_size(analysis, vocab_size)
+            out = out or default_model_dir(analysis_id, vocab_size)
+        out = Path(out).expanduser().resolve() if out else None
+        if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"{out} already exists and is not empty: choose another output folder or delete it")
-        params = {"analysis_id": analysis_id, "vocab_size": vocab_size, "output_dir": str(out)}
-        run = store.create_run(session, RunKind.expansion, params, parent_id=analysis.run_id)
+        params = {"analysis_id": analysis_id, "vocab_size": vocab_size,
+                  **({"threshold": threshold} if threshold is not None else {})}
+        run = store.create_run(session, RunKind.expansion, params, parent_id=parent_id or analysis.run_id,
+                               depends_on=[] if status.finished else [analysis.run])
         run.job_id = f"run-{run.id}"
+        run.params = {**params, "output_dir": str(out or settings.runs_dir() / str(run.id) / "model")}
         return run
+
+
+def check_size(analysis: VocabAnalysis, vocab_size: int) -> None:
+    available = len(read_tokens(analysis))
+    base = analysis.base_vocab_size
+    if not base < vocab_size <= base + available:
+        raise ConfigError(
+            f"size must be between {base + 1} and {base + available} (base {base} + up to {available} new "
+            f"tokens), got {vocab_size}"
+        )
+
+
+def picked_size(analysis: VocabAnalysis, threshold: float | None) -> int:
+    points = curve_points(analysis)
+    if not points:
+        raise ConfigError(f"analysis {analysis.id} has no curve: run it again")
+    return pick(points, analysis.threshold if threshold is None else threshold)[0].vocab_size
 
 
 def execute_expansion(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
         from core.expand import expand_model
+        from worker.models import register_run_model
 
         with sessions.begin() as session:
-            params = store.get_run(session, run_id).params
-            analysis = store.get_analysis(session, params["analysis_id"])
+            run = store.get_run(session, run_id)
+            analysis = store.get_analysis(session, run.params["analysis_id"])
+            if run.params["vocab_size"] == PICK:  # known now that the analysis has finished
+                run.params = {**run.params, "vocab_size": picked_size(analysis, run.params.get("threshold"))}
+            check_size(analysis, run.params["vocab_size"])
+            params = dict(run.params)
             tokens = read_tokens(analysis)
             base, base_size = analysis.base_model, analysis.base_vocab_size
             corpus = store.get_corpus(session, analysis.corpus_id)
@@ -309,5 +340,28 @@ def execute_expansion(sessions: sessionmaker[Session], run_id: int, report: Repo
                                file_sha256(weights) if weights.is_file() else "")
             if result.mlm_head_fresh:
                 run.params = {**run.params, "note": "the base had no MLM head; a fresh, untrained one was added"}
+            register_run_model(session, run)
+        record_intrinsic(sessions, run_id, f"run:{run_id}", analysis_corpus_id(sessions, params["analysis_id"]), out,
+                         report)
 
     _execute(sessions, run_id, body)
+
+
+def analysis_corpus_id(sessions: sessionmaker[Session], analysis_id: int) -> int:
+    with sessions.begin() as session:
+        return store.get_analysis(session, analysis_id).corpus_id
+
+
+def record_intrinsic(sessions: sessionmaker[Session], run_id: int, spec: str, corpus_id: int, path: Path,
+                     report=None) -> None:
+    """Measure the model a run has just written to `path` on its corpus (cheap: a sample and the
+    held-out blocks). A failure is written on the run as a note; the model itself is fine."""
+    from worker.evaluation import measure_intrinsic
+
+    try:
+        measure_intrinsic(sessions, spec, corpus_id, run_id, report, path)
+    except Exception as exc:  # the run succeeded; say what could not be measured
+        log.warning("measuring %s failed: %s", spec, exc)
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            run.params = {**run.params, "measure_error": f"{type(exc).__name__}: {exc}"}

@@ -6,11 +6,12 @@ smaller than its teacher before a single run is recorded."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from core.configs import INITS, StudentShape, bert_parameters, default_student
+from core.configs import INITS, PRESETS, SHAPE_FIELDS, StudentShape, bert_parameters, default_student
 from core.errors import ConfigError, ModelError
 from db import store
 from db.models import RunKind, RunStatus
@@ -51,14 +52,34 @@ def folder_shape(folder: Path) -> dict | None:
     return with_parameters(shape)
 
 
+def shape_from_name(name: str, teacher: dict | None) -> StudentShape:
+    """'L3-H192': that many layers and that width, with the teacher's head size and FFN ratio."""
+    match = re.fullmatch(r"L(\d+)-H(\d+)", name.strip(), flags=re.IGNORECASE)
+    if match is None:
+        raise ConfigError(f"unknown student shape '{name}': use a preset ({', '.join(PRESETS)}) or L<layers>-H<hidden>, "
+                          f"e.g. L3-H192")
+    if teacher is None:
+        raise ConfigError(f"the student shape '{name}' takes heads and FFN size from the teacher, whose shape is not "
+                          f"known yet: give --heads and --intermediate too")
+    layers, hidden = int(match[1]), int(match[2])
+    head_size = max(1, teacher["hidden"] // teacher["heads"])
+    return StudentShape(layers, hidden, max(1, hidden // head_size),
+                        max(1, round(hidden * teacher["intermediate"] / teacher["hidden"])))
+
+
 def student_of(params: dict, teacher: dict | None) -> StudentShape:
-    """The student a distillation's params describe: a preset, else the shape derived from the
-    teacher, with explicit layers/hidden/heads/intermediate on top."""
-    base = None
-    if teacher is not None:
+    """The student a distillation's params describe: the four explicit dimensions when all are
+    given; else a preset or an L<layers>-H<hidden> name, else the shape derived from the teacher,
+    with the explicit ones on top."""
+    explicit = {k: params.get(k) for k in SHAPE_FIELDS}
+    if all(v is not None for v in explicit.values()):
+        return StudentShape(**{k: int(v) for k, v in explicit.items()})
+    name, base = params.get("student") or None, None
+    if name is not None and name not in PRESETS:
+        name, base = None, shape_from_name(name, teacher)
+    elif name is None and teacher is not None:
         base = default_student(teacher["layers"], teacher["hidden"], teacher["heads"], teacher["intermediate"])
-    return StudentShape.parse(params.get("student") or None, base=base,
-                              **{k: params.get(k) for k in ("layers", "hidden", "heads", "intermediate")})
+    return StudentShape.parse(name, base=base, **explicit)
 
 
 def spec_shape(session: Session, spec: str, depth: int = 0) -> dict | None:

@@ -19,7 +19,8 @@ from worker import jobs, service
 from worker.queues import JOB_TIMEOUT_S, QUEUE_FOR, SERIALIZER, get_queue
 
 JOB_FUNCTIONS = {RunKind.analysis: jobs.analysis_job, RunKind.expansion: jobs.expansion_job,
-                 RunKind.adaptation: jobs.training_job, RunKind.distillation: jobs.training_job}
+                 RunKind.adaptation: jobs.training_job, RunKind.distillation: jobs.training_job,
+                 RunKind.evaluation: jobs.training_job, RunKind.benchmark: jobs.training_job}
 
 
 def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, queue: str | None = None):
@@ -70,9 +71,10 @@ def submit_expansion(sessions: sessionmaker[Session], connection: Redis, analysi
 
 
 def submit_runs(sessions: sessionmaker[Session], connection: Redis, runs: list[Run], queue: str | None = None) -> None:
-    """Queue training runs in order; each waits (RQ depends_on) for the runs it depends on."""
+    """Queue runs in order; each waits (RQ depends_on) for the runs it depends on. Pipelines and
+    experiments are parents with no job of their own."""
     for run in runs:
-        if run.kind != RunKind.pipeline:
+        if run.kind not in (RunKind.pipeline, RunKind.experiment):
             enqueue(sessions, run.id, connection, queue)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import INITS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig, check_student_smaller
+from core.configs import INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig, check_student_smaller
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.models import inspect_model, resolve_model
@@ -126,7 +126,8 @@ def distill_config(params: dict) -> DistillConfig:
     teacher when the run is created (`student_params`); before that a preset or the four explicit
     dimensions give it, else None (derived from the teacher when the run starts)."""
     explicit = [params.get(k) for k in ("layers", "hidden", "heads", "intermediate")]
-    shape = student_of(params, None) if params.get("student") or all(v is not None for v in explicit) else None
+    known = params.get("student") in PRESETS or all(v is not None for v in explicit)
+    shape = student_of(params, None) if known else None
     fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
     init = params.get("init") if params.get("init") in INITS else "random"  # a model init is resolved at run time
     return DistillConfig(student=shape, init=init,
@@ -319,6 +320,10 @@ def _inputs(sessions, run_id: int, model_key: str):
 
 
 def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
+    """The result, the model as an artifact and as a known model, and its intrinsic measures."""
+    from worker.models import register_run_model
+    from worker.service import record_intrinsic
+
     report.flush()
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
@@ -327,6 +332,9 @@ def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
         weights = out / "model.safetensors"
         store.add_artifact(session, run_id, "model", str(out), folder_size(out),
                            file_sha256(weights) if weights.is_file() else "")
+        register_run_model(session, run)
+        corpus_id = run.params["corpus_id"]
+    record_intrinsic(sessions, run_id, f"{RUN_PREFIX}{run_id}", corpus_id, out, report)
 
 
 def execute_adaptation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
@@ -358,13 +366,21 @@ def execute_distillation(sessions: sessionmaker[Session], run_id: int, report: T
     _execute(sessions, run_id, body)
 
 
-EXECUTORS = {RunKind.adaptation: execute_adaptation, RunKind.distillation: execute_distillation}
+def _evaluation_executors() -> dict:
+    from worker.evaluation import execute_benchmark, execute_evaluation
+
+    return {RunKind.evaluation: execute_evaluation, RunKind.benchmark: execute_benchmark}
+
+
+# Run kinds that train (or measure) models and report like training: progress, metrics, resume.
+EXECUTORS = {RunKind.adaptation: execute_adaptation, RunKind.distillation: execute_distillation,
+             **_evaluation_executors()}
 
 
 def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter:
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
-        total = int(run.params.get("steps") or TrainConfig().steps)
+        total = int(run.params.get("steps") or TrainConfig().steps)  # evaluations say theirs when they start
     return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
 
 

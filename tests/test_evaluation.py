@@ -1,0 +1,193 @@
+"""Judging models as a user does: labelled tasks, evaluations, benchmarks, the model registry and
+its zip export through the `adapt-distill` console script, and a tiny experiment through real
+worker processes. Tiny BERTs built on the fly, generated data with a learnable signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+
+import pytest
+
+from conftest import build_tiny_bert, labelled_examples, stop_process, write_conll, write_corpus, write_task_csv
+from db import store
+from db.models import RunKind, RunStatus
+
+FAST_FINETUNE = ["--epochs", "14", "--lr", "1e-3", "--max-length", "32", "--patience", "0"]
+
+
+@pytest.fixture
+def cli(home):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+
+    def run(*args, ok=True):
+        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
+                                timeout=600)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode == 2, result.stderr
+            assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        return result
+
+    return run
+
+
+def as_json(result) -> dict:
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return build_tiny_bert(tmp_path / "tiny")
+
+
+def test_tasks_are_added_split_and_counted_and_bad_files_are_refused(cli, tmp_path, home):
+    added = as_json(cli("task", "add", str(write_task_csv(tmp_path / "intent.csv")), "--type", "classification",
+                        "--json"))
+    assert added["created"] and added["labels"] == ["alpha", "beta", "gamma"]
+    assert sum(added["sizes"].values()) == 240 and added["sizes"]["test"] == 24  # a seeded, stratified 10%
+    assert added["label_counts"]["train"]["alpha"] == 2 * added["label_counts"]["train"]["beta"]
+    assert added["origin"]["dev"].startswith("split from train (seed 0")
+    again = as_json(cli("task", "add", str(tmp_path / "intent.csv"), "--type", "classification", "--json"))
+    assert again["task_id"] == added["task_id"] and not again["created"]
+
+    ner = as_json(cli("task", "add", str(write_conll(tmp_path / "ner.conll")), "--type", "ner", "--json"))
+    assert ner["labels"][0] == "O" and set(ner["label_counts"]["train"]) == {"LOC", "PER"}
+
+    (tmp_path / "test.csv").write_text("text,label\nthe the xx,delta\n")
+    bad = cli("task", "add", str(tmp_path / "intent.csv"), "--test", str(tmp_path / "test.csv"), "--type",
+              "classification", ok=False)
+    assert "labels that train lacks: delta" in bad.stderr
+    (tmp_path / "tags.conll").write_text("word\nother O\n")
+    bad = cli("task", "add", str(tmp_path / "tags.conll"), "--type", "ner", ok=False)
+    assert "line 1 has no tag column" in bad.stderr
+    listed = as_json(cli("task", "list", "--json"))["tasks"]
+    assert len(listed) == 2
+    assert sorted(p.name for p in (home / "tasks").iterdir()) == sorted(t["sha256"] for t in listed)  # no leftovers
+
+
+def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
+    data = as_json(cli("evaluate", "--model", str(tiny), "--train", str(write_task_csv(tmp_path / "t.csv")),
+                       "--task-type", "classification", "--seeds", "2", *FAST_FINETUNE, "--json"))
+    metrics = data["metrics"]
+    assert {"accuracy", "macro_f1", "micro_f1", "accuracy_std", "macro_f1_std", "per_seed"} <= set(metrics)
+    assert len(metrics["per_seed"]) == 2 and data["metric"] == "macro_f1" and data["status"] == "succeeded"
+    labels = [label for _, label in labelled_examples(240)]
+    majority = Counter(labels).most_common(1)[0][1] / len(labels)
+    assert metrics["accuracy"] > majority + 0.2
+    shown = as_json(cli("models", "show", str(tiny), "--json"))
+    assert shown["kind"] == "folder" and shown["scores"][0]["mean"] == pytest.approx(metrics["macro_f1"])
+
+    excluded = as_json(cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label",
+                           "alpha", "--seeds", "1", "--epochs", "1", "--json"))
+    assert excluded["metric"] == "micro_f1"  # ChemProt style
+    bad = cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label", "delta", ok=False)
+    assert "excluded label(s) delta are not labels of task" in bad.stderr
+
+
+def test_ner_evaluation_scores_entities(cli, tiny, tmp_path):
+    task = as_json(cli("task", "add", str(write_conll(tmp_path / "n.conll")), "--type", "ner", "--json"))
+    data = as_json(cli("evaluate", "--model", str(tiny), "--task", str(task["task_id"]), "--seeds", "1",
+                       *FAST_FINETUNE, "--json"))
+    assert data["metric"] == "entity_f1" and data["metrics"]["entity_f1"] > 0.6
+
+
+def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny, tmp_path, home):
+    from transformers import AutoModel, BertConfig, BertModel
+
+    big = tmp_path / "big"
+    BertModel(BertConfig(vocab_size=94, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=1024, max_position_embeddings=128)).save_pretrained(big)
+    (big / "vocab.txt").write_text((tiny / "vocab.txt").read_text())
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (big / name).write_text((tiny / name).read_text())
+    result = as_json(cli("bench", "--model", str(big), "--model", str(tiny), "--seq-len", "64", "--batch-size", "8",
+                         "--repeats", "10", "--json"))
+    first, second = result["models"]
+    assert set(first) >= {"model", "params", "size_bytes", "latency_ms_p50", "latency_ms_p95", "throughput_per_s",
+                          "speedup_vs_first"}
+    assert first["speedup_vs_first"] == 1.0 and second["speedup_vs_first"] > 1.5
+    assert second["params"] < first["params"] and second["latency_ms_p95"] >= second["latency_ms_p50"]
+
+    corpus = as_json(cli("corpus", "add", str(write_corpus(tmp_path / "c.txt")), "--json"))["corpus_id"]
+    adapted = as_json(cli("adapt", "--teacher", str(tiny), "--corpus", str(corpus), "--steps", "3", "--seq-len", "32",
+                          "--batch-size", "4", "--json"))["runs"][0]
+    listed = as_json(cli("models", "list", "--json"))["models"]
+    spec = f"run:{adapted['run_id']}"
+    made = next(m for m in listed if m["spec"] == spec)
+    assert made["kind"] == "adaptation" and made["parameters"] > 0 and made["intrinsic"]["perplexity"] > 1, made
+    assert {m["spec"] for m in listed} >= {"bundled", spec, str(tiny)}
+    exported = as_json(cli("models", "export", spec, "--out", str(tmp_path / "exports"), "--json"))
+    with zipfile.ZipFile(exported["zip"]) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / names[0].split("/")[0]
+    assert not any("/checkpoints/" in n for n in names)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers") and "## Intrinsic measures" in card
+    assert AutoModel.from_pretrained(folder).config.hidden_size == 32
+    bad = cli("models", "export", "run:999", ok=False)
+    assert "no run with id 999" in bad.stderr
+
+
+def start_worker(home, redis_url):
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.integration
+def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis, redis_url, home, tmp_path):
+    import time
+
+    from worker import evaluation, service
+    from worker.experiments import create_experiment, experiment_view
+    from worker.submit import submit_runs
+
+    teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
+    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
+    small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
+    runs = create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
+                             finetune={"seeds": 1, "epochs": 2, "max_length": 32},
+                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                             vocab={"step": 20, "max_added": 40}, name="tiny")
+    kinds = Counter(r.kind for r in runs[1:])
+    assert kinds == {RunKind.analysis: 1, RunKind.expansion: 1, RunKind.adaptation: 2, RunKind.distillation: 3,
+                     RunKind.evaluation: 6, RunKind.benchmark: 1}
+    submit_runs(sessions, redis, runs)
+    worker = start_worker(home, redis_url)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            with sessions.begin() as session:
+                status = store.get_run(session, runs[0].id).status
+            if status.finished:
+                break
+            time.sleep(0.5)
+        with sessions.begin() as session:
+            view = experiment_view(session, runs[0].id)
+        assert view["status"] == "succeeded", [(r["run_id"], r["kind"], r["status"]) for r in view["runs"]]
+    finally:
+        log = stop_process(worker)
+    assert [r["role"] for r in view["rows"]] == ["adapted teacher", "base teacher", "general student",
+                                                  "adapt-then-distill", "distill-then-adapt", "adapt-and-distill"]
+    for row in view["rows"]:
+        assert row["score"] is not None and 0 <= row["score"] <= 1, row
+        assert row["latency_ms_p50"] > 0 and row["parameters"] > 0, row
+    students = [r for r in view["rows"] if r["role"] not in ("adapted teacher", "base teacher")]
+    teacher_row = view["rows"][0]
+    assert teacher_row["speedup"] == 1.0
+    assert all(r["parameters"] < teacher_row["parameters"] for r in students)  # the default shape compresses
+    with sessions.begin() as session:
+        expansion = next(store.get_run(session, r["run_id"]) for r in view["runs"] if r["kind"] == "expansion")
+        assert isinstance(expansion.params["vocab_size"], int)  # the pick, resolved when it ran
+        assert expansion.status == RunStatus.succeeded
+    assert "Traceback" not in log, log[-3000:]

@@ -1,0 +1,244 @@
+"""Judging models: labelled tasks in the store, evaluation runs (fine-tune a model on a task with
+several seeds), benchmark runs (speed of several models side by side, and their intrinsic
+measures on a corpus), and the intrinsic measures every model-making run records of its output."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import settings
+from core.configs import FinetuneConfig
+from core.corpus import read_documents
+from core.errors import ConfigError
+from core.metrics import primary_metric
+from db import store
+from db.models import Evaluation, Measurement, Run, RunKind, Task
+from worker.models import ensure_model, model_path, model_summary
+from worker.service import Reporter, _execute
+
+FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
+BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": 30, "throughput_repeats": 5,
+                  "warmup": 3}
+
+
+# --- tasks ------------------------------------------------------------------------------------------
+
+def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev: str | Path | None = None,
+             test: str | Path | None = None, name: str | None = None, format: str | None = None,
+             text_field: str = "text", pair_field: str = "text_pair", label_field: str = "label", seed: int = 0,
+             dev_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[Task, bool]:
+    """(task, created): validate and store a labelled task; the same content twice is one task."""
+    from core.tasks import ingest_task
+
+    ingested = ingest_task(type, train, settings.tasks_dir(), dev, test, format, text_field, pair_field, label_field,
+                           seed, dev_fraction, test_fraction)
+    stats = ingested.stats
+    names = {split: Path(path).name for split, path in (("train", train), ("dev", dev), ("test", test)) if path}
+    try:
+        with sessions.begin() as session:
+            existing = store.task_by_sha(session, ingested.sha256)
+            if existing is not None:
+                return existing, False
+            task = Task(name=(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type,
+                        path=str(ingested.path), source_names=names, labels=stats.labels, sizes=stats.sizes,
+                        label_counts=stats.label_counts, origin=stats.origin, has_pair=stats.has_pair)
+            session.add(task)
+            session.flush()
+            return task, True
+    except IntegrityError:  # the same content was added by another process just now
+        with sessions.begin() as session:
+            return store.task_by_sha(session, ingested.sha256), False
+
+
+def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:
+    """Delete a task, its stored files and its evaluations."""
+    with sessions.begin() as session:
+        task = store.get_task(session, task_id)
+        path = Path(task.path)
+        session.delete(task)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def task_dict(task: Task) -> dict:
+    return {"task_id": task.id, "name": task.name, "type": task.type, "labels": list(task.labels),
+            "sizes": dict(task.sizes), "label_counts": dict(task.label_counts), "origin": dict(task.origin),
+            "source_names": dict(task.source_names), "has_pair": task.has_pair, "sha256": task.sha256,
+            "created": task.created_at.isoformat() if task.created_at else None}
+
+
+# --- evaluation runs -----------------------------------------------------------------------------------
+
+def finetune_config(params: dict) -> FinetuneConfig:
+    return FinetuneConfig(**{k: v for k, v in params.items() if k in FINETUNE_FIELDS})
+
+
+def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int, params: dict,
+                      parent_id: int | None = None, depends_on=()) -> Run:
+    """A queued evaluation of a model on a task (its settings checked now)."""
+    config = finetune_config(params)
+    with sessions.begin() as session:
+        task = store.get_task(session, task_id)
+        unknown = sorted(set(config.exclude_labels) - set(task.labels))
+        if unknown:
+            raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of task {task_id} "
+                              f"({', '.join(task.labels[:10])})")
+        metric = config.metric or primary_metric(task.type, config.exclude_labels)
+        record = ensure_model(session, model)
+        run = store.create_run(session, RunKind.evaluation,
+                               {**{k: v for k, v in params.items() if k in FINETUNE_FIELDS},
+                                "model": record.spec, "task_id": task_id},
+                               parent_id=parent_id, depends_on=[store.get_run(session, r.id) for r in depends_on])
+        run.job_id = f"run-{run.id}"
+        settings_ = dataclasses.asdict(config)
+        session.add(Evaluation(run_id=run.id, model_id=record.id, task_id=task_id, metric=metric,
+                               seeds=config.seeds, settings={**settings_, "exclude_labels": list(config.exclude_labels)}))
+        session.flush()
+        return run
+
+
+def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> None:
+    def body(run: Run) -> None:
+        from core.finetune import evaluate_model
+        from core.tasks import load_task
+        from worker.training import Heartbeat, run_dir
+
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            evaluation = store.evaluation_for_run(session, run_id)
+            path = model_path(session, evaluation.model)
+            task_path, metric = Path(evaluation.task.path), evaluation.metric
+            config = finetune_config({**run.params, "metric": metric})
+        task = load_task(task_path)
+        with Heartbeat(sessions, run_id):
+            result = evaluate_model(path, task, run_dir(run_id) / "seeds", config, progress=report,
+                                    cancel=report.cancelled, on_metrics=report.metrics)
+        report.flush()
+        data = result.to_dict()
+        with sessions.begin() as session:
+            evaluation = store.evaluation_for_run(session, run_id)
+            evaluation.results = data
+            run = store.get_run(session, run_id)
+            test = result.test
+            run.params = {**run.params, "result": {
+                "metric": result.metric, "lr": result.lr, "converged": result.converged, "seconds": result.seconds,
+                "test": {k: v for k, v in test.items() if k != "per_seed"},
+                "dev": {k: v for k, v in result.dev.items() if k != "per_seed"}}}
+
+    _execute(sessions, run_id, body)
+
+
+def evaluation_dict(session: Session, run_id: int) -> dict:
+    """An evaluation as `adapt-distill evaluate --json` prints it: the test scores' means, their
+    "<name>_std" and "per_seed", with the model, task and how the seeds went."""
+    evaluation = store.evaluation_for_run(session, run_id)
+    run = evaluation.run
+    results = evaluation.results or {}
+    return {"run_id": run_id, "status": run.status.value, "error": run.error, "model": evaluation.model.spec,
+            "task_id": evaluation.task_id, "metric": evaluation.metric, "seeds": evaluation.seeds,
+            "metrics": results.get("test", {}), "dev": {k: v for k, v in results.get("dev", {}).items()
+                                                           if k != "per_seed"},
+            "converged": results.get("converged"), "lr": results.get("lr"),
+            "epochs": [{"seed": s["seed"], "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
+                        "stopped_early": s["stopped_early"]} for s in results.get("seeds", [])]}
+
+
+# --- benchmark runs and intrinsic measures ---------------------------------------------------------------
+
+def create_benchmark(sessions: sessionmaker[Session], models: list[str], params: dict | None = None,
+                     corpus_id: int | None = None, parent_id: int | None = None, depends_on=()) -> Run:
+    """A queued speed benchmark of several models side by side (the first is the reference), with
+    their intrinsic measures on a corpus when one is given."""
+    if not models:
+        raise ConfigError("benchmark at least one model: pass --model M (more than once to compare)")
+    params = {**BENCH_DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
+    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats"):
+        if not isinstance(params[key], int) or params[key] < 1:
+            raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
+    with sessions.begin() as session:
+        if corpus_id is not None:
+            store.get_corpus(session, corpus_id)
+        specs = [ensure_model(session, m).spec for m in models]
+        if len(set(specs)) != len(specs):
+            raise ConfigError("a model is listed twice: benchmark each model once")
+        run = store.create_run(session, RunKind.benchmark, {**params, "models": specs, "corpus_id": corpus_id},
+                               parent_id=parent_id, depends_on=[store.get_run(session, r.id) for r in depends_on])
+        run.job_id = f"run-{run.id}"
+        return run
+
+
+def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
+    def body(run: Run) -> None:
+        from core.speed import measure_speed
+
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            params = dict(run.params)
+            paths = [(spec, model_path(session, ensure_model(session, spec))) for spec in params["models"]]
+        results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
+                                params["latency_repeats"], params["throughput_repeats"], params["warmup"],
+                                progress=report, cancel=report.cancelled)
+        context = f"{results[0].device} · seq {params['seq_len']} · batch 1 and {params['batch_size']}"
+        with sessions.begin() as session:
+            for result in results:
+                record = ensure_model(session, result.name)
+                session.add(Measurement(model_id=record.id, run_id=run_id, kind="speed", context=context,
+                                        values=result.to_dict()))
+            run = store.get_run(session, run_id)
+            run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
+        corpus_id = params.get("corpus_id")
+        if corpus_id is not None:
+            with sessions.begin() as session:  # models the runs that made them measured already are skipped
+                done = {m.model.spec for m in session.scalars(select(Measurement).where(
+                    Measurement.kind == "intrinsic", Measurement.context.startswith(f"corpus {corpus_id} ·")))}
+            todo = [(spec, path) for spec, path in paths if spec not in done]
+            for k, (spec, path) in enumerate(todo):
+                measure_intrinsic(sessions, spec, corpus_id, run_id,
+                                  (lambda stage, f, k=k: report(stage, (k + f) / len(todo))), path)
+
+    _execute(sessions, run_id, body)
+
+
+def bench_row(result: dict) -> dict:
+    """One model of `adapt-distill bench --json`."""
+    return {"model": result["name"], "params": result["params"], "size_bytes": result["size_bytes"],
+            "latency_ms_p50": result["latency_ms_p50"], "latency_ms_p95": result["latency_ms_p95"],
+            "throughput_per_s": result["throughput_per_s"], "speedup_vs_first": result["speedup_vs_first"],
+            "throughput_speedup_vs_first": result["throughput_speedup_vs_first"], "device": result["device"],
+            "seq_len": result["seq_len"], "batch_size": result["batch_size"]}
+
+
+def measure_intrinsic(sessions: sessionmaker[Session], spec: str, corpus_id: int, run_id: int | None = None,
+                      report=None, path: Path | None = None) -> dict:
+    """Parameters, size, tokens per word and unknown rate on the corpus, and MLM perplexity on
+    its held-out blocks when the model has a trained MLM head; stored as a measurement. `path`
+    is the folder, for a run measuring the model it has just written (not yet succeeded)."""
+    from core.measures import intrinsic_measures
+
+    with sessions.begin() as session:
+        record = ensure_model(session, spec)
+        path = path or model_path(session, record)
+        corpus = store.get_corpus(session, corpus_id)
+        corpus_path, corpus_name = Path(corpus.path), corpus.name
+    if not corpus_path.is_file():
+        raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
+    measures = intrinsic_measures(path, lambda: read_documents(corpus_path), progress=report,
+                                  cancel=getattr(report, "cancelled", None))
+    values = measures.to_dict()
+    with sessions.begin() as session:
+        record = ensure_model(session, spec)
+        session.add(Measurement(model_id=record.id, run_id=run_id, kind="intrinsic",
+                                context=f"corpus {corpus_id} · {corpus_name}"[:200], values=values))
+    return values
+
+
+def models_table(sessions: sessionmaker[Session]) -> list[dict]:
+    from worker.models import list_models
+
+    with sessions.begin() as session:
+        return [model_summary(session, m) for m in list_models(session)]

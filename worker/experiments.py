@@ -1,0 +1,220 @@
+"""Experiments: the paper's comparison on the user's own corpus and task, in one launch.
+
+An experiment is a parent run over a graph of ordinary runs:
+
+    vocabulary analysis -> expansion E (the analysis's pick) of the teacher T
+    adaptation of E                                  -> the adapted teacher
+    distillation of T into a student S               -> the general student G (or --student-init)
+    adaptation of G, with E's new tokens             -> distill-then-adapt
+    distillation of the adapted teacher into a fresh S -> adapt-then-distill
+    distillation of the adapted teacher into adapted G -> adapt-and-distill
+    an evaluation (fine-tuning, N seeds) of every model, then one benchmark of all of them
+
+Every adaptation gets the same steps and every distillation the same steps (the budget). The
+general student stands in for the general small model (MiniLM) the paper starts
+distill-then-adapt and adapt-and-distill from; it is distilled once and shared."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.configs import STRATEGIES
+from core.errors import ConfigError
+from core.vocab import VocabConfig
+from db import store
+from db.models import Run, RunKind
+from worker import evaluation, service, training
+from worker.shapes import RUN_PREFIX, run_id_of
+
+EXPAND_CHOICES = ("pick", "none")
+BASE, ADAPTED, GENERAL = "base teacher", "adapted teacher", "general student"
+ROLE_ORDER = (ADAPTED, BASE, GENERAL, *STRATEGIES)  # the benchmark's order: the adapted teacher is the reference
+
+
+def parse_budget(text: str | None) -> tuple[int | None, int | None]:
+    """'2000' (each adaptation and distillation) or '2000,5000' (adaptation, distillation steps)."""
+    if not text:
+        return None, None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        steps = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"budget '{text}': give steps, e.g. 2000 or 2000,5000 (adaptation, distillation)") from None
+    if len(steps) not in (1, 2) or min(steps) < 1:
+        raise ConfigError(f"budget '{text}': give one or two positive step counts (adaptation, distillation)")
+    return steps[0], steps[-1]
+
+
+def _expansion_of(session: Session, spec: str) -> Run | None:
+    run_id = run_id_of(spec)
+    run = store.get_run(session, run_id) if run_id is not None else None
+    return run if run is not None and run.kind == RunKind.expansion else None
+
+
+def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: int, teacher: str,
+                      strategies: tuple[str, ...] | list[str] = STRATEGIES, student: dict | None = None,
+                      student_init: str | None = None, adapt: dict | None = None, distill: dict | None = None,
+                      finetune: dict | None = None, bench: dict | None = None, expand: str | int = "pick",
+                      vocab: dict | None = None, name: str | None = None) -> list[Run]:
+    """Record an experiment and its runs (nothing is queued here); [experiment, runs in order].
+    Every setting is checked before the first row is written."""
+    strategies = tuple(dict.fromkeys(strategies))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(f"strategies must be some of {', '.join(STRATEGIES)}; got {', '.join(unknown) or 'none'}")
+    if not (expand in EXPAND_CHOICES or (isinstance(expand, int) and expand > 0)):
+        raise ConfigError(f"expand must be pick, none or a number of tokens to add, got {expand}")
+    adapt, distill, finetune = dict(adapt or {}), {**(distill or {}), **(student or {})}, dict(finetune or {})
+    vocab = dict(vocab or {})
+    training.adapt_config(adapt)
+    training.distill_config(distill)
+    evaluation.finetune_config(finetune)
+    vocab_config = VocabConfig(**vocab)
+    with sessions.begin() as session:
+        store.get_corpus(session, corpus_id)
+        store.get_task(session, task_id)
+        teacher = training.check_spec(session, teacher)
+        if student_init:
+            student_init = training.check_spec(session, student_init)
+        expansion = _expansion_of(session, teacher)
+        base = store.get_analysis(session, expansion.params["analysis_id"]).base_model if expansion else teacher
+        # the students are checked against the teacher now: nothing is recorded for a shape that is refused
+        training.student_params(session, base, {**distill, "init": student_init} if student_init else distill)
+    with sessions.begin() as session:
+        parent = store.create_run(session, RunKind.experiment, {
+            "name": name or f"experiment on corpus {corpus_id}, task {task_id}", "corpus_id": corpus_id,
+            "task_id": task_id, "teacher": teacher, "strategies": list(strategies), "student": student or {},
+            "student_init": student_init, "adapt": adapt, "distill": {k: v for k, v in distill.items()
+                                                                      if k not in (student or {})},
+            "finetune": finetune, "bench": bench or {}, "expand": expand, "vocab": vocab})
+        parent_id = parent.id
+    runs: list[Run] = []
+
+    def child(run: Run) -> Run:
+        runs.append(run)
+        return run
+
+    expanded, analysis_id = teacher, None
+    if expansion is None and expand != "none":
+        analysis, reused = service.create_analysis(sessions, corpus_id, teacher, vocab_config)
+        analysis_id = analysis.id
+        if not reused:  # a new analysis belongs to the experiment; a reused one is only waited for
+            with sessions.begin() as session:
+                analysis_run = store.get_run(session, analysis.run_id)
+                analysis_run.parent_id = parent_id
+            child(analysis_run)
+        size = service.PICK if expand == "pick" else analysis.base_vocab_size + int(expand)
+        made = service.create_expansion(sessions, analysis.id, size, parent_id=parent_id,
+                                        threshold=vocab.get("threshold"))
+        expanded = f"{RUN_PREFIX}{child(made).id}"
+    after_expansion = [r for r in runs if r.kind == RunKind.expansion]
+
+    def adaptation(model: str, deps: list[Run], **extra) -> Run:
+        return child(training.create_adaptation(sessions, corpus_id, model, {**adapt, **extra}, parent_id, deps))
+
+    def distillation(teacher_spec: str, deps: list[Run], **extra) -> Run:
+        return child(training.create_distillation(sessions, corpus_id, teacher_spec, {**distill, **extra},
+                                                  parent_id, deps))
+
+    members = [{"role": BASE, "model": base, "run": None}]
+    adapted = adaptation(expanded, after_expansion, strategy="adapted teacher")
+    members.append({"role": ADAPTED, "model": f"{RUN_PREFIX}{adapted.id}", "run": adapted.id})
+    needs_general = {"distill-then-adapt", "adapt-and-distill"} & set(strategies)
+    general_run = adapted_general = None
+    if needs_general:
+        if student_init:
+            general = student_init
+        else:
+            general_run = distillation(base, [], strategy=GENERAL)
+            general = f"{RUN_PREFIX}{general_run.id}"
+        members.append({"role": GENERAL, "model": general, "run": general_run.id if general_run else None})
+        adapted_general = adaptation(general, [r for r in (general_run, *after_expansion) if r is not None],
+                                     align_to=expanded, strategy="distill-then-adapt")
+        if "distill-then-adapt" in strategies:
+            members.append({"role": "distill-then-adapt", "model": f"{RUN_PREFIX}{adapted_general.id}",
+                            "run": adapted_general.id})
+    if "adapt-then-distill" in strategies:
+        made = distillation(f"{RUN_PREFIX}{adapted.id}", [adapted], strategy="adapt-then-distill")
+        members.append({"role": "adapt-then-distill", "model": f"{RUN_PREFIX}{made.id}", "run": made.id})
+    if "adapt-and-distill" in strategies:
+        made = distillation(f"{RUN_PREFIX}{adapted.id}", [adapted, adapted_general], strategy="adapt-and-distill",
+                            init=f"{RUN_PREFIX}{adapted_general.id}")
+        members.append({"role": "adapt-and-distill", "model": f"{RUN_PREFIX}{made.id}", "run": made.id})
+    by_id = {r.id: r for r in runs}
+    for member in members:
+        deps = [by_id[member["run"]]] if member["run"] else []
+        member["evaluation"] = child(evaluation.create_evaluation(sessions, member["model"], task_id, finetune,
+                                                                  parent_id, deps)).id
+    ordered = sorted(members, key=lambda m: ROLE_ORDER.index(m["role"]))
+    model_runs = [by_id[m["run"]] for m in members if m["run"]]
+    benchmark = child(evaluation.create_benchmark(sessions, [m["model"] for m in ordered], bench, corpus_id,
+                                                  parent_id, model_runs))
+    with sessions.begin() as session:
+        parent = store.get_run(session, parent_id)
+        parent.params = {**parent.params, "members": members, "benchmark_run": benchmark.id,
+                         "analysis_id": analysis_id, "expanded_teacher": expanded}
+        return [parent] + [store.get_run(session, r.id) for r in runs]
+
+
+def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
+    """A new experiment with the settings of an earlier one."""
+    with sessions.begin() as session:
+        run = store.get_run(session, experiment_id)
+        if run.kind != RunKind.experiment:
+            raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
+        p = dict(run.params)
+    return create_experiment(sessions, p["corpus_id"], p["task_id"], p["teacher"], p["strategies"], p["student"],
+                             p["student_init"], p["adapt"], p["distill"], p["finetune"], p["bench"], p["expand"],
+                             p["vocab"], f"{p['name']} (again)")
+
+
+def experiment_view(session: Session, experiment_id: int) -> dict:
+    """The experiment's table: a row per model with its role, score (mean and std over seeds),
+    parameters, size, latency, throughput and speed-up against the adapted teacher."""
+    from worker.models import ensure_model
+
+    run = store.get_run(session, experiment_id)
+    if run.kind != RunKind.experiment:
+        raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
+    p = run.params
+    bench_id = p.get("benchmark_run")
+    rows = []
+    for member in p.get("members", []):
+        record = ensure_model(session, member["model"])
+        evaluation_ = store.evaluation_for_run(session, member["evaluation"])
+        results = evaluation_.results or {}
+        test = results.get("test", {})
+        speed = next((m.values for m in record.measurements if m.kind == "speed" and m.run_id == bench_id), None)
+        intrinsic = next((m.values for m in sorted(record.measurements, key=lambda m: m.id, reverse=True)
+                          if m.kind == "intrinsic"), None)
+        model_run = store.get_run(session, member["run"]) if member["run"] else None
+        rows.append({
+            "role": member["role"], "model": record.spec, "name": record.name, "model_id": record.id,
+            "model_status": model_run.status.value if model_run else "succeeded",
+            "evaluation_run": member["evaluation"], "evaluation_status": evaluation_.run.status.value,
+            "metric": evaluation_.metric, "score": test.get(evaluation_.metric),
+            "score_std": test.get(f"{evaluation_.metric}_std"), "seeds": test.get("seeds"),
+            "per_seed": [s.get(evaluation_.metric) for s in test.get("per_seed", [])],
+            "converged": results.get("converged"), "parameters": record.parameters, "size_bytes": record.size_bytes,
+            "latency_ms_p50": speed and speed["latency_ms_p50"], "latency_ms_p95": speed and speed["latency_ms_p95"],
+            "throughput_per_s": speed and speed["throughput_per_s"],
+            "speedup": speed and speed["speedup_vs_first"],
+            "throughput_speedup": speed and speed["throughput_speedup_vs_first"],
+            "perplexity": intrinsic and intrinsic.get("perplexity"),
+            "tokens_per_word": intrinsic and intrinsic.get("tokens_per_word"),
+        })
+    rows.sort(key=lambda r: ROLE_ORDER.index(r["role"]) if r["role"] in ROLE_ORDER else 99)
+    children = store.children(session, experiment_id)
+    return {"experiment_id": experiment_id, "name": p.get("name"), "status": run.status.value, "stage": run.stage,
+            "progress": run.progress, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},
+            "rows": rows, "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
+                                    "stage": c.stage, "progress": c.progress,
+                                    "seconds": (c.finished_at - c.started_at).total_seconds()
+                                    if c.finished_at and c.started_at else None,
+                                    "strategy": (c.params or {}).get("strategy")} for c in children]}
+
+
+def list_experiments(session: Session) -> list[dict]:
+    return [{"experiment_id": r.id, "name": r.params.get("name"), "status": r.status.value, "stage": r.stage,
+             "progress": r.progress, "created": r.created_at.isoformat() if r.created_at else None}
+            for r in store.list_runs(session, RunKind.experiment, limit=500)]

@@ -1,0 +1,328 @@
+"""The models the product knows: the bundled one, every model a run wrote (`run:ID`) and any local
+folder a user evaluated or benchmarked. Each has one row in the store, with its shape, size and
+lineage; scores and measurements hang off it. A zip export carries a generated model card."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+from collections.abc import Sequence
+from datetime import timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from core import settings
+from core.errors import ConfigError, ModelError, NotFound
+from core.models import BUNDLED, count_parameters, folder_size, inspect_model, resolve_model
+from db import store
+from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus
+from worker.shapes import RUN_PREFIX, folder_shape, run_id_of
+
+MODEL_KINDS = (RunKind.expansion, RunKind.adaptation, RunKind.distillation)
+BUNDLED_LABEL = "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"
+
+
+def _short(spec: str | None) -> str:
+    """A folder by its name; bundled, hub ids and run:ID as they are."""
+    return Path(spec).name if spec and Path(spec).is_absolute() else str(spec)
+
+
+def model_name(run: Run) -> str:
+    """How a run's model is shown: 'run:7 · adapted bundled', 'run:9 · student of run:7 (L3-H192)'."""
+    params = run.params or {}
+    if run.kind == RunKind.expansion:
+        size = params.get("vocab_size")
+        return f"{RUN_PREFIX}{run.id} · expanded vocab " + (f"{size:,}" if isinstance(size, int) else "(the pick)")
+    if run.kind == RunKind.adaptation:
+        return f"{RUN_PREFIX}{run.id} · adapted {_short(params.get('model'))}"
+    shape = f" (L{params['layers']}-H{params['hidden']})" if params.get("layers") and params.get("hidden") else ""
+    return f"{RUN_PREFIX}{run.id} · student of {_short(params.get('teacher'))}{shape}"
+
+
+def normalize_spec(session: Session, spec: str) -> str:
+    """'bundled', 'run:ID' (also for a folder a run wrote), an absolute folder, or a hub id."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise ConfigError("no model given: pass bundled, run:ID, a model folder or a hub id")
+    run_id = run_id_of(spec)
+    if run_id is not None:
+        run = store.get_run(session, run_id)
+        if run.kind not in MODEL_KINDS:
+            raise ConfigError(f"run {run_id} is a {run.kind.value}; it made no model")
+        return spec
+    if spec == BUNDLED:
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        resolved = str(path.resolve())
+        owner = session.scalar(select(Run.id).where(Run.output_dir == resolved, Run.kind.in_(MODEL_KINDS),
+                                                    Run.status == RunStatus.succeeded).limit(1))
+        return f"{RUN_PREFIX}{owner}" if owner else resolved
+    resolve_model(spec)  # a missing folder or an unreachable hub id fails here, clearly
+    return spec
+
+
+def model_path(session: Session, record: ModelRecord) -> Path:
+    """The folder of a model that exists now; a clear error for a run that has not finished."""
+    run_id = run_id_of(record.spec)
+    if run_id is not None:
+        run = store.get_run(session, run_id)
+        if run.status != RunStatus.succeeded or not run.output_dir:
+            raise ConfigError(f"run {run_id} has no finished model yet ({run.status.value})")
+        path = Path(run.output_dir)
+    else:
+        path = resolve_model(record.spec)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"the model folder of {record.spec} is gone ({path}): run it again or remove it")
+    return path
+
+
+def fill_details(session: Session, record: ModelRecord, path: Path | None = None) -> None:
+    """Shape, parameters and size from the folder (`path`, for a run's model before the run is
+    marked succeeded), once it exists."""
+    if path is None:
+        try:
+            path = model_path(session, record)
+        except (ConfigError, ModelError):
+            return
+    record.path = str(path)
+    shape = folder_shape(path) or {}
+    for key in ("vocab_size", "layers", "hidden", "heads", "intermediate"):
+        setattr(record, key, shape.get(key))
+    record.parameters = count_parameters(path)
+    record.size_bytes = folder_size(path)
+
+
+def ensure_model(session: Session, spec: str) -> ModelRecord:
+    """The model's row, created the first time the product meets it (a queued run's model too)."""
+    spec = normalize_spec(session, spec)
+    record = session.scalar(select(ModelRecord).where(ModelRecord.spec == spec))
+    if record is None:
+        run_id = run_id_of(spec)
+        if run_id is not None:
+            run = store.get_run(session, run_id)
+            record = ModelRecord(spec=spec, name=model_name(run)[:200], kind=run.kind.value, run_id=run.id,
+                                 path=run.output_dir)
+        elif spec == BUNDLED:
+            record = ModelRecord(spec=spec, name=BUNDLED_LABEL, kind="bundled")
+        else:
+            inspect_model(spec)  # a folder the product can read (BERT family, safetensors)
+            record = ModelRecord(spec=spec, name=_short(spec)[:200], kind="folder")
+        session.add(record)
+        session.flush()
+    if record.parameters is None:
+        fill_details(session, record)
+    return record
+
+
+def register_run_model(session: Session, run: Run) -> ModelRecord:
+    """Record the model a run has just written (its name follows the settings it ran with)."""
+    record = ensure_model(session, f"{RUN_PREFIX}{run.id}")
+    record.name = model_name(run)[:200]
+    fill_details(session, record, Path(run.output_dir))
+    return record
+
+
+def get_model(session: Session, spec_or_id: str | int) -> ModelRecord:
+    if isinstance(spec_or_id, int) or str(spec_or_id).isdigit():
+        record = session.get(ModelRecord, int(spec_or_id))
+        if record is None:
+            raise NotFound(f"no model with id {spec_or_id}: `adapt-distill models list` shows them")
+        return record
+    return ensure_model(session, str(spec_or_id))
+
+
+def list_models(session: Session) -> Sequence[ModelRecord]:
+    """Every known model, newest first, the bundled one always among them. Models of runs that
+    finished before the store knew models are added on the way."""
+    ensure_model(session, BUNDLED)
+    known = set(session.scalars(select(ModelRecord.run_id).where(ModelRecord.run_id.is_not(None))))
+    for run in session.scalars(select(Run).where(Run.kind.in_(MODEL_KINDS), Run.status == RunStatus.succeeded,
+                                                 Run.output_dir.is_not(None))):
+        if run.id not in known:
+            register_run_model(session, run)
+    for record in session.scalars(select(ModelRecord).where(ModelRecord.parameters.is_(None))):
+        fill_details(session, record)
+    return session.scalars(select(ModelRecord).options(selectinload(ModelRecord.evaluations),
+                                                       selectinload(ModelRecord.measurements))
+                           .order_by(ModelRecord.id.desc())).all()
+
+
+def lineage(session: Session, record: ModelRecord) -> list[dict]:
+    """The chain of runs behind a model, newest first: {run, kind, what, corpus_id} per step."""
+    chain, spec, seen = [], record.spec, set()
+    while (run_id := run_id_of(spec)) is not None and run_id not in seen:
+        seen.add(run_id)
+        run = store.get_run(session, run_id)
+        params = run.params or {}
+        item = {"run": run.id, "kind": run.kind.value, "name": model_name(run), "status": run.status.value,
+                "corpus_id": params.get("corpus_id")}
+        if run.kind == RunKind.expansion:
+            analysis = store.get_analysis(session, params["analysis_id"])
+            item |= {"analysis_id": analysis.id, "corpus_id": analysis.corpus_id, "vocab_size": params.get("vocab_size")}
+            chain.append(item)
+            spec = analysis.base_model
+            continue
+        chain.append(item)
+        spec = params.get("model") if run.kind == RunKind.adaptation else params.get("teacher")
+        init = params.get("init")
+        if run.kind == RunKind.distillation and init and init not in ("random", "teacher"):
+            item["student_init"] = init
+    chain.append({"run": None, "kind": "base", "name": spec, "status": None, "corpus_id": None})
+    return chain
+
+
+# --- scores and measures as the pages and the CLI show them -----------------------------------
+
+def latest_measurement(record: ModelRecord, kind: str) -> Measurement | None:
+    found = [m for m in record.measurements if m.kind == kind]
+    return max(found, key=lambda m: (m.created_at.replace(tzinfo=timezone.utc) if m.created_at.tzinfo is None
+                                     else m.created_at, m.id)) if found else None
+
+
+def finished_evaluations(record: ModelRecord) -> list[Evaluation]:
+    return [e for e in record.evaluations if e.run.status == RunStatus.succeeded and e.results]
+
+
+def model_summary(session: Session, record: ModelRecord) -> dict:
+    """A model as the CLI prints it and the pages list it."""
+    speed = latest_measurement(record, "speed")
+    intrinsic = latest_measurement(record, "intrinsic")
+    scores = []
+    for evaluation in finished_evaluations(record):
+        test = evaluation.results.get("test", {})
+        scores.append({"evaluation_run": evaluation.run_id, "task_id": evaluation.task_id,
+                       "task": evaluation.task.name, "metric": evaluation.metric,
+                       "mean": test.get(evaluation.metric), "std": test.get(f"{evaluation.metric}_std"),
+                       "seeds": evaluation.seeds})
+    return {
+        "model_id": record.id, "spec": record.spec, "name": record.name, "kind": record.kind,
+        "run_id": record.run_id, "path": record.path, "parameters": record.parameters,
+        "size_bytes": record.size_bytes, "vocab_size": record.vocab_size, "layers": record.layers,
+        "hidden": record.hidden, "heads": record.heads, "intermediate": record.intermediate,
+        "created": record.created_at.isoformat() if record.created_at else None,
+        "scores": scores,
+        "speed": dict(speed.values, context=speed.context, run_id=speed.run_id) if speed else None,
+        "intrinsic": dict(intrinsic.values, context=intrinsic.context) if intrinsic else None,
+    }
+
+
+# --- model cards and export ---------------------------------------------------------------------
+
+def card_info(session: Session, record: ModelRecord) -> dict:
+    """What the model card says: lineage, data, vocabulary, training, scores, speed, versions."""
+    from core.card import library_versions
+    from core.training import read_json
+
+    path = model_path(session, record)
+    meta = read_json(path / "adapt_distill.json")
+    summary = model_summary(session, record)
+    info: dict = {"name": record.name, "kind": meta.get("kind", record.kind),
+                  "created": record.created_at.date().isoformat() if record.created_at else None,
+                  "versions": library_versions(), "mlm_head_trained": meta.get("mlm_head_trained", True)}
+    chain = lineage(session, record)
+    info["base_model"] = chain[-1]["name"]
+    corpus_id = next((step["corpus_id"] for step in chain if step.get("corpus_id")), None)
+    if corpus_id is not None:
+        corpus = session.get(Corpus, corpus_id)
+        if corpus is not None:
+            info["corpus"] = {"name": corpus.name, "sha256": corpus.sha256, "documents": corpus.documents,
+                              "bytes": corpus.bytes}
+    if "added_tokens" in meta:
+        info["vocabulary"] = {"base_vocab_size": meta.get("base_vocab_size"), "added_tokens": meta["added_tokens"],
+                              "vocab_size": record.vocab_size, "analysis_id": meta.get("analysis_id")}
+    info["shape"] = {k: summary[k] for k in ("layers", "hidden", "heads", "intermediate", "vocab_size", "parameters",
+                                             "size_bytes")}
+    training = {name: meta[key] for name, key in (("adaptation", "adapt_config"), ("distillation", "distill_config"))
+                if isinstance(meta.get(key), dict)}
+    if training:
+        info["training"] = {name: _flat(settings_) for name, settings_ in training.items()}
+    strategy = strategy_of(session, record)
+    if strategy:
+        info["strategy"] = strategy
+    scores = []
+    for evaluation in finished_evaluations(record):
+        test = evaluation.results.get("test", {})
+        numbers = {k: v for k, v in test.items() if isinstance(v, float) and not k.endswith("_std")}
+        scores.append({"task": evaluation.task.name, "task_type": evaluation.task.type,
+                       "task_sha256": evaluation.task.sha256, "metric": evaluation.metric, "seeds": evaluation.seeds,
+                       "per_seed": [s.get(evaluation.metric) for s in test.get("per_seed", [])],
+                       "metrics": numbers, "std": {k: test.get(f"{k}_std") for k in numbers}})
+    if scores:
+        info["scores"] = scores
+    if summary["speed"]:
+        info["speed"] = {k: summary["speed"].get(k) for k in ("device", "seq_len", "batch_size", "latency_ms_p50",
+                                                              "latency_ms_p95", "throughput_per_s")}
+    if summary["intrinsic"]:
+        info["intrinsic"] = {**summary["intrinsic"], "corpus": summary["intrinsic"].get("context")}
+    return info
+
+
+def _flat(config: dict) -> dict:
+    """A nested settings dict as one level (train.lr -> lr)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= {k: v for k, v in _flat(value).items() if k not in out}
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def strategy_of(session: Session, record: ModelRecord) -> str | None:
+    """The paper's order a model was made by: its run's own (experiments label their runs) or
+    its pipeline's."""
+    if record.run_id is None:
+        return None
+    run = store.get_run(session, record.run_id)
+    if run.params.get("strategy"):
+        return run.params["strategy"]
+    parent = store.get_run(session, run.parent_id) if run.parent_id else None
+    return parent.params.get("strategy") if parent is not None and parent.kind == RunKind.pipeline else None
+
+
+def write_card(sessions: sessionmaker[Session], spec: str) -> Path:
+    """(Re)write the model card README.md in the model's folder; its path."""
+    from core.card import write_model_card
+
+    with sessions.begin() as session:
+        record = ensure_model(session, spec)
+        path = model_path(session, record)
+        info = card_info(session, record)
+    if record.kind in ("bundled", "folder"):
+        raise ConfigError(f"{spec} is not a model adapt-distill made; its folder is left as it is")
+    return write_model_card(path, info)
+
+
+def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None) -> Path:
+    """A zip of the model folder (checkpoints left out) with a fresh model card, written under a
+    temporary name and renamed; the zip's path."""
+    from core.card import model_card
+
+    with sessions.begin() as session:
+        record = ensure_model(session, spec)
+        path = model_path(session, record)
+        info = card_info(session, record)
+        name = record.spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
+    if out is None:
+        out = settings.home() / "exports" / f"{name}.zip"
+    out = Path(out).expanduser()
+    if out.is_dir():
+        out = out / f"{name}.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path)
+                if file.is_file() and relative.parts[0] not in ("checkpoints",) and file.name != "README.md":
+                    archive.write(file, f"{name}/{relative.as_posix()}")
+            archive.writestr(f"{name}/README.md", model_card(info))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
