@@ -179,3 +179,104 @@ def lr_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
     fig.update_yaxes(title_text="learning rate", exponentformat="e", showgrid=True, gridcolor="#eee",
                      rangemode="tozero")
     return fig
+
+
+# --- judging models -----------------------------------------------------------------------------
+
+PARETO = "#d62728"
+POINT_COLORS = ("#1f5fbf", "#2ca02c", "#7b3fb5", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (latency, score) points: True where no other point is at least as fast and as good and
+    strictly better in one of the two (lower latency is better, higher score is better)."""
+    front = []
+    for i, (latency, score) in enumerate(points):
+        dominated = any((ol <= latency and os_ >= score) and (ol < latency or os_ > score)
+                        for j, (ol, os_) in enumerate(points) if j != i)
+        front.append(not dominated)
+    return front
+
+
+def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None) -> go.Figure | None:
+    """Score against latency at batch 1 (log axis): a bubble per model sized by its parameters,
+    error bars of the standard deviation over seeds, the Pareto front drawn through the models no
+    other beats on both. rows: {label, score, score_std, latency_ms_p50, parameters[, group_key]}.
+    None when no row has both a score and a latency."""
+    rows = [r for r in rows if r.get("score") is not None and r.get("latency_ms_p50")]
+    if not rows:
+        return None
+    front = pareto_front([(r["latency_ms_p50"], r["score"]) for r in rows])
+    largest = max(r.get("parameters") or 1 for r in rows)
+    groups = list(dict.fromkeys(r.get(group_key) for r in rows)) if group_key else [None]
+    fig = go.Figure()
+    for g, group in enumerate(groups):
+        members = [r for r in rows if group_key is None or r.get(group_key) == group]
+        fig.add_trace(go.Scatter(
+            x=[r["latency_ms_p50"] for r in members], y=[r["score"] for r in members], mode="markers+text",
+            name=str(group) if group_key else "models", text=[r["label"] for r in members],
+            textposition="top center", cliponaxis=False,
+            marker=dict(size=[12 + 38 * ((r.get("parameters") or 1) / largest) ** 0.5 for r in members],
+                        color=POINT_COLORS[g % len(POINT_COLORS)], opacity=0.75, line=dict(color="white", width=1)),
+            error_y=dict(type="data", array=[r.get("score_std") or 0 for r in members], visible=True,
+                         color="#999", thickness=1),
+            customdata=[[r.get("parameters") or 0, r.get("score_std") or 0] for r in members],
+            hovertemplate=(f"%{{text}}<br>{metric} %{{y:.4f}} ± %{{customdata[1]:.4f}}<br>%{{x:.2f}} ms at batch 1"
+                           "<br>%{customdata[0]:,} parameters<extra></extra>"),
+        ))
+    best = sorted(((r["latency_ms_p50"], r["score"]) for r, on in zip(rows, front) if on))
+    fig.add_trace(go.Scatter(x=[p[0] for p in best], y=[p[1] for p in best], mode="lines", name="Pareto front",
+                             line=dict(color=PARETO, dash="dot", width=2), hoverinfo="skip"))
+    scores = [r["score"] for r in rows]
+    pad = max(0.02, 0.15 * (max(scores) - min(scores)))
+    fig.update_layout(height=440, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    fig.update_xaxes(title_text="latency at batch 1 (ms, log scale): lower is faster", type="log", showgrid=True,
+                     gridcolor="#eee", automargin=True)
+    fig.update_yaxes(title_text=f"{metric} on test (mean over seeds)", range=[min(scores) - pad, max(scores) + pad],
+                     showgrid=True, gridcolor="#eee", automargin=True)
+    return fig
+
+
+def dev_curves_figure(history: dict[str, dict[str, list]], metric: str) -> go.Figure | None:
+    """An evaluation's dev score per epoch, a line per seed (metric names 'seed<N>/dev_<metric>'),
+    so a user sees whether each seed levelled off; None before the first epoch ends."""
+    seeds = sorted(name for name in history if name.endswith(f"/dev_{metric}"))
+    if not seeds:
+        return None
+    fig = go.Figure()
+    for i, name in enumerate(seeds):
+        series = history[name]
+        fig.add_trace(go.Scatter(x=series["step"], y=series["value"], mode="lines+markers", name=name.split("/")[0],
+                                 line=dict(color=POINT_COLORS[i % len(POINT_COLORS)], width=2),
+                                 hovertemplate=f"{name.split('/')[0]} epoch %{{x}}: {metric} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    fig.update_xaxes(title_text="epoch", dtick=1, showgrid=False)
+    fig.update_yaxes(title_text=f"dev {metric}", showgrid=True, gridcolor="#eee")
+    return fig
+
+
+def overlay_figure(histories: dict[str, dict[str, list]], names: tuple[str, ...] = ("loss", "heldout_loss",
+                                                                                     "heldout_relation_loss")
+                   ) -> go.Figure | None:
+    """The training and held-out losses of several runs on one chart (a colour per run, dashed for
+    held-out); None when none of them logged a loss."""
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories.items()):
+        for name in names:
+            series = history.get(name) or {}
+            if not series.get("step"):
+                continue
+            heldout = name != "loss"
+            fig.add_trace(go.Scatter(x=series["step"], y=series["value"], name=f"{label} · {name.replace('_', ' ')}",
+                                     mode="lines+markers" if heldout else "lines",
+                                     line=dict(color=POINT_COLORS[i % len(POINT_COLORS)], dash="dash" if heldout
+                                               else None, width=2)))
+    if not fig.data:
+        return None
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white", hovermode="x unified",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
+    fig.update_yaxes(title_text="loss", showgrid=True, gridcolor="#eee", tickformat=".3~g")
+    return fig

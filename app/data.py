@@ -20,8 +20,9 @@ from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Corpus, Metric, Run, RunKind, RunStatus, VocabAnalysis
+from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis
 from worker import service
+from worker.models import BUNDLED_LABEL, model_name
 from worker.shapes import RUN_PREFIX, folder_shape
 
 UPLOAD_TYPES = ["txt", "jsonl", "csv", "tsv", "gz"]
@@ -194,6 +195,7 @@ def overview(sessions: sessionmaker[Session], recent: int = 10) -> dict:
     """Counts of what exists and the most recent runs."""
     with sessions.begin() as session:
         corpora = session.scalar(select(func.count()).select_from(Corpus)) or 0
+        tasks = session.scalar(select(func.count()).select_from(Task)) or 0
         by_kind_status = session.execute(
             select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)).all()
         runs = [run_dict(r) for r in store.list_runs(session, limit=recent)]
@@ -202,7 +204,7 @@ def overview(sessions: sessionmaker[Session], recent: int = 10) -> dict:
         counts.setdefault(kind.value, {})[status.value] = n
     active = sum(n for kinds in counts.values() for status, n in kinds.items()
                  if status in (RunStatus.queued.value, RunStatus.running.value))
-    return {"corpora": corpora, "runs": counts, "active": active, "recent": runs}
+    return {"corpora": corpora, "tasks": tasks, "runs": counts, "active": active, "recent": runs}
 
 
 def clear_caches() -> None:
@@ -218,6 +220,7 @@ STUDENT_PRESETS = PRESETS
 AUTO_STUDENT = "auto"  # half the teacher's layers and width (core.configs.default_student)
 SHAPE_KEYS = ("layers", "hidden", "heads", "intermediate")
 TRAINABLE = ("adaptation", "distillation")
+RESUMABLE_KINDS = TRAINABLE + ("evaluation", "benchmark")  # continue from their checkpoints
 TRAIN_DEFAULTS = {
     "adapt_steps": 1000, "distill_steps": 1000, "adapt_lr": 5e-5, "distill_lr": 5e-4, "batch_size": 32,
     "seq_len": 128, "grad_accum": 1, "warmup": 0.06, "schedule": "linear", "seed": 0, "eval_every": 200,
@@ -262,21 +265,6 @@ def training_params(choices: dict) -> tuple[dict, dict]:
     return adapt, distill
 
 
-def _model_label(run: Run) -> str:
-    params = run.params or {}
-
-    def short(spec: str | None) -> str:  # a folder by its name; bundled, hub ids and run:ID as they are
-        return Path(spec).name if spec and Path(spec).is_absolute() else str(spec)
-
-    if run.kind == RunKind.expansion:
-        return f"{RUN_PREFIX}{run.id} · expanded vocab {params.get('vocab_size', 0):,}"
-    if run.kind == RunKind.adaptation:
-        return f"{RUN_PREFIX}{run.id} · adapted {short(params.get('model'))}"
-    students = (params.get("result") or {}).get("student_parameters")
-    size = f" ({count(students)} parameters)" if students else ""
-    return f"{RUN_PREFIX}{run.id} · student of {short(params.get('teacher'))}{size}"
-
-
 def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
     """Models a training run can start from, as {spec, kind, label}: the bundled model, then the
     models that finished expansions, adaptations and distillations wrote, newest first."""
@@ -285,8 +273,8 @@ def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
             select(Run).where(Run.kind.in_([RunKind.expansion, RunKind.adaptation, RunKind.distillation]),
                               Run.status == RunStatus.succeeded, Run.output_dir.is_not(None))
             .order_by(Run.id.desc())).all()
-        made = [{"spec": f"{RUN_PREFIX}{r.id}", "kind": r.kind.value, "label": _model_label(r)} for r in runs]
-    return [{"spec": "bundled", "kind": "bundled", "label": "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"}] + made
+        made = [{"spec": f"{RUN_PREFIX}{r.id}", "kind": r.kind.value, "label": model_name(r)} for r in runs]
+    return [{"spec": "bundled", "kind": "bundled", "label": BUNDLED_LABEL}] + made
 
 
 def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
@@ -562,6 +550,11 @@ def run_view(sessions: sessionmaker[Session], run_id: int) -> dict:
             "inputs": _inputs(session, params),
             "artifacts": [{"kind": a.kind, "path": a.path, "bytes": a.bytes} for a in run.artifacts],
         }
+
+
+def evaluation_metric(sessions: sessionmaker[Session], run_id: int) -> str:
+    with sessions.begin() as session:
+        return store.evaluation_for_run(session, run_id).metric
 
 
 def metric_history(sessions: sessionmaker[Session], run_id: int) -> dict[str, dict[str, list]]:

@@ -14,6 +14,9 @@ page = st.navigation([
     st.Page("views/vocabulary.py", title="Vocabulary", icon=":material/insights:", url_path="vocabulary"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("views/tasks.py", title="Tasks", icon=":material/label:", url_path="tasks"),
+    st.Page("views/experiments.py", title="Experiment", icon=":material/science:", url_path="experiment"),
+    st.Page("views/models.py", title="Models", icon=":material/view_in_ar:", url_path="models"),
 ])
 
 try:

@@ -147,3 +147,26 @@ def save_screenshot(page, url: str, path: Path) -> None:
     page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1280,
                                           "height": min(1000, round(box["y"] + box["height"] + 16))})
     page.set_viewport_size(VIEWPORT)
+
+
+def test_the_models_page_shows_score_against_latency(page, dashboard, sessions, tmp_path):
+    """A tiny experiment run in this process, then the Models page in the browser: the table and the
+    chart with a bubble per model and the Pareto front."""
+    from playwright.sync_api import expect
+
+    from test_app_judging import finished_experiment
+
+    finished_experiment.__wrapped__(sessions, tmp_path)
+    page.goto(f"{dashboard}/models")
+    expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible()
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible(timeout=60_000)
+    expect(chart.locator(".scatterlayer .trace").first).to_be_visible()
+    expect(chart.get_by_text("Pareto front")).to_be_visible()
+    points = chart.locator(".scatterlayer .trace").first.locator("path.point")
+    expect(points).to_have_count(6)  # base and adapted teacher, general student, three strategies
+    expect(page.get_by_role("button", name="Download as zip")).to_be_visible()  # the newest model, a student
+    if os.environ.get("ADAPT_DISTILL_SCREENSHOT"):
+        page.wait_for_timeout(1500)
+        target = Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]).with_name("models.png")
+        page.screenshot(path=str(target if target.is_absolute() else ROOT / target), full_page=True)

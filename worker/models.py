@@ -146,9 +146,10 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
             register_run_model(session, run)
     for record in session.scalars(select(ModelRecord).where(ModelRecord.parameters.is_(None))):
         fill_details(session, record)
-    return session.scalars(select(ModelRecord).options(selectinload(ModelRecord.evaluations),
-                                                       selectinload(ModelRecord.measurements))
-                           .order_by(ModelRecord.id.desc())).all()
+    records = session.scalars(select(ModelRecord).options(selectinload(ModelRecord.evaluations),
+                                                          selectinload(ModelRecord.measurements))
+                              .order_by(ModelRecord.id.desc())).all()
+    return sorted(records, key=lambda r: r.spec == BUNDLED)  # the models made here first, newest first
 
 
 def lineage(session: Session, record: ModelRecord) -> list[dict]:
@@ -199,7 +200,8 @@ def model_summary(session: Session, record: ModelRecord) -> dict:
                        "mean": test.get(evaluation.metric), "std": test.get(f"{evaluation.metric}_std"),
                        "seeds": evaluation.seeds})
     return {
-        "model_id": record.id, "spec": record.spec, "name": record.name, "kind": record.kind,
+        "model_id": record.id, "spec": record.spec, "label": _short(record.spec), "name": record.name,
+        "kind": record.kind,
         "run_id": record.run_id, "path": record.path, "parameters": record.parameters,
         "size_bytes": record.size_bytes, "vocab_size": record.vocab_size, "layers": record.layers,
         "hidden": record.hidden, "heads": record.heads, "intermediate": record.intermediate,

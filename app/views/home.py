@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import data, ui
+from app import connections, data, experiments_data, ui
 from app.connections import sessions
 from core import settings
 
@@ -12,23 +12,45 @@ st.markdown(
     "Grow a general BERT's vocabulary for your domain, adapt it, and distil it into a small fast model "
     "(Adapt-and-Distill, Yao et al. 2021). **1.** Add a domain corpus. **2.** Find how many domain tokens "
     "are worth adding from the corpus occurrence-probability curve, and write the expanded model. **3.** Adapt "
-    "it to the corpus and distil it into a small student, then watch, cancel or resume the runs."
+    "it to the corpus and distil it into a small student, then watch, cancel or resume the runs. **4.** Judge the "
+    "models on a labelled task: scores, size and speed side by side, the paper's three strategies compared."
 )
+
+with st.container(border=True):
+    st.markdown("**No data of your own yet?** The demo builds a corpus and a labelled task on this machine from the "
+                "docstrings of the installed Python packages (which package is this docstring from?) and queues a "
+                "tiny experiment on them: all three strategies on the bundled model, minutes on a CPU.")
+    if st.button("Try the demo", key="home_demo", icon=":material/play_circle:"):
+        with ui.reported(), st.spinner("Building the sample corpus and task from the installed packages…"):
+            experiment_id = experiments_data.start_demo(sm, connections.redis())
+            ui.flash("home_flash", "success", f"Demo experiment {experiment_id} queued: follow it on the Experiment "
+                                              f"page.")
+            st.session_state.experiments_selected = experiment_id
+            st.rerun()
+    ui.show_flash("home_flash")
+    if "experiments_selected" in st.session_state:
+        st.page_link("views/experiments.py", label="Open the Experiment page", icon=":material/science:")
 
 summary = data.overview(sm)
 analyses = summary["runs"].get("analysis", {})
 expansions = summary["runs"].get("expansion", {})
-cols = st.columns(4)
+cols = st.columns(6)
 cols[0].metric("Corpora", summary["corpora"])
 cols[1].metric("Vocabulary analyses", sum(analyses.values()), help=", ".join(f"{n} {s}" for s, n in analyses.items()))
 cols[2].metric("Expanded models", expansions.get("succeeded", 0))
-cols[3].metric("Queued or running", summary["active"])
+cols[3].metric("Tasks", summary["tasks"])
+cols[4].metric("Experiments", sum(summary["runs"].get("experiment", {}).values()))
+cols[5].metric("Queued or running", summary["active"])
 
 links = st.columns(4)
 links[0].page_link("views/corpora.py", label="Corpora: upload, inspect, delete", icon=":material/library_books:")
 links[1].page_link("views/vocabulary.py", label="Vocabulary: curve, pick, expand", icon=":material/insights:")
 links[2].page_link("views/train.py", label="Train: adapt and distil", icon=":material/model_training:")
 links[3].page_link("views/runs.py", label="Runs: watch, cancel, resume", icon=":material/monitoring:")
+links = st.columns(4)
+links[0].page_link("views/tasks.py", label="Tasks: labelled data to judge on", icon=":material/label:")
+links[1].page_link("views/experiments.py", label="Experiment: the paper's table", icon=":material/science:")
+links[2].page_link("views/models.py", label="Models: scores, size, speed", icon=":material/view_in_ar:")
 
 st.caption(f":material/folder: Data folder (ADAPT_DISTILL_HOME): `{settings.home()}`")
 

@@ -98,10 +98,18 @@ def body(run_id: int) -> dict:
     view = data.run_view(sm, run_id)
     if view["status"] in data.ACTIVE:
         progress_line(view)
-    if view["kind"] == "pipeline":
+    if view["kind"] in ("pipeline", "experiment"):
         steps_section(view)
     elif view["kind"] in data.TRAINABLE:
         curves(run_id)
+        log_section(run_id)
+    elif view["kind"] == "evaluation":
+        metric = view["params"].get("metric") or data.evaluation_metric(sm, run_id)
+        curve = charts.dev_curves_figure(data.metric_history(sm, run_id), metric)
+        if curve is not None:
+            st.plotly_chart(curve, key="runs_dev_curve", config={"displaylogo": False})
+        else:
+            st.caption("No epoch has finished yet.")
         log_section(run_id)
     return view
 
@@ -113,9 +121,30 @@ def live_body(run_id: int, status: str) -> None:
         st.rerun()  # the whole page: buttons, results and lineage follow the new status
 
 
+def evaluation_results(result: dict) -> None:
+    test, metric = result["test"], result["metric"]
+    names = [k for k, v in test.items() if isinstance(v, float) and not k.endswith("_std")]
+    cols = st.columns(max(1, len(names)))
+    for col, name in zip(cols, names):
+        std = test.get(f"{name}_std")
+        col.metric(f"Test {name}" + (" (selects)" if name == metric else ""), f"{test[name]:.4f}",
+                   delta=f"± {std:.4f} over {test.get('seeds', 1)} seeds" if std else None,
+                   delta_color="off", delta_arrow="off")
+    st.caption(f"Learning rate {result['lr']:.1e}; " + ("every seed reached its best dev epoch before the last."
+                                                        if result.get("converged") else
+                                                        "a seed was still improving at its last epoch: more epochs "
+                                                        "may score higher."))
+
+
 def results(view: dict) -> None:
     result = view["result"]
     if not result:
+        return
+    if view["kind"] == "evaluation":
+        evaluation_results(result)
+        return
+    if view["kind"] == "benchmark":
+        st.dataframe(result["models"], hide_index=True, width="stretch", key="runs_bench")
         return
     cols = st.columns(4)
 
@@ -172,7 +201,7 @@ def lineage(view: dict) -> None:
 
 def actions(view: dict) -> None:
     rid, status, kind = view["id"], view["status"], view["kind"]
-    shown = [status in data.ACTIVE, kind in data.TRAINABLE and status in RESUMABLE,
+    shown = [status in data.ACTIVE, kind in data.RESUMABLE_KINDS and status in RESUMABLE,
              kind in data.TRAINABLE or kind == "pipeline"]
     if not any(shown):
         return
@@ -182,7 +211,7 @@ def actions(view: dict) -> None:
         with ui.reported(), st.spinner(f"Stopping run {rid}: a running job saves a checkpoint first…"):
             data.cancel_run(sm, connections.redis() if redis_url() else None, rid)
             ui.flash(FLASH, "info", f"Run {rid} cancelled."
-                     + (" Resume continues it from its last checkpoint." if kind in data.TRAINABLE else ""))
+                     + (" Resume continues it from its last checkpoint." if kind in data.RESUMABLE_KINDS else ""))
             st.rerun()
     if resume and resume.button("Resume", key="runs_resume", icon=":material/play_arrow:"):
         with ui.reported():

@@ -1,0 +1,70 @@
+"""The Experiment page's reads and actions: launch the paper's comparison, follow it, re-run it,
+and put several experiments side by side."""
+
+from __future__ import annotations
+
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.configs import STRATEGIES
+from worker import experiments
+
+# What the page starts with: enough to see the comparison on a CPU within the hour; raise the
+# budget and seeds for numbers worth reporting.
+EXPERIMENT_DEFAULTS = {"strategies": list(STRATEGIES), "adapt_steps": 300, "distill_steps": 600, "batch_size": 16,
+                       "seq_len": 128, "seeds": 3, "epochs": 10, "student": "auto", "expand": "pick"}
+
+
+def start_experiment(sessions: sessionmaker[Session], connection: Redis, choices: dict) -> int:
+    """Record and queue an experiment from the page's choices; its run id. Nothing is recorded
+    when a setting cannot work."""
+    from worker.submit import submit_runs
+
+    c = {**EXPERIMENT_DEFAULTS, **choices}
+    training = {"batch_size": int(c["batch_size"]), "seq_len": int(c["seq_len"])}
+    student = {} if c["student"] == "auto" else {"student": c["student"]}
+    connection.ping()  # fail before a run row exists that no worker would ever see
+    runs = experiments.create_experiment(
+        sessions, int(c["corpus_id"]), int(c["task_id"]), c["teacher"], c["strategies"], student,
+        c.get("student_init") or None, {**training, "steps": int(c["adapt_steps"])},
+        {**training, "steps": int(c["distill_steps"])}, {"seeds": int(c["seeds"]), "epochs": int(c["epochs"])},
+        {}, c["expand"], {}, (c.get("name") or "").strip() or None)
+    submit_runs(sessions, connection, runs)
+    return runs[0].id
+
+
+def start_demo(sessions: sessionmaker[Session], connection: Redis) -> int:
+    """Build the sample corpus and task from the installed packages and queue the tiny experiment."""
+    from worker.demo import create_demo
+    from worker.submit import submit_runs
+
+    connection.ping()
+    runs = create_demo(sessions)
+    submit_runs(sessions, connection, runs)
+    return runs[0].id
+
+
+def rerun(sessions: sessionmaker[Session], connection: Redis, experiment_id: int) -> int:
+    from worker.submit import submit_runs
+
+    connection.ping()
+    runs = experiments.rerun(sessions, experiment_id)
+    submit_runs(sessions, connection, runs)
+    return runs[0].id
+
+
+def list_experiments(sessions: sessionmaker[Session]) -> list[dict]:
+    with sessions.begin() as session:
+        return experiments.list_experiments(session)
+
+
+def experiment_view(sessions: sessionmaker[Session], experiment_id: int) -> dict:
+    with sessions.begin() as session:
+        return experiments.experiment_view(session, experiment_id)
+
+
+def chart_rows(views: list[dict]) -> list[dict]:
+    """The trade-off chart's points of one or several experiments."""
+    return [{"label": r["role"], "score": r["score"], "score_std": r["score_std"], "latency_ms_p50": r["latency_ms_p50"],
+             "parameters": r["parameters"], "experiment": f"{v['experiment_id']} · {v['name']}"}
+            for v in views for r in v["rows"]]

@@ -1,0 +1,74 @@
+"""The Tasks page's reads and writes: labelled tasks as plain dicts, uploads stored then ingested."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+import streamlit as st
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.data import _BY_DATABASE, _safe_name, uploads_dir
+from db import store
+from worker import evaluation
+
+TASK_UPLOAD_TYPES = ["csv", "tsv", "jsonl", "gz", "conll", "txt", "bio", "iob"]
+
+
+def _write(folder: Path, split: str, upload: tuple[str, bytes | BinaryIO] | None) -> Path | None:
+    """An upload written under its own (sanitised) name: the name carries the format."""
+    if upload is None:
+        return None
+    filename, content = upload
+    path = folder / split / _safe_name(filename)
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as out:
+        if isinstance(content, bytes):
+            out.write(content)
+        else:
+            content.seek(0)
+            shutil.copyfileobj(content, out, 1 << 20)
+    return path
+
+
+def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str, bytes | BinaryIO],
+                    dev: tuple[str, bytes | BinaryIO] | None = None, test: tuple[str, bytes | BinaryIO] | None = None,
+                    name: str | None = None, text_field: str = "text", pair_field: str = "text_pair",
+                    label_field: str = "label", seed: int = 0, dev_fraction: float = 0.1,
+                    test_fraction: float = 0.1) -> tuple[dict, bool]:
+    """Write the uploaded files to storage, store the task, and remove the copies: (task, created)."""
+    folder = uploads_dir() / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        paths = {split: _write(folder, split, upload) for split, upload in (("train", train), ("dev", dev),
+                                                                              ("test", test))}
+        task, created = evaluation.add_task(sessions, paths["train"], type, paths["dev"], paths["test"],
+                                            (name or "").strip() or Path(train[0]).name, None,
+                                            text_field.strip() or "text", pair_field.strip() or "text_pair",
+                                            label_field.strip() or "label", int(seed), float(dev_fraction),
+                                            float(test_fraction))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    list_tasks.clear()
+    return evaluation.task_dict(task), created
+
+
+@st.cache_data(ttl=30, hash_funcs=_BY_DATABASE, show_spinner=False)
+def list_tasks(sessions: sessionmaker[Session]) -> list[dict]:
+    """All tasks, newest first."""
+    with sessions.begin() as session:
+        return [evaluation.task_dict(t) for t in store.list_tasks(session)]
+
+
+def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:
+    evaluation.delete_task(sessions, task_id)
+    list_tasks.clear()
+
+
+def label_table(task: dict) -> list[dict]:
+    """A row per label with its count in each split."""
+    labels = list(task["label_counts"].get("train", {}))
+    return [{"label": label, **{split: counts.get(label, 0) for split, counts in task["label_counts"].items()}}
+            for label in labels]

@@ -1,0 +1,161 @@
+"""Models: every model with its size, score and speed, the score-against-latency chart with the
+Pareto front, one model's lineage and evaluations with its zip download, two models side by side,
+and evaluations and benchmarks to launch."""
+
+import streamlit as st
+
+from app import charts, connections, data, models_data, tasks_data, ui
+from app.connections import sessions
+
+FLASH = "models_flash"
+NO_TASK = -1
+
+sm = sessions()
+st.title("Models")
+st.caption("Every model adapt-distill knows: the bundled one, every model a run wrote, and folders you evaluated. "
+           "Scores are test scores of the best dev epoch, mean ± standard deviation over fine-tuning seeds; speed "
+           "is the encoder's latency at batch 1 and throughput at batch 32, measured side by side.")
+ui.show_flash(FLASH)
+
+rows = models_data.list_models(sm)
+tasks = tasks_data.list_tasks(sm)
+task_names = {t["task_id"]: f"{t['task_id']} · {t['name']} ({t['type']})" for t in tasks}
+by_spec = {m["spec"]: m for m in rows}
+
+# --- the table and the chart, for one task -------------------------------------------------------------
+task_options = list(task_names) or [NO_TASK]
+if st.session_state.get("models_task") not in task_options:
+    st.session_state.models_task = task_options[0]
+task_id = st.selectbox("Scores on task", task_options, key="models_task",
+                       format_func=lambda t: task_names.get(t, "no task yet: add one on the Tasks page"))
+table = models_data.table_rows(rows, None if task_id == NO_TASK else task_id)
+st.dataframe(
+    [{k: v for k, v in r.items() if k != "spec"} for r in table], hide_index=True, width="stretch",
+    key="models_table",
+    column_config={
+        "id": st.column_config.NumberColumn("id", format="%d", width="small"),
+        "model": st.column_config.TextColumn("model", width="medium"),
+        "parameters": st.column_config.NumberColumn("parameters", format="compact"),
+        "size": st.column_config.NumberColumn("size", format="bytes"),
+        "score": st.column_config.NumberColumn("score", format="%.4f", help="test score, mean over seeds"),
+        "± std": st.column_config.NumberColumn("± std", format="%.4f"),
+        "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="latency at batch 1"),
+        "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at batch 32"),
+        "tokens/word": st.column_config.NumberColumn("tokens/word", format="%.3f",
+                                                     help="WordPiece pieces per word on the corpus it was measured on"),
+    },
+)
+metric = next((s["metric"] for m in rows if (s := models_data.score_on(m, task_id))), "score")
+figure = charts.tradeoff_figure(models_data.tradeoff_rows(rows, task_id), metric)
+if figure is not None:
+    st.plotly_chart(figure, key="models_chart", config={"displaylogo": False})
+    st.caption("Up and to the left is better. Bubbles grow with the parameters; bars are ± one standard deviation "
+               "over seeds; the dotted line joins the models no other model beats on both score and speed.")
+else:
+    st.info("Evaluate models on this task and benchmark them (the tabs below, or an experiment) to see score "
+            "against latency here.", icon=":material/scatter_plot:")
+
+specs = list(by_spec)
+label = lambda s: by_spec[s]["name"]  # noqa: E731
+one_tab, compare_tab, evaluate_tab, bench_tab = st.tabs([":material/info: One model", ":material/compare: Compare two",
+                                                         ":material/fact_check: Evaluate", ":material/speed: Benchmark"])
+
+with one_tab:
+    if st.session_state.get("models_selected") not in specs:
+        st.session_state.models_selected = specs[0]
+    spec = st.selectbox("Model", specs, key="models_selected", format_func=label)
+    with ui.reported():
+        detail = models_data.model_detail(sm, spec)
+        st.markdown(" ← ".join(f"**{step['name']}**" + (f" (corpus {step['corpus_id']})" if step.get("corpus_id")
+                                                        else "") for step in detail["lineage"]))
+        cols = st.columns(4)
+        cols[0].metric("Parameters", data.count(detail["parameters"]))
+        cols[1].metric("Size on disk", ui.human_bytes(detail["size_bytes"]) if detail["size_bytes"] else "?")
+        cols[2].metric("Latency, batch 1", f"{detail['speed']['latency_ms_p50']:.2f} ms" if detail["speed"] else "—")
+        cols[3].metric("Throughput", f"{detail['speed']['throughput_per_s']:,.1f}/s" if detail["speed"] else "—")
+        if detail["intrinsic"]:
+            i = detail["intrinsic"]
+            st.caption(f"On {i['context']}: {i['tokens_per_word']:.3f} tokens per word, {i['unknown_rate']:.3%} "
+                       f"unknown" + (f", MLM perplexity {i['perplexity']:,.4g} on the held-out blocks"
+                                     if i.get("perplexity") else ", no trained MLM head (no perplexity)")
+                       + ". Perplexities of models with different vocabularies are not comparable.")
+        if detail["evaluations"]:
+            st.dataframe([{"run": e["run_id"], "task": e["task"], "status": e["status"], "metric": e["metric"],
+                           "mean": e["mean"], "± std": e["std"], "seeds": e["seeds"],
+                           "converged": {True: "yes", False: "still improving", None: ""}[e["converged"]]}
+                          for e in detail["evaluations"]], hide_index=True, width="stretch", key="models_evaluations",
+                         column_config={"mean": st.column_config.NumberColumn(format="%.4f"),
+                                        "± std": st.column_config.NumberColumn(format="%.4f")})
+            chosen = detail["evaluations"][0]
+            curve = charts.dev_curves_figure(models_data.evaluation_history(sm, chosen["run_id"]), chosen["metric"])
+            if curve is not None:
+                st.caption(f"Dev {chosen['metric']} per epoch of evaluation run {chosen['run_id']} ({chosen['task']}): "
+                           f"a seed that still rises at its last epoch had not converged.")
+                st.plotly_chart(curve, key="models_dev_curve", config={"displaylogo": False})
+        else:
+            st.caption("Not evaluated yet: use the Evaluate tab.")
+        if detail["kind"] not in ("bundled", "folder") and detail["path"]:
+            st.download_button("Download as zip", data=lambda: models_data.zip_bytes(sm, spec),
+                               file_name=f"{spec.replace(':', '-')}.zip", mime="application/zip",
+                               key="models_download", icon=":material/download:", on_click="ignore",
+                               help="The model folder with a generated model card (README.md); checkpoints left out.")
+            st.caption(f":material/folder: `{detail['path']}`")
+
+with compare_tab:
+    if len(specs) < 2:
+        st.caption("Two models are needed to compare.")
+    else:
+        left, right = st.columns(2)
+        first = left.selectbox("First", specs, key="models_first", format_func=label)
+        second = right.selectbox("Second", specs, index=1, key="models_second", format_func=label)
+        if first == second:
+            st.caption("Choose two different models.")
+        else:
+            with ui.reported():
+                view = models_data.compare(sm, first, second)
+                only_diff = st.checkbox("Only the settings that differ", value=True, key="models_only_diff")
+                settings_rows = [r for r in view["settings"] if r["differs"] or not only_diff]
+                st.dataframe([{"setting": r["setting"], label(first): r[first], label(second): r[second]}
+                              for r in settings_rows], hide_index=True, width="stretch", key="models_diff")
+                score_rows = models_data.score_pairs(view["scores"], first, second)
+                if score_rows:
+                    st.dataframe([{"task": r["task"], "metric": r["metric"], label(first): r[first],
+                                   label(second): r[second]} for r in score_rows], hide_index=True, width="stretch",
+                                 key="models_compare_scores",
+                                 column_config={label(first): st.column_config.NumberColumn(format="%.4f"),
+                                                label(second): st.column_config.NumberColumn(format="%.4f")})
+                overlay = charts.overlay_figure({label(s): h for s, h in view["histories"].items()})
+                if overlay is not None:
+                    st.plotly_chart(overlay, key="models_overlay", config={"displaylogo": False})
+
+with evaluate_tab:
+    if not tasks:
+        st.info("No labelled task yet: add one on the Tasks page.", icon=":material/label:")
+        st.page_link("views/tasks.py", label="Go to Tasks", icon=":material/label:")
+    else:
+        cols = st.columns([3, 3, 1, 1])
+        target = cols[0].selectbox("Model", specs, key="models_eval_model", format_func=label)
+        eval_task = cols[1].selectbox("Task", list(task_names), key="models_eval_task", format_func=task_names.get)
+        seeds = cols[2].number_input("Seeds", 1, 20, 3, key="models_eval_seeds")
+        epochs = cols[3].number_input("Most epochs", 1, 100, 10, key="models_eval_epochs",
+                                      help="Early stopping on dev usually ends a seed sooner.")
+        if st.button("Evaluate", key="models_eval_launch", type="primary", icon=":material/play_arrow:"):
+            with ui.reported():
+                run_id = models_data.start_evaluation(sm, connections.redis(), target, eval_task,
+                                                      {"seeds": int(seeds), "epochs": int(epochs)})
+                ui.flash(FLASH, "success", f"Evaluation queued as run {run_id}: fine-tuning {label(target)} on task "
+                                           f"{eval_task} with {seeds} seed{'s' if seeds != 1 else ''}.")
+                st.rerun()
+
+with bench_tab:
+    chosen_specs = st.multiselect("Models (the first is the reference)", specs, key="models_bench_models",
+                                  format_func=label)
+    corpora = {c["id"]: c["name"] for c in data.list_corpora(sm)}
+    corpus = st.selectbox("Also measure on corpus", [None, *corpora], key="models_bench_corpus",
+                          format_func=lambda c: "no corpus" if c is None else f"{c} · {corpora[c]}",
+                          help="Tokens per word, unknown rate and MLM perplexity on the corpus.")
+    if st.button("Benchmark", key="models_bench_launch", icon=":material/speed:", disabled=not chosen_specs):
+        with ui.reported():
+            run_id = models_data.start_benchmark(sm, connections.redis(), chosen_specs, corpus)
+            ui.flash(FLASH, "success", f"Benchmark queued as run {run_id}: {len(chosen_specs)} models side by side.")
+            st.rerun()

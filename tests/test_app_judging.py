@@ -1,0 +1,187 @@
+"""The Tasks, Experiment and Models pages (and the demo button) through Streamlit's AppTest, with a
+real SQLite store, a real Redis and a tiny experiment run for real in this process. Nothing is
+mocked."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from rq.job import Job
+from streamlit.testing.v1 import AppTest
+
+from conftest import build_tiny_bert, write_corpus, write_task_csv
+from db import store
+from db.models import RunKind, RunStatus
+from test_app import MAIN, metric, texts
+from worker import evaluation, service
+from worker.jobs import execute_run
+from worker.queues import SERIALIZER
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=180).run()
+    assert not at.exception, at.exception
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def plotly_charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def frame(at: AppTest, column: str):
+    """The first table on the page with this column (AppTest finds tables by position, not key)."""
+    for element in at.dataframe:
+        if column in element.value.columns:
+            return element.value
+    raise AssertionError(f"no table with a column '{column}': {[list(e.value.columns) for e in at.dataframe]}")
+
+
+@pytest.fixture
+def finished_experiment(sessions, tmp_path):
+    """A tiny experiment (tiny BERT teacher, generated corpus and task) run to the end in this process."""
+    from worker.experiments import create_experiment
+
+    teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
+    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
+    small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
+    runs = create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
+                             finetune={"seeds": 2, "epochs": 2, "max_length": 32},
+                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                             vocab={"step": 20, "max_added": 40}, name="tiny")
+    for run in runs[1:]:
+        execute_run(sessions, run.id)
+    return {"experiment": runs[0].id, "corpus": corpus.id, "task": task.id, "teacher": teacher, "runs": runs}
+
+
+def test_tasks_page_adds_counts_refuses_and_deletes(sessions, home, tmp_path):
+    at = open_page("tasks")
+    assert "No task yet: add one above, or try the demo on the Overview page." in texts(at.info)
+    at.file_uploader(key="tasks_train_0").upload("intent.csv", write_task_csv(tmp_path / "t.csv").read_bytes(),
+                                                 "text/csv")
+    at.run()
+    at.button(key="tasks_add").click().run()
+    assert not at.exception and not at.error
+    assert any(s.startswith("Added task 1 'intent.csv': train ") for s in texts(at.success))
+    labels = frame(at, "label")
+    assert list(labels["label"]) == ["alpha", "beta", "gamma"] and set(labels.columns) >= {"train", "dev", "test"}
+    assert list((home / "uploads").iterdir()) == [], "the upload copies are removed"
+
+    at.radio(key="tasks_type").set_value("ner").run()
+    at.file_uploader(key="tasks_train_1").upload("bad.conll", b"word\nother O\n", "text/plain")
+    at.run()
+    at.button(key="tasks_add").click().run()
+    assert [e for e in texts(at.error)] == ["bad.conll: line 1 has no tag column (token and tag per line, separated "
+                                            "by whitespace or a tab)"]
+    with sessions.begin() as session:
+        assert len(store.list_tasks(session)) == 1
+
+    at.button(key="tasks_delete").click().run()
+    assert "Deleted task 1 'intent.csv'." in texts(at.success)
+    with sessions.begin() as session:
+        assert store.list_tasks(session) == []
+
+
+def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(sessions, redis, finished_experiment):
+    experiment_id = finished_experiment["experiment"]
+    at = open_page("experiments")
+    assert at.selectbox(key="experiments_selected").value == experiment_id
+    table = frame(at, "macro_f1")
+    assert list(table["model"]) == ["adapted teacher", "base teacher", "general student", "adapt-then-distill",
+                                    "distill-then-adapt", "adapt-and-distill"]
+    assert table["macro_f1"].notna().all() and table["p50 ms"].notna().all()
+    assert table["speed-up"].iloc[0] == pytest.approx(1.0)
+    assert any(c.proto.spec and "Pareto front" in c.proto.spec for c in plotly_charts(at))
+
+    at.button(key="experiments_rerun").click().run()
+    assert not at.exception and not at.error
+    with sessions.begin() as session:
+        experiments = store.list_runs(session, RunKind.experiment)
+        assert len(experiments) == 2 and experiments[0].params["name"] == "tiny (again)"
+        queued = [r for r in store.children(session, experiments[0].id) if r.job_id]
+    assert all(Job.exists(r.job_id, connection=redis) for r in queued if r.kind != RunKind.analysis or
+               r.status == RunStatus.queued)
+
+    models = open_page("models")
+    assert models.selectbox(key="models_task").value == finished_experiment["task"]
+    listed = frame(models, "tokens/word")
+    assert listed["score"].notna().sum() == 6  # the six models of the experiment are scored on the task
+    assert any(c.proto.spec and "Pareto front" in c.proto.spec for c in plotly_charts(models))
+    student = next(r.id for r in finished_experiment["runs"] if (r.params or {}).get("strategy") == "adapt-and-distill")
+    models.selectbox(key="models_selected").set_value(f"run:{student}").run()
+    assert not models.exception
+    lineage = models.markdown[0].value
+    assert f"run:{student}" in lineage and "adapted" in lineage
+    assert models.get("download_button"), "a made model can be downloaded as a zip"
+    assert frame(models, "converged")["status"].tolist() == ["succeeded"]
+
+    teacher = next(r.id for r in finished_experiment["runs"] if (r.params or {}).get("strategy") == "adapted teacher")
+    models.selectbox(key="models_first").set_value(f"run:{teacher}").run()
+    models.selectbox(key="models_second").set_value(f"run:{student}").run()
+    diff = frame(models, "setting")
+    assert "shape.layers" in list(diff["setting"])  # the student is smaller: its shape differs
+    scores = frame(models, "task")
+    assert len(scores) == 1 and scores.iloc[0, 2] is not None
+
+    models.selectbox(key="models_eval_model").set_value("bundled").run()
+    models.number_input(key="models_eval_seeds").set_value(1)
+    models.button(key="models_eval_launch").click().run()
+    assert any(s.startswith("Evaluation queued as run") for s in texts(models.success))
+    with sessions.begin() as session:
+        queued = store.list_runs(session, RunKind.evaluation)[0]
+        assert queued.params["model"] == "bundled" and queued.params["seeds"] == 1
+    assert Job.fetch(queued.job_id, connection=redis, serializer=SERIALIZER).origin == "gpu"
+
+
+def test_the_runs_page_shows_an_evaluations_scores_and_dev_curves(sessions, finished_experiment):
+    from test_app_training import open_page as open_runs
+
+    with sessions.begin() as session:
+        run = store.list_runs(session, RunKind.evaluation)[-1]
+    at = open_runs("runs", run=run.id)
+    assert metric(at, "Test macro_f1 (selects)") is not None
+    assert any("dev macro_f1" in (c.proto.spec or "") for c in plotly_charts(at))
+
+
+def test_experiment_launch_checks_and_queues(sessions, redis, tmp_path):
+    at = open_page("experiments")
+    assert any("An experiment needs a corpus and a labelled task" in i for i in texts(at.info))
+    service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
+    evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv"), "classification")
+    from app import data, tasks_data
+
+    data.clear_caches()  # the lists the first visit cached (for 30 s) were empty
+    tasks_data.list_tasks.clear()
+    at = open_page("experiments")
+    assert at.selectbox(key="experiments_teacher").value == "bundled"
+    at.selectbox(key="experiments_student").set_value("L6-H384").run()  # the bundled teacher's own shape
+    at.button(key="experiments_launch").click().run()
+    assert len(at.error) == 1 and "not fewer than the teacher's" in at.error[0].value
+    with sessions.begin() as session:
+        assert store.list_runs(session, RunKind.experiment) == []
+    at.selectbox(key="experiments_student").set_value("auto").run()
+    at.number_input(key="experiments_seeds").set_value(1).run()
+    at.button(key="experiments_launch").click().run()
+    assert not at.error, texts(at.error)
+    with sessions.begin() as session:
+        experiment = store.list_runs(session, RunKind.experiment)[0]
+        children = store.children(session, experiment.id)
+    assert experiment.params["finetune"]["seeds"] == 1
+    assert Counter(c.kind for c in children) == {RunKind.analysis: 1, RunKind.expansion: 1, RunKind.adaptation: 2,
+                                                 RunKind.distillation: 3, RunKind.evaluation: 6, RunKind.benchmark: 1}
+    assert all(Job.exists(c.job_id, connection=redis) for c in children)
+
+
+def test_the_demo_button_builds_the_sample_and_queues_an_experiment(sessions, redis):
+    at = AppTest.from_file(str(MAIN), default_timeout=300).run()
+    at.button(key="home_demo").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert any(s.startswith("Demo experiment ") for s in texts(at.success))
+    with sessions.begin() as session:
+        corpora, tasks = store.list_corpora(session), store.list_tasks(session)
+        experiment = store.list_runs(session, RunKind.experiment)[0]
+    assert corpora[0].name.startswith("demo") and tasks[0].type == "classification" and len(tasks[0].labels) == 4
+    assert experiment.params["teacher"] == "bundled" and len(experiment.params["members"]) == 6
