@@ -45,21 +45,27 @@ def _safe_name(filename: str) -> str:
     return name or "upload.txt"
 
 
+def write_upload(folder: Path, filename: str, content: bytes | BinaryIO) -> Path:
+    """An upload copied into folder under its own (sanitised) name: the name carries the format
+    (.csv.gz), and the copy is what the readers stream."""
+    path = folder / _safe_name(filename)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        if isinstance(content, bytes):
+            out.write(content)
+        else:
+            content.seek(0)
+            shutil.copyfileobj(content, out, 1 << 20)
+    return path
+
+
 def add_upload(sessions: sessionmaker[Session], filename: str, content: bytes | BinaryIO, name: str | None = None,
                format: str | None = None, text_field: str = "text") -> tuple[dict, bool]:
-    """Write an upload to storage, ingest it as a corpus and remove the copy: (corpus, created).
-
-    The copy keeps the upload's name (sanitised) because the name carries the format (.csv.gz)."""
+    """Write an upload to storage, ingest it as a corpus and remove the copy: (corpus, created)."""
     folder = uploads_dir() / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    path = folder / _safe_name(filename)
     try:
-        with open(path, "wb") as out:
-            if isinstance(content, bytes):
-                out.write(content)
-            else:
-                content.seek(0)
-                shutil.copyfileobj(content, out, 1 << 20)
+        path = write_upload(folder, filename, content)
         corpus, created = service.add_corpus(sessions, path, (name or "").strip() or Path(filename).name,
                                              format or None, text_field.strip() or "text")
     finally:

@@ -10,27 +10,11 @@ from typing import BinaryIO
 import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data import _BY_DATABASE, _safe_name, uploads_dir
+from app.data import _BY_DATABASE, uploads_dir, write_upload
 from db import store
 from worker import evaluation
 
 TASK_UPLOAD_TYPES = ["csv", "tsv", "jsonl", "gz", "conll", "txt", "bio", "iob"]
-
-
-def _write(folder: Path, split: str, upload: tuple[str, bytes | BinaryIO] | None) -> Path | None:
-    """An upload written under its own (sanitised) name: the name carries the format."""
-    if upload is None:
-        return None
-    filename, content = upload
-    path = folder / split / _safe_name(filename)
-    path.parent.mkdir(parents=True)
-    with open(path, "wb") as out:
-        if isinstance(content, bytes):
-            out.write(content)
-        else:
-            content.seek(0)
-            shutil.copyfileobj(content, out, 1 << 20)
-    return path
 
 
 def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str, bytes | BinaryIO],
@@ -42,8 +26,8 @@ def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str
     folder = uploads_dir() / uuid.uuid4().hex
     folder.mkdir(parents=True)
     try:
-        paths = {split: _write(folder, split, upload) for split, upload in (("train", train), ("dev", dev),
-                                                                              ("test", test))}
+        paths = {split: write_upload(folder / split, *upload) if upload else None
+                 for split, upload in (("train", train), ("dev", dev), ("test", test))}
         task, created = evaluation.add_task(sessions, paths["train"], type, paths["dev"], paths["test"],
                                             (name or "").strip() or Path(train[0]).name, None,
                                             text_field.strip() or "text", pair_field.strip() or "text_pair",

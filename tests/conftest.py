@@ -93,6 +93,22 @@ def write_conll(path: Path, n: int = 200, seed: int = 0) -> Path:
     return path
 
 
+def tiny_experiment(sessions, tmp_path: Path, seeds: int = 1):
+    """A tiny experiment recorded (not run): a 2-layer teacher, a generated corpus and task, a few
+    steps of everything. [experiment, its runs in order]."""
+    from worker import evaluation, service
+    from worker.experiments import create_experiment
+
+    teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
+    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
+    small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
+    return create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
+                             finetune={"seeds": seeds, "epochs": 2, "max_length": 32},
+                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                             vocab={"step": 20, "max_added": 40}, name="tiny")
+
+
 def stop_process(process) -> str:
     """Terminate a subprocess started with stdout=PIPE and text=True; its output."""
     if process.poll() is None:

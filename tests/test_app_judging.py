@@ -10,7 +10,7 @@ import pytest
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
 
-from conftest import build_tiny_bert, write_corpus, write_task_csv
+from conftest import tiny_experiment, write_corpus, write_task_csv
 from db import store
 from db.models import RunKind, RunStatus
 from test_app import MAIN, metric, texts
@@ -42,19 +42,10 @@ def frame(at: AppTest, column: str):
 @pytest.fixture
 def finished_experiment(sessions, tmp_path):
     """A tiny experiment (tiny BERT teacher, generated corpus and task) run to the end in this process."""
-    from worker.experiments import create_experiment
-
-    teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
-    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
-    small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
-    runs = create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
-                             finetune={"seeds": 2, "epochs": 2, "max_length": 32},
-                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
-                             vocab={"step": 20, "max_added": 40}, name="tiny")
+    runs = tiny_experiment(sessions, tmp_path, seeds=2)
     for run in runs[1:]:
         execute_run(sessions, run.id)
-    return {"experiment": runs[0].id, "corpus": corpus.id, "task": task.id, "teacher": teacher, "runs": runs}
+    return {"experiment": runs[0].id, "task": runs[0].params["task_id"], "runs": runs}
 
 
 def test_tasks_page_adds_counts_refuses_and_deletes(sessions, home, tmp_path):

@@ -13,7 +13,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import build_tiny_bert, labelled_examples, stop_process, write_conll, write_corpus, write_task_csv
+from conftest import (build_tiny_bert, labelled_examples, stop_process, tiny_experiment, write_conll, write_corpus,
+                      write_task_csv)
 from db import store
 from db.models import RunKind, RunStatus
 
@@ -147,18 +148,10 @@ def start_worker(home, redis_url):
 def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis, redis_url, home, tmp_path):
     import time
 
-    from worker import evaluation, service
-    from worker.experiments import create_experiment, experiment_view
+    from worker.experiments import experiment_view
     from worker.submit import submit_runs
 
-    teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
-    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
-    small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
-    runs = create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
-                             finetune={"seeds": 1, "epochs": 2, "max_length": 32},
-                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
-                             vocab={"step": 20, "max_added": 40}, name="tiny")
+    runs = tiny_experiment(sessions, tmp_path)
     kinds = Counter(r.kind for r in runs[1:])
     assert kinds == {RunKind.analysis: 1, RunKind.expansion: 1, RunKind.adaptation: 2, RunKind.distillation: 3,
                      RunKind.evaluation: 6, RunKind.benchmark: 1}
