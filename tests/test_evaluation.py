@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import zipfile
@@ -124,6 +125,9 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
     made = next(m for m in listed if m["spec"] == spec)
     assert made["kind"] == "adaptation" and made["parameters"] > 0 and made["intrinsic"]["perplexity"] > 1, made
     assert {m["spec"] for m in listed} >= {"bundled", spec, str(tiny)}
+    card = (Path(made["path"]) / "README.md").read_text()  # every model a run writes carries its card
+    assert "## Intrinsic measures" in card and "## Training procedure" in card
+    assert not (tiny / "README.md").exists(), "a user's own folder is never written to"
     exported = as_json(cli("models", "export", spec, "--out", str(tmp_path / "exports"), "--json"))
     with zipfile.ZipFile(exported["zip"]) as archive:
         names = archive.namelist()
@@ -135,6 +139,39 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
     assert AutoModel.from_pretrained(folder).config.hidden_size == 32
     bad = cli("models", "export", "run:999", ok=False)
     assert "no run with id 999" in bad.stderr
+
+
+def test_a_cancelled_evaluation_resumes_and_scores(sessions, tiny, tmp_path):
+    import threading
+    import time
+
+    from worker import evaluation
+    from worker.jobs import execute_run
+    from worker.training import prepare_resume, request_cancel
+
+    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
+    run = evaluation.create_evaluation(sessions, str(tiny), task.id, {"seeds": 2, "epochs": 12, "patience": 0,
+                                                                      "lr": 1e-3, "max_length": 32})
+    worker = threading.Thread(target=execute_run, args=(sessions, run.id))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            current = store.get_run(session, run.id)
+            if current.stage == "training" and (current.step or 0) > 0:
+                break
+        time.sleep(0.05)
+    request_cancel(sessions, run.id)  # the job sees it at its next progress report and saves a checkpoint
+    worker.join(120)
+    with sessions.begin() as session:
+        stopped = store.get_run(session, run.id)
+        assert stopped.status == RunStatus.cancelled and stopped.step < stopped.total_steps
+    (queued,) = prepare_resume(sessions, run.id)
+    execute_run(sessions, queued.id)
+    with sessions.begin() as session:
+        done = evaluation.evaluation_dict(session, run.id)
+    assert done["status"] == "succeeded" and done["metrics"]["seeds"] == 2
+    assert [e["epochs_run"] for e in done["epochs"]] == [12, 12]
 
 
 def start_worker(home, redis_url):
@@ -184,3 +221,20 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
         assert isinstance(expansion.params["vocab_size"], int)  # the pick, resolved when it ran
         assert expansion.status == RunStatus.succeeded
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_experiment_is_never_taken_for_a_dead_worker(sessions):
+    """Parents have no worker and no heartbeat of their own: only their steps can be abandoned."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from worker.training import find_dead_runs
+
+    with sessions.begin() as session:
+        parent = store.create_run(session, RunKind.experiment, {})
+        step = store.create_run(session, RunKind.evaluation, {}, parent_id=parent.id)
+        for run in (parent, step):
+            store.start_run(session, run)
+            run.heartbeat_at = utcnow() - timedelta(minutes=10)
+        step_id = step.id
+    assert find_dead_runs(sessions) == [step_id]

@@ -19,7 +19,7 @@ from core.errors import ConfigError
 from core.metrics import primary_metric
 from db import store
 from db.models import Evaluation, Measurement, Run, RunKind, Task
-from worker.models import ensure_model, model_path, model_summary
+from worker.models import ensure_model, model_path, model_summary, refresh_cards
 from worker.service import Reporter, _execute
 
 FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
@@ -129,6 +129,8 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
                 "metric": result.metric, "lr": result.lr, "converged": result.converged, "seconds": result.seconds,
                 "test": {k: v for k, v in test.items() if k != "per_seed"},
                 "dev": {k: v for k, v in result.dev.items() if k != "per_seed"}}}
+            spec = evaluation.model.spec
+        refresh_cards(sessions, [spec])
 
     _execute(sessions, run_id, body)
 
@@ -174,34 +176,46 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
 
 def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
-        from core.speed import measure_speed
+        from worker.training import Heartbeat
 
         with sessions.begin() as session:
-            run = store.get_run(session, run_id)
-            params = dict(run.params)
+            params = dict(store.get_run(session, run_id).params)
             paths = [(spec, model_path(session, ensure_model(session, spec))) for spec in params["models"]]
-        results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
-                                params["latency_repeats"], params["throughput_repeats"], params["warmup"],
-                                progress=report, cancel=report.cancelled)
-        context = f"{results[0].device} · seq {params['seq_len']} · batch 1 and {params['batch_size']}"
-        with sessions.begin() as session:
-            for result in results:
-                record = ensure_model(session, result.name)
-                session.add(Measurement(model_id=record.id, run_id=run_id, kind="speed", context=context,
-                                        values=result.to_dict()))
-            run = store.get_run(session, run_id)
-            run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
-        corpus_id = params.get("corpus_id")
-        if corpus_id is not None:
-            with sessions.begin() as session:  # models the runs that made them measured already are skipped
-                done = {m.model.spec for m in session.scalars(select(Measurement).where(
-                    Measurement.kind == "intrinsic", Measurement.context.startswith(f"corpus {corpus_id} ·")))}
-            todo = [(spec, path) for spec, path in paths if spec not in done]
-            for k, (spec, path) in enumerate(todo):
-                measure_intrinsic(sessions, spec, corpus_id, run_id,
-                                  (lambda stage, f, k=k: report(stage, (k + f) / len(todo))), path)
+        with Heartbeat(sessions, run_id):
+            _measure_speed(sessions, run_id, params, paths, report)
+            if params.get("corpus_id") is not None:
+                _measure_on_corpus(sessions, run_id, params["corpus_id"], paths, report)
+        refresh_cards(sessions, [spec for spec, _ in paths])
 
     _execute(sessions, run_id, body)
+
+
+def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, Path]], report) -> None:
+    from core.speed import measure_speed
+
+    results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
+                            params["latency_repeats"], params["throughput_repeats"], params["warmup"],
+                            progress=report, cancel=report.cancelled)
+    context = f"{results[0].device} · seq {params['seq_len']} · batch 1 and {params['batch_size']}"
+    with sessions.begin() as session:
+        for result in results:
+            record = ensure_model(session, result.name)
+            session.add(Measurement(model_id=record.id, run_id=run_id, kind="speed", context=context,
+                                    values=result.to_dict()))
+        run = store.get_run(session, run_id)
+        run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
+
+
+def _measure_on_corpus(sessions, run_id: int, corpus_id: int, paths: list[tuple[str, Path]], report) -> None:
+    """Intrinsic measures of the models not yet measured on the corpus (the runs that made the
+    others measured them already)."""
+    with sessions.begin() as session:
+        done = {m.model.spec for m in session.scalars(select(Measurement).where(
+            Measurement.kind == "intrinsic", Measurement.context.startswith(f"corpus {corpus_id} ·")))}
+    todo = [(spec, path) for spec, path in paths if spec not in done]
+    for k, (spec, path) in enumerate(todo):
+        measure_intrinsic(sessions, spec, corpus_id, run_id,
+                          (lambda stage, f, k=k: report(stage, (k + f) / len(todo))), path)
 
 
 def bench_row(result: dict) -> dict:

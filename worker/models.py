@@ -4,6 +4,7 @@ lineage; scores and measurements hang off it. A zip export carries a generated m
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import zipfile
@@ -21,6 +22,7 @@ from db import store
 from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus
 from worker.shapes import RUN_PREFIX, folder_shape, run_id_of
 
+log = logging.getLogger(__name__)
 MODEL_KINDS = (RunKind.expansion, RunKind.adaptation, RunKind.distillation)
 BUNDLED_LABEL = "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"
 
@@ -214,12 +216,13 @@ def model_summary(session: Session, record: ModelRecord) -> dict:
 
 # --- model cards and export ---------------------------------------------------------------------
 
-def card_info(session: Session, record: ModelRecord) -> dict:
-    """What the model card says: lineage, data, vocabulary, training, scores, speed, versions."""
+def card_info(session: Session, record: ModelRecord, path: Path | None = None) -> dict:
+    """What the model card says: lineage, data, vocabulary, training, scores, speed, versions.
+    `path` is the folder, for a run describing the model it has just written."""
     from core.card import library_versions
     from core.training import read_json
 
-    path = model_path(session, record)
+    path = path or model_path(session, record)
     meta = read_json(path / "adapt_distill.json")
     summary = model_summary(session, record)
     info: dict = {"name": record.name, "kind": meta.get("kind", record.kind),
@@ -286,17 +289,30 @@ def strategy_of(session: Session, record: ModelRecord) -> str | None:
     return parent.params.get("strategy") if parent is not None and parent.kind == RunKind.pipeline else None
 
 
-def write_card(sessions: sessionmaker[Session], spec: str) -> Path:
-    """(Re)write the model card README.md in the model's folder; its path."""
+def write_card(sessions: sessionmaker[Session], spec: str, path: Path | None = None) -> Path:
+    """(Re)write the model card README.md in the folder of a model adapt-distill made; its path."""
     from core.card import write_model_card
 
     with sessions.begin() as session:
         record = ensure_model(session, spec)
-        path = model_path(session, record)
-        info = card_info(session, record)
-    if record.kind in ("bundled", "folder"):
-        raise ConfigError(f"{spec} is not a model adapt-distill made; its folder is left as it is")
+        if record.kind in ("bundled", "folder"):
+            raise ConfigError(f"{spec} is not a model adapt-distill made; its folder is left as it is")
+        path = path or model_path(session, record)
+        info = card_info(session, record, path)
     return write_model_card(path, info)
+
+
+def refresh_cards(sessions: sessionmaker[Session], specs: list[str]) -> None:
+    """Rewrite the cards of the models adapt-distill made among specs (after new scores or speed).
+    A card that cannot be written is logged: the scores are in the store all the same."""
+    for spec in specs:
+        with sessions.begin() as session:
+            made = ensure_model(session, spec).kind not in ("bundled", "folder")
+        if made:
+            try:
+                write_card(sessions, spec)
+            except Exception as exc:  # the card is a copy of what the store holds
+                log.warning("the model card of %s could not be written: %s", spec, exc)
 
 
 def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None) -> Path:

@@ -341,8 +341,8 @@ def execute_expansion(sessions: sessionmaker[Session], run_id: int, report: Repo
             if result.mlm_head_fresh:
                 run.params = {**run.params, "note": "the base had no MLM head; a fresh, untrained one was added"}
             register_run_model(session, run)
-        record_intrinsic(sessions, run_id, f"run:{run_id}", analysis_corpus_id(sessions, params["analysis_id"]), out,
-                         report)
+        describe_model(sessions, run_id, f"run:{run_id}", analysis_corpus_id(sessions, params["analysis_id"]), out,
+                       report)
 
     _execute(sessions, run_id, body)
 
@@ -352,16 +352,20 @@ def analysis_corpus_id(sessions: sessionmaker[Session], analysis_id: int) -> int
         return store.get_analysis(session, analysis_id).corpus_id
 
 
-def record_intrinsic(sessions: sessionmaker[Session], run_id: int, spec: str, corpus_id: int, path: Path,
-                     report=None) -> None:
+def describe_model(sessions: sessionmaker[Session], run_id: int, spec: str, corpus_id: int, path: Path,
+                   report=None) -> None:
     """Measure the model a run has just written to `path` on its corpus (cheap: a sample and the
-    held-out blocks). A failure is written on the run as a note; the model itself is fine."""
+    held-out blocks) and write its model card. A failure is noted on the run; the model is fine."""
     from worker.evaluation import measure_intrinsic
+    from worker.models import write_card
 
-    try:
-        measure_intrinsic(sessions, spec, corpus_id, run_id, report, path)
-    except Exception as exc:  # the run succeeded; say what could not be measured
-        log.warning("measuring %s failed: %s", spec, exc)
-        with sessions.begin() as session:
-            run = store.get_run(session, run_id)
-            run.params = {**run.params, "measure_error": f"{type(exc).__name__}: {exc}"}
+    for what, step in (("measuring", lambda: measure_intrinsic(sessions, spec, corpus_id, run_id, report, path)),
+                       ("the model card", lambda: write_card(sessions, spec, path))):
+        try:
+            step()
+        except Exception as exc:  # the run succeeded; say what could not be done
+            log.warning("%s of %s failed: %s", what, spec, exc)
+            with sessions.begin() as session:
+                run = store.get_run(session, run_id)
+                run.params = {**run.params, "notes": [*run.params.get("notes", []),
+                                                      f"{what} failed: {type(exc).__name__}: {exc}"]}

@@ -320,9 +320,9 @@ def _inputs(sessions, run_id: int, model_key: str):
 
 
 def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
-    """The result, the model as an artifact and as a known model, and its intrinsic measures."""
+    """The result, the model as an artifact and as a known model, its intrinsic measures and card."""
     from worker.models import register_run_model
-    from worker.service import record_intrinsic
+    from worker.service import describe_model
 
     report.flush()
     with sessions.begin() as session:
@@ -334,7 +334,7 @@ def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
                            file_sha256(weights) if weights.is_file() else "")
         register_run_model(session, run)
         corpus_id = run.params["corpus_id"]
-    record_intrinsic(sessions, run_id, f"{RUN_PREFIX}{run_id}", corpus_id, out, report)
+    describe_model(sessions, run_id, f"{RUN_PREFIX}{run_id}", corpus_id, out, report)
 
 
 def execute_adaptation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
@@ -406,7 +406,9 @@ def find_dead_runs(sessions: sessionmaker[Session], stale_after: float = 60.0) -
     cutoff = utcnow() - timedelta(seconds=stale_after)
     dead = []
     with sessions.begin() as session:
-        for run in session.scalars(select(Run).where(Run.status == RunStatus.running, Run.kind != RunKind.pipeline)):
+        # pipelines and experiments have no worker of their own: their status follows their steps
+        for run in session.scalars(select(Run).where(Run.status == RunStatus.running,
+                                                     Run.kind.not_in([RunKind.pipeline, RunKind.experiment]))):
             beat = run.heartbeat_at or run.started_at
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=cutoff.tzinfo)
