@@ -267,8 +267,7 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = config.metric or scoring.primary_metric(task.type, config.exclude_labels)
-    known = {"classification": ("accuracy", "macro_f1", "micro_f1"),
-             "ner": ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")}[task.type]
+    known = scoring.METRICS[task.type]
     if metric not in known:
         raise ConfigError(f"metric '{metric}' is not one of a {task.type} task's: {', '.join(known)}")
     unknown = sorted(set(config.exclude_labels) - set(task.labels))

@@ -10,6 +10,9 @@ import warnings
 from collections.abc import Sequence
 
 PRIMARY = {"classification": "macro_f1", "ner": "entity_f1"}
+# The scores of each task type (the keys the score functions return), any of which can select.
+METRICS = {"classification": ("accuracy", "macro_f1", "micro_f1"),
+           "ner": ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")}
 # With excluded labels (ChemProt's negative class) the classification primary is micro-F1
 # over the scored labels, as the ChemProt literature reports it.
 PRIMARY_WITH_EXCLUDED = "micro_f1"

@@ -238,3 +238,24 @@ def test_an_experiment_is_never_taken_for_a_dead_worker(sessions):
             run.heartbeat_at = utcnow() - timedelta(minutes=10)
         step_id = step.id
     assert find_dead_runs(sessions) == [step_id]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"finetune": {"exclude_labels": ["delta"]}}, "excluded label\\(s\\) delta are not labels of task"),
+    ({"finetune": {"metric": "entity_f1"}}, "metric 'entity_f1' is not one of a classification task's"),
+    ({"bench": {"seq_len": 0}}, "seq-len must be a whole number of at least 1"),
+    ({"strategies": ["distil-and-adapt"]}, "strategies must be some of"),
+    ({"student": {"student": "L2-H128"}}, "not fewer than the teacher's"),
+])
+def test_an_experiment_that_cannot_work_is_refused_before_anything_is_recorded(sessions, tiny, tmp_path, change,
+                                                                              message):
+    from core.errors import ConfigError
+    from worker import evaluation, service
+    from worker.experiments import create_experiment
+
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt"))
+    task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
+    with pytest.raises(ConfigError, match=message):
+        create_experiment(sessions, corpus.id, task.id, str(tiny), **change)
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []

@@ -16,7 +16,7 @@ from core import settings
 from core.configs import FinetuneConfig
 from core.corpus import read_documents
 from core.errors import ConfigError
-from core.metrics import primary_metric
+from core.metrics import METRICS, primary_metric
 from db import store
 from db.models import Evaluation, Measurement, Run, RunKind, Task
 from worker.models import ensure_model, model_path, model_summary, refresh_cards
@@ -78,17 +78,26 @@ def finetune_config(params: dict) -> FinetuneConfig:
     return FinetuneConfig(**{k: v for k, v in params.items() if k in FINETUNE_FIELDS})
 
 
+def check_finetune(session: Session, task_id: int, params: dict) -> tuple[FinetuneConfig, str]:
+    """The fine-tuning settings for a task and the metric that selects: checked against the task."""
+    config = finetune_config(params)
+    task = store.get_task(session, task_id)
+    unknown = sorted(set(config.exclude_labels) - set(task.labels))
+    if unknown:
+        raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of task {task_id} "
+                          f"({', '.join(task.labels[:10])})")
+    metric = config.metric or primary_metric(task.type, config.exclude_labels)
+    known = METRICS[task.type]
+    if metric not in known:
+        raise ConfigError(f"metric '{metric}' is not one of a {task.type} task's: {', '.join(known)}")
+    return config, metric
+
+
 def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int, params: dict,
                       parent_id: int | None = None, depends_on=()) -> Run:
     """A queued evaluation of a model on a task (its settings checked now)."""
-    config = finetune_config(params)
     with sessions.begin() as session:
-        task = store.get_task(session, task_id)
-        unknown = sorted(set(config.exclude_labels) - set(task.labels))
-        if unknown:
-            raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of task {task_id} "
-                              f"({', '.join(task.labels[:10])})")
-        metric = config.metric or primary_metric(task.type, config.exclude_labels)
+        config, metric = check_finetune(session, task_id, params)
         record = ensure_model(session, model)
         run = store.create_run(session, RunKind.evaluation,
                                {**{k: v for k, v in params.items() if k in FINETUNE_FIELDS},
@@ -158,10 +167,7 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
     their intrinsic measures on a corpus when one is given."""
     if not models:
         raise ConfigError("benchmark at least one model: pass --model M (more than once to compare)")
-    params = {**BENCH_DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
-    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats"):
-        if not isinstance(params[key], int) or params[key] < 1:
-            raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
+    params = bench_params(params)
     with sessions.begin() as session:
         if corpus_id is not None:
             store.get_corpus(session, corpus_id)
@@ -172,6 +178,20 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
                                parent_id=parent_id, depends_on=[store.get_run(session, r.id) for r in depends_on])
         run.job_id = f"run-{run.id}"
         return run
+
+
+def bench_params(params: dict | None) -> dict:
+    """The benchmark's settings with their defaults, checked."""
+    params = {**BENCH_DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
+    unknown = sorted(set(params) - set(BENCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown benchmark setting(s) {', '.join(unknown)}: use {', '.join(BENCH_DEFAULTS)}")
+    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats"):
+        if not isinstance(params[key], int) or params[key] < 1:
+            raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
+    if not isinstance(params["warmup"], int) or params["warmup"] < 0:
+        raise ConfigError(f"warmup must be a whole number >= 0, got {params['warmup']}")
+    return params
 
 
 def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:

@@ -68,11 +68,11 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
     vocab = dict(vocab or {})
     training.adapt_config(adapt)
     training.distill_config(distill)
-    evaluation.finetune_config(finetune)
+    evaluation.bench_params(bench)
     vocab_config = VocabConfig(**vocab)
     with sessions.begin() as session:
         store.get_corpus(session, corpus_id)
-        store.get_task(session, task_id)
+        evaluation.check_finetune(session, task_id, finetune)
         teacher = training.check_spec(session, teacher)
         if student_init:
             student_init = training.check_spec(session, student_init)
