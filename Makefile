@@ -1,11 +1,11 @@
-# make run | test | bench | worker | clean   (each sets up .venv first, see scripts/setup.sh)
+# make run | test | bench | bench-speed | demo | worker | clean   (each sets up .venv first, see scripts/setup.sh)
 BIN      := .venv/bin
 CHROMIUM ?= /usr/bin/chromium
 QUEUES   ?= cpu
 BENCH_MB ?= 20
 CORPUS   := bench/data/corpus-$(BENCH_MB)mb.txt
 
-.PHONY: setup run test chromium bench worker clean
+.PHONY: setup run test chromium bench bench-speed demo worker clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -33,6 +33,14 @@ chromium:
 
 bench: setup $(CORPUS)
 	$(BIN)/python bench/vocab_curve.py $(CORPUS)
+
+# Latency and throughput of the paper's shapes (random 12L-768H vs 6L-384H) and the bundled model.
+bench-speed: setup
+	$(BIN)/python bench/speed.py
+
+# A sample corpus and task from the installed packages' docstrings, and a tiny experiment on them.
+demo: setup
+	$(BIN)/adapt-distill demo
 
 $(CORPUS): | setup
 	@mkdir -p $(@D)

@@ -558,9 +558,12 @@ def run_view(sessions: sessionmaker[Session], run_id: int) -> dict:
         }
 
 
-def evaluation_metric(sessions: sessionmaker[Session], run_id: int) -> str:
+def evaluation_metric(sessions: sessionmaker[Session], run_id: int) -> str | None:
+    """The metric an evaluation run selects by; None when its task (and so its record) was deleted."""
+    from db.models import Evaluation
+
     with sessions.begin() as session:
-        return store.evaluation_for_run(session, run_id).metric
+        return session.scalar(select(Evaluation.metric).where(Evaluation.run_id == run_id))
 
 
 def metric_history(sessions: sessionmaker[Session], run_id: int) -> dict[str, dict[str, list]]:

@@ -126,6 +126,10 @@ def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(se
         assert queued.params["model"] == "bundled" and queued.params["seeds"] == 1
     assert Job.fetch(queued.job_id, connection=redis, serializer=SERIALIZER).origin == "gpu"
 
+    evaluation.delete_task(sessions, finished_experiment["task"])  # the experiment stays readable without it
+    at = open_page("experiments")
+    assert set(frame(at, "state")["state"]) == {"task deleted"}
+
 
 def test_the_runs_page_shows_an_evaluations_scores_and_dev_curves(sessions, finished_experiment):
     from test_app_training import open_page as open_runs

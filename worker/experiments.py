@@ -16,13 +16,14 @@ distill-then-adapt and adapt-and-distill from; it is distilled once and shared."
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import STRATEGIES
 from core.errors import ConfigError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Run, RunKind
+from db.models import Evaluation, Run, RunKind
 from worker import evaluation, service, training
 from worker.shapes import RUN_PREFIX, run_id_of
 
@@ -168,42 +169,43 @@ def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
                              p["vocab"], f"{p['name']} (again)")
 
 
-def experiment_view(session: Session, experiment_id: int) -> dict:
-    """The experiment's table: a row per model with its role, score (mean and std over seeds),
-    parameters, size, latency, throughput and speed-up against the adapted teacher."""
+def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
+    """One row of the table: a model with its role, score, size, speed and measures."""
     from worker.models import ensure_model
 
+    record = ensure_model(session, member["model"])
+    evaluation_ = session.scalar(select(Evaluation).where(Evaluation.run_id == member["evaluation"]))
+    results = (evaluation_.results if evaluation_ is not None else None) or {}
+    test = results.get("test", {})
+    metric = evaluation_.metric if evaluation_ is not None else "score"
+    speed = next((m.values for m in record.measurements if m.kind == "speed" and m.run_id == bench_id), {})
+    intrinsic = next((m.values for m in sorted(record.measurements, key=lambda m: m.id, reverse=True)
+                      if m.kind == "intrinsic"), {})
+    model_run = store.get_run(session, member["run"]) if member["run"] else None
+    return {
+        "role": member["role"], "model": record.spec, "name": record.name, "model_id": record.id,
+        "model_status": model_run.status.value if model_run else "succeeded",
+        "evaluation_run": member["evaluation"],
+        "evaluation_status": evaluation_.run.status.value if evaluation_ is not None else "task deleted",
+        "metric": metric, "score": test.get(metric), "score_std": test.get(f"{metric}_std"),
+        "seeds": test.get("seeds"), "per_seed": [s.get(metric) for s in test.get("per_seed", [])],
+        "converged": results.get("converged"), "parameters": record.parameters, "size_bytes": record.size_bytes,
+        "latency_ms_p50": speed.get("latency_ms_p50"), "latency_ms_p95": speed.get("latency_ms_p95"),
+        "throughput_per_s": speed.get("throughput_per_s"), "speedup": speed.get("speedup_vs_first"),
+        "throughput_speedup": speed.get("throughput_speedup_vs_first"),
+        "perplexity": intrinsic.get("perplexity"), "tokens_per_word": intrinsic.get("tokens_per_word"),
+    }
+
+
+def experiment_view(session: Session, experiment_id: int) -> dict:
+    """The experiment's table: a row per model with its role, score (mean and std over seeds),
+    parameters, size, latency, throughput and speed-up against the adapted teacher, and its runs."""
     run = store.get_run(session, experiment_id)
     if run.kind != RunKind.experiment:
         raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
     p = run.params
-    bench_id = p.get("benchmark_run")
-    rows = []
-    for member in p.get("members", []):
-        record = ensure_model(session, member["model"])
-        evaluation_ = store.evaluation_for_run(session, member["evaluation"])
-        results = evaluation_.results or {}
-        test = results.get("test", {})
-        speed = next((m.values for m in record.measurements if m.kind == "speed" and m.run_id == bench_id), None)
-        intrinsic = next((m.values for m in sorted(record.measurements, key=lambda m: m.id, reverse=True)
-                          if m.kind == "intrinsic"), None)
-        model_run = store.get_run(session, member["run"]) if member["run"] else None
-        rows.append({
-            "role": member["role"], "model": record.spec, "name": record.name, "model_id": record.id,
-            "model_status": model_run.status.value if model_run else "succeeded",
-            "evaluation_run": member["evaluation"], "evaluation_status": evaluation_.run.status.value,
-            "metric": evaluation_.metric, "score": test.get(evaluation_.metric),
-            "score_std": test.get(f"{evaluation_.metric}_std"), "seeds": test.get("seeds"),
-            "per_seed": [s.get(evaluation_.metric) for s in test.get("per_seed", [])],
-            "converged": results.get("converged"), "parameters": record.parameters, "size_bytes": record.size_bytes,
-            "latency_ms_p50": speed and speed["latency_ms_p50"], "latency_ms_p95": speed and speed["latency_ms_p95"],
-            "throughput_per_s": speed and speed["throughput_per_s"],
-            "speedup": speed and speed["speedup_vs_first"],
-            "throughput_speedup": speed and speed["throughput_speedup_vs_first"],
-            "perplexity": intrinsic and intrinsic.get("perplexity"),
-            "tokens_per_word": intrinsic and intrinsic.get("tokens_per_word"),
-        })
-    rows.sort(key=lambda r: ROLE_ORDER.index(r["role"]) if r["role"] in ROLE_ORDER else 99)
+    rows = [_member_row(session, member, p.get("benchmark_run")) for member in p.get("members", [])]
+    rows.sort(key=lambda r: ROLE_ORDER.index(r["role"]))
     children = store.children(session, experiment_id)
     return {"experiment_id": experiment_id, "name": p.get("name"), "status": run.status.value, "stage": run.stage,
             "progress": run.progress, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},

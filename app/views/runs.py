@@ -105,7 +105,7 @@ def body(run_id: int) -> dict:
         log_section(run_id)
     elif view["kind"] == "evaluation":
         metric = view["params"].get("metric") or data.evaluation_metric(sm, run_id)
-        curve = charts.dev_curves_figure(data.metric_history(sm, run_id), metric)
+        curve = charts.dev_curves_figure(data.metric_history(sm, run_id), metric) if metric else None
         if curve is not None:
             st.plotly_chart(curve, key="runs_dev_curve", config={"displaylogo": False})
         else:
