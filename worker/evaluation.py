@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
@@ -20,7 +19,7 @@ from core.metrics import METRICS, primary_metric
 from db import store
 from db.models import Evaluation, Measurement, Run, RunKind, Task
 from worker.models import ensure_model, model_path, model_summary, refresh_cards
-from worker.service import Reporter, _execute
+from worker.service import Reporter, _execute, insert_once
 
 FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
 BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": 30, "throughput_repeats": 5,
@@ -40,20 +39,10 @@ def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev:
                            seed, dev_fraction, test_fraction)
     stats = ingested.stats
     names = {split: Path(path).name for split, path in (("train", train), ("dev", dev), ("test", test)) if path}
-    try:
-        with sessions.begin() as session:
-            existing = store.task_by_sha(session, ingested.sha256)
-            if existing is not None:
-                return existing, False
-            task = Task(name=(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type,
-                        path=str(ingested.path), source_names=names, labels=stats.labels, sizes=stats.sizes,
-                        label_counts=stats.label_counts, origin=stats.origin, has_pair=stats.has_pair)
-            session.add(task)
-            session.flush()
-            return task, True
-    except IntegrityError:  # the same content was added by another process just now
-        with sessions.begin() as session:
-            return store.task_by_sha(session, ingested.sha256), False
+    return insert_once(sessions, lambda session: store.task_by_sha(session, ingested.sha256), lambda: Task(
+        name=(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type, path=str(ingested.path),
+        source_names=names, labels=stats.labels, sizes=stats.sizes, label_counts=stats.label_counts,
+        origin=stats.origin, has_pair=stats.has_pair))
 
 
 def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:

@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +25,7 @@ from db import store
 from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Echo = Callable[[str, float], None]
 
 
@@ -75,30 +77,35 @@ def file_sha256(path: Path) -> str:
 
 # --- corpora -------------------------------------------------------------------------------
 
+def insert_once(sessions: sessionmaker[Session], find: Callable[[Session], T | None], make: Callable[[], T]
+                ) -> tuple[T, bool]:
+    """(row, created): the row `find` returns, else `make()` inserted. Rows keyed by a content hash
+    use it: another process inserting the same content just now is found instead of failing."""
+    try:
+        with sessions.begin() as session:
+            existing = find(session)
+            if existing is not None:
+                return existing, False
+            row = make()
+            session.add(row)
+            session.flush()
+            return row, True
+    except IntegrityError:  # the same content was added by another process just now
+        with sessions.begin() as session:
+            return find(session), False
+
+
 def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | None = None, format: str | None = None,
                text_field: str = "text", progress=None) -> tuple[Corpus, bool]:
     """(corpus, created). The same content added twice is one corpus."""
     path = Path(path)
     ingested = ingest(path, settings.corpora_dir(), format, text_field, progress)
     stats = ingested.stats
-    try:
-        with sessions.begin() as session:
-            existing = store.corpus_by_sha(session, ingested.sha256)
-            if existing is not None:
-                return existing, False
-            corpus = Corpus(
-                name=(name or path.name)[:200], sha256=ingested.sha256, path=str(ingested.path),
-                source_name=path.name[:500], format=ingested.format, bytes=stats.bytes,
-                source_bytes=stats.source_bytes, documents=stats.documents, words=stats.words,
-                distinct_words=stats.distinct_words, duplicate_documents=stats.duplicate_documents,
-                mean_length=stats.mean_length,
-            )
-            session.add(corpus)
-            session.flush()
-            return corpus, True
-    except IntegrityError:  # the same content was added by another process just now
-        with sessions.begin() as session:
-            return store.corpus_by_sha(session, ingested.sha256), False
+    return insert_once(sessions, lambda session: store.corpus_by_sha(session, ingested.sha256), lambda: Corpus(
+        name=(name or path.name)[:200], sha256=ingested.sha256, path=str(ingested.path),
+        source_name=path.name[:500], format=ingested.format, bytes=stats.bytes, source_bytes=stats.source_bytes,
+        documents=stats.documents, words=stats.words, distinct_words=stats.distinct_words,
+        duplicate_documents=stats.duplicate_documents, mean_length=stats.mean_length))
 
 
 def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
