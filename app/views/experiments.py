@@ -81,7 +81,7 @@ def result_table(view: dict) -> None:
           "seq/s": r["throughput_per_s"], "speed-up": r["speedup"],
           "state": r["evaluation_status"] if r["score"] is None else
           ("converged" if r["converged"] else "still improving")} for r in rows],
-        hide_index=True, width="stretch", key="experiments_table",
+        hide_index=True, width="stretch", placeholder="", key="experiments_table",
         column_config={metric: st.column_config.NumberColumn(format="%.4f", help="test, mean over seeds"),
                        "± std": st.column_config.NumberColumn(format="%.4f"),
                        "parameters": st.column_config.NumberColumn(format="compact"),
@@ -98,7 +98,7 @@ def result_table(view: dict) -> None:
 def runs_table(view: dict) -> None:
     st.dataframe([{"run": r["run_id"], "kind": r["kind"], "for": r["strategy"] or "", "status": r["status"],
                    "stage": r["stage"], "progress": 100 * (r["progress"] or 0), "wall time": data.duration(r["seconds"])}
-                  for r in view["runs"]], hide_index=True, width="stretch", key="experiments_runs",
+                  for r in view["runs"]], hide_index=True, width="stretch", placeholder="", key="experiments_runs",
                  column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=100,
                                                                             format="%.0f%%")})
 
@@ -161,5 +161,5 @@ if len(experiments) > 1:
             st.plotly_chart(figure, key="experiments_compare_chart", config={"displaylogo": False})
         st.dataframe([{"experiment": v["experiment_id"], "model": r["role"], metric: r["score"],
                        "± std": r["score_std"], "p50 ms": r["latency_ms_p50"], "parameters": r["parameters"]}
-                      for v in views for r in v["rows"]], hide_index=True, width="stretch",
+                      for v in views for r in v["rows"]], hide_index=True, width="stretch", placeholder="",
                      key="experiments_compare_table")

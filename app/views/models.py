@@ -30,7 +30,7 @@ task_id = st.selectbox("Scores on task", task_options, key="models_task",
                        format_func=lambda t: task_names.get(t, "no task yet: add one on the Tasks page"))
 table = models_data.table_rows(rows, None if task_id == NO_TASK else task_id)
 st.dataframe(
-    [{k: v for k, v in r.items() if k != "spec"} for r in table], hide_index=True, width="stretch",
+    [{k: v for k, v in r.items() if k != "spec"} for r in table], hide_index=True, width="stretch", placeholder="",
     key="models_table",
     column_config={
         "id": st.column_config.NumberColumn("id", format="%d", width="small"),
@@ -83,7 +83,7 @@ with one_tab:
             st.dataframe([{"run": e["run_id"], "task": e["task"], "status": e["status"], "metric": e["metric"],
                            "mean": e["mean"], "± std": e["std"], "seeds": e["seeds"],
                            "converged": {True: "yes", False: "still improving", None: ""}[e["converged"]]}
-                          for e in detail["evaluations"]], hide_index=True, width="stretch", key="models_evaluations",
+                          for e in detail["evaluations"]], hide_index=True, width="stretch", placeholder="", key="models_evaluations",
                          column_config={"mean": st.column_config.NumberColumn(format="%.4f"),
                                         "± std": st.column_config.NumberColumn(format="%.4f")})
             chosen = detail["evaluations"][0]
@@ -116,11 +116,11 @@ with compare_tab:
                 only_diff = st.checkbox("Only the settings that differ", value=True, key="models_only_diff")
                 settings_rows = [r for r in view["settings"] if r["differs"] or not only_diff]
                 st.dataframe([{"setting": r["setting"], label(first): r[first], label(second): r[second]}
-                              for r in settings_rows], hide_index=True, width="stretch", key="models_diff")
+                              for r in settings_rows], hide_index=True, width="stretch", placeholder="", key="models_diff")
                 score_rows = models_data.score_pairs(view["scores"], first, second)
                 if score_rows:
                     st.dataframe([{"task": r["task"], "metric": r["metric"], label(first): r[first],
-                                   label(second): r[second]} for r in score_rows], hide_index=True, width="stretch",
+                                   label(second): r[second]} for r in score_rows], hide_index=True, width="stretch", placeholder="",
                                  key="models_compare_scores",
                                  column_config={label(first): st.column_config.NumberColumn(format="%.4f"),
                                                 label(second): st.column_config.NumberColumn(format="%.4f")})

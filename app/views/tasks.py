@@ -72,7 +72,7 @@ if not tasks:
 st.dataframe([{"id": t["task_id"], "name": t["name"], "type": t["type"],
                "labels": len(t["labels"]) if t["type"] == "classification" else len(t["label_counts"]["train"]),
                **t["sizes"], "created": (t["created"] or "")[:16].replace("T", " ")} for t in tasks],
-             hide_index=True, width="stretch", key="tasks_table",
+             hide_index=True, width="stretch", placeholder="", key="tasks_table",
              column_config={"id": st.column_config.NumberColumn(format="%d", width="small"),
                             "labels": st.column_config.NumberColumn("labels / entity types", format="%d")})
 
@@ -83,7 +83,7 @@ chosen = st.selectbox("Task", list(by_id), key="tasks_selected", format_func=lam
 task = by_id[chosen]
 st.caption(" · ".join(f"{split}: {how}" for split, how in task["origin"].items()))
 st.markdown("**Entities per type**" if task["type"] == "ner" else "**Examples per label**")
-st.dataframe(tasks_data.label_table(task), hide_index=True, width="stretch", key="tasks_labels")
+st.dataframe(tasks_data.label_table(task), hide_index=True, width="stretch", placeholder="", key="tasks_labels")
 if st.button(f"Delete task {chosen}", key="tasks_delete", icon=":material/delete:",
              help="Deletes the stored task files and the evaluations on it."):
     with ui.reported():
