@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
 from core.corpus import ingest, read_documents
-from core.models import folder_size
 from core.errors import AdaptDistillError, Cancelled, ConfigError
-from core.models import BUNDLED, inspect_model, resolve_model
+from core.models import BUNDLED, folder_size, inspect_model, resolve_model
 from core.vocab import CurvePoint, VocabConfig, pick
 from db import store
 from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
@@ -303,6 +302,7 @@ def create_expansion(sessions: sessionmaker[Session], analysis_id: int, vocab_si
 
 
 def check_size(analysis: VocabAnalysis, vocab_size: int) -> None:
+    """An expansion's size must add at least one and at most all of the analysis's new tokens."""
     available = len(read_tokens(analysis))
     base = analysis.base_vocab_size
     if not base < vocab_size <= base + available:
@@ -313,6 +313,7 @@ def check_size(analysis: VocabAnalysis, vocab_size: int) -> None:
 
 
 def picked_size(analysis: VocabAnalysis, threshold: float | None) -> int:
+    """The size the paper's rule picks on a finished analysis's curve."""
     points = curve_points(analysis)
     if not points:
         raise ConfigError(f"analysis {analysis.id} has no curve: run it again")
