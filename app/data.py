@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import PRESETS, STRATEGIES, bert_parameters, default_student
+from core.configs import (PRESETS, STRATEGIES, AdaptConfig, DistillConfig, bert_parameters, check_device,
+                          default_student)
 from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
@@ -227,13 +228,26 @@ AUTO_STUDENT = "auto"  # half the teacher's layers and width (core.configs.defau
 SHAPE_KEYS = ("layers", "hidden", "heads", "intermediate")
 TRAINABLE = ("adaptation", "distillation")
 RESUMABLE_KINDS = TRAINABLE + ("evaluation", "benchmark")  # continue from their checkpoints
-TRAIN_DEFAULTS = {
-    "adapt_steps": 1000, "distill_steps": 1000, "adapt_lr": 5e-5, "distill_lr": 5e-4, "batch_size": 32,
-    "seq_len": 128, "grad_accum": 1, "warmup": 0.06, "schedule": "linear", "seed": 0, "eval_every": 200,
-    "checkpoint_every": 500, "device": "auto", "precision": "auto", "mask_probability": 0.15, "whole_word": False,
-    "student": AUTO_STUDENT, "shape": None, "allow_larger_student": False, "init": "random", "version": "v2", "teacher_layer": -1, "mlm_weight": 0.0,
-    "student_init": None,
-}
+
+
+def _train_defaults() -> dict:
+    """The Train page's starting values: the core configs' own defaults (one source of truth)."""
+    adapt, distill = AdaptConfig(), DistillConfig()
+    train = adapt.train
+    return {
+        "adapt_steps": train.steps, "distill_steps": distill.train.steps, "adapt_lr": train.lr,
+        "distill_lr": distill.train.lr, "batch_size": train.batch_size, "seq_len": adapt.seq_len,
+        "grad_accum": train.grad_accum, "warmup": train.warmup, "schedule": train.schedule, "seed": train.seed,
+        "eval_every": train.eval_every, "checkpoint_every": train.checkpoint_every, "device": train.device,
+        "precision": train.precision, "mask_probability": adapt.mask_probability, "whole_word": adapt.whole_word,
+        "head_warmup": adapt.head_warmup,
+        "student": AUTO_STUDENT, "shape": None, "allow_larger_student": distill.allow_larger_student,
+        "init": distill.init, "version": distill.version, "teacher_layer": distill.teacher_layer,
+        "mlm_weight": distill.mlm_weight, "student_init": None,
+    }
+
+
+TRAIN_DEFAULTS = _train_defaults()
 _COMMON = ("batch_size", "grad_accum", "seq_len", "warmup", "schedule", "seed", "eval_every", "checkpoint_every",
            "device", "precision")
 
@@ -258,7 +272,8 @@ def training_params(choices: dict) -> tuple[dict, dict]:
     c = {**TRAIN_DEFAULTS, **choices}
     common = {k: c[k] for k in _COMMON}
     adapt = {**common, "steps": int(c["adapt_steps"]), "lr": float(c["adapt_lr"]),
-             "mask_probability": float(c["mask_probability"]), "whole_word": bool(c["whole_word"])}
+             "mask_probability": float(c["mask_probability"]), "whole_word": bool(c["whole_word"]),
+             "head_warmup": float(c["head_warmup"])}
     distill = {**common, "steps": int(c["distill_steps"]), "lr": float(c["distill_lr"]), "version": c["version"],
                "teacher_layer": int(c["teacher_layer"]), "mlm_weight": float(c["mlm_weight"])}
     if c["allow_larger_student"]:
@@ -430,9 +445,7 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
     teacher = (c["teacher"] or "").strip()
     if not teacher:
         raise ConfigError("choose a teacher: bundled, a model a run made, a folder or a hub id")
-    c["device"] = (c["device"] or "auto").strip()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", c["device"]):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{c['device']}'")
+    c["device"] = check_device(c["device"])
     adapt, distill = training_params(c)
     kinds = {kind for kind, _ in mode_stages(c["mode"])}
     # Both configs are checked before any row exists: a pipeline writes its first runs before the

@@ -11,7 +11,6 @@ from pathlib import Path
 import streamlit as st
 
 
-
 def expand_backend(backend, new_tokens: list[str]):
     """A tokenizers.Tokenizer like `backend` with new_tokens appended to its WordPiece vocabulary
     (ids from the base size on; base ids unchanged)."""
@@ -26,9 +25,10 @@ def expand_backend(backend, new_tokens: list[str]):
 
 def _unpadded(tokenizer):
     # Exported tokenizers may pad or truncate to a fixed length (all-MiniLM-L6-v2: 128); here we
-    # show the text's own tokens.
+    # show the text's own tokens, with "[MASK]" in the text read as text, as training reads it.
     tokenizer.no_padding()
     tokenizer.no_truncation()
+    tokenizer.encode_special_tokens = True
     return tokenizer
 
 

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import torch
 
-from core.expand import METADATA_FILE
-from core.mlm import IGNORE, Masker, mlm_parts, pack_documents, split_heldout
-from core.models import load_mlm, load_tokenizer
 from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
-from core.training import checkpoint_dir, fit_and_save, micro_generator, read_json, resolve_device, write_json
+from core.expand import METADATA_FILE
+from core.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts
+from core.models import check_written, head_untrained, load_mlm
+from core.training import (Prepared, finish, fit_and_save, latest_checkpoint, micro_generator, prepare, read_json,
+                           run_loop, stream_seed)
+
+HEAD_WARMUP_DIR = "head-warmup"  # the head's own checkpoints, under the output folder while it runs
 
 
 @dataclass
@@ -29,7 +32,10 @@ class AdaptResult:
     heldout_loss_before: float | None
     heldout_loss: float | None
     tokens_per_second: float
-    mlm_head_was_fresh: bool
+    mlm_head_started_untrained: bool
+    """The model had no trained MLM head (missing, or added by an expansion of such a model)."""
+    head_warmup_steps: int = 0
+    """Steps that trained the head alone, the encoder frozen, before `steps` trained everything."""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -44,7 +50,7 @@ def heldout_loss(model, blocks, masker: Masker, batch_size: int, device: torch.d
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
             ids = torch.from_numpy(blocks[start:start + batch_size])
-            inputs, labels = masker(ids, micro_generator(seed + 1, start))
+            inputs, labels = masker(ids, micro_generator(seed, start, "heldout-mask"))
             selected = labels != IGNORE
             hidden = encoder(input_ids=inputs.to(device)).last_hidden_state
             logits = head(hidden[selected.to(device)])
@@ -52,6 +58,30 @@ def heldout_loss(model, blocks, masker: Masker, batch_size: int, device: torch.d
                                                              reduction="sum"))
             count += int(selected.sum())
     return total / max(count, 1)
+
+
+def warm_up_head(model, prepared: Prepared, loss_fn, config: AdaptConfig, out_dir: Path, progress=None,
+                 cancel=None) -> int:
+    """Train the MLM head alone (the encoder, and with it the tied word embeddings, frozen) so that
+    the main run's gradients start from a head that already reads the encoder, not a random one.
+    Returns the number of head steps; skipped when the main run has already checkpointed."""
+    steps = config.head_warmup_steps(prepared.train.steps)
+    if not steps or latest_checkpoint(out_dir) is not None:
+        return steps
+    encoder, _ = mlm_parts(model)
+    encoder.requires_grad_(False)
+    train = dataclasses.replace(prepared.train, steps=steps, lr=config.head_lr, warmup=0.1, epochs=None,
+                                seed=stream_seed(prepared.train.seed, "head-warmup"),
+                                checkpoint_every=max(1, min(prepared.train.checkpoint_every, steps)))
+    if progress:
+        progress("training the new MLM head", 0.0)
+    report = (lambda _stage, fraction: progress("training the new MLM head", fraction)) if progress else None
+    try:
+        run_loop(model, loss_fn, prepared.train_blocks, None, train, out_dir / HEAD_WARMUP_DIR, prepared.device,
+                 None, report, cancel)
+    finally:
+        encoder.requires_grad_(True)
+    return steps
 
 
 def adapt(
@@ -64,42 +94,37 @@ def adapt(
     on_metrics: Callable[[int, dict[str, float]], None] | None = None,
     metadata: dict | None = None,
 ) -> AdaptResult:
-    """Continue MLM pretraining of the model at model_path; write the result to out_dir."""
+    """Continue MLM pretraining of the model at model_path; write the result to out_dir. A model
+    without a trained MLM head first trains the head alone (`head_warmup`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.train.device)
-    tokenizer = load_tokenizer(model_path)
-    model, head_fresh = load_mlm(model_path)
+    prepared = prepare(model_path, documents, config.seq_len, config.heldout_fraction, config.train, progress, cancel)
+    model, fresh = load_mlm(model_path, config.train.seed)
+    untrained = head_untrained(model_path, fresh)
     mlm_parts(model)
-    if progress:
-        progress("tokenizing", 0.0)
-    blocks = pack_documents(documents(), tokenizer, config.seq_len, cancel=cancel)
-    train_blocks, held = split_heldout(blocks, config.heldout_fraction)
-    config = dataclasses.replace(config, train=config.train.for_blocks(len(train_blocks)))
-    masker = Masker(tokenizer, config.mask_probability, config.whole_word)
-    model.to(device)
-    seed, batch = config.train.seed, config.train.batch_size
+    masker = Masker(prepared.tokenizer, config.mask_probability, config.whole_word)
+    model.to(prepared.device)
+    seed, batch, device = config.train.seed, config.train.batch_size, prepared.device
 
     def loss_fn(ids, generator):
-        from core.mlm import masked_lm_loss
-
         inputs, labels = masker(ids, generator)
         return masked_lm_loss(model, inputs.to(device), labels.to(device)), {}
 
     def evaluate():
-        loss = heldout_loss(model, held, masker, batch, device, seed)
+        loss = heldout_loss(model, prepared.heldout_blocks, masker, batch, device, seed)
         return {"heldout_loss": loss, "heldout_perplexity": math.exp(min(loss, 50))}
 
-    loop, before = fit_and_save(model, tokenizer, loss_fn, train_blocks, evaluate, config.train, out_dir, device,
-                                on_metrics, progress, cancel)
+    head_steps = warm_up_head(model, prepared, loss_fn, config, out_dir, progress, cancel) if untrained else 0
+    loop, before = fit_and_save(model, prepared, loss_fn, evaluate, out_dir, on_metrics, progress, cancel)
+    check_written(model, out_dir)
     previous = read_json(Path(model_path) / METADATA_FILE)
     result = AdaptResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                          before["heldout_loss"] if before else None, loop.last_eval.get("heldout_loss"),
-                         loop.tokens_per_second, head_fresh)
-    write_json(out_dir / METADATA_FILE, {
+                         loop.tokens_per_second, untrained, head_steps)
+    finish(out_dir, {
         **previous, **(metadata or {}), "kind": "adapted", "parent_model": str(model_path),
         "mlm_head_trained": True, "adapt_config": asdict(config), "result": result.to_dict(),
-        "train_blocks": len(train_blocks), "heldout_blocks": len(held),
+        "train_blocks": len(prepared.train_blocks), "heldout_blocks": len(prepared.heldout_blocks),
     })
-    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # optimizer state is 3x the model
+    shutil.rmtree(out_dir / HEAD_WARMUP_DIR, ignore_errors=True)
     return result

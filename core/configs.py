@@ -13,6 +13,20 @@ from core.errors import ConfigError
 
 STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_HELP = "auto, cpu, mps, cuda or cuda:N"
+ADAPT_LR = 5e-5
+"""Peak learning rate of adaptation (continued pretraining of a pretrained model)."""
+DISTILL_LR = 5e-4
+"""Peak learning rate of distillation (a fresh, small student)."""
+
+
+def check_device(name: str) -> str:
+    """The device name, stripped, or a ConfigError naming the accepted ones. The one check used by
+    the configs, the CLI and the dashboard."""
+    name = (name or "auto").strip()
+    if not _DEVICE.match(name):
+        raise ConfigError(f"device must be {DEVICE_HELP}, got '{name}'")
+    return name
 
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -41,7 +55,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     device: str = "auto"
-    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA when available), 'cpu', 'mps', 'cuda' or 'cuda:N'."""
     precision: str = "auto"
     """'auto' (bf16 on a GPU that has it, else fp32), 'bf16' or 'fp32'."""
 
@@ -49,6 +63,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}")
         if self.lr <= 0:
@@ -57,8 +73,7 @@ class TrainConfig:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if not _DEVICE.match(self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        self.device = check_device(self.device)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
 
@@ -85,9 +100,21 @@ class AdaptConfig:
     """Mask whole words (all their ## pieces) instead of single tokens."""
     heldout_fraction: float = 0.02
     """Share of the blocks kept out of training to measure MLM loss and perplexity."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5))
+    head_warmup: float = 0.1
+    """When the model has no trained MLM head: steps that train the head alone (encoder frozen)
+    before the run, a fraction of `steps` when < 1, else a number of steps; 0 skips it."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the head's warm-up."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=ADAPT_LR))
+
+    def head_warmup_steps(self, steps: int) -> int:
+        return int(self.head_warmup * steps) if self.head_warmup < 1 else int(self.head_warmup)
 
     def __post_init__(self):
+        if not math.isfinite(self.head_warmup) or self.head_warmup < 0:
+            raise ConfigError(f"head-warmup must be >= 0 (a fraction of the steps, or steps), got {self.head_warmup}")
+        if not math.isfinite(self.head_lr) or self.head_lr <= 0:
+            raise ConfigError(f"head-lr must be positive, got {self.head_lr}")
         if not 8 <= self.seq_len <= 8192:
             raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
         if not 0 < self.heldout_fraction < 0.5:
@@ -203,7 +230,7 @@ class DistillConfig:
     heldout_fraction: float = 0.02
     allow_larger_student: bool = False
     """Distil into a student that is not smaller than the teacher (refused otherwise)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=DISTILL_LR))
 
     def __post_init__(self):
         if self.version not in ("v1", "v2"):
@@ -265,6 +292,8 @@ class FinetuneConfig:
 
     def __post_init__(self):
         self.exclude_labels = tuple(self.exclude_labels)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
         for name in ("epochs", "batch_size", "seeds"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -281,8 +310,7 @@ class FinetuneConfig:
             raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay}")
         if self.scheme is not None and self.scheme.upper() not in TAG_SCHEMES:
             raise ConfigError(f"scheme must be one of {', '.join(TAG_SCHEMES)}, got '{self.scheme}'")
-        if not _DEVICE.match(self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        self.device = check_device(self.device)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
 

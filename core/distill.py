@@ -5,8 +5,9 @@ returns no attention weights, and the projections are what MiniLM needs anyway."
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import shutil
+import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -18,10 +19,10 @@ from core.errors import ConfigError
 from core.expand import METADATA_FILE
 from core.losses import minilm_v1_loss, minilm_v2_loss
 from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
-from core.models import load_mlm, load_tokenizer
+from core.models import check_written, load_mlm, vocabulary, vocabulary_difference
 from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
                           check_student_smaller, default_student)
-from core.training import checkpoint_dir, fit_and_save, read_json, resolve_device, write_json
+from core.training import finish, fit_and_save, prepare, read_json, seeded
 
 @dataclass
 class DistillResult:
@@ -53,8 +54,19 @@ def relation_heads_for(config: DistillConfig, teacher_hidden: int) -> int:
     return next(h for h in (48, 24, 16, 12, 8, 4, 2, 1) if not student_hidden % h and not teacher_hidden % h)
 
 
-def build_student(teacher, shape: StudentShape, init: str):
-    """A BertForMaskedLM student with the teacher's vocabulary and positions."""
+def teacher_layers_for(teacher_layers: int, student_layers: int) -> list[int]:
+    """Teacher layers that initialise a student's: evenly spaced, the last one always included
+    (12 -> 6: 1, 3, ..., 11; 6 -> 4: 1, 2, 4, 5; 6 -> 3: 1, 3, 5)."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ConfigError(f"the student has {student_layers} layers and the teacher {teacher_layers}: init 'teacher' "
+                          f"needs 1 to {teacher_layers}")
+    return [math.ceil((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def build_student(teacher, shape: StudentShape, init: str, seed: int = 0):
+    """A BertForMaskedLM student with the teacher's vocabulary and positions, initialised from the
+    `student-init` stream of `seed`. With init 'teacher' its layers are copies of evenly spaced
+    teacher layers and everything else (embeddings, MLM head, pooler) is the teacher's."""
     from transformers import BertConfig, BertForMaskedLM
 
     t = teacher.config
@@ -62,15 +74,15 @@ def build_student(teacher, shape: StudentShape, init: str):
                         num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
                         max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
                         pad_token_id=t.pad_token_id)
-    student = BertForMaskedLM(config)
+    with seeded(seed, "student-init"):
+        student = BertForMaskedLM(config)
     if init == "teacher":
         if shape.hidden != t.hidden_size or shape.heads != t.num_attention_heads:
             raise ConfigError(f"init 'teacher' needs the teacher's width ({t.hidden_size} hidden, "
                               f"{t.num_attention_heads} heads); the student has {shape.hidden} and {shape.heads}")
-        if shape.layers > t.num_hidden_layers:
-            raise ConfigError(f"the student has more layers ({shape.layers}) than the teacher ({t.num_hidden_layers})")
-        stride = t.num_hidden_layers // shape.layers
-        chosen = [stride * (i + 1) - 1 for i in range(shape.layers)]  # every k-th layer, ending at the last
+        chosen = teacher_layers_for(t.num_hidden_layers, shape.layers)
+        if teacher.bert.pooler is not None:
+            student.bert.pooler = copy.deepcopy(teacher.bert.pooler)
         source = teacher.state_dict()
         state = {}
         for key in student.state_dict():
@@ -135,14 +147,14 @@ def distill(
     """Distil the teacher at teacher_path into a new student; write it to out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.train.device)
-    tokenizer = load_tokenizer(teacher_path)
-    teacher, _ = load_mlm(teacher_path)
+    seed = config.train.seed
+    teacher, _ = load_mlm(teacher_path, seed)
     if config.init not in INITS:
-        student, _ = load_mlm(config.init)
-        if student.config.vocab_size != teacher.config.vocab_size:
-            raise ConfigError(f"the student model at {config.init} has {student.config.vocab_size} tokens, the "
-                              f"teacher {teacher.config.vocab_size}: expand its vocabulary the same way first")
+        difference = vocabulary_difference(vocabulary(config.init), vocabulary(teacher_path))
+        if difference is not None:
+            raise ConfigError(f"the student model at {config.init} does not have the teacher's vocabulary "
+                              f"({difference}): expand its vocabulary the same way first")
+        student, _ = load_mlm(config.init, seed)
         s = student.config
         config.student = StudentShape(s.num_hidden_layers, s.hidden_size, s.num_attention_heads, s.intermediate_size)
     else:
@@ -150,20 +162,19 @@ def distill(
             t = teacher.config
             config.student = default_student(t.num_hidden_layers, t.hidden_size, t.num_attention_heads,
                                              t.intermediate_size)
-        student = build_student(teacher, config.student, config.init)
+        student = build_student(teacher, config.student, config.init, seed)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     check_student_smaller(count(student), count(teacher), config.student.name, None, config.allow_larger_student)
     heads = relation_heads_for(config, teacher.config.hidden_size)
     teacher_layer = _layers(teacher)[config.teacher_layer]
     student_layer = _layers(student)[-1]
+    prepared = prepare(teacher_path, documents, config.seq_len, config.heldout_fraction, config.train, progress,
+                       cancel)
+    device, held = prepared.device, prepared.heldout_blocks
     teacher.to(device).eval().requires_grad_(False)
     student.to(device)
-    if progress:
-        progress("tokenizing", 0.0)
-    blocks = pack_documents(documents(), tokenizer, config.seq_len, cancel=cancel)
-    train_blocks, held = split_heldout(blocks, config.heldout_fraction)
-    config = dataclasses.replace(config, train=config.train.for_blocks(len(train_blocks)))
-    masker = Masker(tokenizer) if config.mlm_weight > 0 else None
+    config = dataclasses.replace(config, train=prepared.train)
+    masker = Masker(prepared.tokenizer) if config.mlm_weight > 0 else None
 
     def teacher_qkv(ids):
         with torch.inference_mode(), capture_qkv(teacher_layer, stop=True) as qkv:
@@ -209,18 +220,17 @@ def distill(
                 total += float(relation(student_qkv, targets)) * len(ids)
         return {"heldout_relation_loss": total / len(held)}
 
-    loop, before = fit_and_save(student, tokenizer, loss_fn, train_blocks, evaluate, config.train, out_dir, device,
-                                on_metrics, progress, cancel)
+    loop, before = fit_and_save(student, prepared, loss_fn, evaluate, out_dir, on_metrics, progress, cancel)
+    check_written(student, out_dir)
     previous = read_json(Path(teacher_path) / METADATA_FILE)
     result = DistillResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                            before["heldout_relation_loss"] if before else None,
                            loop.last_eval.get("heldout_relation_loss"), count(student), count(teacher),
                            config.mlm_weight > 0, loop.tokens_per_second)
-    write_json(out_dir / METADATA_FILE, {
+    finish(out_dir, {
         **{k: v for k, v in previous.items() if k in ("analysis_id", "corpus_sha256", "base_model_spec")},
         **(metadata or {}), "kind": "student", "teacher_model": str(teacher_path),
         "mlm_head_trained": config.mlm_weight > 0, "distill_config": asdict(config), "relation_heads": heads,
         "result": result.to_dict(),
     })
-    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
     return result

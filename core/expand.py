@@ -4,6 +4,7 @@ never change) and give each new embedding row the mean of the base embeddings of
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.models import load_mlm, load_tokenizer
+from core.models import check_written, load_mlm, load_tokenizer, untie_head_bias
 
 METADATA_FILE = "adapt_distill.json"
 
@@ -94,8 +95,10 @@ def expand_model(
     out_dir: str | Path,
     metadata: dict | None = None,
     progress: Callable[[str, float], None] | None = None,
+    seed: int = 0,
 ) -> ExpansionResult:
-    """Write the expanded model folder atomically (a temporary folder renamed at the end)."""
+    """Write the expanded model folder atomically (a temporary folder renamed at the end). A base
+    without an MLM head gets a new one initialised from `seed`."""
 
     base_path, out_dir = Path(base_path), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -111,7 +114,7 @@ def expand_model(
         base_vocab, wp = _expanded_tokenizer_files(base_path, tmp, new_tokens)
         if progress:
             progress("loading base model", 0.2)
-        model, head_fresh = load_mlm(base_path)
+        model, head_fresh = load_mlm(base_path, seed)
         base_size = model.get_input_embeddings().weight.shape[0]
         if base_size != len(base_vocab):
             raise ConfigError(
@@ -126,11 +129,15 @@ def expand_model(
         ]
         if progress:
             progress("initialising embeddings", 0.5)
+        source = copy.deepcopy(model).eval()
         _init_new_rows(model, base_size, split, head_fresh)
         model.config.vocab_size = base_size + len(new_tokens)
         if progress:
             progress("saving", 0.8)
         model.save_pretrained(str(tmp))
+        if progress:
+            progress("checking the written model", 0.9)
+        check_expanded(source, check_written(model, tmp), base_size)
         info = {
             "kind": "expanded",
             "base_model": str(base_path),
@@ -160,7 +167,10 @@ def _init_new_rows(model, base_size: int, split: list[list[int]], head_fresh: bo
     old_out_weight = output.weight.detach().clone() if output is not None else None
     old_bias = output.bias.detach().clone() if output is not None and output.bias is not None else None
     old_in = model.get_input_embeddings().weight.detach().clone()
+    head = getattr(getattr(model, "cls", None), "predictions", None)
+    old_head_bias = head.bias.detach().clone() if head is not None and head.bias is not None else None
     model.resize_token_embeddings(base_size + len(split), mean_resizing=False)
+    untie_head_bias(model)
     index = torch.zeros(len(split), base_size)
     for row, pieces in enumerate(split):
         index[row, pieces] += 1.0 / len(pieces)  # a piece may repeat; += keeps the mean exact
@@ -173,3 +183,33 @@ def _init_new_rows(model, base_size: int, split: list[list[int]], head_fresh: bo
                 output.weight[base_size:] = (index.to(old_out_weight.dtype) @ old_out_weight).to(output.weight.dtype)
             if output.bias is not None and old_bias is not None:
                 output.bias[base_size:] = index.to(old_bias.dtype) @ old_bias
+        if head is not None and output is not None and head.bias is not output.bias and old_head_bias is not None:
+            # untied: `cls.predictions.bias` is a parameter of its own again; keep it as the source had it
+            head.bias[:base_size] = old_head_bias
+            head.bias[base_size:] = index.to(old_head_bias.dtype) @ old_head_bias
+
+
+def check_expanded(source, expanded, base_size: int) -> None:
+    """Hold the reloaded expansion to its source: every weight of the source is there (the pooler
+    and both biases included) with its base rows unchanged, and on a probe of base-vocabulary ids
+    the logits over the base vocabulary are the source's."""
+    import torch
+
+    from core.errors import ModelError
+
+    written = expanded.eval().state_dict()
+    for key, tensor in source.state_dict().items():
+        if key not in written:
+            raise ModelError(f"the source's '{key}' was not written (a bug: please report it)")
+        mine = written[key]
+        if mine.ndim and mine.shape[1:] == tensor.shape[1:] and mine.shape[0] > tensor.shape[0] == base_size:
+            mine = mine[:base_size]
+        if not torch.equal(mine, tensor):
+            raise ModelError(f"'{key}' differs from the source model on its base rows (a bug: please report it)")
+    probe = torch.randint(0, base_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = source(input_ids=probe).logits
+        got = expanded(input_ids=probe).logits[..., :base_size]
+    if not torch.allclose(got, want, atol=1e-4, rtol=1e-4):
+        raise ModelError(f"the expanded model's logits over the base vocabulary differ from the source's by "
+                         f"{float((got - want).abs().max()):.2e} (a bug: please report it)")

@@ -23,7 +23,7 @@ from core.errors import Cancelled, ConfigError, ModelError
 from core.models import load_tokenizer
 from core.tasks import TaskData
 from core.training import (autocast_dtype, checkpoint_dir, latest_checkpoint, load_checkpoint, optimizer_for,
-                           read_json, resolve_device, save_checkpoint, write_json)
+                           read_json, resolve_device, save_checkpoint, seeded, stream_seed, write_json)
 
 IGNORE = -100
 LENGTH_WINDOW = 50  # batches per window of similar lengths: padding stays small, the order stays random
@@ -68,17 +68,18 @@ class Encoded:
 
 def encode(task: TaskData, split: str, tokenizer, max_length: int) -> Encoded:
     """Tokenize a split. Classification: text (and its pair) truncated to max_length. NER: the label
-    of a word goes on its first piece, the other pieces are ignored by the loss."""
+    of a word goes on its first piece, the other pieces are ignored by the loss. A special-token
+    string in the text ("[SEP]") is text, as in adaptation."""
     items = task.splits[split]
     index = {label: i for i, label in enumerate(task.labels)}
     if task.type == "classification":
         texts = [x.text for x in items]
         pairs = [x.text_pair for x in items] if task.has_pair else None
-        batch = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        batch = tokenizer(texts, pairs, truncation=True, max_length=max_length, split_special_tokens=True)
         features = [{k: batch[k][i] for k in batch.keys()} | {"labels": index[x.label]} for i, x in enumerate(items)]
         return Encoded(features, np.array([len(f["input_ids"]) for f in features]))
     batch = tokenizer([list(x.tokens) for x in items], is_split_into_words=True, truncation=True,
-                      max_length=max_length)
+                      max_length=max_length, split_special_tokens=True)
     features, words = [], []
     for i, sentence in enumerate(items):
         ids = batch.word_ids(i)
@@ -94,7 +95,7 @@ def encode(task: TaskData, split: str, tokenizer, max_length: int) -> Encoded:
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The batches of one epoch: a permutation that depends only on (seed, epoch), cut into windows
     of LENGTH_WINDOW batches sorted by length (little padding), then the batches shuffled."""
-    rng = np.random.default_rng([seed, epoch])
+    rng = np.random.default_rng(stream_seed(seed, "order", epoch))
     order = rng.permutation(len(lengths))
     window = batch_size * LENGTH_WINDOW
     batches = []
@@ -103,11 +104,6 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def step_seed(seed: int, step: int) -> int:
-    """An independent random stream per (seed, step) for dropout: no two pairs share one."""
-    return int(np.random.SeedSequence([seed, step, 7]).generate_state(1)[0])
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -119,13 +115,13 @@ def load_for_task(model_path: str | Path, task: TaskData, seed: int):
 
     cls = AutoModelForSequenceClassification if task.type == "classification" else AutoModelForTokenClassification
     labels = {i: label for i, label in enumerate(task.labels)}
-    torch.manual_seed(seed)  # the new head's initialisation
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the new head: expected here
     try:
-        return cls.from_pretrained(str(model_path), num_labels=len(labels), id2label=labels,
-                                   label2id={v: k for k, v in labels.items()}, use_safetensors=True,
-                                   trust_remote_code=False)
+        with seeded(seed, "task-head"):  # the new head's initialisation
+            return cls.from_pretrained(str(model_path), num_labels=len(labels), id2label=labels,
+                                       label2id={v: k for k, v in labels.items()}, use_safetensors=True,
+                                       trust_remote_code=False)
     except Exception as exc:
         raise ModelError(f"cannot load {model_path} for {task.type}: {exc}") from None
     finally:
@@ -215,7 +211,7 @@ def finetune_seed(model_path: Path, task: TaskData, data: dict[str, Encoded], to
             save_checkpoint(root, step, {"model": model}, optimizer, scheduler, 1, state)
             raise Cancelled(f"cancelled at seed {seed}, step {step}; resume continues from there")
         batch = collate([data["train"].features[i] for i in batches[position]])
-        torch.manual_seed(step_seed(seed, step))  # dropout depends on (seed, step) alone
+        torch.manual_seed(stream_seed(seed, "dropout", step))  # dropout depends on (seed, step) alone
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         loss.backward()

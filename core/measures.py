@@ -17,7 +17,7 @@ from core.adapt import heldout_loss
 from core.errors import Cancelled, ConfigError, CorpusError
 from core.expand import METADATA_FILE
 from core.mlm import Masker, mlm_parts, pack_documents, split_heldout
-from core.models import count_parameters, folder_size, load_mlm, load_tokenizer
+from core.models import count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
 from core.training import resolve_device
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
@@ -67,10 +67,7 @@ def tokenizer_measures(tokenizer, documents: Iterable[str], max_words: int = 200
     including the document that reaches max_words."""
     if max_words < 1:
         raise ConfigError(f"max-words must be at least 1, got {max_words}")
-    # A copy without padding or truncation: a long document must count all its pieces.
-    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
+    backend = plain_text_backend(tokenizer)
     unk = tokenizer.unk_token_id
     words = tokens = unknown = 0
     buffer: list[str] = []

@@ -18,12 +18,12 @@ IGNORE = -100
 def pack_documents(documents: Iterable[str], tokenizer, block_size: int, batch: int = 2000,
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """(n_blocks, block_size) int32: [CLS] + tokens + [SEP], documents joined by [SEP]. The tail
-    that does not fill a block is dropped."""
+    that does not fill a block is dropped. Special-token strings in the text are plain text."""
     if block_size < 8:
         raise ConfigError(f"sequence length must be at least 8, got {block_size}")
-    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
+    from core.models import plain_text_backend
+
+    backend = plain_text_backend(tokenizer)  # a "[MASK]" in the text is text, not a mask
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     pieces: list[np.ndarray] = []
     buffer: list[str] = []

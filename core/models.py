@@ -113,24 +113,124 @@ def load_tokenizer(path: str | Path):
         raise ModelError(f"cannot load a tokenizer from {path}: {exc}") from None
 
 
-def load_mlm(path: str | Path):
+def plain_text_backend(tokenizer):
+    """A copy of a fast tokenizer's backend for reading text: no padding, no truncation (a long
+    document counts all its pieces), and special-token strings in the text ("[MASK]", "[SEP]")
+    read as plain text, as the vocabulary analysis counts them, never as special ids."""
+    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    backend.encode_special_tokens = True
+    return backend
+
+
+def vocabulary(path: str | Path) -> list[str]:
+    """The tokens of a model folder's tokenizer, in id order (added special tokens included)."""
+    vocab = load_tokenizer(path).get_vocab()
+    return sorted(vocab, key=vocab.get)
+
+
+def vocabulary_difference(mine: list[str], theirs: list[str]) -> str | None:
+    """None when two vocabularies are the same tokens with the same ids; else where they part."""
+    if mine == theirs:
+        return None
+    for index, (a, b) in enumerate(zip(mine, theirs)):
+        if a != b:
+            return f"id {index} is '{a}' in one and '{b}' in the other"
+    return f"one has {len(mine):,} tokens, the other {len(theirs):,}, the same up to there"
+
+
+def load_mlm(path: str | Path, seed: int = 0):
     """(model, head_is_fresh): a masked-LM model from safetensors; head_is_fresh is True when the
-    checkpoint had no MLM head (e.g. a sentence-transformers export) and one was initialised."""
+    checkpoint had no MLM head (e.g. a sentence-transformers export) and one was initialised, from
+    the `mlm-head` stream of `seed`. A BERT checkpoint's pooler, which BertForMaskedLM leaves out,
+    is attached to the model (`bert.pooler`), so that it is saved with it and a classifier
+    fine-tuned from any stage starts from the same trained pooler as one from the source."""
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
+
+    from core.training import seeded
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the fresh head; we say it once ourselves
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=False, output_loading_info=True
-        )
+        with seeded(seed, "mlm-head"):
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                str(path), use_safetensors=True, trust_remote_code=False, output_loading_info=True
+            )
     except Exception as exc:
         raise ModelError(f"cannot load a masked-LM model from {path}: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     fresh = any(".predictions." in key or key.startswith(("cls.", "vocab_")) for key in info.get("missing_keys", []))
+    _attach_pooler(model, Path(path))
     return model, fresh
+
+
+def head_untrained(path: str | Path, fresh: bool) -> bool:
+    """Whether the MLM head of the model at `path` has never been trained: it was missing from the
+    checkpoint (`fresh`), or the folder was written by an expansion of such a model."""
+    info_file = Path(path) / "adapt_distill.json"
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    return fresh or info.get("mlm_head_trained") is False
+
+
+def pooler_weights(path: Path) -> dict:
+    """The pooler tensors of a checkpoint folder ({'dense.weight': ..., 'dense.bias': ...}), with or
+    without the `bert.` prefix; empty when it has none."""
+    from safetensors import safe_open
+
+    found = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for key in weights.keys():
+                for prefix in ("bert.pooler.", "pooler."):
+                    if key.startswith(prefix):
+                        found[key[len(prefix):]] = weights.get_tensor(key)
+    return found
+
+
+def _attach_pooler(model, path: Path) -> None:
+    encoder = getattr(model, "bert", None)
+    if encoder is None or getattr(encoder, "pooler", None) is not None:
+        return
+    weights = pooler_weights(path)
+    if not weights:
+        return
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    pooler = BertPooler(model.config)
+    pooler.load_state_dict(weights)
+    encoder.pooler = pooler
+
+
+def untie_head_bias(model) -> None:
+    """After resize_token_embeddings, transformers makes an untied BERT's decoder bias the same
+    tensor as `cls.predictions.bias`; saving then keeps only the latter, and an untied model loads
+    a zero decoder bias. Give the decoder its own copy again."""
+    head = getattr(getattr(model, "cls", None), "predictions", None)
+    tied = getattr(model.config, "tie_word_embeddings", True)
+    if head is None or tied or head.decoder.bias is None or head.decoder.bias is not head.bias:
+        return
+    import torch
+
+    head.decoder.bias = torch.nn.Parameter(head.bias.detach().clone())
+
+
+def check_written(model, folder: str | Path):
+    """Reload a folder just written from `model` and compare every tensor: a weight that saving
+    or loading drops (a tied copy, the pooler) is an error here, not a silent zero downstream.
+    Returns the reloaded model."""
+    import torch
+
+    reloaded, _ = load_mlm(folder)
+    mine, theirs = model.state_dict(), reloaded.state_dict()
+    for key, tensor in mine.items():
+        if key not in theirs:
+            raise ModelError(f"{folder}: '{key}' was not written (a bug: please report it)")
+        if not torch.equal(tensor.detach().cpu(), theirs[key].detach().cpu()):
+            raise ModelError(f"{folder}: '{key}' reads back different from what was written (a bug: please report it)")
+    return reloaded
 
 
 def count_parameters(path: str | Path) -> int:

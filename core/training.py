@@ -10,8 +10,9 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name} asked for, but no CUDA GPU is visible: use --device cpu")
+    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name} asked for, but only {torch.cuda.device_count()} GPU(s) are visible "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device mps asked for, but this machine has no Apple GPU: use --device cpu")
     return torch.device(name)
 
 
@@ -53,20 +59,45 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return max(0.0, 1 - progress)
 
 
+# Every random draw of a run comes from its own stream, named here: the data order, the masking,
+# dropout, the held-out masking, a new student's or MLM head's initialisation, a task head, and the
+# seed of an MLM head's warm-up (whose order, masking and dropout then derive from it).
+STREAMS = {"order": 1, "mask": 2, "dropout": 3, "heldout-mask": 4, "student-init": 5, "mlm-head": 6,
+           "task-head": 7, "head-warmup": 8}
+
+
+def stream_seed(seed: int, stream: str, *index: int) -> int:
+    """The seed of one independent random stream of a run: a hash of (seed, stream, index...), so
+    distinct tuples never share a stream (as seed * k + step would: seed 1 step 0 = seed 0 step k)."""
+    if seed < 0 or any(i < 0 for i in index):
+        raise ConfigError(f"seeds and indices must be >= 0, got seed {seed}, index {index}")
+    return int(np.random.SeedSequence([seed, STREAMS[stream], *index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@contextmanager
+def seeded(seed: int, stream: str, *index: int):
+    """Run a block (e.g. a model's initialisation) under torch's global RNG seeded from one stream,
+    leaving the caller's RNG state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, stream, *index))
+        yield
+
+
 def batch_indices(n: int, micro_step: int, batch_size: int, seed: int) -> np.ndarray:
     """Indices of the blocks of one micro-batch: the stream of per-epoch permutations, so the order
     depends only on (seed, micro_step)."""
     positions = np.arange(micro_step * batch_size, (micro_step + 1) * batch_size)
     out = np.empty(batch_size, dtype=np.int64)
     for epoch in np.unique(positions // n):
-        permutation = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        permutation = np.random.default_rng(stream_seed(seed, "order", int(epoch))).permutation(n)
         here = positions // n == epoch
         out[here] = permutation[positions[here] % n]
     return out
 
 
-def micro_generator(seed: int, micro_step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + micro_step)
+def micro_generator(seed: int, micro_step: int, stream: str = "mask") -> torch.Generator:
+    """The generator of one micro-step's draws (masking) in a run."""
+    return torch.Generator().manual_seed(stream_seed(seed, stream, micro_step))
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -135,6 +166,7 @@ class LoopResult:
     last_eval: dict[str, float]
     seconds: float
     tokens_per_second: float
+    carried: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,18 +194,28 @@ def run_loop(
     on_metrics: Metrics | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    carried: dict | None = None,
 ) -> LoopResult:
     """Train `model` (the parameters the optimizer updates) with loss_fn(batch_ids, generator).
-    Resumes from root/checkpoints/latest when there is one."""
+    Resumes from root/checkpoints/latest when there is one. `carried` (JSON) is written with every
+    checkpoint and read back on resume, with the first step's loss, so a resumed run reports
+    what an uninterrupted one would."""
     optimizer, scheduler = optimizer_for(model, config)
     modules = {"model": model}
     start = 0
+    carried = dict(carried or {})
     checkpoint = latest_checkpoint(root)
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, modules, optimizer, scheduler)
+        carried = {**carried, **read_json(checkpoint / "state.json")}
     dtype = autocast_dtype(config.precision, device)
     n, tokens_per_step = len(train_blocks), config.batch_size * config.grad_accum * train_blocks.shape[1]
-    first = last = None
+    first, last = carried.get("first_loss"), None
+
+    def checkpoint_now(step: int) -> None:
+        save_checkpoint(root, step, modules, optimizer, scheduler, config.keep_checkpoints,
+                        {**carried, "first_loss": first})
+
     last_eval: dict[str, float] = {}
     began = time.perf_counter()
     if on_metrics:
@@ -181,13 +223,13 @@ def run_loop(
     model.train()
     for step in range(start, config.steps):
         if cancel is not None and cancel():
-            save_checkpoint(root, step, modules, optimizer, scheduler, config.keep_checkpoints)
+            checkpoint_now(step)
             raise Cancelled(f"cancelled at step {step}; resume continues from there")
         totals: dict[str, float] = {}
         for micro in range(config.grad_accum):
             index = step * config.grad_accum + micro
             ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
-            torch.manual_seed(config.seed * 7_919 + index)  # dropout draws depend on the step alone
+            torch.manual_seed(stream_seed(config.seed, "dropout", index))  # dropout depends on the step alone
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss, parts = loss_fn(ids, micro_generator(config.seed, index))
             (loss / config.grad_accum).backward()
@@ -209,19 +251,47 @@ def run_loop(
             if on_metrics:
                 on_metrics(done, last_eval)
         if done % config.checkpoint_every == 0 and done < config.steps:
-            save_checkpoint(root, done, modules, optimizer, scheduler, config.keep_checkpoints)
+            checkpoint_now(done)
         if progress:
             progress("training", done / config.steps)
     seconds = time.perf_counter() - began
     trained = config.steps - start
     return LoopResult(config.steps, start, first, last, last_eval, seconds,
-                      trained * tokens_per_step / seconds if seconds > 0 else 0.0)
+                      trained * tokens_per_step / seconds if seconds > 0 else 0.0, carried)
 
 
-def fit_and_save(model, tokenizer, loss_fn, train_blocks, evaluate, config: TrainConfig, out_dir: Path,
-                 device: torch.device, on_metrics=None, progress=None, cancel=None) -> tuple[LoopResult, dict | None]:
-    """Evaluate once before a fresh (not resumed) run, train, and save the model and tokenizer to
-    out_dir. Returns the loop's result and the evaluation before training (None on resume)."""
+@dataclass
+class Prepared:
+    """What adaptation and distillation both start from: the device, the tokenizer, the packed
+    training and held-out blocks, and the optimisation settings with the steps resolved."""
+
+    device: torch.device
+    tokenizer: object
+    train_blocks: np.ndarray
+    heldout_blocks: np.ndarray
+    train: TrainConfig
+
+
+def prepare(model_path: str | Path, documents: Callable[[], Iterable[str]], seq_len: int, heldout_fraction: float,
+            train: TrainConfig, progress=None, cancel=None) -> Prepared:
+    """Check the device, load the tokenizer of model_path, pack the corpus into blocks and keep the
+    last ones out for evaluation. `epochs`, when set, becomes a number of steps here."""
+    from core.mlm import pack_documents, split_heldout
+    from core.models import load_tokenizer
+
+    device = resolve_device(train.device)
+    tokenizer = load_tokenizer(model_path)
+    if progress:
+        progress("tokenizing", 0.0)
+    blocks = pack_documents(documents(), tokenizer, seq_len, cancel=cancel)
+    train_blocks, held = split_heldout(blocks, heldout_fraction)
+    return Prepared(device, tokenizer, train_blocks, held, train.for_blocks(len(train_blocks)))
+
+
+def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on_metrics=None, progress=None,
+                 cancel=None) -> tuple[LoopResult, dict | None]:
+    """Evaluate once before a fresh run, train, and save the model and tokenizer to out_dir. Returns
+    the loop's result and the evaluation before training (carried through a resume in the checkpoint)."""
     before = None
     if latest_checkpoint(out_dir) is None:
         model.eval()
@@ -229,13 +299,23 @@ def fit_and_save(model, tokenizer, loss_fn, train_blocks, evaluate, config: Trai
         model.train()
         if on_metrics:
             on_metrics(0, before)
-    loop = run_loop(model, loss_fn, train_blocks, evaluate, config, out_dir, device, on_metrics, progress, cancel)
+    loop = run_loop(model, loss_fn, prepared.train_blocks, evaluate, prepared.train, out_dir, prepared.device,
+                    on_metrics, progress, cancel, carried={"before": before} if before is not None else None)
+    before = before if before is not None else loop.carried.get("before")
     if progress:
         progress("saving", 1.0)
     model.to("cpu")
     model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    prepared.tokenizer.save_pretrained(str(out_dir))
     return loop, before
+
+
+def finish(out_dir: Path, metadata: dict) -> None:
+    """Write the folder's metadata and drop the checkpoints (the optimizer state is 3x the model)."""
+    from core.expand import METADATA_FILE
+
+    write_json(out_dir / METADATA_FILE, metadata)
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
 
 
 def read_json(path: Path) -> dict:

@@ -202,10 +202,12 @@ def redis(redis_url, monkeypatch):
 
 
 def build_tiny_bert(folder: Path, words: list[str] | None = None, lowercase: bool = True, mlm_head: bool = True,
-                    seed: int = 0) -> Path:
-    """A 2-layer random BERT with a small WordPiece vocabulary, saved as safetensors."""
+                    seed: int = 0, pooler: bool = False, tied: bool = True) -> Path:
+    """A 2-layer random BERT with a small WordPiece vocabulary, saved as safetensors. With pooler,
+    saved as BERT checkpoints are (BertForPreTraining: MLM head, pooler and NSP head); untied
+    (tied=False), its MLM decoder has weights and a bias of its own."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel, BertTokenizer
 
     letters = "abcdefghijklmnopqrstuvwxyz" + ("" if lowercase else "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(".,!?()<>0123456789") + list(letters)
@@ -217,11 +219,17 @@ def build_tiny_bert(folder: Path, words: list[str] | None = None, lowercase: boo
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    model = BertForMaskedLM(config) if mlm_head else BertModel(config)
+                        intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=tied)
     if mlm_head:
-        with torch.no_grad():  # a non-zero bias, so the bias initialisation is observable
+        model = BertForPreTraining(config) if pooler else BertForMaskedLM(config)
+    else:
+        model = BertModel(config, add_pooling_layer=pooler)
+    with torch.no_grad():  # non-zero biases, so what happens to them is observable
+        if mlm_head:
             model.cls.predictions.bias.copy_(torch.randn(len(vocab)))
+            model.cls.predictions.decoder.bias.copy_(torch.randn(len(vocab)))  # the same tensor when tied
+        if pooler:
+            (model.bert.pooler if mlm_head else model.pooler).dense.bias.copy_(torch.randn(32))
     model.save_pretrained(str(folder))
     return folder
 

@@ -117,3 +117,57 @@ def test_epochs_decide_the_number_of_steps(teacher, documents, tmp_path):
     result = adapt(teacher, documents, tmp_path / "a", config,
                    on_metrics=lambda s, m: totals.append(m["total_steps"]) if "total_steps" in m else None)
     assert result.steps == math.ceil(0.5 * len(train) / 8) == totals[0]
+
+
+def test_seed_streams_are_independent():
+    from core.training import STREAMS, stream_seed
+
+    assert stream_seed(1, "dropout", 0) != stream_seed(0, "dropout", 7_919)  # the old seed * 7919 + step
+    assert stream_seed(1, "mask", 0) != stream_seed(0, "mask", 1_000_003)
+    assert len({stream_seed(0, name, 3) for name in STREAMS}) == len(STREAMS)
+    assert stream_seed(5, "order", 2) == stream_seed(5, "order", 2)
+    with pytest.raises(ConfigError, match=">= 0"):
+        stream_seed(-1, "order")
+    with pytest.raises(ConfigError, match="seed must be a whole number >= 0"):
+        TrainConfig(seed=-3)
+
+
+def test_the_same_seed_gives_the_same_model_byte_for_byte(tmp_path, documents):
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    teacher = build_tiny_bert(tmp_path / "headless", words=WORDS, mlm_head=False, pooler=True)
+
+    def run(name, seed):
+        config = AdaptConfig(seq_len=32, head_warmup=3, train=TrainConfig(steps=6, batch_size=8, lr=1e-3, seed=seed,
+                                                                          eval_every=100))
+        result = adapt(teacher, documents, tmp_path / name, config)
+        return result, (tmp_path / name / "model.safetensors").read_bytes()
+
+    (first, a), (second, b), (_, c) = run("a", 0), run("b", 0), run("c", 1)
+    assert a == b != c
+    assert first.to_dict() | {"output_dir": "", "tokens_per_second": 0} == \
+        second.to_dict() | {"output_dir": "", "tokens_per_second": 0}
+    # the source's pooler is in the adapted folder, untouched (nothing trains it)
+    pooler = BertModel.from_pretrained(teacher).pooler.state_dict()
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a", num_labels=2)
+    assert all(torch.equal(classifier.bert.pooler.state_dict()[k], v) for k, v in pooler.items())
+
+
+def test_a_model_without_a_trained_head_trains_the_head_alone_first(tmp_path, documents):
+    teacher = build_tiny_bert(tmp_path / "headless", words=WORDS, mlm_head=False)
+
+    def run(name, warmup):
+        config = AdaptConfig(seq_len=32, head_warmup=warmup, head_lr=3e-3,
+                             train=TrainConfig(steps=20, batch_size=8, lr=1e-3, eval_every=100))
+        return adapt(teacher, documents, tmp_path / name, config)
+
+    warmed, cold = run("warm", 0.5), run("cold", 0)
+    assert warmed.mlm_head_started_untrained and cold.mlm_head_started_untrained
+    assert warmed.head_warmup_steps == 10 and cold.head_warmup_steps == 0
+    # "before" is measured with the warmed-up head: lower than with the random one
+    assert warmed.heldout_loss_before < cold.heldout_loss_before - 0.1
+    assert not (tmp_path / "warm" / "head-warmup").exists()
+    trained = build_tiny_bert(tmp_path / "with-head", words=WORDS)
+    result = adapt(trained, documents, tmp_path / "trained", AdaptConfig(
+        seq_len=32, train=TrainConfig(steps=4, batch_size=8, eval_every=100)))
+    assert not result.mlm_head_started_untrained and result.head_warmup_steps == 0

@@ -116,8 +116,26 @@ def test_the_page_defaults_are_the_backend_defaults_and_no_torch_is_loaded():
 
     code = "import sys, app.data, worker.training; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    assert data.TRAIN_DEFAULTS["adapt_lr"] == training.adapt_config({}).train.lr
-    assert data.TRAIN_DEFAULTS["distill_lr"] == training.distill_config({}).train.lr
+    adapt, distill = training.adapt_config({}), training.distill_config({})
+    assert data.TRAIN_DEFAULTS["adapt_lr"] == adapt.train.lr
+    assert data.TRAIN_DEFAULTS["distill_lr"] == distill.train.lr
+    assert data.TRAIN_DEFAULTS["adapt_steps"] == adapt.train.steps and data.TRAIN_DEFAULTS["seq_len"] == adapt.seq_len
+    assert data.TRAIN_DEFAULTS["batch_size"] == distill.train.batch_size
+    assert data.TRAIN_DEFAULTS["version"] == distill.version and data.TRAIN_DEFAULTS["init"] == distill.init
+
+
+def test_the_dashboard_and_the_core_accept_the_same_devices():
+    from core.configs import TrainConfig, check_device
+    from core.errors import ConfigError
+
+    for name in ("auto", "cpu", "mps", "cuda", "cuda:1"):
+        assert check_device(f" {name} ") == name == TrainConfig(device=name).device
+        assert training.adapt_config({"device": name}).train.device == name
+    for name in ("tpu", "cuda:", "gpu0"):
+        with pytest.raises(ConfigError, match="device must be auto, cpu, mps, cuda or cuda:N"):
+            TrainConfig(device=name)
+        with pytest.raises(ConfigError, match="device must be auto, cpu, mps, cuda or cuda:N"):
+            check_device(name)
 
 
 def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, corpus_id):
@@ -234,7 +252,7 @@ def test_validation_errors_are_one_line_and_create_nothing(sessions, redis, tiny
     at.number_input(key="train_warmup").set_value(0.0)
     at.selectbox(key="train_schedule").set_value("cosine")
     at.text_input(key="train_device").input("tpu").run()
-    assert launch() == "device must be auto, cpu, cuda or cuda:N, got 'tpu'"
+    assert launch() == "device must be auto, cpu, mps, cuda or cuda:N, got 'tpu'"
 
     at.text_input(key="train_device").input("auto")
     at.selectbox(key="train_mode").set_value("adapt-and-distill").run()

@@ -114,3 +114,62 @@ def test_stopping_after_the_projections_captures_the_same_tensors(teacher):
     with torch.no_grad(), capture_qkv(model.bert.encoder.layer[-1], stop=True) as early:
         forward_until_captured(model.bert, ids)
     assert len(early) == 3 and all(torch.equal(a, b) for a, b in zip(full, early))
+
+
+def test_teacher_layers_are_evenly_spaced_and_end_at_the_last():
+    from core.distill import teacher_layers_for
+
+    assert teacher_layers_for(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert teacher_layers_for(6, 4) == [1, 2, 4, 5]
+    assert teacher_layers_for(6, 3) == [1, 3, 5]
+    assert teacher_layers_for(12, 4) == [2, 5, 8, 11]
+    assert teacher_layers_for(4, 4) == [0, 1, 2, 3] and teacher_layers_for(5, 1) == [4]
+    with pytest.raises(ConfigError, match="init 'teacher' needs 1 to 2"):
+        teacher_layers_for(2, 3)
+
+
+def test_init_teacher_keeps_the_teachers_pooler(tmp_path):
+    teacher = build_tiny_bert(tmp_path / "t", pooler=True)
+    model, _ = load_mlm(teacher)
+    student = build_student(model, StudentShape(1, 32, 2, 64), "teacher")
+    assert torch.equal(student.bert.pooler.dense.bias, model.bert.pooler.dense.bias)
+    assert model.bert.pooler.dense.bias.abs().sum() > 0
+
+
+def test_the_same_seed_gives_the_same_student_and_a_resume_matches(teacher, documents, tmp_path):
+    from core.errors import Cancelled
+
+    def config(seed=0):
+        return DistillConfig(student=StudentShape(1, 16, 2, 32), seq_len=32,
+                             train=TrainConfig(steps=12, batch_size=8, lr=3e-3, seed=seed, eval_every=100,
+                                               checkpoint_every=4))
+
+    def weights(name):
+        return (tmp_path / name / "model.safetensors").read_bytes()
+
+    straight = distill(teacher, documents, tmp_path / "a", config())
+    again = distill(teacher, documents, tmp_path / "b", config())
+    distill(teacher, documents, tmp_path / "c", config(seed=1))
+    assert weights("a") == weights("b") != weights("c")
+    assert straight.last_loss == again.last_loss
+    step = {"n": 0}
+
+    def progress(stage, fraction):
+        step["n"] = round(fraction * 12) if stage == "training" else step["n"]
+
+    with pytest.raises(Cancelled, match="cancelled at step 6"):
+        distill(teacher, documents, tmp_path / "r", config(), progress=progress, cancel=lambda: step["n"] >= 6)
+    resumed = distill(teacher, documents, tmp_path / "r", config())
+    assert resumed.resumed_from == 6 and weights("r") == weights("a")
+    # what only the first part of the run saw survives the resume
+    assert resumed.first_loss == straight.first_loss is not None
+    assert resumed.heldout_relation_loss_before == straight.heldout_relation_loss_before is not None
+    assert resumed.heldout_relation_loss == straight.heldout_relation_loss
+
+
+def test_a_student_with_another_vocabulary_of_the_same_size_is_refused(teacher, documents, tmp_path):
+    other = build_tiny_bert(tmp_path / "other", words=["ka", "##lo", "##ma", "the", "of", "but"])  # 'and' -> 'but'
+    config = DistillConfig(init=str(other), seq_len=32, allow_larger_student=True,
+                           train=TrainConfig(steps=1, batch_size=4))
+    with pytest.raises(ConfigError, match="does not have the teacher's vocabulary .*'but'"):
+        distill(teacher, documents, tmp_path / "s", config)

@@ -77,3 +77,51 @@ def test_existing_output_and_duplicate_tokens_are_refused(tiny_bert, tmp_path):
     with pytest.raises(ConfigError, match="already in the base vocabulary"):
         expand_model(tiny_bert, ["the"], tmp_path / "again")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["taken", tiny_bert.name])
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_expansion_keeps_every_trained_weight_of_the_source(tmp_path, tied):
+    from transformers import AutoModelForSequenceClassification, BertForPreTraining
+
+    from conftest import build_tiny_bert
+
+    base = build_tiny_bert(tmp_path / "base", pooler=True, tied=tied)
+    source = BertForPreTraining.from_pretrained(base).eval()
+    expand_model(base, NEW, tmp_path / "m")
+    size = source.config.vocab_size
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "m").eval()
+    assert model.config.tie_word_embeddings is tied
+    want_bias = source.cls.predictions.decoder.bias
+    assert want_bias.abs().sum() > 0
+    assert torch.equal(model.cls.predictions.decoder.bias[:size], want_bias)  # untied: was all zeros on reload
+    assert torch.equal(model.get_output_embeddings().weight[:size], source.get_output_embeddings().weight)
+    probe = torch.randint(0, size, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=probe).logits[..., :size],
+                              source(input_ids=probe).prediction_logits, atol=1e-5)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m", num_labels=2)
+    for name, tensor in source.bert.pooler.state_dict().items():
+        assert torch.equal(classifier.bert.pooler.state_dict()[name], tensor)
+
+
+def test_a_weight_lost_on_the_way_to_disk_fails_the_expansion(tmp_path, monkeypatch):
+    from conftest import build_tiny_bert
+    from core import expand
+    from core.errors import ModelError
+
+    base = build_tiny_bert(tmp_path / "base", tied=False)
+    monkeypatch.setattr(expand, "untie_head_bias", lambda model: None)  # transformers' own behaviour
+    with pytest.raises(ModelError, match="decoder.bias"):
+        expand_model(base, NEW, tmp_path / "m")
+    assert not (tmp_path / "m").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_new_mlm_head_is_seeded(tmp_path):
+    from conftest import build_tiny_bert
+
+    base = build_tiny_bert(tmp_path / "base", mlm_head=False)
+    heads = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        expand_model(base, NEW, tmp_path / name, seed=seed)
+        heads[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert heads["a"] == heads["b"] != heads["c"]

@@ -128,3 +128,12 @@ def test_ner_labels_go_on_the_first_piece_of_each_word(tiny):
 def test_the_learning_rate_follows_the_width():
     assert finetune_lr(768) == 3e-5 and finetune_lr(384) == 1e-4 and finetune_lr(192) == 2e-4
     assert FinetuneConfig().learning_rate(384) == 1e-4 and FinetuneConfig(lr=5e-5).learning_rate(384) == 5e-5
+
+
+def test_special_token_strings_in_a_task_are_text(tiny):
+    task, _ = build_task("classification", {"train": [Example(f"a [SEP] b [MASK] c {i}", "x" if i % 2 else "y")
+                                                      for i in range(40)]}, seed=0)
+    tokenizer = load_tokenizer(tiny)
+    feature = encode(task, "train", tokenizer, 64).features[0]
+    assert feature["input_ids"].count(tokenizer.sep_token_id) == 1 and tokenizer.mask_token_id not in \
+        feature["input_ids"]

@@ -7,7 +7,7 @@ import pytest
 from core.errors import ConfigError
 from core.models import bundled_path, load_tokenizer
 from core.vocab import (CurvePoint, VocabConfig, analyze, backend_parts, candidate_sizes, count_words,
-                        literal_log_occurrence, pick)
+                        literal_log_occurrence, pick, score_vocab)
 from conftest import build_tiny_bert
 
 TRICKY = ["Ärger über ΣΟΦΙΑ σοφίας", "中文字符 mixed中text", "non\u00a0breaking\u2003space", "ctrl\x1cchar here",
@@ -128,3 +128,26 @@ def test_a_small_corpus_ends_the_curve_where_its_new_tokens_run_out(bundled):
     assert available < 5000
     assert result.points[-1].added_tokens == available
     assert any("only" in note for note in result.notes)
+
+
+def test_special_token_strings_are_plain_text_in_the_curve_and_in_training(bundled):
+    """A literal "[MASK]" or "[SEP]" in a document is text everywhere: training packs the same
+    tokens the analysis counted, and never a special id."""
+    from core.mlm import pack_documents
+    from core.models import plain_text_backend
+
+    docs = ["the [MASK] token and a [SEP] inside", "[CLS] starts, [PAD] and [UNK] follow [mask]"] * 3
+    normalizer, pre_tokenizer, settings, base = backend_parts(bundled)
+    counts = count_words(iter(docs), normalizer, pre_tokenizer)
+    counted, _, _ = score_vocab(base, counts, settings)
+    assert counted == pytest.approx(literal_log_occurrence(docs, base, normalizer, pre_tokenizer, settings), rel=1e-12)
+    backend = plain_text_backend(bundled)
+    ids = [i for d in docs for i in backend.encode(d, add_special_tokens=False).ids]
+    assert not set(ids) & set(bundled.all_special_ids)
+    per_word = sum(len(backend.encode(d, add_special_tokens=False).ids) for d in docs)
+    assert per_word / counts.occurrences == pytest.approx(score_vocab(base, counts, settings)[1])
+    blocks = pack_documents(docs * 4, bundled, 16)
+    inner = blocks[:, 1:-1].reshape(-1)
+    separators = len(docs) * 4  # one [SEP] after each document, none from the text
+    assert (inner == bundled.mask_token_id).sum() == 0 and (inner == bundled.cls_token_id).sum() == 0
+    assert (inner == bundled.sep_token_id).sum() <= separators

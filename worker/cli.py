@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.configs import DEVICE_HELP
 from core.errors import AdaptDistillError
 
 DEFAULT_PORT = 8501
@@ -299,7 +300,7 @@ def cmd_vocab_expand(args) -> None:
 
 TRAIN_ARGS = ("steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "seed", "eval_every",
               "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction")
-ADAPT_ARGS = ("mask_probability", "whole_word")
+ADAPT_ARGS = ("mask_probability", "whole_word", "head_warmup", "head_lr")
 DISTILL_ARGS = ("student", "layers", "hidden", "heads", "intermediate", "init", "version", "teacher_layer",
                 "relation_heads", "mlm_weight", "allow_larger_student")
 
@@ -475,7 +476,7 @@ def _training_options(p, steps: bool = True) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--queue", action="store_true", help="run on a worker (gpu queue) instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
@@ -484,6 +485,10 @@ def _training_options(p, steps: bool = True) -> None:
 def _adapt_options(p) -> None:
     p.add_argument("--mask-probability", type=float)
     p.add_argument("--whole-word", action="store_true", default=None, help="whole-word masking")
+    p.add_argument("--head-warmup", type=float,
+                   help="a model without a trained MLM head first trains the head alone (encoder frozen) for this "
+                        "fraction of the steps (< 1) or number of steps; 0 skips it (default 0.1)")
+    p.add_argument("--head-lr", type=float, help="peak learning rate of the head's warm-up (default 1e-3)")
 
 
 def _distill_options(p) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from core.configs import DEVICE_HELP
 from worker.cli import Bars, _print, _run_dict, _sessions, command, execute_runs
 
 
@@ -357,7 +358,7 @@ def register(sub) -> None:
     p.add_argument("--task-type", choices=["classification", "ner"], help="with --train: the task's type")
     _finetune_options(p)
     p.add_argument("--finetune-seed", type=int, help="the first seed (default 0)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", help=f"{DEVICE_HELP} (default auto)")
     p.add_argument("--queue", action="store_true", help="run on a worker (gpu queue) instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
 
@@ -365,7 +366,7 @@ def register(sub) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="a model (bundled, run:ID, a folder); repeat to compare; the first is the reference")
     p.add_argument("--corpus", type=int, help="also measure tokens per word, unknown rate and perplexity on it")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--batch-size", type=int, default=32, help="batch for throughput (default 32)")
     p.add_argument("--repeats", type=int, default=30, help="timed batch-1 forwards per model (default 30)")
@@ -399,7 +400,7 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, help="the pick's gain threshold (default 0.01)")
     p.add_argument("--name", help="a name for the experiment")
     _finetune_options(p, own_batch=False)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N for every run (default auto)")
+    p.add_argument("--device", help=f"{DEVICE_HELP} for every run (default auto)")
     p.add_argument("--queue", action="store_true", help="run on workers instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for every run")
 

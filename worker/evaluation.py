@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import FinetuneConfig
+from core.configs import FinetuneConfig, check_device
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.metrics import METRICS, primary_metric
@@ -180,6 +180,7 @@ def bench_params(params: dict | None) -> dict:
             raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
     if not isinstance(params["warmup"], int) or params["warmup"] < 0:
         raise ConfigError(f"warmup must be a whole number >= 0, got {params['warmup']}")
+    params["device"] = check_device(params["device"])
     return params
 
 

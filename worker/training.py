@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
-from core.configs import INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig, check_student_smaller
+from core.configs import (ADAPT_LR, DISTILL_LR, INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig,
+                          check_student_smaller)
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.models import inspect_model, resolve_model
@@ -118,7 +119,7 @@ def _train_config(params: dict, lr: float) -> TrainConfig:
 
 def adapt_config(params: dict) -> AdaptConfig:
     fields = {f.name for f in dataclasses.fields(AdaptConfig)} - {"train"}
-    return AdaptConfig(**{k: v for k, v in params.items() if k in fields}, train=_train_config(params, 5e-5))
+    return AdaptConfig(**{k: v for k, v in params.items() if k in fields}, train=_train_config(params, ADAPT_LR))
 
 
 def distill_config(params: dict) -> DistillConfig:
@@ -131,7 +132,7 @@ def distill_config(params: dict) -> DistillConfig:
     fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
     init = params.get("init") if params.get("init") in INITS else "random"  # a model init is resolved at run time
     return DistillConfig(student=shape, init=init,
-                         **{k: v for k, v in params.items() if k in fields}, train=_train_config(params, 5e-4))
+                         **{k: v for k, v in params.items() if k in fields}, train=_train_config(params, DISTILL_LR))
 
 
 # --- model specs -----------------------------------------------------------------------------
@@ -163,26 +164,28 @@ def check_spec(session: Session, spec: str) -> str:
 
 
 def align_vocabulary(session: Session, model: Path, reference: Path, out: Path) -> Path:
-    """The model itself when its vocabulary is the reference's; else, when the reference is an
-    expansion (or a descendant) of the model's base vocabulary, the model expanded the same way
-    (same tokens, same order), written to `out` once."""
+    """The model itself when its vocabulary is the reference's (same tokens, same ids); else, when
+    the reference's vocabulary is the model's followed by more tokens (an expansion of the same
+    base), the model expanded with those tokens in that order, written to `out` once."""
     from core.expand import METADATA_FILE, expand_model
-    from core.models import inspect_model as info
+    from core.models import vocabulary, vocabulary_difference
 
-    mine, theirs = info(str(model)).vocab_size, info(str(reference)).vocab_size
-    if mine == theirs:
+    mine, theirs = vocabulary(model), vocabulary(reference)
+    if vocabulary_difference(mine, theirs) is None:
         return model
-    meta_file = reference / METADATA_FILE
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    if "analysis_id" not in meta or meta.get("base_vocab_size") != mine:
-        raise ConfigError(f"the student has {mine} tokens and the teacher {theirs}, and the teacher is not an "
-                          f"expansion of a {mine}-token vocabulary: pick a student with the teacher's vocabulary")
-    if (out / "config.json").is_file():
-        return out
-    from worker.service import read_tokens
-
-    tokens = read_tokens(store.get_analysis(session, meta["analysis_id"]))[: theirs - mine]
-    expand_model(model, tokens, out, {"analysis_id": meta["analysis_id"], "aligned_to": str(reference)})
+    if len(mine) >= len(theirs) or theirs[:len(mine)] != mine:
+        where = vocabulary_difference(mine, theirs[:len(mine)]) or "the student has more"
+        raise ConfigError(f"the student's vocabulary is neither the teacher's nor its base's ({len(mine):,} and "
+                          f"{len(theirs):,} tokens; {where}): pick a student with the teacher's vocabulary")
+    if not (out / "config.json").is_file():
+        meta_file = reference / METADATA_FILE
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        expand_model(model, theirs[len(mine):], out,
+                     {**({"analysis_id": meta["analysis_id"]} if "analysis_id" in meta else {}),
+                      "aligned_to": str(reference)})
+    difference = vocabulary_difference(vocabulary(out), theirs)
+    if difference is not None:
+        raise ConfigError(f"{out} does not have the teacher's vocabulary ({difference}): delete it and resume")
     return out
 
 

@@ -168,8 +168,10 @@ def results(view: dict) -> None:
                            delta=f"{ratio:.1f}x smaller than the teacher" if ratio else None,
                            delta_color="off", delta_arrow="off")
     st.caption(f":material/folder: Model written to `{result.get('output_dir') or view['output_dir']}`")
-    if result.get("mlm_head_was_fresh"):
-        st.caption("The model had no MLM head, so a fresh one was trained.")
+    if result.get("mlm_head_started_untrained") or result.get("mlm_head_was_fresh"):  # the latter: older runs
+        warm = result.get("head_warmup_steps")
+        st.caption("The model had no trained MLM head: " + (f"the new head trained alone for {warm:,} steps, the "
+                   "encoder frozen, before the run." if warm else "a new one trained with the encoder."))
     if result.get("mlm_head_trained") is False:
         st.caption("The student's MLM head was not trained (MLM weight 0): fine-tune it on a task, or distil with "
                    "an MLM weight before using it to fill masks.")

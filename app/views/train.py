@@ -123,14 +123,14 @@ def optimisation_section(stages: set[str]) -> dict:
                                                       help="Optimizer steps of each adaptation run.")
         choices["adapt_lr"] = cols[2].number_input("Adaptation lr", 1e-7, 1.0, defaults["adapt_lr"], step=1e-5,
                                                    format="%.1e", key="train_adapt_lr",
-                                                   help="Peak learning rate of adaptation (default 5e-5).")
+                                                   help=f"Peak learning rate of adaptation (default {defaults['adapt_lr']:.0e}).")
     if "distillation" in stages:
         choices["distill_steps"] = cols[1].number_input("Distillation steps", 1, 10_000_000,
                                                         defaults["distill_steps"], step=100, key="train_distill_steps",
                                                         help="Optimizer steps of the distillation run.")
         choices["distill_lr"] = cols[3].number_input("Distillation lr", 1e-7, 1.0, defaults["distill_lr"],
                                                      step=1e-4, format="%.1e", key="train_distill_lr",
-                                                     help="Peak learning rate of distillation (default 5e-4).")
+                                                     help=f"Peak learning rate of distillation (default {defaults['distill_lr']:.0e}).")
     choices["batch_size"] = cols[4].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
                                                  help="Blocks per micro-batch.")
     choices["seq_len"] = cols[5].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
@@ -139,7 +139,7 @@ def optimisation_section(stages: set[str]) -> dict:
     with st.expander("Advanced", icon=":material/tune:"):
         cols = st.columns(4)
         choices["device"] = cols[0].text_input("Device", defaults["device"], key="train_device",
-                                               help="auto (CUDA when the worker has it), cpu, cuda or cuda:N.")
+                                               help="auto (CUDA when the worker has it), cpu, mps, cuda or cuda:N.")
         choices["precision"] = cols[1].selectbox("Precision", ["auto", "bf16", "fp32"], key="train_precision",
                                                  help="auto: bf16 on a GPU that has it, else fp32.")
         choices["grad_accum"] = cols[2].number_input("Gradient accumulation", 1, 1024, defaults["grad_accum"],
@@ -161,6 +161,10 @@ def optimisation_section(stages: set[str]) -> dict:
                                                                defaults["mask_probability"], step=0.01,
                                                                key="train_mask_probability")
             choices["whole_word"] = cols[0].checkbox("Whole-word masking", key="train_whole_word")
+            choices["head_warmup"] = cols[0].number_input(
+                "Head warm-up", 0.0, 1_000_000.0, float(defaults["head_warmup"]), step=0.05, key="train_head_warmup",
+                help="When the teacher has no trained MLM head (the bundled model): train the new head alone, the "
+                     "encoder frozen, for this fraction of the steps (< 1) or number of steps first; 0 skips it.")
         if "distillation" in stages:
             choices["version"] = cols[1].selectbox("MiniLM version", ["v2", "v1"], key="train_version",
                                                    help="v2: Q-Q, K-K, V-V relations; v1: attention + value.")
