@@ -149,7 +149,7 @@ def _read_tokens(path: str, mtime: float) -> list[str]:
 
 
 def incremental_tokens(view: dict) -> list[str]:
-    """The incremental vocabulary of a finished analysis, in the trainer's order."""
+    """The incremental vocabulary of a finished analysis, best first (each prefix is a candidate)."""
     path = Path(view["tokens_path"] or "")
     if not view["tokens_path"] or not path.is_file():
         raise CorpusError(f"analysis {view['id']} has no incremental vocabulary file: run the analysis again")

@@ -1,9 +1,11 @@
-"""Benchmark the occurrence-probability curve (DESIGN.md, "The occurrence probability (exact)").
+"""Benchmark the occurrence-probability curve (README, "What happens under the hood").
 
     python bench/vocab_curve.py bench/data/domain100.txt --step 10000 --candidates 10
 
-Trains the domain vocabulary once (timed apart), then scores the base vocabulary and
-`candidates` nested candidates three ways:
+Builds the incremental vocabulary twice, timed: in the trainer's order (the candidates before
+the ranking) and ranked (core.vocab.train_pool + rank_incremental, what the analysis does now),
+and reports the whole analysis time of both. Then scores the base vocabulary and `candidates`
+nested ranked candidates three ways:
 
   (a) ours:     core.vocab.count_words (one pass) + core.vocab.score_vocab per candidate,
                 i.e. what core.vocab.occurrence_curve does;
@@ -13,7 +15,9 @@ Trains the domain vocabulary once (timed apart), then scores the base vocabulary
                 documents for one candidate and extrapolated (linearly in characters) to the
                 whole corpus and every candidate.
 
-Checks that (a) == (b) on every candidate and (a) == (c) on the subset, to 1e-9 relative."""
+Checks that (a) == (b) on every candidate and (a) == (c) on the subset, to 1e-9 relative.
+Last, a table of P(D) at each size: the nested ranked candidate against the trainer's order and
+against a separate ranked build for that size alone (skip it with --skip-per-size)."""
 
 from __future__ import annotations
 
@@ -34,11 +38,14 @@ from core.corpus import read_documents  # noqa: E402
 from core.models import load_tokenizer, resolve_model  # noqa: E402
 from core.vocab import (  # noqa: E402
     VocabConfig,
+    train_pool,
     backend_parts,
     candidate_sizes,
+    continuation_characters,
     count_words,
     incremental_vocab,
     literal_log_occurrence,
+    rank_incremental,
     score_vocab,
     train_vocab,
 )
@@ -72,6 +79,18 @@ def baseline_log_occurrence(documents: list[str], vocab: list[str], normalizer, 
     return float(per_document.mean())
 
 
+def ranked_vocabulary(documents, counts, normalizer, pre_tokenizer, settings, base_vocab, specials, config):
+    """(ranked incremental tokens, pool size, seconds training the pool): what core.vocab.analyze does."""
+    t = time.perf_counter()
+    specials = specials + continuation_characters(counts, settings["continuing_subword_prefix"])
+    pool = train_pool(lambda: iter(documents), normalizer, pre_tokenizer, settings, base_vocab, specials, config,
+                       None)
+    pool_s = time.perf_counter() - t
+    ranked = rank_incremental(base_vocab, pool, counts, settings, config.max_added,
+                              candidate_sizes(min(len(pool), config.max_added), config))
+    return ranked, len(pool), pool_s
+
+
 def fmt_seconds(s: float) -> str:
     return f"{s:,.1f}" if s >= 10 else f"{s:.2f}"
 
@@ -88,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="bundled", help="base model: 'bundled' or a local model folder")
     parser.add_argument("--min-frequency", type=int, default=2, help="trainer min_frequency (default 2)")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run (b)")
+    parser.add_argument("--skip-per-size", action="store_true",
+                        help="do not build each candidate size separately (one training and ranking per size)")
     args = parser.parse_args(argv)
 
     out = print
@@ -114,31 +135,38 @@ def main(argv: list[str] | None = None) -> int:
     out(f"base     {args.base}: {len(base_vocab):,} tokens")
     sys.stdout.flush()
 
-    # --- training (once, timed apart) ---
+    # --- the incremental vocabulary: the trainer's order (before) and the ranking (now) ---
     specials = [tok for tok in base_tokenizer.all_special_tokens if tok in set(base_vocab)]
     t = time.perf_counter()
-    trained = train_vocab(
-        documents, normalizer, pre_tokenizer, settings, len(base_vocab) + config.max_added, specials,
-        config.min_frequency,
-    )
+    counts = count_words(documents, normalizer, pre_tokenizer)
+    count_s = time.perf_counter() - t
+    t = time.perf_counter()
+    trained = train_vocab(documents, normalizer, pre_tokenizer, settings, len(base_vocab) + config.max_added,
+                          specials, config.min_frequency)
     train_s = time.perf_counter() - t
-    incremental = incremental_vocab(trained, base_vocab)[: config.max_added]
+    trainer_order = incremental_vocab(trained, base_vocab)[: config.max_added]
+    t = time.perf_counter()
+    incremental, pool_size, pool_s = ranked_vocabulary(documents, counts, normalizer, pre_tokenizer, settings,
+                                                       base_vocab, specials, config)
+    rank_s = time.perf_counter() - t - pool_s
     sizes = [0] + candidate_sizes(len(incremental), config)
     vocabs = [base_vocab + incremental[:k] for k in sizes]
-    out(f"training {train_s:.1f} s: {len(trained):,} trained tokens, {len(incremental):,} incremental; "
-        f"scoring {len(vocabs)} vocabularies (base + {len(vocabs) - 1} candidates: {sizes[1:]})")
+    out(f"vocabulary: trainer order {train_s:.1f} s ({len(trained):,} trained tokens); ranked {pool_s + rank_s:.1f} s "
+        f"(a pool of {pool_size:,} new tokens trained in {pool_s:.1f} s, ranked in {rank_s:.1f} s); scoring "
+        f"{len(vocabs)} vocabularies (base + {len(vocabs) - 1} candidates: {sizes[1:]})")
     sys.stdout.flush()
 
     # --- (a) ours ---
     t = time.perf_counter()
-    counts = count_words(documents, normalizer, pre_tokenizer)
-    count_s = time.perf_counter() - t
     ours = []
     for vocab in vocabs:
         ours.append(score_vocab(vocab, counts, settings)[0])
-    ours_s = time.perf_counter() - t
+    ours_s = time.perf_counter() - t + count_s
     out(f"(a) ours {ours_s:.1f} s (count_words {count_s:.1f} s: {len(counts.words):,} word types, "
         f"{counts.occurrences:,} word occurrences; scoring {ours_s - count_s:.1f} s)")
+    before_s, now_s = train_s + ours_s, pool_s + rank_s + ours_s
+    out(f"whole analysis (training, counting, ordering, scoring): {before_s:.1f} s with the trainer's order, "
+        f"{now_s:.1f} s ranked ({now_s / before_s:.2f}x)")
     sys.stdout.flush()
 
     # --- (b) fast-tokenizer baseline ---
@@ -195,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("(c) literal definition", literal_s, note))
     out("")
     out(f"corpus {corpus_bytes / 1e6:.1f} MB | {len(documents):,} documents | {len(counts.words):,} word types | "
-        f"training {train_s:.1f} s (once, not in the table) | {usable} cores")
+        f"training and ranking {pool_s + rank_s:.1f} s (once, not in the table) | {usable} cores")
     out(f"{n} candidates scored: base vocabulary ({len(base_vocab):,}) + {n - 1} nested, step {args.step:,}; "
         f"s/candidate = seconds / {n}")
     header = f"{'method':<38} {'seconds':>10} {'s/candidate':>12} {'vs ours':>8}  note"
@@ -203,6 +231,32 @@ def main(argv: list[str] | None = None) -> int:
     out("-" * len(header))
     for name, seconds, note_ in rows:
         out(f"{name:<38} {fmt_seconds(seconds):>10} {fmt_seconds(seconds / n):>12} {seconds / ours_s:>7.1f}x  {note_}")
+
+    # --- quality: P(D) of each candidate against the trainer's order and a separate build per size ---
+    out("")
+    out("P(D) at each size (higher is better): the nested ranked candidate, the trainer's order (the candidates "
+        "before the ranking), and a separate ranked build for that size alone" +
+        ("" if not args.skip_per_size else " (skipped)"))
+    out(f"| added | ranked, nested | trainer order | vs trainer | per-size build | vs per-size |")
+    out("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    worse = 0
+    for k, p_now in zip(sizes[1:], ours[1:]):
+        p_old = score_vocab(base_vocab + trainer_order[:k], counts, settings)[0]
+        if args.skip_per_size:
+            separate = diff = "—"
+        else:
+            alone = VocabConfig(step=k, max_added=k, min_frequency=args.min_frequency)
+            tokens = ranked_vocabulary(documents, counts, normalizer, pre_tokenizer, settings, base_vocab, specials,
+                                       alone)[0]
+            p_sep = score_vocab(base_vocab + tokens, counts, settings)[0]
+            worse += p_now < p_sep - 1e-9 * abs(p_sep)
+            d = p_now - p_sep
+            separate, diff = f"{p_sep:.3f}", f"{0.0 if abs(d) < 5e-4 else d:+.3f}"  # no "-0.000" for equal sets
+        out(f"| {k:,} | {p_now:.3f} | {p_old:.3f} | {p_now - p_old:+.3f} | {separate} | {diff} |")
+        sys.stdout.flush()
+    if not args.skip_per_size:
+        out(f"check: nested candidates at least as good as the per-size builds at {len(sizes) - 1 - worse} of "
+            f"{len(sizes) - 1} sizes")
     return 0 if ok_ab and ok_ac else 1
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from core.errors import CorpusError
 
 FORMATS = ("txt", "jsonl", "csv", "tsv")
-MIN_DOCUMENT_CHARS = 5  # DESIGN.md: a document is a line with at least 5 characters
+MIN_DOCUMENT_CHARS = 5  # a document is a line with at least 5 characters (the paper's rule)
 MIN_DOCUMENTS = 10
 _SNIFF_BYTES = 8192
 
