@@ -92,6 +92,10 @@ class _Source:
             head = self.stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(self.stream, "peek") else b""
         except (OSError, EOFError) as exc:
             raise CorpusError(f"{self.name} is not a valid gzip file ({exc}): re-compress it or drop the .gz") from None
+        for mark, encoding in _UNICODE_MARKS:
+            if head.startswith(mark):
+                raise CorpusError(f"{self.name} is {encoding} (it starts with a {encoding} byte-order mark): re-save it "
+                                  f"as UTF-8")
         if b"\x00" in head:
             raise CorpusError(f"{self.name} looks binary (it contains NUL bytes): upload plain text, JSONL, CSV or TSV")
         number = 0
@@ -110,6 +114,11 @@ class _Source:
                     ) from None
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise CorpusError(f"{self.name} is not a valid gzip file ({exc}): re-compress it or drop the .gz") from None
+
+
+# Byte-order marks of the encodings that are not UTF-8, longest first (UTF-32 LE starts like UTF-16 LE).
+_UNICODE_MARKS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                  (b"\xfe\xff", "UTF-16"))
 
 
 def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:

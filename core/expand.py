@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.models import check_written, load_mlm, load_tokenizer, untie_head_bias
+from core.models import check_written, load_mlm, load_tokenizer, scrub_remote_code, untie_head_bias
 
 METADATA_FILE = "adapt_distill.json"
 
@@ -135,6 +135,7 @@ def expand_model(
         if progress:
             progress("saving", 0.8)
         model.save_pretrained(str(tmp))
+        scrub_remote_code(tmp)
         if progress:
             progress("checking the written model", 0.9)
         check_expanded(source, check_written(model, tmp), base_size)

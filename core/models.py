@@ -217,6 +217,26 @@ def untie_head_bias(model) -> None:
     head.decoder.bias = torch.nn.Parameter(head.bias.detach().clone())
 
 
+REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
+
+
+def scrub_remote_code(folder: str | Path) -> None:
+    """Drop the keys that point loaders at code shipped with a model (`auto_map`,
+    `trust_remote_code`) from a written folder's config.json and tokenizer_config.json: an input's
+    hints never travel into what adapt-distill writes."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = Path(folder) / name
+        if not file.is_file():
+            continue
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if any(key in data for key in REMOTE_CODE_KEYS):
+            for key in REMOTE_CODE_KEYS:
+                data.pop(key, None)
+            tmp = file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(file)
+
+
 def check_written(model, folder: str | Path):
     """Reload a folder just written from `model` and compare every tensor: a weight that saving
     or loading drops (a tied copy, the pooler) is an error here, not a silent zero downstream.

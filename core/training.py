@@ -20,6 +20,7 @@ import torch
 
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError
+from core.models import scrub_remote_code
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -307,6 +308,7 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     model.to("cpu")
     model.save_pretrained(str(out_dir))
     prepared.tokenizer.save_pretrained(str(out_dir))
+    scrub_remote_code(out_dir)
     return loop, before
 
 

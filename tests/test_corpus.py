@@ -68,6 +68,9 @@ def test_text_field_option(tmp_path):
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary"),
     ("ok line one\n".encode() * 3 + b"caf\xe9 latin-1\n", "line 4 is not UTF-8"),
     (b"short\n" * (MIN_DOCUMENTS - 1), "too small"),
+    ("a domain text line\n".encode("utf-16") * 40, "is UTF-16 .*re-save it as UTF-8"),
+    ("a domain text line\n".encode("utf-16-be") * 40, "looks binary"),  # no mark: nothing says UTF-16
+    ("a domain text line\n".encode("utf-32") * 40, "is UTF-32"),
 ])
 def test_bad_files_get_one_clear_error_and_leave_nothing(tmp_path, content, fragment):
     path = tmp_path / "bad.txt"

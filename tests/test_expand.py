@@ -125,3 +125,22 @@ def test_a_new_mlm_head_is_seeded(tmp_path):
         expand_model(base, NEW, tmp_path / name, seed=seed)
         heads[name] = (tmp_path / name / "model.safetensors").read_bytes()
     assert heads["a"] == heads["b"] != heads["c"]
+
+
+def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path):
+    from core.adapt import AdaptConfig, adapt
+    from core.training import TrainConfig
+
+    for name in ("config.json", "tokenizer_config.json"):
+        file = tiny_bert / name
+        data = json.loads(file.read_text())
+        data.update(auto_map={"AutoModel": "evil.Model"}, trust_remote_code=True)
+        file.write_text(json.dumps(data))
+    expand_model(tiny_bert, NEW, tmp_path / "expanded")
+    lines = [" ".join(["kalolom cytokine the of and"] * 8)] * 60
+    adapt(tmp_path / "expanded", lambda: iter(lines), tmp_path / "adapted",
+          AdaptConfig(seq_len=16, train=TrainConfig(steps=2, batch_size=4, eval_every=100)))
+    for folder in ("expanded", "adapted"):
+        for name in ("config.json", "tokenizer_config.json"):
+            data = json.loads((tmp_path / folder / name).read_text())
+            assert "auto_map" not in data and "trust_remote_code" not in data, (folder, name)
