@@ -137,3 +137,27 @@ def test_queueing_without_redis_fails_the_run_with_a_clear_message(sessions, cor
     with sessions.begin() as session:
         (run,) = store.list_runs(session)
         assert run.status == RunStatus.failed and "is Redis running" in run.error
+
+
+def test_a_worker_runs_only_the_projects_own_jobs(sessions, redis, worker_process, tmp_path):
+    """Anyone who can write to Redis can queue a job; RQ would import and call what it names."""
+    from rq import Queue
+
+    from worker.queues import JOB_FUNCTIONS
+    from worker.submit import JOB_FUNCTIONS as USED
+
+    assert {f"{f.__module__}.{f.__qualname__}" for f in USED.values()} <= JOB_FUNCTIONS
+    marker = tmp_path / "pwned"
+    queue = Queue("cpu", connection=redis, serializer=SERIALIZER)  # a plain RQ client, as an intruder has
+    evil = queue.enqueue("os.system", f"touch {marker}")
+    callback = queue.enqueue("worker.jobs.analysis_job", 10_000_000,
+                             on_failure=__import__("rq").Callback("os.abort"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and {evil.get_status(refresh=True), callback.get_status(refresh=True)} != \
+            {"failed"}:
+        time.sleep(0.2)
+    assert evil.get_status() == "failed" and callback.get_status() == "failed"
+    assert not marker.exists()
+    assert "not an adapt-distill job" in evil.latest_result().exc_string
+    assert "adapt-distill jobs have none" in callback.latest_result().exc_string
+    assert worker_process.poll() is None  # the worker is still serving

@@ -74,14 +74,14 @@ def cmd_migrate(args) -> None:
 def cmd_worker(args) -> None:
     from rq import Worker
 
-    from worker.queues import SERIALIZER, connect, get_queue
+    from worker.queues import SERIALIZER, ProjectJob, connect, get_queue
 
     _sessions()
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     connection = connect()
     queues = [get_queue(name.strip(), connection) for name in args.queues.split(",") if name.strip()]
-    worker = Worker(queues, connection=connection, serializer=SERIALIZER)
+    worker = Worker(queues, connection=connection, serializer=SERIALIZER, job_class=ProjectJob)
     worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
 
 

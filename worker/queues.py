@@ -6,6 +6,7 @@ import os
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from db.models import RunKind
@@ -19,6 +20,36 @@ JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600, RunKind.ad
 # Fine-tuning and speed belong on the machine that trains (and serves): the gpu queue.
 QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU,
              RunKind.evaluation: GPU, RunKind.benchmark: GPU}
+
+
+# The only functions a worker runs. Anyone who can write to Redis can put a job on a queue; RQ
+# would import and call whatever it names (os.system included). ProjectJob refuses the rest.
+JOB_FUNCTIONS = frozenset({"worker.jobs.analysis_job", "worker.jobs.expansion_job", "worker.jobs.training_job"})
+
+
+class ForeignJob(Exception):
+    """A job on our queues that names a function (or callback) that is not one of ours."""
+
+
+class ProjectJob(Job):
+    """An RQ job that runs only adapt-distill's job functions, with no callbacks: a job in Redis that
+    names anything else fails without it being imported or called."""
+
+    @property
+    def func(self):
+        if self.instance is not None or self.func_name not in JOB_FUNCTIONS:
+            raise ForeignJob(f"job {self.id} names '{self.func_name}', which is not an adapt-distill job: refused")
+        for kind in ("success", "failure", "stopped"):
+            name = getattr(self, f"_{kind}_callback_name", None)
+            if name:
+                raise ForeignJob(f"job {self.id} names a {kind} callback '{name}': adapt-distill jobs have none, "
+                                 f"refused")
+        return super().func
+
+    # Never import a callback, whatever the job says.
+    success_callback = property(lambda self: None)
+    failure_callback = property(lambda self: None)
+    stopped_callback = property(lambda self: None)
 
 
 def redis_url() -> str | None:
@@ -39,4 +70,4 @@ def get_queue(name: str, connection: Redis) -> Queue:
         from core.errors import ConfigError
 
         raise ConfigError(f"unknown queue '{name}': use {' or '.join(QUEUES)}")
-    return Queue(name, connection=connection, serializer=SERIALIZER)
+    return Queue(name, connection=connection, serializer=SERIALIZER, job_class=ProjectJob)
