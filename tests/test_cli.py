@@ -111,3 +111,16 @@ def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corp
     finally:
         worker.terminate()
         worker.wait(20)
+
+
+def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
+    from worker.cli import dashboard_command
+
+    command = dashboard_command(8501)
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    for name in ("up", "dashboard"):
+        result = cli(name, "--host", "0.0.0.0", ok=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+        assert "has no login" in lines[0] and "--allow-remote" in lines[0]
+    assert dashboard_command(8501, "0.0.0.0")[command.index("--server.address") + 1] == "0.0.0.0"

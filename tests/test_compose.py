@@ -139,6 +139,8 @@ def test_commands(services):
     dashboard = _argv(services["dashboard"])
     assert dashboard[:2] == ["adapt-distill", "dashboard"] and "8501" in dashboard
     assert any(str(p).split(":")[-1].split("/")[0] == "8501" for p in services["dashboard"].get("ports", []))
+    # published on the host's loopback unless configured: the dashboard has no login
+    assert all(str(p).startswith("${ADAPT_DISTILL_PUBLISH:-127.0.0.1}:") for p in services["dashboard"]["ports"])
     assert _queues(services["worker-cpu"]) == ["cpu"]
     gpu_queues = _queues(services["worker-gpu"])
     assert gpu_queues[0] == "gpu" and "cpu" in gpu_queues

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from core.configs import DEVICE_HELP
-from core.errors import AdaptDistillError
+from core.errors import AdaptDistillError, ConfigError
 
 DEFAULT_PORT = 8501
 
@@ -85,17 +85,32 @@ def cmd_worker(args) -> None:
     worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
 
 
-def dashboard_command(port: int) -> list[str]:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_host(host: str, allow_remote: bool) -> str:
+    """The address the dashboard listens on. It has no login yet, so anything beyond this machine
+    (0.0.0.0, a LAN address) is refused unless the user says so with --allow-remote."""
+    host = (host or "127.0.0.1").strip()
+    if host not in LOOPBACK and not allow_remote:
+        raise ConfigError(f"--host {host} would let anyone who reaches this machine use the dashboard, which has no "
+                          f"login: keep the default 127.0.0.1 (reach it through an SSH tunnel), or pass "
+                          f"--allow-remote on a network you trust")
+    return host
+
+
+def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
     import app
 
     main = Path(app.__file__).parent / "main.py"
     return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
 def cmd_dashboard(args) -> None:
+    host = check_host(args.host, args.allow_remote)
     _sessions()
-    raise SystemExit(subprocess.call(dashboard_command(args.port)))
+    raise SystemExit(subprocess.call(dashboard_command(args.port, host)))
 
 
 def cmd_up(args) -> None:
@@ -103,6 +118,7 @@ def cmd_up(args) -> None:
     from worker.embedded import EmbeddedValkey
     from worker.queues import redis_url
 
+    host = check_host(args.host, args.allow_remote)
     _sessions()
     env = os.environ.copy()
     valkey = None
@@ -111,8 +127,9 @@ def cmd_up(args) -> None:
         env["REDIS_URL"] = valkey.url
     processes = [subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", args.queues], env=env)
                  for _ in range(args.workers)]
-    processes.append(subprocess.Popen(dashboard_command(args.port), env=env))
-    print(f"adapt-distill is up: dashboard http://localhost:{args.port}  redis {env['REDIS_URL']}  "
+    processes.append(subprocess.Popen(dashboard_command(args.port, host), env=env))
+    print(f"adapt-distill is up: dashboard http://{'localhost' if host in LOOPBACK else host}:{args.port}  "
+          f"redis {env['REDIS_URL']}  "
           f"data {os.environ.get('ADAPT_DISTILL_HOME') or '~/.adapt-distill'}  (Ctrl-C stops everything)",
           file=sys.stderr, flush=True)
     def stop(signum, _frame):
@@ -509,6 +526,13 @@ def _distill_options(p) -> None:
 
 # --- parser --------------------------------------------------------------------------------
 
+def _host_options(p) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the dashboard listens on (default 127.0.0.1: this machine only)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="listen beyond this machine although the dashboard has no login (a trusted network only)")
+
+
 def command(parent, name, func, help, json_flag=True):
     """A subcommand running func(args); with --json unless json_flag is False."""
     p = parent.add_parser(name, help=help, description=help)
@@ -527,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "up", cmd_up, "start an embedded Valkey (unless REDIS_URL is set), a worker and the dashboard",
                 json_flag=False)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="dashboard port")
+    _host_options(p)
     p.add_argument("--queues", default="cpu,gpu", help="queues the worker serves")
     p.add_argument("--workers", type=int, default=1, help="number of worker processes")
 
@@ -537,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "dashboard", cmd_dashboard, "run only the dashboard", json_flag=False)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    _host_options(p)
     command(sub, "migrate", cmd_migrate, "create or upgrade the database schema", json_flag=False)
 
     corpus = sub.add_parser("corpus", help="add, list and delete corpora").add_subparsers(dest="action", required=True)
