@@ -20,6 +20,12 @@ DISTILL_LR = 5e-4
 """Peak learning rate of distillation (a fresh, small student)."""
 
 
+def check_heldout_fraction(value: float) -> None:
+    """The share of blocks held out, for every stage: more than none, at most half."""
+    if not 0 < value <= 0.5:
+        raise ConfigError(f"heldout-fraction must be more than 0 and at most 0.5, got {value}")
+
+
 def check_device(name: str) -> str:
     """The device name, stripped, or a ConfigError naming the accepted ones. The one check used by
     the configs, the CLI and the dashboard."""
@@ -65,12 +71,16 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError(f"epochs must be a positive number, got {self.epochs}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.warmup) and self.warmup >= 0):
+            raise ConfigError(f"warmup must be a number >= 0, got {self.warmup}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight-decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ConfigError(f"max-grad-norm must be a positive number, got {self.max_grad_norm}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         self.device = check_device(self.device)
@@ -117,8 +127,7 @@ class AdaptConfig:
             raise ConfigError(f"head-lr must be positive, got {self.head_lr}")
         if not 8 <= self.seq_len <= 8192:
             raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
-        if not 0 < self.heldout_fraction < 0.5:
-            raise ConfigError(f"heldout-fraction must be between 0 and 0.5, got {self.heldout_fraction}")
+        check_heldout_fraction(self.heldout_fraction)
         if not 0 < self.mask_probability < 1:
             raise ConfigError(f"mask-probability must be between 0 and 1, got {self.mask_probability}")
 
@@ -235,8 +244,11 @@ class DistillConfig:
     def __post_init__(self):
         if self.version not in ("v1", "v2"):
             raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
-        if self.mlm_weight < 0:
-            raise ConfigError(f"mlm-weight must be >= 0, got {self.mlm_weight}")
+        if not (math.isfinite(self.mlm_weight) and self.mlm_weight >= 0):
+            raise ConfigError(f"mlm-weight must be a number >= 0, got {self.mlm_weight}")
+        if not 8 <= self.seq_len <= 8192:
+            raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
+        check_heldout_fraction(self.heldout_fraction)
 
 
 

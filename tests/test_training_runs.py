@@ -250,6 +250,19 @@ def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
                                  {"steps": 2, "hidden": 30, "heads": 4})
     with pytest.raises(ConfigError, match="device must be"):
         training.create_adaptation(sessions, corpus.id, str(tiny), {"device": "tpu"})
+    nan, inf = float("nan"), float("inf")
+    for params, message in (({"lr": nan}, "lr must be a positive number"), ({"lr": inf}, "lr must be a positive"),
+                            ({"epochs": nan}, "epochs must be"), ({"warmup": nan}, "warmup must be"),
+                            ({"weight_decay": -0.1}, "weight-decay must be"),
+                            ({"heldout_fraction": 0.0}, "heldout-fraction"),
+                            ({"heldout_fraction": 0.6}, "heldout-fraction")):
+        with pytest.raises(ConfigError, match=message):
+            training.create_adaptation(sessions, corpus.id, str(tiny), params)
+    for params, message in (({"mlm_weight": nan}, "mlm-weight must be"), ({"heldout_fraction": 0.9}, "heldout-frac"),
+                            ({"lr": nan}, "lr must be")):
+        with pytest.raises(ConfigError, match=message):
+            training.create_distillation(sessions, corpus.id, str(tiny), {"layers": 1, "hidden": 16, "heads": 2,
+                                                                          "intermediate": 32, **params})
     with sessions.begin() as session:
         assert store.list_runs(session) == []
 
