@@ -113,9 +113,16 @@ def cmd_dashboard(args) -> None:
     raise SystemExit(subprocess.call(dashboard_command(args.port, host)))
 
 
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
 def cmd_up(args) -> None:
     """Embedded Valkey (unless REDIS_URL is set), migrations, worker(s) and the dashboard."""
-    from worker.embedded import EmbeddedValkey
+    from worker.embedded import EmbeddedValkey, die_with_parent
     from worker.queues import redis_url
 
     host = check_host(args.host, args.allow_remote)
@@ -125,11 +132,11 @@ def cmd_up(args) -> None:
     if not redis_url():
         valkey = EmbeddedValkey().start()
         env["REDIS_URL"] = valkey.url
-    processes = [subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", args.queues], env=env)
-                 for _ in range(args.workers)]
-    processes.append(subprocess.Popen(dashboard_command(args.port, host), env=env))
+    processes = [subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", args.queues], env=env,
+                                  preexec_fn=die_with_parent) for _ in range(args.workers)]
+    processes.append(subprocess.Popen(dashboard_command(args.port, host), env=env, preexec_fn=die_with_parent))
     print(f"adapt-distill is up: dashboard http://{'localhost' if host in LOOPBACK else host}:{args.port}  "
-          f"redis {env['REDIS_URL']}  "
+          f"redis {valkey.display_url if valkey else _without_password(env['REDIS_URL'])}  "
           f"data {os.environ.get('ADAPT_DISTILL_HOME') or '~/.adapt-distill'}  (Ctrl-C stops everything)",
           file=sys.stderr, flush=True)
     def stop(signum, _frame):

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import secrets
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,23 +32,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """For subprocess's preexec_fn: the child gets SIGTERM when its parent dies, even by SIGKILL
+    (Linux; elsewhere a no-op), so nothing `up` started outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EmbeddedValkey:
-    """A private valkey-server on 127.0.0.1 that keeps nothing on disk."""
+    """A private valkey-server on 127.0.0.1 that keeps nothing on disk, with a random password
+    (another local user cannot queue jobs on it), and that dies with the process that started it."""
 
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="adapt-distill-valkey-")
+        self.password = secrets.token_urlsafe(24)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for printing."""
+        return f"redis://127.0.0.1:{self.port}/0 (embedded, password-protected)"
 
     def start(self, timeout: float = 10.0) -> "EmbeddedValkey":
         self.process = subprocess.Popen(
             [str(valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             # it saves nothing, so it needs no folder of its own (none is left behind, even on SIGKILL)
+             "--appendonly", "no", "--dir", tempfile.gettempdir(), "--daemonize", "no", "--loglevel", "warning",
+             "--requirepass", self.password],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
