@@ -263,6 +263,19 @@ def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
         with pytest.raises(ConfigError, match=message):
             training.create_distillation(sessions, corpus.id, str(tiny), {"layers": 1, "hidden": 16, "heads": 2,
                                                                           "intermediate": 32, **params})
+    student = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
+    with pytest.raises(ConfigError, match="seq-len 1024 is longer than the model can read .128 positions"):
+        training.create_adaptation(sessions, corpus.id, str(tiny), {"seq_len": 1024})
+    for params, message in (({"seq_len": 256}, "longer than the teacher can read"),
+                            ({"teacher_layer": 2}, "teacher-layer 2 is out of range: the teacher has 2 layers"),
+                            ({"teacher_layer": -3}, "teacher-layer -3 is out of range"),
+                            ({"init": "teacher"}, "init 'teacher' needs the teacher's width"),
+                            ({"relation_heads": 5}, "relation-heads 5 must divide")):
+        with pytest.raises(ConfigError, match=message):
+            training.create_distillation(sessions, corpus.id, str(tiny), {**student, **params})
+        with pytest.raises(ConfigError, match=message):
+            training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny), {"steps": 2},
+                                     {**student, **params})
     with sessions.begin() as session:
         assert store.list_runs(session) == []
 

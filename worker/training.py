@@ -199,13 +199,22 @@ def _new_run(session, kind: RunKind, params: dict, parent_id=None, depends_on=()
     return run
 
 
+def check_sequence_length(seq_len: int, shape: dict, what: str) -> None:
+    if seq_len > shape["positions"]:
+        raise ConfigError(f"seq-len {seq_len} is longer than the {what} can read ({shape['positions']} positions): "
+                          f"use --seq-len {shape['positions']} or less")
+
+
 def create_adaptation(sessions: sessionmaker[Session], corpus_id: int, model: str, params: dict,
                       parent_id=None, depends_on=()) -> Run:
-    adapt_config(params)  # validates
+    config = adapt_config(params)  # validates
     with sessions.begin() as session:
         store.get_corpus(session, corpus_id)
         if not depends_on:
             model = check_spec(session, model)
+        shape = spec_shape(session, model)
+        if shape is not None:
+            check_sequence_length(config.seq_len, shape, "model")
         return _new_run(session, RunKind.adaptation, {**params, "corpus_id": corpus_id, "model": model},
                         parent_id, [store.get_run(session, r.id) for r in depends_on])
 
@@ -218,6 +227,12 @@ def student_params(session: Session, teacher: str, params: dict) -> dict:
     teacher_shape = spec_shape(session, teacher)
     if teacher_shape is None:
         return params
+    config = distill_config(params)
+    check_sequence_length(config.seq_len, teacher_shape, "teacher")
+    layers = teacher_shape["layers"]
+    if not -layers <= config.teacher_layer < layers:
+        raise ConfigError(f"teacher-layer {config.teacher_layer} is out of range: the teacher has {layers} layers "
+                          f"(use 0 to {layers - 1}, or -1 for the last)")
     init = params.get("init") or "random"
     if init not in INITS:
         student = spec_shape(session, init)
@@ -230,6 +245,17 @@ def student_params(session: Session, teacher: str, params: dict) -> dict:
                   "intermediate": shape.intermediate}
         name = shape.name
         student_parameters = bert_parameters_like(dataclasses.asdict(shape), teacher_shape)
+        if init == "teacher" and (shape.hidden, shape.heads) != (teacher_shape["hidden"], teacher_shape["heads"]):
+            raise ConfigError(f"init 'teacher' needs the teacher's width ({teacher_shape['hidden']} hidden, "
+                              f"{teacher_shape['heads']} heads); the student {name} has {shape.hidden} and "
+                              f"{shape.heads}: use --init random or the teacher's width")
+        if init == "teacher" and shape.layers > layers:
+            raise ConfigError(f"init 'teacher' copies teacher layers: the student's {shape.layers} layers are more "
+                              f"than the teacher's {layers}")
+        if config.relation_heads is not None and (shape.hidden % config.relation_heads
+                                                  or teacher_shape["hidden"] % config.relation_heads):
+            raise ConfigError(f"relation-heads {config.relation_heads} must divide both the student's hidden size "
+                              f"({shape.hidden}) and the teacher's ({teacher_shape['hidden']})")
     suggestion = student_of({}, teacher_shape).describe()
     check_student_smaller(student_parameters, teacher_shape["parameters"], name, suggestion,
                           bool(params.get("allow_larger_student")))
