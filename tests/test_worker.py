@@ -161,3 +161,37 @@ def test_a_worker_runs_only_the_projects_own_jobs(sessions, redis, worker_proces
     assert "not an adapt-distill job" in evil.latest_result().exc_string
     assert "adapt-distill jobs have none" in callback.latest_result().exc_string
     assert worker_process.poll() is None  # the worker is still serving
+
+
+def test_runs_lost_from_redis_are_queued_again_and_finish_once(sessions, redis, redis_url, home, corpus_file):
+    """The store is the truth: after a FLUSHALL, a starting worker queues the lost runs again, and
+    `runs resume` takes a run stuck in the queued state."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from worker.submit import lost_runs, resume
+
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    first, _ = submit_analysis(sessions, redis, corpus.id, "bundled", VocabConfig(step=100, max_added=200))
+    second, _ = submit_analysis(sessions, redis, corpus.id, "bundled", VocabConfig(step=100, max_added=300))
+    redis.flushdb()  # Redis loses every job; the store still says queued
+    with sessions.begin() as session:
+        for analysis in (first, second):
+            store.get_run(session, analysis.run_id).created_at = utcnow() - timedelta(minutes=5)
+    assert lost_runs(sessions, redis) == [first.run_id, second.run_id]
+    assert resume(sessions, redis, second.run_id).status == RunStatus.queued  # a stuck queued run resumes
+    assert lost_runs(sessions, redis) == [first.run_id]
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu", "--burst"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert f"queued again 1 run(s) the store holds as queued but Redis had lost: {first.run_id}" in out
+    for analysis in (first, second):
+        run = wait_for(sessions, analysis.run_id, timeout=60)
+        assert run.status == RunStatus.succeeded, run.error
+    assert lost_runs(sessions, redis, older_than=0) == []

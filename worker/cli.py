@@ -75,12 +75,17 @@ def cmd_worker(args) -> None:
     from rq import Worker
 
     from worker.queues import SERIALIZER, ProjectJob, connect, get_queue
+    from worker.submit import requeue_lost
 
-    _sessions()
+    sessions = _sessions()
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     connection = connect()
     queues = [get_queue(name.strip(), connection) for name in args.queues.split(",") if name.strip()]
+    lost = requeue_lost(sessions, connection)
+    if lost:
+        print(f"queued again {len(lost)} run(s) the store holds as queued but Redis had lost: "
+              f"{', '.join(map(str, lost))}", file=sys.stderr, flush=True)
     worker = Worker(queues, connection=connection, serializer=SERIALIZER, job_class=ProjectJob)
     worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
 

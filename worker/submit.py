@@ -109,10 +109,47 @@ def cancel(sessions: sessionmaker[Session], connection: Redis, run_id: int, grac
             send_stop_job_command(connection, job_id, serializer=SERIALIZER)
 
 
+def lost_runs(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0) -> list[int]:
+    """Runs the store says are queued (for more than `older_than` seconds, so that one being
+    submitted right now is left alone) but whose job Redis does not have: after a FLUSHALL, a
+    fresh Redis or a lost enqueue. Oldest first."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from db.models import Run, utcnow
+
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    with sessions.begin() as session:
+        queued = [(r.id, r.job_id, r.created_at) for r in session.scalars(
+            select(Run).where(Run.status == RunStatus.queued, Run.kind.in_(list(JOB_FUNCTIONS))).order_by(Run.id))]
+    lost = []
+    for run_id, job_id, created in queued:
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=cutoff.tzinfo)
+        if (created is None or created < cutoff) and not (job_id and Job.exists(job_id, connection=connection)):
+            lost.append(run_id)
+    return lost
+
+
+def requeue_lost(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0) -> list[int]:
+    """Queue again every run that is queued in the store but lost from Redis (the store is the
+    truth; Redis is only the queue). A worker does this when it starts. Returns their ids."""
+    lost = lost_runs(sessions, connection, older_than)
+    for run_id in lost:  # oldest first: a run waits on the jobs of the runs it depends on
+        enqueue(sessions, run_id, connection)
+    return lost
+
+
 def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> Run:
-    """Queue a cancelled, failed or abandoned training run again; it continues from its last checkpoint."""
+    """Queue a cancelled, failed or abandoned training run again; it continues from its last
+    checkpoint. A run stuck in the queued state with no job in Redis is queued again as it is."""
     from worker.training import prepare_resume
 
+    if run_id in lost_runs(sessions, connection, older_than=0):
+        enqueue(sessions, run_id, connection)
+        with sessions.begin() as session:
+            return store.get_run(session, run_id)
     runs = prepare_resume(sessions, run_id)
     for run in runs:  # in dependency order: each waits on the ones before it
         enqueue(sessions, run.id, connection)
