@@ -26,10 +26,9 @@ def expand_backend(backend, new_tokens: list[str]):
 def _unpadded(tokenizer):
     # Exported tokenizers may pad or truncate to a fixed length (all-MiniLM-L6-v2: 128); here we
     # show the text's own tokens, with "[MASK]" in the text read as text, as training reads it.
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    tokenizer.encode_special_tokens = True
-    return tokenizer
+    from core.models import plain_text
+
+    return plain_text(tokenizer)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the base tokenizer…")

@@ -3,7 +3,7 @@
     python bench/vocab_curve.py bench/data/domain100.txt --step 10000 --candidates 10
 
 Builds the incremental vocabulary twice, timed: in the trainer's order (the candidates before
-the ranking) and ranked (core.vocab.train_pool + rank_incremental, what the analysis does now),
+the ranking) and ranked (core.vocab.incremental_vocabulary, what the analysis does now),
 and reports the whole analysis time of both. Then scores the base vocabulary and `candidates`
 nested ranked candidates three ways:
 
@@ -38,14 +38,12 @@ from core.corpus import read_documents  # noqa: E402
 from core.models import load_tokenizer, resolve_model  # noqa: E402
 from core.vocab import (  # noqa: E402
     VocabConfig,
-    train_pool,
     backend_parts,
     candidate_sizes,
-    continuation_characters,
     count_words,
     incremental_vocab,
+    incremental_vocabulary,
     literal_log_occurrence,
-    rank_incremental,
     score_vocab,
     train_vocab,
 )
@@ -80,15 +78,16 @@ def baseline_log_occurrence(documents: list[str], vocab: list[str], normalizer, 
 
 
 def ranked_vocabulary(documents, counts, normalizer, pre_tokenizer, settings, base_vocab, specials, config):
-    """(ranked incremental tokens, pool size, seconds training the pool): what core.vocab.analyze does."""
-    t = time.perf_counter()
-    specials = specials + continuation_characters(counts, settings["continuing_subword_prefix"])
-    pool = train_pool(lambda: iter(documents), normalizer, pre_tokenizer, settings, base_vocab, specials, config,
-                       None)
-    pool_s = time.perf_counter() - t
-    ranked = rank_incremental(base_vocab, pool, counts, settings, config.max_added,
-                              candidate_sizes(min(len(pool), config.max_added), config))
-    return ranked, len(pool), pool_s
+    """(ranked incremental tokens, pool size, seconds training the pool): what core.vocab.analyze does,
+    with the training timed apart from the ranking (by the stages its progress reports)."""
+    began, stages = time.perf_counter(), {}
+
+    def progress(stage, _fraction):
+        stages.setdefault(stage, time.perf_counter())
+
+    ranked, pool_size = incremental_vocabulary(lambda: iter(documents), counts, normalizer, pre_tokenizer, settings,
+                                               base_vocab, specials, config, progress)
+    return ranked, pool_size, stages["ranking tokens"] - began
 
 
 def fmt_seconds(s: float) -> str:

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
-from core.expand import METADATA_FILE
 from core.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts
-from core.models import check_written, head_untrained, load_mlm
+from core.models import METADATA_FILE, head_untrained, load_mlm
 from core.training import (Prepared, finish, fit_and_save, latest_checkpoint, micro_generator, prepare, read_json,
                            run_loop, stream_seed)
 
@@ -116,7 +115,6 @@ def adapt(
 
     head_steps = warm_up_head(model, prepared, loss_fn, config, out_dir, progress, cancel) if untrained else 0
     loop, before = fit_and_save(model, prepared, loss_fn, evaluate, out_dir, on_metrics, progress, cancel)
-    check_written(model, out_dir)
     previous = read_json(Path(model_path) / METADATA_FILE)
     result = AdaptResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                          before["heldout_loss"] if before else None, loop.last_eval.get("heldout_loss"),

@@ -20,6 +20,11 @@ DISTILL_LR = 5e-4
 """Peak learning rate of distillation (a fresh, small student)."""
 
 
+def check_seed(value: int) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {value}")
+
+
 def check_heldout_fraction(value: float) -> None:
     """The share of blocks held out, for every stage: more than none, at most half."""
     if not 0 < value <= 0.5:
@@ -69,8 +74,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
+        check_seed(self.seed)
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"epochs must be a positive number, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -304,8 +308,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         self.exclude_labels = tuple(self.exclude_labels)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
+        check_seed(self.seed)
         for name in ("epochs", "batch_size", "seeds"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

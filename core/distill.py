@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 
 from core.errors import ConfigError
-from core.expand import METADATA_FILE
 from core.losses import minilm_v1_loss, minilm_v2_loss
-from core.mlm import Masker, masked_lm_loss, pack_documents, split_heldout
-from core.models import check_written, load_mlm, vocabulary, vocabulary_difference
+from core.mlm import Masker, masked_lm_loss
+from core.models import METADATA_FILE, load_mlm, vocabulary, vocabulary_difference
 from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
                           check_student_smaller, default_student)
 from core.training import finish, fit_and_save, prepare, read_json, seeded
@@ -221,7 +220,6 @@ def distill(
         return {"heldout_relation_loss": total / len(held)}
 
     loop, before = fit_and_save(student, prepared, loss_fn, evaluate, out_dir, on_metrics, progress, cancel)
-    check_written(student, out_dir)
     previous = read_json(Path(teacher_path) / METADATA_FILE)
     result = DistillResult(out_dir, loop.steps, loop.resumed_from, loop.first_loss, loop.last_loss,
                            before["heldout_relation_loss"] if before else None,

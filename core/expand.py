@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.models import check_written, load_mlm, load_tokenizer, scrub_remote_code, untie_head_bias
-
-METADATA_FILE = "adapt_distill.json"
+from core.models import (METADATA_FILE, check_written, load_mlm, load_tokenizer,  # noqa: F401  (re-exported)
+                         scrub_remote_code, untie_head_bias)
 
 
 @dataclass(frozen=True)

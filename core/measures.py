@@ -15,9 +15,8 @@ import torch
 
 from core.adapt import heldout_loss
 from core.errors import Cancelled, ConfigError, CorpusError
-from core.expand import METADATA_FILE
 from core.mlm import Masker, mlm_parts, pack_documents, split_heldout
-from core.models import count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
+from core.models import METADATA_FILE, count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
 from core.training import resolve_device
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)

@@ -12,6 +12,7 @@ from pathlib import Path
 from core.errors import ModelError
 
 BUNDLED = "bundled"
+METADATA_FILE = "adapt_distill.json"  # what adapt-distill records about a folder it wrote
 _INTEGER_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}
 # BERT-family architectures whose tokenizer is WordPiece and that have an MLM class.
 BERT_FAMILY = {"bert", "distilbert", "electra", "mobilebert", "convbert", "megatron-bert"}
@@ -117,7 +118,11 @@ def plain_text_backend(tokenizer):
     """A copy of a fast tokenizer's backend for reading text: no padding, no truncation (a long
     document counts all its pieces), and special-token strings in the text ("[MASK]", "[SEP]")
     read as plain text, as the vocabulary analysis counts them, never as special ids."""
-    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    return plain_text(tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str()))
+
+
+def plain_text(backend):
+    """Set a tokenizers.Tokenizer, in place, to read text as `plain_text_backend` describes."""
     backend.no_padding()
     backend.no_truncation()
     backend.encode_special_tokens = True
@@ -170,7 +175,7 @@ def load_mlm(path: str | Path, seed: int = 0):
 def head_untrained(path: str | Path, fresh: bool) -> bool:
     """Whether the MLM head of the model at `path` has never been trained: it was missing from the
     checkpoint (`fresh`), or the folder was written by an expansion of such a model."""
-    info_file = Path(path) / "adapt_distill.json"
+    info_file = Path(path) / METADATA_FILE
     info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
     return fresh or info.get("mlm_head_trained") is False
 

@@ -20,7 +20,8 @@ import torch
 
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError
-from core.models import scrub_remote_code
+from core.mlm import pack_documents, split_heldout
+from core.models import METADATA_FILE, check_written, load_tokenizer, scrub_remote_code
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -277,9 +278,6 @@ def prepare(model_path: str | Path, documents: Callable[[], Iterable[str]], seq_
             train: TrainConfig, progress=None, cancel=None) -> Prepared:
     """Check the device, load the tokenizer of model_path, pack the corpus into blocks and keep the
     last ones out for evaluation. `epochs`, when set, becomes a number of steps here."""
-    from core.mlm import pack_documents, split_heldout
-    from core.models import load_tokenizer
-
     device = resolve_device(train.device)
     tokenizer = load_tokenizer(model_path)
     if progress:
@@ -291,8 +289,9 @@ def prepare(model_path: str | Path, documents: Callable[[], Iterable[str]], seq_
 
 def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on_metrics=None, progress=None,
                  cancel=None) -> tuple[LoopResult, dict | None]:
-    """Evaluate once before a fresh run, train, and save the model and tokenizer to out_dir. Returns
-    the loop's result and the evaluation before training (carried through a resume in the checkpoint)."""
+    """Evaluate once before a fresh run, train, save the model and tokenizer to out_dir and read the
+    folder back (`check_written`). Returns the loop's result and the evaluation before training
+    (carried through a resume in the checkpoint)."""
     before = None
     if latest_checkpoint(out_dir) is None:
         model.eval()
@@ -309,13 +308,12 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     model.save_pretrained(str(out_dir))
     prepared.tokenizer.save_pretrained(str(out_dir))
     scrub_remote_code(out_dir)
+    check_written(model, out_dir)
     return loop, before
 
 
 def finish(out_dir: Path, metadata: dict) -> None:
     """Write the folder's metadata and drop the checkpoints (the optimizer state is 3x the model)."""
-    from core.expand import METADATA_FILE
-
     write_json(out_dir / METADATA_FILE, metadata)
     shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
 

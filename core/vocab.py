@@ -244,6 +244,22 @@ def train_pool(documents, normalizer, pre_tokenizer, settings, base_vocab, speci
     return incremental
 
 
+def incremental_vocabulary(documents: Callable[[], Iterable[str]], counts: WordCounts, normalizer, pre_tokenizer,
+                           settings: dict, base_vocab: list[str], specials: list[str], config: VocabConfig,
+                           progress: Progress | None = None, cancel: CancelCheck | None = None) -> tuple[list[str], int]:
+    """(the first max_added new tokens, best first; the size of the pool they were ranked from):
+    a deterministic training of the pool, then `rank_incremental`."""
+    if progress:
+        progress("training vocabulary", 0.0)
+    specials = specials + continuation_characters(counts, settings["continuing_subword_prefix"])  # deterministic
+    pool = train_pool(documents, normalizer, pre_tokenizer, settings, base_vocab, specials, config, cancel)
+    if progress:
+        progress("ranking tokens", 0.0)
+    ranked = rank_incremental(base_vocab, pool, counts, settings, config.max_added,
+                              candidate_sizes(min(len(pool), config.max_added), config), cancel, progress)
+    return ranked, len(pool)
+
+
 def _split(token: str, alive: set[str] | dict, prefix: str, max_chars: int) -> list[str] | None:
     """The pieces the greedy longest match splits `token` into without `token` itself; None when it
     cannot be split (a character the vocabulary has nowhere else)."""
@@ -474,15 +490,9 @@ def analyze(
     counts = count_words(documents(), normalizer, pre_tokenizer, total_chars, progress, cancel)
     if counts.documents == 0 or not counts.words:
         raise CorpusError("the corpus has no documents of 5+ characters")
-    if progress:
-        progress("training vocabulary", 0.0)
     specials = [t for t in base_tokenizer.all_special_tokens if t in set(base_vocab)]
-    specials += continuation_characters(counts, settings["continuing_subword_prefix"])  # a deterministic training
-    pool = train_pool(documents, normalizer, pre_tokenizer, settings, base_vocab, specials, config, cancel)
-    if progress:
-        progress("ranking tokens", 0.0)
-    incremental = rank_incremental(base_vocab, pool, counts, settings, config.max_added,
-                                   candidate_sizes(min(len(pool), config.max_added), config), cancel, progress)
+    incremental, _ = incremental_vocabulary(documents, counts, normalizer, pre_tokenizer, settings, base_vocab,
+                                            specials, config, progress, cancel)
     notes = []
     if not incremental:
         raise CorpusError(

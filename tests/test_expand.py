@@ -134,7 +134,7 @@ def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path
     for name in ("config.json", "tokenizer_config.json"):
         file = tiny_bert / name
         data = json.loads(file.read_text())
-        data.update(auto_map={"AutoModel": "evil.Model"}, trust_remote_code=True)
+        data.update({"auto_map": {"AutoModel": "evil.Model"}, "trust_remote_code": True})  # a hostile input
         file.write_text(json.dumps(data))
     expand_model(tiny_bert, NEW, tmp_path / "expanded")
     lines = [" ".join(["kalolom cytokine the of and"] * 8)] * 60

@@ -109,27 +109,30 @@ def cancel(sessions: sessionmaker[Session], connection: Redis, run_id: int, grac
             send_stop_job_command(connection, job_id, serializer=SERIALIZER)
 
 
-def lost_runs(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0) -> list[int]:
+def _lost(job_id: str | None, created, cutoff, connection: Redis) -> bool:
+    if created is not None and created.tzinfo is None:
+        created = created.replace(tzinfo=cutoff.tzinfo)
+    return (created is None or created < cutoff) and not (job_id and Job.exists(job_id, connection=connection))
+
+
+def lost_runs(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0,
+              run_id: int | None = None) -> list[int]:
     """Runs the store says are queued (for more than `older_than` seconds, so that one being
     submitted right now is left alone) but whose job Redis does not have: after a FLUSHALL, a
-    fresh Redis or a lost enqueue. Oldest first."""
+    fresh Redis or a lost enqueue. Oldest first; only `run_id` when given."""
     from datetime import timedelta
 
     from sqlalchemy import select
 
-    from db.models import Run, utcnow
+    from db.models import utcnow
 
     cutoff = utcnow() - timedelta(seconds=older_than)
+    query = select(Run).where(Run.status == RunStatus.queued, Run.kind.in_(list(JOB_FUNCTIONS))).order_by(Run.id)
+    if run_id is not None:
+        query = query.where(Run.id == run_id)
     with sessions.begin() as session:
-        queued = [(r.id, r.job_id, r.created_at) for r in session.scalars(
-            select(Run).where(Run.status == RunStatus.queued, Run.kind.in_(list(JOB_FUNCTIONS))).order_by(Run.id))]
-    lost = []
-    for run_id, job_id, created in queued:
-        if created is not None and created.tzinfo is None:
-            created = created.replace(tzinfo=cutoff.tzinfo)
-        if (created is None or created < cutoff) and not (job_id and Job.exists(job_id, connection=connection)):
-            lost.append(run_id)
-    return lost
+        queued = [(r.id, r.job_id, r.created_at) for r in session.scalars(query)]
+    return [i for i, job_id, created in queued if _lost(job_id, created, cutoff, connection)]
 
 
 def requeue_lost(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0) -> list[int]:
@@ -146,7 +149,7 @@ def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> R
     checkpoint. A run stuck in the queued state with no job in Redis is queued again as it is."""
     from worker.training import prepare_resume
 
-    if run_id in lost_runs(sessions, connection, older_than=0):
+    if lost_runs(sessions, connection, older_than=0, run_id=run_id):
         enqueue(sessions, run_id, connection)
         with sessions.begin() as session:
             return store.get_run(session, run_id)
