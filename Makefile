@@ -1,11 +1,11 @@
-# make run | test | bench | bench-speed | demo | worker | clean   (each sets up .venv first, see scripts/setup.sh)
+# make run | test | reliability | bench | bench-speed | demo | worker | clean   (each sets up .venv first, see scripts/setup.sh)
 BIN      := .venv/bin
 CHROMIUM ?= /usr/bin/chromium
 QUEUES   ?= cpu
 BENCH_MB ?= 20
 CORPUS   := bench/data/corpus-$(BENCH_MB)mb.txt
 
-.PHONY: setup run test chromium bench bench-speed demo worker clean
+.PHONY: setup run test chromium reliability bench bench-speed demo worker clean
 .DELETE_ON_ERROR:
 
 setup:
@@ -19,6 +19,10 @@ worker: setup
 
 test: setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# docs/reliability.md: the failures the service is tried against and how the last run went.
+reliability: setup chromium
+	$(BIN)/python scripts/reliability_report.py $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium through Playwright.
 chromium:

@@ -163,6 +163,7 @@ def start_analysis(sessions: sessionmaker[Session], connection: Redis, corpus_id
 
     config = VocabConfig(step=int(step), max_added=int(max_added), threshold=float(threshold),
                          min_frequency=int(min_frequency))
+    check_readable(base)
     connection.ping()  # fail before a run row exists that no worker would ever see
     analysis, reused = submit_analysis(sessions, connection, corpus_id, base.strip() or "bundled", config)
     return analysis.id, reused
@@ -298,12 +299,23 @@ def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
     return [{"spec": "bundled", "kind": "bundled", "label": BUNDLED_LABEL}] + made
 
 
+def check_readable(*specs: str | None) -> None:
+    """Refuse a model folder typed in the dashboard outside the data folder, the bundled model and
+    ADAPT_DISTILL_MODEL_DIRS (the command line reads any folder: its user is on the machine)."""
+    from core.models import check_model_root
+
+    for spec in specs:
+        if spec and spec.strip():
+            check_model_root(spec, settings.home(), settings.model_dirs())
+
+
 def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
     """The local folder of a model spec; None for a hub id that is not downloaded yet."""
     from core.errors import ConfigError
-    from core.models import BUNDLED, resolve_model
+    from core.models import BUNDLED, names_folder, resolve_model
 
     spec = spec.strip()
+    check_readable(spec)
     if spec.startswith(RUN_PREFIX):
         try:
             run_id = int(spec[len(RUN_PREFIX):])
@@ -314,8 +326,7 @@ def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
             if run.status != RunStatus.succeeded or not run.output_dir:
                 raise ConfigError(f"run {run_id} has no finished model yet ({run.status.value})")
             return Path(run.output_dir)
-    path = Path(spec).expanduser()
-    if spec == BUNDLED or path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    if spec == BUNDLED or names_folder(spec) or not settings.hub_allowed():
         return resolve_model(spec)  # raises ModelError with what to do
     from huggingface_hub import try_to_load_from_cache
 
@@ -445,6 +456,7 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
     teacher = (c["teacher"] or "").strip()
     if not teacher:
         raise ConfigError("choose a teacher: bundled, a model a run made, a folder or a hub id")
+    check_readable(teacher, c["student_init"], None if c["init"] in (None, "random", "teacher") else c["init"])
     c["device"] = check_device(c["device"])
     adapt, distill = training_params(c)
     kinds = {kind for kind, _ in mode_stages(c["mode"])}
@@ -465,6 +477,10 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
         raise ConfigError("adapt-and-distill adapts a small pretrained student too: choose the student to adapt "
                           "(it needs the teacher's base vocabulary)")
     connection.ping()  # fail before a run row exists that no worker would ever see
+    from worker.queues import GPU
+    from worker.serve import check_device_served
+
+    check_device_served(connection, GPU, c["device"])
     corpus_id = int(c["corpus_id"])
     if c["mode"] == "adaptation":
         runs = [training.create_adaptation(sessions, corpus_id, teacher, adapt)]

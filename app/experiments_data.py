@@ -6,6 +6,7 @@ from __future__ import annotations
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.data import check_readable
 from core.configs import STRATEGIES
 from worker import experiments
 
@@ -21,6 +22,7 @@ def start_experiment(sessions: sessionmaker[Session], connection: Redis, choices
     from worker.submit import submit_runs
 
     c = {**EXPERIMENT_DEFAULTS, **choices}
+    check_readable(c["teacher"], c.get("student_init"))
     training = {"batch_size": int(c["batch_size"]), "seq_len": int(c["seq_len"])}
     student = {} if c["student"] == "auto" else {"student": c["student"]}
     connection.ping()  # fail before a run row exists that no worker would ever see

@@ -1,12 +1,14 @@
 """The dashboard: `streamlit run app/main.py` (or `adapt-distill up`). Settings come from the
-environment: ADAPT_DISTILL_HOME, DATABASE_URL, REDIS_URL."""
+environment: ADAPT_DISTILL_HOME, DATABASE_URL, REDIS_URL, and for the login
+ADAPT_DISTILL_PASSWORD_HASH (or an [auth] section in the Streamlit secrets), see app/auth.py."""
 
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import connections
+from app import auth, connections
 
 st.set_page_config(page_title="adapt-distill", page_icon=":material/compress:", layout="wide")
+auth.require_login()  # stops here until the visitor is logged in, when a login is configured
 
 page = st.navigation([
     st.Page("views/home.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),

@@ -7,15 +7,26 @@ import tempfile
 from pathlib import Path
 
 from redis import Redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.data import metric_history
+from db.models import Evaluation, Run, Task
 from worker import evaluation, models
 
 
 def list_models(sessions: sessionmaker[Session]) -> list[dict]:
-    """Every model the product knows, newest first (with scores, speed and intrinsic measures)."""
-    return evaluation.models_table(sessions)
+    """Every model the product knows, newest first (with scores, speed and intrinsic measures).
+    The summaries read each evaluation's run and task: those are loaded with two queries up front
+    instead of one query per evaluation (the session finds them by id while they are held here:
+    its identity map keeps only weak references)."""
+    with sessions.begin() as session:
+        records = models.list_models(session)
+        loaded = (session.scalars(select(Run).join(Evaluation, Evaluation.run_id == Run.id)).all(),
+                  session.scalars(select(Task)).all())
+        summaries = [models.model_summary(session, record) for record in records]
+        del loaded
+        return summaries
 
 
 def score_on(model: dict, task_id: int | None) -> dict | None:

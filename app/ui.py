@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.errors import AdaptDistillError
+from core.errors import user_error
 
 REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
 
@@ -17,8 +17,9 @@ def error_message(exc: BaseException) -> str | None:
     """The one line a user sees for an error they can act on; None for a bug."""
     from redis.exceptions import RedisError
 
-    if isinstance(exc, AdaptDistillError):
-        return str(exc)
+    known = user_error(exc)
+    if known is not None:
+        return str(known)
     if isinstance(exc, RedisError):
         return REDIS_DOWN.format(error=exc)
     return None

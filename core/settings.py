@@ -33,3 +33,18 @@ def tasks_dir() -> Path:
     path = home() / "tasks"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def model_dirs() -> list[Path]:
+    """ADAPT_DISTILL_MODEL_DIRS: colon-separated folders the dashboard may read models from, beside
+    the data folder and the bundled model."""
+    value = os.environ.get("ADAPT_DISTILL_MODEL_DIRS", "")
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+HUB_ENV = "ADAPT_DISTILL_ALLOW_HUB"
+
+
+def hub_allowed() -> bool:
+    """Whether a hub id may be fetched from the model hub (ADAPT_DISTILL_ALLOW_HUB=1); off by default."""
+    return os.environ.get(HUB_ENV, "").strip().lower() in ("1", "true", "yes")

@@ -6,6 +6,7 @@ evaluation, and checkpoints (safetensors weights + a weights-only trainer state)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -19,9 +20,12 @@ import numpy as np
 import torch
 
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
-from core.errors import Cancelled, ConfigError
+from core.errors import Cancelled, ConfigError, DiskFull, is_disk_full
 from core.mlm import pack_documents, split_heldout
 from core.models import METADATA_FILE, check_written, load_tokenizer, scrub_remote_code
+
+log = logging.getLogger(__name__)
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -116,28 +120,43 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "trainer.pt").is_file() else None
 
 
+def disk_full(doing: str, root: Path) -> DiskFull:
+    """The one line for a write that found the disk full, saying which checkpoint is left."""
+    previous = latest_checkpoint(root)
+    kept = f"the checkpoint of {previous.name} is intact" if previous else "there is no checkpoint to resume from"
+    return DiskFull(f"no space left on device {doing}: {kept}; free some space, then resume")
+
+
 def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], optimizer, scheduler,
                     keep: int, state: dict | None = None) -> Path:
     """Weights (safetensors), optimizer and schedule, and the caller's `state` (state.json), written
-    under a temporary name and renamed, then pointed to by checkpoints/latest."""
+    under a temporary name and renamed, then pointed to by checkpoints/latest. A write that fails
+    (a full disk) leaves no partial file and the previous checkpoint as it was: DiskFull says so."""
     from safetensors.torch import save_model
 
     folder = checkpoint_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
-    tmp = folder / f".tmp-{name}"
+    tmp, pointer = folder / f".tmp-{name}", folder / "latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for key, module in modules.items():
-        save_model(module, str(tmp / f"{key}.safetensors"))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               tmp / "trainer.pt")
-    if state is not None:
-        write_json(tmp / "state.json", state)
+    try:
+        tmp.mkdir()
+        for key, module in modules.items():
+            save_model(module, str(tmp / f"{key}.safetensors"))
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "trainer.pt")
+        if state is not None:
+            write_json(tmp / "state.json", state)
+        pointer.write_text(name)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pointer.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(f"writing the checkpoint of step {step} in {folder}", root) from None
+        raise
     shutil.rmtree(folder / name, ignore_errors=True)
     os.replace(tmp, folder / name)
-    (folder / "latest.tmp").write_text(name)
-    os.replace(folder / "latest.tmp", folder / "latest")
+    os.replace(pointer, folder / "latest")
     for old in sorted(p for p in folder.glob("step-*") if p.name != name)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return folder / name
@@ -172,6 +191,11 @@ class LoopResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def weights_sound(model: torch.nn.Module) -> bool:
+    """Every parameter finite: a state worth saving."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def optimizer_for(model: torch.nn.Module, config: TrainConfig):
@@ -223,39 +247,56 @@ def run_loop(
     if on_metrics:
         on_metrics(start, {"total_steps": config.steps})  # known only now when epochs set the steps
     model.train()
-    for step in range(start, config.steps):
-        if cancel is not None and cancel():
-            checkpoint_now(step)
-            raise Cancelled(f"cancelled at step {step}; resume continues from there")
-        totals: dict[str, float] = {}
-        for micro in range(config.grad_accum):
-            index = step * config.grad_accum + micro
-            ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
-            torch.manual_seed(stream_seed(config.seed, "dropout", index))  # dropout depends on the step alone
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss, parts = loss_fn(ids, micro_generator(config.seed, index))
-            (loss / config.grad_accum).backward()
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + value / config.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        first = totals["loss"] if first is None else first
-        last = totals["loss"]
-        if on_metrics and (done % config.log_every == 0 or done == start + 1 or done == config.steps):
-            on_metrics(done, {**totals, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
-        if evaluate is not None and (done % config.eval_every == 0 or done == config.steps):
-            model.eval()
-            last_eval = evaluate()
-            model.train()
-            if on_metrics:
-                on_metrics(done, last_eval)
-        if done % config.checkpoint_every == 0 and done < config.steps:
-            checkpoint_now(done)
-        if progress:
-            progress("training", done / config.steps)
+    done, saved, stepping = start, start, False
+    try:
+        for step in range(start, config.steps):
+            if cancel is not None and cancel():
+                checkpoint_now(step)
+                saved = step
+                raise Cancelled(f"cancelled at step {step}; resume continues from there")
+            totals: dict[str, float] = {}
+            for micro in range(config.grad_accum):
+                index = step * config.grad_accum + micro
+                ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
+                torch.manual_seed(stream_seed(config.seed, "dropout", index))  # dropout depends on the step alone
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss, parts = loss_fn(ids, micro_generator(config.seed, index))
+                (loss / config.grad_accum).backward()
+                for key, value in {"loss": float(loss.detach()), **parts}.items():
+                    totals[key] = totals.get(key, 0.0) + value / config.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            stepping = True  # the weights are half updated until the step is done
+            optimizer.step()
+            scheduler.step()
+            stepping = False
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            first = totals["loss"] if first is None else first
+            last = totals["loss"]
+            if on_metrics and (done % config.log_every == 0 or done == start + 1 or done == config.steps):
+                on_metrics(done, {**totals, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
+            if evaluate is not None and (done % config.eval_every == 0 or done == config.steps):
+                model.eval()
+                last_eval = evaluate()
+                model.train()
+                if on_metrics:
+                    on_metrics(done, last_eval)
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                checkpoint_now(done)
+                saved = done
+            if progress:
+                progress("training", done / config.steps)
+    except (Cancelled, DiskFull):
+        raise
+    except BaseException:
+        # Whatever stopped the run (an error, a timeout, Ctrl-C), the steps done since the last
+        # checkpoint are kept when the weights are whole and finite: resume continues from here.
+        if done > saved and not stepping and weights_sound(model):
+            try:
+                checkpoint_now(done)
+            except Exception as exc:  # the original error is the one to report
+                log.warning("could not save a checkpoint after the failure at step %s: %s", done, exc)
+        raise
     seconds = time.perf_counter() - began
     trained = config.steps - start
     return LoopResult(config.steps, start, first, last, last_eval, seconds,
@@ -305,11 +346,29 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     if progress:
         progress("saving", 1.0)
     model.to("cpu")
-    model.save_pretrained(str(out_dir))
-    prepared.tokenizer.save_pretrained(str(out_dir))
-    scrub_remote_code(out_dir)
-    check_written(model, out_dir)
+    save_model_folder(model, prepared.tokenizer, out_dir)
     return loop, before
+
+
+def save_model_folder(model, tokenizer, out_dir: Path) -> None:
+    """Write the model and tokenizer to a temporary folder inside out_dir, read them back
+    (`check_written`), then move them in: a failed save (a full disk) leaves no partial file, and
+    the checkpoints beside it intact."""
+    tmp = out_dir / ".tmp-save"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        scrub_remote_code(tmp)
+        check_written(model, tmp)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(f"saving the trained model in {out_dir}", out_dir) from None
+        raise
+    for path in tmp.iterdir():
+        os.replace(path, out_dir / path.name)
+    tmp.rmdir()
 
 
 def finish(out_dir: Path, metadata: dict) -> None:

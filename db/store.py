@@ -166,6 +166,14 @@ def analysis_for_run(session: Session, run_id: int) -> VocabAnalysis:
     return analysis
 
 
+def lock_corpus(session: Session, corpus_id: int) -> Corpus:
+    """The corpus, its row locked until the transaction ends (SELECT ... FOR UPDATE)."""
+    corpus = session.scalar(select(Corpus).where(Corpus.id == corpus_id).with_for_update())
+    if corpus is None:
+        raise NotFound(f"no corpus with id {corpus_id}: `adapt-distill corpus list` shows the ids")
+    return corpus
+
+
 def find_reusable_analysis(session: Session, corpus_id: int, base_model: str, step: int, max_added: int,
                            min_frequency: int) -> VocabAnalysis | None:
     """A finished or still running analysis with the same inputs (the threshold only moves the pick)."""

@@ -13,6 +13,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; hub ids must fail fast and clearly
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _name in ("ADAPT_DISTILL_PASSWORD_HASH", "ADAPT_DISTILL_SECRET", "ADAPT_DISTILL_ALLOW_HUB", "ADAPT_DISTILL_MODEL_DIRS"):
+    os.environ.pop(_name, None)  # the tests set the login, hub and model folders they mean
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "phor", "ly", "ma", "ic", "tra", "zo", "ben", "qui", "ter", "on", "al",
              "ex", "ph", "cyto", "kine", "ase", "oma", "itis", "gen", "ur"]
@@ -237,3 +239,22 @@ def build_tiny_bert(folder: Path, words: list[str] | None = None, lowercase: boo
 @pytest.fixture
 def tiny_bert(tmp_path) -> Path:
     return build_tiny_bert(tmp_path / f"tiny-bert-{uuid.uuid4().hex[:6]}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With RELIABILITY_REPORT=path, each test marked `tried` appends what was tried and how it went
+    (one JSON line), for scripts/reliability_report.py."""
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("tried")
+    target = os.environ.get("RELIABILITY_REPORT")
+    if marker is None or not target or not (report.when == "call" or report.outcome != "passed"):
+        return
+    import json
+
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"tried": marker.args[0], "test": item.nodeid, "when": report.when,
+                                 "outcome": report.outcome, "seconds": round(report.duration, 1),
+                                 "message": report.longreprtext.strip().splitlines()[-1][:300]
+                                 if report.outcome != "passed" and report.longreprtext else ""}) + "\n")

@@ -260,7 +260,7 @@ def test_start_without_redis_says_how_to_start_it(sessions, monkeypatch, tmp_pat
         assert store.list_analyses(session) == []
 
 
-def test_bad_options_and_base_model_are_reported(sessions, redis, tmp_path):
+def test_bad_options_and_base_model_are_reported(sessions, home, redis, tmp_path):
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=60, words=80), encoding="utf-8")
     service.add_corpus(sessions, source)
@@ -271,9 +271,13 @@ def test_bad_options_and_base_model_are_reported(sessions, redis, tmp_path):
     assert texts(at.error) == ["max-added (100) must be at least step (500)"]
 
     at.number_input(key="vocab_max").set_value(1000)
-    at.text_input(key="vocab_base").input(str(tmp_path / "no-such-model"))
+    at.text_input(key="vocab_base").input(str(home / "no-such-model"))
     at.button[0].click().run()
     assert len(at.error) == 1 and "no such model folder" in at.error[0].value
+
+    at.text_input(key="vocab_base").input(str(tmp_path / "no-such-model"))  # outside the data folder
+    at.button[0].click().run()
+    assert len(at.error) == 1 and "is outside the folders the dashboard may read" in at.error[0].value
     with sessions.begin() as session:
         assert store.list_analyses(session) == []
     assert redis.keys("rq:job:*") == []

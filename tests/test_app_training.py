@@ -77,8 +77,9 @@ def set_tiny_student(at: AppTest) -> None:
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    return build_tiny_bert(tmp_path / "teacher")
+def tiny(home):
+    """A model folder in the data folder: the dashboard reads models only there (or in ADAPT_DISTILL_MODEL_DIRS)."""
+    return build_tiny_bert(home / "models" / "teacher")
 
 
 @pytest.fixture

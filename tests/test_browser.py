@@ -53,21 +53,30 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> N
     raise AssertionError(f"the dashboard did not answer within {timeout:.0f} s")
 
 
+def start_dashboard(env: dict, *options: str) -> tuple[subprocess.Popen, str]:
+    """A dashboard process on a free port, answering; (process, url)."""
+    port = free_port()
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                            "--server.headless", "true", "--browser.gatherUsageStats", "false", *options],
+                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, app)
+    except BaseException:
+        stop_process(app)
+        raise
+    return app, url
+
+
 @pytest.fixture
 def dashboard(home, redis, redis_url):
     """The dashboard and a worker on the cpu queue, both pointed at a fresh data folder."""
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
-    port = free_port()
+    app, url = start_dashboard(env, "--client.toolbarMode", "minimal")
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                            "--client.toolbarMode", "minimal"],
-                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, app)
         yield url
     finally:
         app_log, worker_log = stop_process(app), stop_process(worker)
@@ -170,3 +179,58 @@ def test_the_models_page_shows_score_against_latency(page, dashboard, sessions, 
         page.wait_for_timeout(1500)
         target = Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]).with_name("models.png")
         page.screenshot(path=str(target if target.is_absolute() else ROOT / target), full_page=True)
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def locked_dashboard(home):
+    """The dashboard alone, with a password: ADAPT_DISTILL_PASSWORD_HASH in its environment."""
+    from core.access import PASSWORD_ENV, hash_password
+
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           PASSWORD_ENV: hash_password(PASSWORD, n=16)}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    app, url = start_dashboard(env)
+    try:
+        yield url
+    finally:
+        print("--- dashboard log ---\n" + stop_process(app)[-4000:])
+
+
+@pytest.mark.tried('a real browser logs in, reloads, logs out')
+def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
+    from playwright.sync_api import expect
+
+    page.goto(f"{locked_dashboard}/corpora")  # a deep link shows the door, not the page
+    password = page.get_by_label("Password", exact=True)
+    expect(password).to_be_visible()
+    expect(page.get_by_role("link", name="Corpora")).to_have_count(0)
+
+    password.fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(1)  # one line, nothing else
+    expect(page.get_by_text("Wrong password.", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Vocabulary")).to_have_count(0)
+
+    password.fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    expect(password).to_have_count(0)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "adapt_distill_session")
+    assert cookie["value"].startswith("v1.") and cookie["sameSite"] == "Strict" and cookie["expires"] > time.time()
+
+    page.reload()  # a new Streamlit session: the signed cookie logs it in
+    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    page.get_by_role("link", name="Corpora").click()
+    expect(page.get_by_role("heading", name="Corpora", exact=True)).to_be_visible()
+    expect(page.get_by_label("Password", exact=True)).to_have_count(0)
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("Password", exact=True)).to_be_visible()
+    page.reload()
+    expect(page.get_by_label("Password", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Vocabulary")).to_have_count(0)
+    assert not [c for c in page.context.cookies() if c["name"] == "adapt_distill_session"]

@@ -17,9 +17,9 @@ def cli(home):
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
 
-    def run(*args, ok=True, extra_env=None):
+    def run(*args, ok=True, extra_env=None, timeout=300):
         result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
-                                env={**env, **(extra_env or {})}, timeout=300)
+                                env={**env, **(extra_env or {})}, timeout=timeout)
         if ok:
             assert result.returncode == 0, result.stderr
         return result
@@ -113,6 +113,7 @@ def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corp
         worker.wait(20)
 
 
+@pytest.mark.tried('the dashboard is started on 0.0.0.0 without a login')
 def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
     from worker.cli import dashboard_command
 
@@ -122,5 +123,56 @@ def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
         result = cli(name, "--host", "0.0.0.0", ok=False)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
-        assert "has no login" in lines[0] and "--allow-remote" in lines[0]
+        assert "no login is configured" in lines[0] and "adapt-distill hash-password" in lines[0]
+        assert "--allow-remote" in lines[0]
     assert dashboard_command(8501, "0.0.0.0")[command.index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_a_login_lets_the_dashboard_listen_beyond_this_machine(monkeypatch, tmp_path):
+    from core.access import PASSWORD_ENV, hash_password
+    from core.errors import ConfigError
+    from worker.cli import check_host
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    with pytest.raises(ConfigError, match="no login is configured"):
+        check_host("0.0.0.0", allow_remote=False)
+    assert check_host("0.0.0.0", allow_remote=True) == "0.0.0.0"
+    assert check_host(" localhost ", allow_remote=False) == "localhost"
+
+    monkeypatch.setenv(PASSWORD_ENV, hash_password("correct horse battery", n=16))
+    assert check_host("0.0.0.0", allow_remote=False) == "0.0.0.0"
+    assert check_host("192.168.1.20", allow_remote=False) == "192.168.1.20"
+
+    monkeypatch.setenv(PASSWORD_ENV, "not a hash")  # a broken login is no login: said at once, on any host
+    for host in ("127.0.0.1", "0.0.0.0"):
+        with pytest.raises(ConfigError, match="ADAPT_DISTILL_PASSWORD_HASH is not a password hash"):
+            check_host(host, allow_remote=True)
+
+    monkeypatch.delenv(PASSWORD_ENV)
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('[auth]\nredirect_uri = "http://host:8501/oauth2callback"\n')
+    assert check_host("0.0.0.0", allow_remote=False) == "0.0.0.0"  # Streamlit's OIDC login
+
+
+def test_hash_password_prints_the_line_for_the_environment(cli):
+    from core.access import verify_password
+
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "hash-password"], input="correct horse battery\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    name, value = line.split("=", 1)
+    assert name == "ADAPT_DISTILL_PASSWORD_HASH" and value.startswith("scrypt:32768:8:1:")
+    assert verify_password("correct horse battery", value) and not verify_password("correct horse", value)
+
+    short = subprocess.run([sys.executable, "-m", "worker.cli", "hash-password"], input="hunter2\n",
+                           capture_output=True, text=True, timeout=60)
+    assert short.returncode == 2 and short.stdout == ""
+    assert short.stderr.strip().splitlines() == ["error: the password is too short: use 8 characters or more"]
+
+    broken = cli("dashboard", "--host", "0.0.0.0", ok=False, timeout=60,
+                 extra_env={"ADAPT_DISTILL_PASSWORD_HASH": value.rsplit(":", 1)[0]})  # a field short
+    assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
+    assert "ADAPT_DISTILL_PASSWORD_HASH is not a password hash" in broken.stderr

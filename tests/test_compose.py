@@ -169,3 +169,14 @@ def test_dockerfile():
     assert "EXPOSE" in keywords and any(p[0].upper() == "EXPOSE" and "8501" in p[1] for p in instructions)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+@pytest.mark.tried("docker-compose stops the workers in the middle of a run")
+def test_workers_get_time_to_checkpoint_when_compose_stops_them(services):
+    """Docker's default 10 s would SIGKILL a worker whose job is writing its checkpoint."""
+    def seconds(text: str) -> float:
+        units = {"s": 1, "m": 60, "h": 3600}
+        return sum(float(n) * units[u] for n, u in __import__("re").findall(r"([\d.]+)([smh])", text))
+
+    for name in ("worker-cpu", "worker-gpu"):
+        assert seconds(str(services[name].get("stop_grace_period", "10s"))) >= 120, name

@@ -72,6 +72,7 @@ def test_text_field_option(tmp_path):
     ("a domain text line\n".encode("utf-16-be") * 40, "looks binary"),  # no mark: nothing says UTF-16
     ("a domain text line\n".encode("utf-32") * 40, "is UTF-32"),
 ])
+@pytest.mark.tried('bad corpus files: binary, UTF-16 with a BOM, empty, too small')
 def test_bad_files_get_one_clear_error_and_leave_nothing(tmp_path, content, fragment):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)

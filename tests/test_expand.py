@@ -127,6 +127,7 @@ def test_a_new_mlm_head_is_seeded(tmp_path):
     assert heads["a"] == heads["b"] != heads["c"]
 
 
+@pytest.mark.tried('an input model folder carries auto_map / trust_remote_code')
 def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path):
     from core.adapt import AdaptConfig, adapt
     from core.training import TrainConfig

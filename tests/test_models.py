@@ -44,6 +44,7 @@ def test_missing_things_have_clear_errors(tmp_path):
 
 
 def test_hub_id_offline_fails_fast_and_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("ADAPT_DISTILL_ALLOW_HUB", "1")  # off by default: see test_model_roots.py
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="could not be fetched from the model hub .*'bundled'"):
         resolve_model("some-org/some-bert")

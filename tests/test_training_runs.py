@@ -130,6 +130,7 @@ def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_
         stop_process(worker)
 
 
+@pytest.mark.tried('the worker running a training run is SIGKILLed')
 def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_url, home, tiny, corpus_file):
     corpus, _ = service.add_corpus(sessions, corpus_file)
     run = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 3000, "seq_len": 32, "batch_size": 4,
@@ -241,6 +242,7 @@ def test_a_failed_step_cancels_what_waits_on_it_and_resume_revives_the_pipeline(
         assert store.get_run(session, pipeline.id).status == RunStatus.succeeded
 
 
+@pytest.mark.tried('NaN, infinite and out-of-range settings; seq-len, teacher layer, relation heads, init that cannot work')
 def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
     from core.errors import ConfigError
 

@@ -48,6 +48,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
             up.kill()
 
 
+@pytest.mark.tried('`adapt-distill up` is killed with SIGKILL')
 def test_nothing_up_started_outlives_it_even_on_sigkill(tmp_path):
     import tempfile
 

@@ -139,6 +139,7 @@ def test_queueing_without_redis_fails_the_run_with_a_clear_message(sessions, cor
         assert run.status == RunStatus.failed and "is Redis running" in run.error
 
 
+@pytest.mark.tried('someone with Redis access queues os.system and a callback')
 def test_a_worker_runs_only_the_projects_own_jobs(sessions, redis, worker_process, tmp_path):
     """Anyone who can write to Redis can queue a job; RQ would import and call what it names."""
     from rq import Queue
@@ -163,6 +164,7 @@ def test_a_worker_runs_only_the_projects_own_jobs(sessions, redis, worker_proces
     assert worker_process.poll() is None  # the worker is still serving
 
 
+@pytest.mark.tried('Redis is flushed while runs are queued, then a worker starts')
 def test_runs_lost_from_redis_are_queued_again_and_finish_once(sessions, redis, redis_url, home, corpus_file):
     """The store is the truth: after a FLUSHALL, a starting worker queues the lost runs again, and
     `runs resume` takes a run stuck in the queued state."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from core.configs import DEVICE_HELP
-from core.errors import AdaptDistillError, ConfigError
+from core.errors import AdaptDistillError, ConfigError, user_error
 
 DEFAULT_PORT = 8501
 
@@ -72,36 +72,48 @@ def cmd_migrate(args) -> None:
 
 
 def cmd_worker(args) -> None:
-    from rq import Worker
-
-    from worker.queues import SERIALIZER, ProjectJob, connect, get_queue
-    from worker.submit import requeue_lost
+    from worker.queues import check_queue
+    from worker.serve import serve
 
     sessions = _sessions()
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    connection = connect()
-    queues = [get_queue(name.strip(), connection) for name in args.queues.split(",") if name.strip()]
-    lost = requeue_lost(sessions, connection)
-    if lost:
-        print(f"queued again {len(lost)} run(s) the store holds as queued but Redis had lost: "
-              f"{', '.join(map(str, lost))}", file=sys.stderr, flush=True)
-    worker = Worker(queues, connection=connection, serializer=SERIALIZER, job_class=ProjectJob)
-    worker.work(burst=args.burst, logging_level="INFO", with_scheduler=False)
+    serve(sessions, [check_queue(name.strip()) for name in args.queues.split(",") if name.strip()], burst=args.burst)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def check_host(host: str, allow_remote: bool) -> str:
-    """The address the dashboard listens on. It has no login yet, so anything beyond this machine
-    (0.0.0.0, a LAN address) is refused unless the user says so with --allow-remote."""
+    """The address the dashboard listens on. Beyond this machine (0.0.0.0, a LAN address) only with
+    a login configured (ADAPT_DISTILL_PASSWORD_HASH, or OIDC in the Streamlit secrets), or when the
+    user says the network is trusted with --allow-remote. A password hash that is set must be valid."""
+    import app
+    from core.access import login_method, secrets_files
+
     host = (host or "127.0.0.1").strip()
-    if host not in LOOPBACK and not allow_remote:
-        raise ConfigError(f"--host {host} would let anyone who reaches this machine use the dashboard, which has no "
-                          f"login: keep the default 127.0.0.1 (reach it through an SSH tunnel), or pass "
-                          f"--allow-remote on a network you trust")
+    login = login_method(os.environ, secrets_files(Path(app.__file__).parent))
+    if host not in LOOPBACK and not login and not allow_remote:
+        raise ConfigError(f"--host {host} would let anyone who reaches this machine use the dashboard, and no login "
+                          f"is configured: set ADAPT_DISTILL_PASSWORD_HASH to the line `adapt-distill hash-password` "
+                          f"prints (or an [auth] section in .streamlit/secrets.toml for OIDC), keep the default "
+                          f"127.0.0.1 (reach it through an SSH tunnel), or pass --allow-remote on a network you trust")
     return host
+
+
+def cmd_hash_password(args) -> None:
+    """Read a password (asked twice on a terminal, else one line of stdin); print the environment line."""
+    from core.access import PASSWORD_ENV, hash_password
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the two passwords differ: run it again")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    print(f"{PASSWORD_ENV}={hash_password(password)}")
 
 
 def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
@@ -411,9 +423,25 @@ def _train_runs(args, runs) -> None:
     _print(args, data, "\n".join(lines))
 
 
+def _check_device(args) -> None:
+    """Refuse now, before anything is recorded, a --device the run could not get: on this machine
+    (inline), or on any worker serving the gpu queue (--queue)."""
+    device = getattr(args, "device", None) or "auto"
+    if args.queue:
+        from worker.queues import GPU, connect
+        from worker.serve import check_device_served
+
+        check_device_served(connect(), GPU, device)
+    elif device not in ("auto", "cpu"):
+        from core.training import resolve_device
+
+        resolve_device(device)
+
+
 def cmd_adapt(args) -> None:
     from worker import training
 
+    _check_device(args)
     run = training.create_adaptation(_sessions(), args.corpus, args.teacher,
                                      _params(args, TRAIN_ARGS + ADAPT_ARGS))
     _train_runs(args, [run])
@@ -422,6 +450,7 @@ def cmd_adapt(args) -> None:
 def cmd_distill(args) -> None:
     from worker import training
 
+    _check_device(args)
     run = training.create_distillation(_sessions(), args.corpus, args.teacher,
                                        _params(args, TRAIN_ARGS + DISTILL_ARGS))
     _train_runs(args, [run])
@@ -430,6 +459,7 @@ def cmd_distill(args) -> None:
 def cmd_pipeline(args) -> None:
     from worker import training
 
+    _check_device(args)
     common = _params(args, TRAIN_ARGS)
     common.pop("steps", None)
     adapt = {**common, **_params(args, ADAPT_ARGS, steps="adapt_steps", lr="adapt_lr")}
@@ -542,7 +572,7 @@ def _host_options(p) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address the dashboard listens on (default 127.0.0.1: this machine only)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="listen beyond this machine although the dashboard has no login (a trusted network only)")
+                   help="listen beyond this machine although no login is configured (a trusted network only)")
 
 
 def command(parent, name, func, help, json_flag=True):
@@ -576,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     _host_options(p)
     command(sub, "migrate", cmd_migrate, "create or upgrade the database schema", json_flag=False)
+    command(sub, "hash-password", cmd_hash_password, "read a password and print the ADAPT_DISTILL_PASSWORD_HASH=... "
+            "line that gives the dashboard a login", json_flag=False)
 
     corpus = sub.add_parser("corpus", help="add, list and delete corpora").add_subparsers(dest="action", required=True)
     p = command(corpus, "add", cmd_corpus_add, "add a corpus file (.txt, .jsonl, .csv, .tsv, optionally .gz)")
@@ -641,7 +673,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except AdaptDistillError as exc:
+    except Exception as exc:
+        exc = user_error(exc)  # a full disk is the user's to fix too
+        if exc is None:
+            raise
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)

@@ -4,6 +4,8 @@ the same `execute_run` in its own process for inline runs."""
 
 from __future__ import annotations
 
+import signal
+
 from rq import get_current_job
 
 from core.errors import ConfigError
@@ -16,6 +18,8 @@ from worker import service
 def _prepare():
     # The work horse is a fork: never reuse the parent's pooled database connections.
     get_engine().dispose(close=False)
+    # Its worker forwards a stop request (SIGTERM) here: the run checkpoints and goes back to the queue.
+    signal.signal(signal.SIGTERM, lambda signum, frame: service.STOPPING.set())
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

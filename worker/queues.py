@@ -65,9 +65,13 @@ def connect(url: str | None = None) -> Redis:
     return Redis.from_url(url)
 
 
-def get_queue(name: str, connection: Redis) -> Queue:
+def check_queue(name: str) -> str:
     if name not in QUEUES:
         from core.errors import ConfigError
 
         raise ConfigError(f"unknown queue '{name}': use {' or '.join(QUEUES)}")
-    return Queue(name, connection=connection, serializer=SERIALIZER, job_class=ProjectJob)
+    return name
+
+
+def get_queue(name: str, connection: Redis) -> Queue:
+    return Queue(check_queue(name), connection=connection, serializer=SERIALIZER, job_class=ProjectJob)

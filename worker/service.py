@@ -6,38 +6,53 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settings
 from core.corpus import ingest, read_documents
-from core.errors import AdaptDistillError, Cancelled, ConfigError
+from core.errors import Cancelled, ConfigError, user_error
 from core.models import BUNDLED, folder_size, inspect_model, resolve_model
 from core.vocab import CurvePoint, VocabConfig, pick
 from db import store
-from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
+from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Echo = Callable[[str, float], None]
 
 
+# Set in a job's process when its worker is asked to stop (SIGTERM: `docker-compose stop`, Ctrl-C on
+# `up`): the run saves a checkpoint at its next progress report, goes back to the queue, and a
+# worker continues it from there.
+STOPPING = threading.Event()
+
+
 class Reporter:
     """Progress of one run, written to the store (and the RQ job's meta) when the stage changes
-    or at most every `interval` seconds. Also answers the cancel check from the same read."""
+    or at most every `interval` seconds. Also answers the cancel check from the same read.
+
+    A report never fails the run because Redis or the database is briefly away: the job's meta in
+    Redis is a convenience and is skipped, and a store write that fails is tried again at the next
+    report (the metrics wait for it) until the store has been unreachable for `patience` seconds."""
 
     def __init__(self, sessions: sessionmaker[Session], run_id: int, job=None, interval: float = 1.0,
-                 echo: Echo | None = None):
+                 echo: Echo | None = None, patience: float | None = None):
         self.sessions, self.run_id, self.job, self.interval, self.echo = sessions, run_id, job, interval, echo
+        self.patience = float(os.environ.get("ADAPT_DISTILL_STORE_PATIENCE_S", "600")) if patience is None else patience
         self.stage: str | None = None
         self.last = 0.0
         self._cancel = False
+        self.store_down_since: float | None = None
+        self.redis_down = False
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self.echo:
@@ -46,24 +61,43 @@ class Reporter:
         if stage == self.stage and now - self.last < self.interval and fraction < 1.0:
             return
         self.stage, self.last = stage, now
-        with self.sessions.begin() as session:
-            store.set_progress(session, self.run_id, stage, fraction)
-            run = store.get_run(session, self.run_id)
-            self.record(session, run, stage, fraction)
-            self._cancel = run.status == RunStatus.cancelled
-            meta = self.meta(run, stage, fraction)
+        try:
+            with self.sessions.begin() as session:
+                store.set_progress(session, self.run_id, stage, fraction)
+                run = store.get_run(session, self.run_id)
+                self.record(session, run, stage, fraction)
+                self._cancel = run.status == RunStatus.cancelled
+                meta = self.meta(run, stage, fraction)
+        except OperationalError as exc:  # the database is away: the next report tries again
+            self.store_down_since = self.store_down_since or now
+            if now - self.store_down_since > self.patience:
+                raise
+            log.warning("run %s: progress not recorded (%s); trying again at the next report", self.run_id,
+                        type(exc).__name__)
+            return
+        self.store_down_since = None
+        self.recorded()
         if self.job is not None:
             self.job.meta.update(meta)
-            self.job.save_meta()
+            try:
+                self.job.save_meta()
+                self.redis_down = False
+            except RedisError as exc:  # Redis is only the queue; the store has the progress
+                if not self.redis_down:
+                    log.warning("run %s: Redis is unreachable (%s); the run goes on", self.run_id, exc)
+                self.redis_down = True
 
     def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
         """Subclasses write more of the run's state here, in the same transaction."""
+
+    def recorded(self) -> None:
+        """Called once what `record` wrote is committed."""
 
     def meta(self, run: Run, stage: str, fraction: float) -> dict:
         return {"stage": stage, "progress": fraction}
 
     def cancelled(self) -> bool:
-        return self._cancel
+        return self._cancel or STOPPING.is_set()
 
 
 def file_sha256(path: Path) -> str:
@@ -132,7 +166,10 @@ def create_analysis(sessions: sessionmaker[Session], corpus_id: int, base: str, 
     info = inspect_model(base)  # fails now, with a clear message, rather than in the worker
     key = model_key(base)
     with sessions.begin() as session:
-        store.get_corpus(session, corpus_id)
+        # One submitter at a time per corpus decides between reusing and creating: the corpus row is
+        # locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers), so identical
+        # analyses submitted at once become one.
+        store.lock_corpus(session, corpus_id)
         found = store.find_reusable_analysis(session, corpus_id, key, config.step, config.max_added,
                                              config.min_frequency)
         if found is not None:
@@ -165,27 +202,89 @@ def _finish(sessions: sessionmaker[Session], run_id: int, status: RunStatus, err
             store.refresh_pipeline(session, run.parent_id)
 
 
-def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None]) -> None:
-    """Mark the run running, do the work, and record the outcome once."""
-    with sessions.begin() as session:
-        run = store.get_run(session, run_id)
-        if run.status == RunStatus.cancelled:
+def record_outcome(sessions: sessionmaker[Session], run_id: int, status: RunStatus, error: str | None = None,
+                   attempts: int = 6, wait: float = 0.5) -> None:
+    """`_finish`, tried again a few times: the outcome of hours of work is not lost because the
+    database is briefly unreachable or its disk full at that moment (the failed write that made the
+    run fail has freed its space by now)."""
+    for attempt in range(attempts):
+        try:
+            _finish(sessions, run_id, status, error)
             return
-        store.start_run(session, run)
+        except OperationalError as exc:  # connection lost, database or disk full
+            if attempt == attempts - 1:
+                raise
+            log.warning("recording run %s as %s failed (%s); trying again", run_id, status.value, exc)
+            time.sleep(wait * 2 ** attempt)
+
+
+def claim(sessions: sessionmaker[Session], run_id: int) -> bool:
+    """Mark a queued run running, atomically: when the same run was queued twice (a reconciler and a
+    resume at once), only the first job to claim it does the work. False: nothing to do."""
+    from sqlalchemy import update
+
+    with sessions.begin() as session:
+        started = session.execute(
+            update(Run).where(Run.id == run_id, Run.status == RunStatus.queued)
+            .values(status=RunStatus.running, started_at=utcnow(), heartbeat_at=utcnow(), error=None)
+        ).rowcount
+        run = store.get_run(session, run_id)
+        if not started:
+            log.warning("run %s is %s, not queued: this job has nothing to do", run_id, run.status.value)
+            return False
         if run.parent_id is not None:
             store.refresh_pipeline(session, run.parent_id)
+    return True
+
+
+def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
+    """A run stopped because its worker is stopping (not cancelled by the user) goes back to the
+    queued state under a new job id, and onto the queue when Redis answers (else the reconciler
+    queues it): the next worker continues it from the checkpoint it has just saved."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        if run.status != RunStatus.running:
+            return False  # the user cancelled it meanwhile
+        attempt = int(run.params.get("attempt", 0)) + 1
+        run.params = {**run.params, "attempt": attempt}
+        run.status, run.error, run.job_id = RunStatus.queued, None, f"run-{run.id}-r{attempt}"
+        run.stage = "queued: its worker stopped; it continues from its checkpoint"
+    try:
+        from worker.queues import connect
+        from worker.submit import enqueue
+
+        enqueue(sessions, run_id, connect(), fail_run=False)
+    except Exception as exc:
+        log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
+    return True
+
+
+def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None]) -> None:
+    """Claim the run, do the work, and record the outcome once."""
+    if not claim(sessions, run_id):
+        return
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
     try:
         body(run)
     except Cancelled:
-        _finish(sessions, run_id, RunStatus.cancelled, "cancelled by the user; resume continues from the last checkpoint")
+        if STOPPING.is_set() and requeue_interrupted(sessions, run_id):
+            return
+        record_outcome(sessions, run_id, RunStatus.cancelled,
+                       "cancelled by the user; resume continues from the last checkpoint")
         return
-    except BaseException as exc:
-        message = str(exc) if isinstance(exc, AdaptDistillError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, AdaptDistillError):
-            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-        _finish(sessions, run_id, RunStatus.failed, message or type(exc).__name__)
+    except KeyboardInterrupt:  # Ctrl-C on an inline run: the loop has saved what it had done
+        record_outcome(sessions, run_id, RunStatus.cancelled,
+                       "interrupted (Ctrl-C); resume continues from the last checkpoint")
         raise
-    _finish(sessions, run_id, RunStatus.succeeded)
+    except BaseException as exc:
+        known = user_error(exc)
+        message = str(known) if known is not None else f"{type(exc).__name__}: {exc}"
+        if known is None:
+            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        record_outcome(sessions, run_id, RunStatus.failed, message or type(exc).__name__)
+        raise
+    record_outcome(sessions, run_id, RunStatus.succeeded)
 
 
 def execute_analysis(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:

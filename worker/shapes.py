@@ -46,7 +46,8 @@ def folder_shape(folder: Path) -> dict | None:
                  "hidden": int(config["hidden_size"]), "heads": int(config["num_attention_heads"]),
                  "intermediate": int(config["intermediate_size"]),
                  "positions": int(config.get("max_position_embeddings", 512)),
-                 "token_types": int(config.get("type_vocab_size", 2))}
+                 "token_types": int(config.get("type_vocab_size", 2)),
+                 "model_type": str(config.get("model_type") or "unknown")}
     except (KeyError, TypeError, ValueError):
         return None  # not a BERT config (DistilBERT names its fields differently): size unknown
     return with_parameters(shape)
@@ -123,5 +124,5 @@ def spec_shape(session: Session, spec: str, depth: int = 0) -> dict | None:
             return None
         s = student_of(params, teacher)
         return with_parameters({**teacher, "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
-                                "intermediate": s.intermediate})
+                                "intermediate": s.intermediate, "model_type": "bert"})
     raise ConfigError(f"run {run_id} is a {run.kind.value}; it makes no model")

@@ -23,7 +23,11 @@ JOB_FUNCTIONS = {RunKind.analysis: jobs.analysis_job, RunKind.expansion: jobs.ex
                  RunKind.evaluation: jobs.training_job, RunKind.benchmark: jobs.training_job}
 
 
-def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, queue: str | None = None):
+def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, queue: str | None = None,
+            fail_run: bool = True):
+    """Put a recorded run's job on its queue; None when it must wait in the store (see below). When
+    Redis cannot be reached the run is failed with a clear message (a user is submitting it), or,
+    without fail_run (the reconciler), left queued for the next attempt."""
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
         kind, job_id = run.kind, run.job_id or f"run-{run_id}"
@@ -32,12 +36,18 @@ def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, que
         name = run.queue
         waits_on = [d.job_id for d in run.depends_on if not d.status.finished and d.job_id]
     try:
+        if any(not Job.exists(job_id, connection=connection) for job_id in waits_on):
+            # What it waits on is unfinished but its job is gone from Redis (flushed while it ran): the
+            # run stays queued in the store, and the reconciler queues it once that has finished.
+            return None
         return get_queue(name, connection).enqueue_call(
             JOB_FUNCTIONS[kind], args=(run_id,), timeout=JOB_TIMEOUT_S[kind], job_id=job_id,
             result_ttl=7 * 86400, failure_ttl=30 * 86400, description=f"{kind.value} run {run_id}",
             depends_on=waits_on or None,
         )
     except RedisError as exc:
+        if not fail_run:
+            raise
         message = f"could not queue run {run_id} ({type(exc).__name__}): is Redis running at REDIS_URL?"
         with sessions.begin() as session:
             store.finish_run(session, store.get_run(session, run_id), RunStatus.failed, message)
@@ -138,10 +148,9 @@ def lost_runs(sessions: sessionmaker[Session], connection: Redis, older_than: fl
 def requeue_lost(sessions: sessionmaker[Session], connection: Redis, older_than: float = 60.0) -> list[int]:
     """Queue again every run that is queued in the store but lost from Redis (the store is the
     truth; Redis is only the queue). A worker does this when it starts. Returns their ids."""
-    lost = lost_runs(sessions, connection, older_than)
-    for run_id in lost:  # oldest first: a run waits on the jobs of the runs it depends on
-        enqueue(sessions, run_id, connection)
-    return lost
+    # oldest first: a run waits on the jobs of the runs it depends on
+    return [run_id for run_id in lost_runs(sessions, connection, older_than)
+            if enqueue(sessions, run_id, connection, fail_run=False) is not None]
 
 
 def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> Run:

@@ -37,6 +37,7 @@ class TrainingReporter(Reporter):
         super().__init__(sessions, run_id, job, interval, echo)
         self.total = total_steps
         self.pending: list[tuple[int, str, float]] = []
+        self.written = 0
         self.began = time.monotonic()
         self.first_step: int | None = None
         self.latest: dict[str, float] = {"step": 0}
@@ -65,7 +66,11 @@ class TrainingReporter(Reporter):
             run.latest_loss = self.latest["loss"]
         for step_, name, value in self.pending:
             store.add_metric(session, self.run_id, step_, name, value)
-        self.pending.clear()
+        self.written = len(self.pending)
+
+    def recorded(self) -> None:
+        del self.pending[:self.written]  # kept until committed: a failed write is retried with them
+        self.written = 0
 
     def meta(self, run: Run, stage: str, fraction: float) -> dict:
         return {"stage": stage, "progress": fraction, "step": run.step, "total_steps": self.total,
@@ -75,6 +80,7 @@ class TrainingReporter(Reporter):
         if self.pending:
             with self.sessions.begin() as session:
                 self.record(session, store.get_run(session, self.run_id), self.stage or "training", 1.0)
+            self.recorded()
 
 
 class Heartbeat:
@@ -199,6 +205,25 @@ def _new_run(session, kind: RunKind, params: dict, parent_id=None, depends_on=()
     return run
 
 
+TRAINABLE = "bert"  # adaptation and distillation train BertForMaskedLM (encoder `bert`, head `cls`)
+
+
+def check_trainable(session: Session, spec: str, what: str) -> dict | None:
+    """The shape of the model `spec` names, after refusing one the training code cannot train (by
+    its architecture); None when it cannot be known yet (a hub id not downloaded)."""
+    from core.models import names_folder
+
+    shape = spec_shape(session, spec)
+    if shape is None and not spec.startswith(RUN_PREFIX) and names_folder(spec):
+        kind = "not a BERT configuration"
+    elif shape is not None and shape.get("model_type", TRAINABLE) != TRAINABLE:
+        kind = f"a '{shape['model_type']}' model"
+    else:
+        return shape
+    raise ConfigError(f"the {what} {spec} is {kind}: adaptation and distillation train BERT models (model_type "
+                      f"'bert') only; pick a BERT checkpoint")
+
+
 def check_sequence_length(seq_len: int, shape: dict, what: str) -> None:
     if seq_len > shape["positions"]:
         raise ConfigError(f"seq-len {seq_len} is longer than the {what} can read ({shape['positions']} positions): "
@@ -212,7 +237,7 @@ def create_adaptation(sessions: sessionmaker[Session], corpus_id: int, model: st
         store.get_corpus(session, corpus_id)
         if not depends_on:
             model = check_spec(session, model)
-        shape = spec_shape(session, model)
+        shape = check_trainable(session, model, "model")
         if shape is not None:
             check_sequence_length(config.seq_len, shape, "model")
         return _new_run(session, RunKind.adaptation, {**params, "corpus_id": corpus_id, "model": model},
@@ -224,7 +249,7 @@ def student_params(session: Session, teacher: str, params: dict) -> dict:
     top of the shape derived from the teacher), after refusing a student that is not smaller than
     its teacher in parameters (unless allow_larger_student). Left as they are when the teacher's
     shape cannot be known yet (a hub id not downloaded)."""
-    teacher_shape = spec_shape(session, teacher)
+    teacher_shape = check_trainable(session, teacher, "teacher")
     if teacher_shape is None:
         return params
     config = distill_config(params)
@@ -235,7 +260,7 @@ def student_params(session: Session, teacher: str, params: dict) -> dict:
                           f"(use 0 to {layers - 1}, or -1 for the last)")
     init = params.get("init") or "random"
     if init not in INITS:
-        student = spec_shape(session, init)
+        student = check_trainable(session, init, "student")
         if student is None:
             return params
         name, student_parameters = f"at {init}", bert_parameters_like(student, teacher_shape)

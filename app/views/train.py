@@ -34,7 +34,8 @@ def model_picker(label: str, key: str, options: list[dict], help: str) -> str:
     if picked != OTHER:
         return picked
     return st.text_input(f"{label}: folder or hub id", key=f"{key}_other",
-                         placeholder="a local model folder, or a hub id such as bert-base-uncased").strip()
+                         placeholder="a model folder under the data folder or ADAPT_DISTILL_MODEL_DIRS, or a hub id",
+                         help="Hub ids (bert-base-uncased) are fetched only when ADAPT_DISTILL_ALLOW_HUB=1.").strip()
 
 
 def shape_caption(shape: dict | None) -> str:

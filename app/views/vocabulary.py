@@ -193,7 +193,8 @@ with st.expander("New analysis", expanded=not analyses, icon=":material/add_char
     with st.form("vocab_new", border=False):
         cols = st.columns(5)
         base = cols[0].text_input("Base model", value="bundled", key="vocab_base",
-                                  help="'bundled' (all-MiniLM-L6-v2), a local model folder, or a hub id.")
+                                  help="'bundled' (all-MiniLM-L6-v2), a model folder under the data folder or "
+                                       "ADAPT_DISTILL_MODEL_DIRS, or a hub id (when ADAPT_DISTILL_ALLOW_HUB=1).")
         step = cols[1].number_input("Step", min_value=1, value=10_000, step=1_000, key="vocab_step",
                                     help="Tokens added from one candidate to the next (paper: 10,000).")
         max_added = cols[2].number_input("Maximum added", min_value=1, value=40_000, step=1_000, key="vocab_max",

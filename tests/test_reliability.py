@@ -1,0 +1,434 @@
+"""The service under the failures it will meet: Redis going away (stopped, restarted empty,
+flushed), full disks, failures mid-run and submitters racing each other. Real processes
+throughout: a private Valkey that the test stops and starts, `adapt-distill` workers and CLI
+commands, a small tmpfs filesystem, several submitting processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import build_tiny_bert, stop_process, write_corpus
+from core.vocab import VocabConfig
+from db import store
+from db.models import Run, RunStatus, VocabAnalysis
+from worker import service
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(sessions, run_id: int, timeout: float = 240, until=lambda run: run.status.finished) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            if until(run):
+                return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not reach the expected state within {timeout}s ({run.status.value})")
+
+
+def worker_env(home: Path, redis_url: str, **extra: str) -> dict:
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1", **extra}
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def start_worker(env: dict, queues: str = "cpu,gpu") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --- Redis is a queue: it can vanish ------------------------------------------------------------
+
+@pytest.mark.tried("Redis stopped for 8 s while a training run works, then started again empty")
+def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, sessions, tmp_path, corpus_file):
+    from worker.embedded import EmbeddedValkey
+    from worker.submit import submit_analysis, submit_runs
+    from worker.training import create_adaptation
+
+    valkey = EmbeddedValkey().start()
+    worker = None
+    try:
+        from redis import Redis
+
+        connection = Redis.from_url(valkey.url)
+        worker = start_worker(worker_env(home, valkey.url, ADAPT_DISTILL_RECONCILE_S="2"))
+        teacher = build_tiny_bert(tmp_path / "teacher")
+        corpus, _ = service.add_corpus(sessions, corpus_file)
+        run = create_adaptation(sessions, corpus.id, str(teacher), {
+            "steps": 800, "batch_size": 8, "seq_len": 64, "eval_every": 500, "checkpoint_every": 500,
+            "device": "cpu", "head_warmup": 0})
+        submit_runs(sessions, connection, [run])
+        wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) > 0)
+        valkey.stop()
+        time.sleep(8)
+        with sessions.begin() as session:
+            during = store.get_run(session, run.id)
+            assert during.status == RunStatus.running, during.error  # it went on without Redis
+        valkey.start()  # the same address, nothing in it: as after a restart without persistence
+        done = wait_for(sessions, run.id, 300)
+        assert done.status == RunStatus.succeeded, done.error
+        assert done.step == 800 and (Path(done.output_dir) / "model.safetensors").is_file()
+        assert worker.poll() is None, "the worker quit instead of waiting for Redis"
+        # the same worker serves new work once Redis is back
+        analysis, _ = submit_analysis(sessions, connection, corpus.id, str(teacher), VocabConfig(step=20, max_added=40))
+        after = wait_for(sessions, analysis.run_id, 120)
+        assert after.status == RunStatus.succeeded, after.error
+        from rq import Worker
+
+        assert len(Worker.all(connection=connection)) == 1  # and is counted again by the dashboard
+        worker.terminate()  # and still stops when asked
+        assert worker.wait(30) == 0
+    finally:
+        out = stop_process(worker) if worker else ""
+        valkey.stop()
+        if os.environ.get("SHOW_WORKER_LOG"):
+            print(out)
+
+
+@pytest.mark.tried("runs recorded as queued but never put in Redis (lost enqueue, FLUSHALL) while a worker runs")
+def test_the_reconciler_queues_lost_runs_and_each_runs_once(home, sessions, redis, redis_url, tmp_path):
+    from worker.submit import enqueue
+
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
+    teacher = build_tiny_bert(tmp_path / "teacher")
+    # recorded in the store only: their enqueue was lost
+    analyses = [service.create_analysis(sessions, corpus.id, str(teacher), VocabConfig(step=20, max_added=40 + 10 * i))[0]
+                for i in range(3)]
+    worker = start_worker(worker_env(home, redis_url, ADAPT_DISTILL_RECONCILE_S="1", ADAPT_DISTILL_LOST_AFTER_S="0"))
+    try:
+        done = [wait_for(sessions, a.run_id, 180) for a in analyses]
+        assert [r.status for r in done] == [RunStatus.succeeded] * 3, [r.error for r in done]
+        started = {r.id: r.started_at for r in done}
+        # the same run queued twice (two reconcilers, or a resume racing one) still runs once
+        redis.flushdb()
+        enqueue(sessions, analyses[0].run_id, redis)
+        time.sleep(4)
+        with sessions.begin() as session:
+            again = store.get_run(session, analyses[0].run_id)
+            assert again.status == RunStatus.succeeded and again.started_at == started[again.id]
+    finally:
+        out = stop_process(worker)
+    assert "queued again" in out
+    assert f"run {analyses[0].run_id} is succeeded, not queued: this job has nothing to do" in out
+
+
+# --- a failure keeps the work done ---------------------------------------------------------------
+
+@pytest.mark.tried("a training run fails mid-way (an error in its progress report)")
+def test_a_failure_mid_run_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, corpus_file):
+    from core.adapt import adapt
+    from core.configs import AdaptConfig, TrainConfig
+    from core.corpus import read_documents
+    from core.training import latest_checkpoint
+
+    teacher = build_tiny_bert(tmp_path / "teacher")
+    config = AdaptConfig(seq_len=32, head_warmup=0,
+                         train=TrainConfig(steps=8, batch_size=4, lr=1e-3, eval_every=100, checkpoint_every=100,
+                                           device="cpu", log_every=1))
+
+    def losses_of(out: Path, fail_at: int | None = None) -> dict[int, float]:
+        losses: dict[int, float] = {}
+
+        def progress(stage, fraction):
+            if fail_at is not None and stage == "training" and round(fraction * 8) == fail_at:
+                raise RuntimeError("the database went away")
+
+        def metrics(step, values):
+            if "loss" in values:
+                losses[step] = values["loss"]
+
+        adapt(teacher, lambda: read_documents(corpus_file), out, config, progress=progress, on_metrics=metrics)
+        return losses
+
+    whole = losses_of(tmp_path / "whole")
+    with pytest.raises(RuntimeError):
+        losses_of(tmp_path / "broken", fail_at=5)
+    checkpoint = latest_checkpoint(tmp_path / "broken")
+    assert checkpoint is not None and checkpoint.name == "step-0000005"  # no checkpoint was due before step 100
+    resumed = losses_of(tmp_path / "broken")
+    assert sorted(resumed) == [6, 7, 8]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-5, abs=1e-6)
+
+
+# --- disks fill ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount tmpfs filesystems of a given size (needs root, as in CI)."""
+    mounted = []
+
+    def mount(name: str, megabytes: int) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(point)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            message = f"cannot mount a small filesystem here ({result.stderr.strip()}): the disk-full tests need root"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Write a file that takes all of disk's free space but `leave` bytes."""
+    filler = disk / "filler"
+    free = shutil.disk_usage(disk).free - leave
+    with open(filler, "wb") as handle:
+        chunk = b"\0" * (1 << 20)
+        while free > 0:
+            handle.write(chunk[:min(free, len(chunk))])
+            free -= len(chunk)
+    return filler
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.startswith((".tmp", "latest.tmp")))
+
+
+def wide_bert(folder: Path) -> Path:
+    """A BERT wide enough that one checkpoint (weights and Adam's state) is several MB."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    build_tiny_bert(folder)
+    vocab = (folder / "vocab.txt").read_text().split()
+    config = BertConfig(vocab_size=len(vocab), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=512, max_position_embeddings=128)
+    BertForMaskedLM(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.tried("the disk fills while a training run writes a checkpoint")
+def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_checkpoint(
+        tmp_path, small_disk, corpus_file):
+    from db.session import get_sessionmaker
+    from core.training import latest_checkpoint
+
+    disk = small_disk("disk", 64)
+    home = disk / "home"
+    env = worker_env(home, "redis://unused")
+    teacher = wide_bert(tmp_path / "teacher")
+    added = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)
+    command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
+               "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
+               "--head-warmup", "0", "--device", "cpu", "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli", *command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    checkpoints = home / "runs"
+    deadline = time.monotonic() + 180
+    while not list(checkpoints.glob("*/model/checkpoints/latest")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    filler = fill(disk, leave=1 << 20)  # less than a checkpoint, enough for the database
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no space left on device writing the checkpoint of step"), err
+    assert "intact" in lines[0] and "Traceback" not in err
+    run_dir = next(checkpoints.glob("*/model")).parent
+    run_id = int(run_dir.name)
+    assert leftovers(home) == []  # no partial checkpoint, pointer or model file
+    kept = latest_checkpoint(run_dir / "model")
+    assert kept is not None and (kept / "trainer.pt").is_file() and (kept / "model.safetensors").is_file()
+    sessions = get_sessionmaker(f"sqlite:///{home / 'adapt-distill.db'}")
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        assert run.status == RunStatus.failed and "no space left on device" in run.error
+        step_kept = int(kept.name.split("-")[1])
+        assert run.step >= step_kept
+    filler.unlink()  # the user frees space and resumes
+    resumed = cli(env, "runs", "resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        assert run.status == RunStatus.succeeded
+        assert run.params["result"]["resumed_from"] == step_kept
+    sessions.kw["bind"].dispose()
+
+
+@pytest.mark.tried("the disk is full when a corpus is added, an expansion writes its model, a model is saved")
+def test_a_full_disk_is_one_line_for_corpus_add_and_expand(tmp_path, small_disk, corpus_file):
+    disk = small_disk("disk", 48)
+    home = disk / "home"
+    env = worker_env(home, "redis://unused")
+    teacher = wide_bert(tmp_path / "teacher")
+    added = cli(env, "corpus", "add", str(corpus_file), "--json")
+    assert added.returncode == 0, added.stderr
+    corpus_id = json.loads(added.stdout)["corpus_id"]
+    analyzed = cli(env, "vocab", "analyze", "--corpus", str(corpus_id), "--base", str(teacher), "--step", "20",
+                   "--max-added", "40", "--json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    expand = ["vocab", "expand", "--analysis", str(analysis["analysis_id"]), "--size", str(analysis["picked_vocab_size"])]
+    big = write_corpus(tmp_path / "big.txt", documents=20_000, seed=3)  # a few MB
+    filler = fill(disk, leave=256 << 10)
+    for args in (["corpus", "add", str(big)], expand):
+        result = cli(env, *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: no space left on device"), result.stderr
+        assert "free some space" in lines[0]
+    assert leftovers(home) == []
+    assert list((home / "corpora").iterdir()) and all(not p.name.startswith(".tmp") for p in (home / "corpora").iterdir())
+    filler.unlink()
+    again = cli(env, *expand, "--json")
+    assert again.returncode == 0, again.stderr
+
+
+# --- submitters race ---------------------------------------------------------------------------
+
+def _submit(url: str, home: str, corpus_id: int, model: str, barrier, out) -> None:
+    os.environ["ADAPT_DISTILL_HOME"] = home
+    from core.models import inspect_model
+    from db.session import get_sessionmaker
+
+    sessions = get_sessionmaker(url)
+    with sessions.begin() as session:  # connected and warm: the eight meet at the same moment
+        store.get_corpus(session, corpus_id)
+    inspect_model(model)
+    barrier.wait()
+    analysis, reused = service.create_analysis(sessions, corpus_id, model, VocabConfig(step=20, max_added=40))
+    out.put((analysis.id, reused))
+
+
+@pytest.mark.tried("8 processes submit the same analysis at the same moment (SQLite and PostgreSQL)")
+def test_identical_analyses_submitted_at_once_are_one(db_url, home, tmp_path, corpus_file, monkeypatch):
+    from sqlalchemy import func, select
+
+    from db.session import get_sessionmaker
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    sessions = get_sessionmaker(db_url)
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    teacher = build_tiny_bert(tmp_path / "teacher")
+    context = mp.get_context("spawn")
+    barrier, out = context.Barrier(8), context.Queue()
+    processes = [context.Process(target=_submit, args=(db_url, str(home), corpus.id, str(teacher), barrier, out))
+                 for _ in range(8)]
+    for p in processes:
+        p.start()
+    results = [out.get(timeout=120) for _ in processes]
+    for p in processes:
+        p.join(30)
+        assert p.exitcode == 0
+    assert len({analysis_id for analysis_id, _ in results}) == 1
+    assert sorted(reused for _, reused in results) == [False] + [True] * 7
+    with sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(VocabAnalysis)) == 1
+        assert session.scalar(select(func.count()).select_from(Run)) == 1
+
+
+# --- refused early ---------------------------------------------------------------------------------
+
+@pytest.mark.tried("a model the training code cannot train (an ELECTRA checkpoint) given as teacher, model or student")
+def test_a_model_of_another_architecture_is_refused_when_the_run_is_created(sessions, tmp_path, corpus_file):
+    from transformers import ElectraConfig, ElectraForMaskedLM
+
+    from core.errors import ConfigError
+    from worker import training
+
+    bert = build_tiny_bert(tmp_path / "bert")
+    electra = tmp_path / "electra"
+    shutil.copytree(bert, electra)
+    vocab = len((bert / "vocab.txt").read_text().split())
+    ElectraForMaskedLM(ElectraConfig(vocab_size=vocab, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=128)).save_pretrained(str(electra))
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    service.create_analysis(sessions, corpus.id, str(electra), VocabConfig(step=20, max_added=40))  # it can be analysed
+    student = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
+    for make in (lambda: training.create_adaptation(sessions, corpus.id, str(electra), {}),
+                 lambda: training.create_distillation(sessions, corpus.id, str(electra), student),
+                 lambda: training.create_distillation(sessions, corpus.id, str(bert), {"init": str(electra)}),
+                 lambda: training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(electra), {}, student)):
+        with pytest.raises(ConfigError, match="is a 'electra' model: adaptation and distillation train BERT"):
+            make()
+    with sessions.begin() as session:
+        assert [r.kind.value for r in store.list_runs(session)] == ["analysis"]
+
+
+@pytest.mark.tried("a run asks for a GPU that no worker (and not this machine) has")
+def test_a_device_no_worker_has_is_refused_before_anything_is_recorded(home, sessions, redis, redis_url, tmp_path,
+                                                                       corpus_file):
+    teacher = build_tiny_bert(tmp_path / "teacher")
+    env = worker_env(home, redis_url)
+    corpus_id = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)["corpus_id"]
+    worker = start_worker(env)
+    try:
+        deadline = time.monotonic() + 60
+        from rq import Worker
+
+        while not Worker.all(connection=redis):
+            assert time.monotonic() < deadline, "the worker did not register"
+            time.sleep(0.2)
+        for extra in (["--queue"], []):  # on a worker, and inline on this machine
+            for command in (["adapt"], ["distill", "--layers", "1", "--hidden", "16", "--heads", "2",
+                                        "--intermediate", "32"]):
+                result = cli(env, *command, "--corpus", str(corpus_id), "--model", str(teacher), "--device", "cuda",
+                             *extra)
+                lines = result.stderr.strip().splitlines()
+                assert result.returncode == 2 and len(lines) == 1, result.stderr
+                expected = "no worker serving the gpu queue can run on cuda" if extra else "no CUDA GPU is visible"
+                assert expected in lines[0]
+    finally:
+        stop_process(worker)
+    with sessions.begin() as session:
+        assert store.list_runs(session) == []
+
+
+@pytest.mark.tried("the worker is stopped (SIGTERM, as docker-compose stop does) in the middle of a training run")
+def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(home, sessions, redis, redis_url,
+                                                                              tmp_path, corpus_file):
+    from core.training import latest_checkpoint
+    from worker.submit import submit_runs
+    from worker.training import create_adaptation
+
+    teacher = build_tiny_bert(tmp_path / "teacher")
+    corpus, _ = service.add_corpus(sessions, corpus_file)
+    run = create_adaptation(sessions, corpus.id, str(teacher), {
+        "steps": 600, "batch_size": 8, "seq_len": 64, "eval_every": 1000, "checkpoint_every": 1000,
+        "device": "cpu", "head_warmup": 0})
+    submit_runs(sessions, redis, [run])
+    env = worker_env(home, redis_url)
+    first = start_worker(env)
+    try:
+        wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) >= 5)
+        first.terminate()
+        assert first.wait(60) == 0  # it stopped promptly, not after the run's 600 steps
+    finally:
+        out = stop_process(first)
+    with sessions.begin() as session:
+        stopped = store.get_run(session, run.id)
+        assert stopped.status == RunStatus.queued, (stopped.status, stopped.error, out)
+        assert stopped.params["attempt"] == 1 and stopped.step < 600
+    checkpoint = latest_checkpoint(Path(stopped.output_dir))
+    assert checkpoint is not None  # none was due before step 1000: this one was written on the stop
+    step = int(checkpoint.name.split("-")[1])
+    second = start_worker(env)
+    try:
+        done = wait_for(sessions, run.id, 300)
+    finally:
+        stop_process(second)
+    assert done.status == RunStatus.succeeded, done.error
+    assert done.params["result"]["resumed_from"] == step
