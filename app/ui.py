@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from core.errors import user_error
+from core.formatting import human_bytes  # noqa: F401  (the pages' size format)
 
 REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
 
@@ -57,15 +58,6 @@ def status_badge(status: str) -> str:
 def status_text(run: dict) -> str:
     """'running: scoring candidates', or just 'queued' when the stage says nothing more."""
     return run["status"] if run["stage"] in (run["status"], "queued") else f"{run['status']}: {run['stage']}"
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            break
-        value /= 1024
-    return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
 
 
 def corpora_or_stop(corpora: list[dict], state_key: str) -> dict[int, dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.models import (METADATA_FILE, check_written, load_mlm, load_tokenizer,  # noqa: F401  (re-exported)
-                         scrub_remote_code, untie_head_bias)
+                         open_to_group, scrub_remote_code, untie_head_bias)
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def expand_model(
             progress("saving", 0.8)
         model.save_pretrained(str(tmp))
         scrub_remote_code(tmp)
+        open_to_group(tmp)
         if progress:
             progress("checking the written model", 0.9)
         check_expanded(source, check_written(model, tmp), base_size)

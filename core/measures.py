@@ -15,7 +15,8 @@ import torch
 
 from core.adapt import heldout_loss
 from core.errors import Cancelled, ConfigError, CorpusError
-from core.mlm import Masker, mlm_parts, pack_documents, split_heldout
+from core.mlm import Masker, mlm_parts, split_heldout
+from core.tokens import corpus_blocks
 from core.models import METADATA_FILE, count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
 from core.training import resolve_device
 
@@ -144,7 +145,7 @@ def _heldout(model_path: Path, tokenizer, documents: Callable[[], Iterable[str]]
     longest = getattr(model.config, "max_position_embeddings", None)
     if longest is not None and seq_len > longest:
         raise ConfigError(f"seq-len {seq_len} is longer than the model accepts ({longest}): lower --seq-len")
-    blocks = pack_documents(documents(), tokenizer, seq_len, cancel=cancel)
+    blocks = corpus_blocks(documents, tokenizer, seq_len, cancel=cancel)
     if len(blocks) < 2:
         return None, 0, True
     _, held = split_heldout(blocks, heldout_fraction)  # the blocks adaptation would hold out

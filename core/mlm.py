@@ -18,36 +18,13 @@ IGNORE = -100
 def pack_documents(documents: Iterable[str], tokenizer, block_size: int, batch: int = 2000,
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """(n_blocks, block_size) int32: [CLS] + tokens + [SEP], documents joined by [SEP]. The tail
-    that does not fill a block is dropped. Special-token strings in the text are plain text."""
+    that does not fill a block is dropped. Special-token strings in the text are plain text.
+    In memory; training reads the same blocks from a memory-mapped stream (core.tokens)."""
+    from core.tokens import blocks_of, token_array
+
     if block_size < 8:
         raise ConfigError(f"sequence length must be at least 8, got {block_size}")
-    from core.models import plain_text_backend
-
-    backend = plain_text_backend(tokenizer)  # a "[MASK]" in the text is text, not a mask
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    pieces: list[np.ndarray] = []
-    buffer: list[str] = []
-
-    def flush():
-        for encoding in backend.encode_batch(buffer, add_special_tokens=False):
-            pieces.append(np.asarray(encoding.ids + [sep], dtype=np.int32))
-        buffer.clear()
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
-
-    for document in documents:
-        buffer.append(document)
-        if len(buffer) >= batch:
-            flush()
-    if buffer:
-        flush()
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-    body = block_size - 2
-    n_blocks = len(stream) // body
-    blocks = np.empty((n_blocks, block_size), dtype=np.int32)
-    blocks[:, 0], blocks[:, -1] = cls, sep
-    blocks[:, 1:-1] = stream[: n_blocks * body].reshape(n_blocks, body)
-    return blocks
+    return blocks_of(token_array(documents, tokenizer, batch, cancel), tokenizer, block_size)[:]
 
 
 def split_heldout(blocks: np.ndarray, fraction: float, limit: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +33,10 @@ def split_heldout(blocks: np.ndarray, fraction: float, limit: int = 512) -> tupl
         raise ConfigError(f"the corpus fills only {len(blocks)} block(s) of this length: add text or shorten "
                           f"the sequence length")
     n = min(max(1, int(len(blocks) * fraction)), limit, len(blocks) - 1)
+    from core.tokens import Blocks
+
+    if isinstance(blocks, Blocks):  # the training blocks stay on disk; the held-out ones (few) are read
+        return blocks.range(0, len(blocks) - n), blocks.range(len(blocks) - n, len(blocks))[:]
     return blocks[:-n], blocks[-n:]
 
 

@@ -273,6 +273,19 @@ def scrub_remote_code(folder: str | Path) -> None:
             tmp.replace(file)
 
 
+def open_to_group(folder: str | Path) -> None:
+    """Give the files of a written model folder the permissions the umask allows (transformers
+    writes model.safetensors 0600): workers on other machines, running as other users of the same
+    group, read the models on a shared data folder."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in Path(folder).iterdir():
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
+
+
 def check_written(model, folder: str | Path):
     """Reload a folder just written from `model` and compare every tensor: a weight that saving
     or loading drops (a tied copy, the pooler) is an error here, not a silent zero downstream.

@@ -29,6 +29,13 @@ def runs_dir() -> Path:
     return path
 
 
+def token_cache_dir() -> Path:
+    """Tokenized corpora, one memory-mapped stream per corpus and tokenizer (core.tokens)."""
+    path = home() / "cache" / "tokens"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def tasks_dir() -> Path:
     path = home() / "tasks"
     path.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ evaluation, and checkpoints (safetensors weights + a weights-only trainer state)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -21,8 +22,9 @@ import torch
 
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError, DiskFull, is_disk_full
-from core.mlm import pack_documents, split_heldout
-from core.models import METADATA_FILE, check_written, load_tokenizer, scrub_remote_code
+from core.mlm import split_heldout
+from core.tokens import Blocks, corpus_blocks
+from core.models import METADATA_FILE, check_written, load_tokenizer, open_to_group, scrub_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +91,22 @@ def seeded(seed: int, stream: str, *index: int):
         yield
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the n blocks in one epoch (computed once per epoch, not once per step: n is in
+    the millions for a corpus of gigabytes)."""
+    order = np.random.default_rng(stream_seed(seed, "order", epoch)).permutation(n)
+    order.flags.writeable = False
+    return order
+
+
 def batch_indices(n: int, micro_step: int, batch_size: int, seed: int) -> np.ndarray:
     """Indices of the blocks of one micro-batch: the stream of per-epoch permutations, so the order
     depends only on (seed, micro_step)."""
     positions = np.arange(micro_step * batch_size, (micro_step + 1) * batch_size)
     out = np.empty(batch_size, dtype=np.int64)
     for epoch in np.unique(positions // n):
-        permutation = np.random.default_rng(stream_seed(seed, "order", int(epoch))).permutation(n)
+        permutation = epoch_order(n, seed, int(epoch))
         here = positions // n == epoch
         out[here] = permutation[positions[here] % n]
     return out
@@ -212,7 +223,7 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig):
 def run_loop(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]],
-    train_blocks: np.ndarray,
+    train_blocks: Blocks | np.ndarray,
     evaluate: Callable[[], dict[str, float]] | None,
     config: TrainConfig,
     root: Path,
@@ -310,7 +321,7 @@ class Prepared:
 
     device: torch.device
     tokenizer: object
-    train_blocks: np.ndarray
+    train_blocks: Blocks | np.ndarray
     heldout_blocks: np.ndarray
     train: TrainConfig
 
@@ -323,7 +334,7 @@ def prepare(model_path: str | Path, documents: Callable[[], Iterable[str]], seq_
     tokenizer = load_tokenizer(model_path)
     if progress:
         progress("tokenizing", 0.0)
-    blocks = pack_documents(documents(), tokenizer, seq_len, cancel=cancel)
+    blocks = corpus_blocks(documents, tokenizer, seq_len, progress, cancel)
     train_blocks, held = split_heldout(blocks, heldout_fraction)
     return Prepared(device, tokenizer, train_blocks, held, train.for_blocks(len(train_blocks)))
 
@@ -360,6 +371,7 @@ def save_model_folder(model, tokenizer, out_dir: Path) -> None:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         scrub_remote_code(tmp)
+        open_to_group(tmp)
         check_written(model, tmp)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

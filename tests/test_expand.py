@@ -145,3 +145,24 @@ def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path
         for name in ("config.json", "tokenizer_config.json"):
             data = json.loads((tmp_path / folder / name).read_text())
             assert "auto_map" not in data and "trust_remote_code" not in data, (folder, name)
+
+
+def test_written_models_are_readable_by_the_group_as_the_umask_allows(tiny_bert, tmp_path):
+    """transformers writes model.safetensors 0600; a worker of the group on another machine must read it."""
+    import os
+
+    from core.adapt import AdaptConfig, adapt
+    from core.training import TrainConfig
+
+    previous = os.umask(0o027)  # group may read, others nothing
+    try:
+        expand_model(tiny_bert, NEW, tmp_path / "expanded")
+        lines = [" ".join(["kalolom cytokine the of and"] * 8)] * 60
+        adapt(tmp_path / "expanded", lambda: iter(lines), tmp_path / "adapted",
+              AdaptConfig(seq_len=16, train=TrainConfig(steps=2, batch_size=4, eval_every=100)))
+    finally:
+        os.umask(previous)
+    for folder in ("expanded", "adapted"):
+        modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / folder).iterdir() if f.is_file()}
+        assert modes["model.safetensors"] == 0o640, (folder, modes)
+        assert all(mode & 0o040 for mode in modes.values()), (folder, modes)

@@ -225,6 +225,25 @@ def cmd_corpus_delete(args) -> None:
     _print(args, {"deleted": args.id}, f"deleted corpus {args.id}")
 
 
+def cmd_corpus_caches(args) -> None:
+    from core.formatting import human_bytes
+    from worker import service
+
+    caches = service.token_caches(_sessions(), args.corpus)
+    lines = [f"corpus {c['corpus_id']} ({c['corpus']}): tokenizer {c['tokenizer']}  {c['tokens']:,} tokens  "
+             f"{c['dtype']}  {human_bytes(c['bytes'])}" for c in caches]
+    _print(args, {"caches": caches}, "\n".join(lines) or "no tokenized corpus yet: the first training run makes one")
+
+
+def cmd_corpus_drop_cache(args) -> None:
+    from core.formatting import human_bytes
+    from worker import service
+
+    freed = service.delete_token_caches(_sessions(), args.id)
+    _print(args, {"corpus_id": args.id, "freed_bytes": freed},
+           f"dropped the tokenized streams of corpus {args.id} ({human_bytes(freed)} freed)")
+
+
 # --- vocabulary ----------------------------------------------------------------------------
 
 def _wait(sessions, run_id: int, bars: Bars) -> None:
@@ -616,7 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["txt", "jsonl", "csv", "tsv"], help="override the format the name implies")
     p.add_argument("--text-field", default="text", help="JSONL field or CSV/TSV column with the text")
     command(corpus, "list", cmd_corpus_list, "list corpora")
-    p = command(corpus, "delete", cmd_corpus_delete, "delete a corpus and its stored text")
+    p = command(corpus, "delete", cmd_corpus_delete, "delete a corpus, its stored text and its tokenized streams")
+    p.add_argument("id", type=int)
+    p = command(corpus, "caches", cmd_corpus_caches,
+                "list the tokenized corpora (one memory-mapped stream per corpus and tokenizer) and their sizes")
+    p.add_argument("--corpus", type=int, help="only this corpus")
+    p = command(corpus, "drop-cache", cmd_corpus_drop_cache,
+                "delete a corpus's tokenized streams (the next training run tokenizes it again)")
     p.add_argument("id", type=int)
 
     vocab = sub.add_parser("vocab", help="vocabulary analysis and expansion").add_subparsers(dest="action", required=True)

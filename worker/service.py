@@ -142,11 +142,37 @@ def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | No
 
 
 def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
+    """The corpus row, its stored text and its tokenized streams."""
+    from core.tokens import delete_streams
+
     with sessions.begin() as session:
         corpus = store.get_corpus(session, corpus_id)
-        path = Path(corpus.path)
+        path, sha = Path(corpus.path), corpus.sha256
         session.delete(corpus)
     path.unlink(missing_ok=True)
+    delete_streams(settings.token_cache_dir(), sha)
+
+
+def token_caches(sessions: sessionmaker[Session], corpus_id: int | None = None) -> list[dict]:
+    """The tokenized streams of the stored corpora (of one when given): corpus, tokenizer, size."""
+    from core.tokens import list_streams
+
+    with sessions.begin() as session:
+        corpora = {c.sha256: (c.id, c.name) for c in store.list_corpora(session)
+                   if corpus_id is None or c.id == corpus_id}
+    return [{"corpus_id": corpora[s.corpus_sha256][0], "corpus": corpora[s.corpus_sha256][1],
+             "tokenizer": s.tokenizer_key, "tokens": s.tokens, "documents": s.documents, "dtype": s.dtype,
+             "bytes": s.bytes, "path": str(s.path)}
+            for s in list_streams(settings.token_cache_dir()) if s.corpus_sha256 in corpora]
+
+
+def delete_token_caches(sessions: sessionmaker[Session], corpus_id: int) -> int:
+    """Drop a corpus's tokenized streams (the next run tokenizes again); the bytes freed."""
+    from core.tokens import delete_streams
+
+    with sessions.begin() as session:
+        sha = store.get_corpus(session, corpus_id).sha256
+    return delete_streams(settings.token_cache_dir(), sha)
 
 
 # --- vocabulary analysis --------------------------------------------------------------------

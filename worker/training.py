@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import settings
 from core.configs import (ADAPT_LR, DISTILL_LR, INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig,
                           check_student_smaller)
-from core.corpus import read_documents
+from core.tokens import CachedCorpus
 from core.errors import ConfigError
 from core.models import inspect_model, resolve_model
 from db import store
@@ -367,10 +367,16 @@ def _inputs(sessions, run_id: int, model_key: str):
         if init and init not in INITS:
             params["init"] = str(align_vocabulary(session, resolve_spec(session, init), model,
                                                   run_dir(run_id) / "aligned-student"))
-        corpus_path = Path(corpus.path)
-    if not corpus_path.is_file():
-        raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
-    return params, out, model, corpus_path
+        source = corpus_source(corpus)
+    if not source.path.is_file():
+        raise ConfigError(f"the corpus file {source.path} is gone: add the corpus again")
+    return params, out, model, source
+
+
+def corpus_source(corpus) -> CachedCorpus:
+    """A stored corpus as training reads it: tokenized once per tokenizer, into the data folder's
+    token cache, and memory-mapped from there by every run."""
+    return CachedCorpus(Path(corpus.path), corpus.sha256, corpus.documents, settings.token_cache_dir())
 
 
 def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
@@ -397,7 +403,7 @@ def execute_adaptation(sessions: sessionmaker[Session], run_id: int, report: Tra
 
         params, out, model, corpus = _inputs(sessions, run_id, "model")
         with Heartbeat(sessions, run_id):
-            result = adapt(model, lambda: read_documents(corpus), out, adapt_config(params), progress=report,
+            result = adapt(model, corpus, out, adapt_config(params), progress=report,
                            cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
         _record(sessions, run_id, result, report)
 
@@ -413,7 +419,7 @@ def execute_distillation(sessions: sessionmaker[Session], run_id: int, report: T
         if params.get("init") and params["init"] not in INITS:
             config.init = params["init"]
         with Heartbeat(sessions, run_id):
-            result = distill(teacher, lambda: read_documents(corpus), out, config, progress=report,
+            result = distill(teacher, corpus, out, config, progress=report,
                              cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
         _record(sessions, run_id, result, report)
 
