@@ -113,6 +113,51 @@ def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
     clear_caches()
 
 
+# --- the import folder: big corpora read by a worker, never through the browser ----------------
+
+def upload_limit_mb() -> int:
+    """The largest browser upload, as this Streamlit server enforces it (server.maxUploadSize, which
+    `adapt-distill dashboard` sets from ADAPT_DISTILL_UPLOAD_MB)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def importable_files() -> tuple[list[dict], bool]:
+    """([{name, size}], truncated): the files a worker can import from ADAPT_DISTILL_IMPORT_DIR,
+    by name. Raises ConfigError when the variable is unset or names no folder."""
+    from core.imports import list_importable
+
+    files, truncated = list_importable(service.import_folder())
+    return [{"name": f.name, "size": f.size} for f in files], truncated
+
+
+def start_import(sessions: sessionmaker[Session], connection: Redis, file: str, name: str | None = None,
+                 format: str | None = None, text_field: str = "text") -> tuple[int, bool]:
+    """(run id, reused): check the file and queue its import on the cpu queue; the same import
+    already queued or running is shown instead of queued twice."""
+    from worker.submit import submit_import
+
+    connection.ping()  # fail before a run row exists that no worker would ever see
+    return submit_import(sessions, connection, file, name, format, text_field)
+
+
+def import_dict(run: Run) -> dict:
+    params = run.params or {}
+    return {**run_dict(run), "file": params.get("file"), "name": params.get("name"),
+            "source_bytes": params.get("source_bytes"), "corpus_id": params.get("corpus_id"),
+            "created": params.get("created")}
+
+
+def list_imports(sessions: sessionmaker[Session], limit: int = 5) -> list[dict]:
+    """The most recent imports, newest first, with the corpus each made (name and documents)."""
+    with sessions.begin() as session:
+        rows = [import_dict(r) for r in store.list_runs(session, RunKind.corpus_import, limit=limit)]
+        for row in rows:
+            corpus = session.get(Corpus, row["corpus_id"]) if row["corpus_id"] is not None else None
+            row["corpus"] = {"id": corpus.id, "name": corpus.name, "documents": corpus.documents,
+                             "bytes": corpus.bytes} if corpus is not None else None
+    return rows
+
+
 # --- vocabulary analyses --------------------------------------------------------------------
 
 def analysis_dict(analysis: VocabAnalysis) -> dict:

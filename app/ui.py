@@ -71,3 +71,15 @@ def corpora_or_stop(corpora: list[dict], state_key: str) -> dict[int, dict]:
     if st.session_state.get(state_key) not in by_id:
         st.session_state[state_key] = corpora[0]["id"]
     return by_id
+
+
+def worker_warning(kind) -> None:
+    """Say so when no worker serves the queue a queued run of this kind (a RunKind) waits on."""
+    from app import connections
+    from worker.queues import QUEUE_FOR
+
+    health = connections.queue_health()
+    queue = QUEUE_FOR[kind]
+    if health["reachable"] and not health["workers"].get(queue):
+        st.warning(f"No worker serves the '{queue}' queue, so this waits: start one with "
+                   f"`adapt-distill worker --queues {queue}` (or `adapt-distill up`).", icon=":material/hourglass:")

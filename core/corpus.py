@@ -22,6 +22,7 @@ FORMATS = ("txt", "jsonl", "csv", "tsv")
 MIN_DOCUMENT_CHARS = 5  # a document is a line with at least 5 characters (the paper's rule)
 MIN_DOCUMENTS = 10
 _SNIFF_BYTES = 8192
+_PROGRESS_BYTES = 16 << 20
 
 Progress = Callable[[int, int], None]  # (done, total) in source bytes
 
@@ -190,10 +191,15 @@ def iter_documents(
         raise CorpusError(f"no such file: {path}")
     fmt, gz = detect_format(path, format)
     source = _Source(path, gz)
+    reported = 0
     try:
         for count, document in enumerate(_READERS[fmt](source, text_field), start=1):
-            if progress and count % 10000 == 0:
-                progress(source.position(), source.total)
+            # every 10,000 documents, or sooner when they are long: a report (and so a cancel check)
+            # at least every _PROGRESS_BYTES of the file
+            if progress and count % 100 == 0 and (count % 10000 == 0
+                                                   or source.position() - reported >= _PROGRESS_BYTES):
+                reported = source.position()
+                progress(reported, source.total)
             yield document
         if progress:
             progress(source.total, source.total)

@@ -55,3 +55,34 @@ HUB_ENV = "ADAPT_DISTILL_ALLOW_HUB"
 def hub_allowed() -> bool:
     """Whether a hub id may be fetched from the model hub (ADAPT_DISTILL_ALLOW_HUB=1); off by default."""
     return os.environ.get(HUB_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+IMPORT_DIR_ENV = "ADAPT_DISTILL_IMPORT_DIR"
+
+
+def import_dir() -> Path | None:
+    """ADAPT_DISTILL_IMPORT_DIR: the server-side folder whose files the dashboard imports as corpora
+    on a worker (core.imports); None when unset."""
+    value = os.environ.get(IMPORT_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+UPLOAD_MB_ENV = "ADAPT_DISTILL_UPLOAD_MB"
+DEFAULT_UPLOAD_MB = 200  # Streamlit's own default for server.maxUploadSize
+
+
+def upload_mb() -> int:
+    """ADAPT_DISTILL_UPLOAD_MB: the largest browser upload in megabytes (default 200)."""
+    value = os.environ.get(UPLOAD_MB_ENV, "").strip()
+    if not value:
+        return DEFAULT_UPLOAD_MB
+    try:
+        mb = int(value)
+    except ValueError:
+        mb = 0
+    if mb < 1:
+        from core.errors import ConfigError
+
+        raise ConfigError(f"{UPLOAD_MB_ENV}={value} must be a whole number of megabytes, at least 1 (default "
+                          f"{DEFAULT_UPLOAD_MB}); put larger files in the import folder ({IMPORT_DIR_ENV})")
+    return mb

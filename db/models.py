@@ -26,6 +26,7 @@ class RunKind(str, enum.Enum):
     evaluation = "evaluation"  # fine-tune a model on a labelled task, several seeds
     benchmark = "benchmark"  # speed (and intrinsic measures) of several models side by side
     experiment = "experiment"  # the paper's comparison on the user's data: a parent of many runs
+    corpus_import = "corpus_import"  # a file of the server's import folder read into a corpus by a worker
 
 
 class RunStatus(str, enum.Enum):

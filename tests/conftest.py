@@ -258,3 +258,23 @@ def pytest_runtest_makereport(item, call):
                                  "outcome": report.outcome, "seconds": round(report.duration, 1),
                                  "message": report.longreprtext.strip().splitlines()[-1][:300]
                                  if report.outcome != "passed" and report.longreprtext else ""}) + "\n")
+
+
+def wait_for_run(sessions, run_id: int, timeout: float = 240, until=lambda run: run.status.finished,
+                 alive: dict | None = None):
+    """The run once `until(run)` holds (default: it has finished); fails after `timeout` seconds, or
+    as soon as one of the `alive` processes ({name: Popen}) has exited."""
+    import time
+
+    from db import store
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            if until(run):
+                return run
+        for name, process in (alive or {}).items():
+            assert process.poll() is None, f"the {name} process exited ({process.returncode})"
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not reach the expected state within {timeout:.0f}s ({run.status.value})")

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-APP_SERVICES = {"migrate", "dashboard", "worker-cpu", "worker-gpu"}
+# One GPU worker per GPU, GPUs 0-7: compose cannot give each replica of one service a GPU of its own.
+GPU_WORKERS = ["worker-gpu", *(f"worker-gpu-{i}" for i in range(1, 8))]
+APP_SERVICES = {"migrate", "dashboard", "worker-cpu", *GPU_WORKERS}
 DATA_DIR = "/data"
 
 
@@ -72,7 +74,7 @@ def test_docker_compose_config_validates():
             pytest.fail("docker-compose is not installed; .ci/run should have installed it (apt-get install docker-compose)")
         pytest.skip("docker-compose not installed (apt-get install docker-compose); the YAML checks still ran")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    for extra in ([], ["--profile", "gpu"]):
+    for extra in ([], ["--profile", "gpu"], ["--profile", "gpu8"]):
         result = subprocess.run(
             [tool, "-f", str(COMPOSE), *extra, "config", "-q"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -142,19 +144,41 @@ def test_commands(services):
     # published on the host's loopback unless configured: the dashboard has no login
     assert all(str(p).startswith("${ADAPT_DISTILL_PUBLISH:-127.0.0.1}:") for p in services["dashboard"]["ports"])
     assert _queues(services["worker-cpu"]) == ["cpu"]
-    gpu_queues = _queues(services["worker-gpu"])
-    assert gpu_queues[0] == "gpu" and "cpu" in gpu_queues
+    for name in GPU_WORKERS:
+        gpu_queues = _queues(services[name])
+        assert gpu_queues[0] == "gpu" and "cpu" in gpu_queues, name
 
 
 def test_gpu_worker_reserves_a_gpu_and_is_opt_in(services):
-    gpu = services["worker-gpu"]
-    assert gpu.get("profiles") == ["gpu"]
-    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    for name in GPU_WORKERS:
+        gpu = services[name]
+        assert gpu.get("profiles"), f"{name} must start only with a profile"
+        devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+        assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
     for name, svc in services.items():
-        if name != "worker-gpu":
+        if name not in GPU_WORKERS:
             assert not svc.get("profiles"), f"{name} must start without a profile"
             assert "deploy" not in svc, f"{name} must not reserve devices"
+
+
+def test_one_gpu_worker_per_gpu(services):
+    """`--scale worker-gpu=N` with `count: 1` would give every replica the same GPU: each GPU has a
+    worker of its own, pinned by device_ids, the same worker apart from its GPU; the profile gpuN
+    (gpu for one) starts the workers of GPUs 0 to N-1."""
+    def apart_from_the_gpu(name: str) -> dict:
+        return {k: v for k, v in services[name].items() if k not in ("deploy", "profiles")}
+
+    pinned = {}
+    for index, name in enumerate(GPU_WORKERS):
+        (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert "count" not in device, f"{name} must name its GPU (device_ids), not a count"
+        assert device.get("device_ids") == [str(index)], f"{name} must reserve GPU {index} alone"
+        pinned[name] = index
+        assert apart_from_the_gpu(name) == apart_from_the_gpu("worker-gpu"), f"{name} differs in more than its GPU"
+    assert sorted(pinned.values()) == list(range(len(GPU_WORKERS)))
+    for profile, gpus in (("gpu", 1), ("gpu2", 2), ("gpu4", 4), ("gpu8", 8)):
+        started = [name for name in GPU_WORKERS if profile in services[name]["profiles"]]
+        assert sorted(pinned[name] for name in started) == list(range(gpus)), profile
 
 
 def test_dockerfile():
@@ -178,5 +202,26 @@ def test_workers_get_time_to_checkpoint_when_compose_stops_them(services):
         units = {"s": 1, "m": 60, "h": 3600}
         return sum(float(n) * units[u] for n, u in __import__("re").findall(r"([\d.]+)([smh])", text))
 
-    for name in ("worker-cpu", "worker-gpu"):
+    for name in ("worker-cpu", *GPU_WORKERS):
         assert seconds(str(services[name].get("stop_grace_period", "10s"))) >= 120, name
+    for name in GPU_WORKERS:  # a large model's step and checkpoint on a GPU
+        assert seconds(str(services[name]["stop_grace_period"])) >= 300, name
+
+
+def test_the_dashboard_and_the_workers_see_one_read_only_import_folder(services):
+    """Big corpora: the dashboard lists the import folder and a worker reads the file from it, so both
+    mount the same host folder at ADAPT_DISTILL_IMPORT_DIR, read-only (nothing there is written)."""
+    seen = set()
+    for name in ("dashboard", "worker-cpu", "worker-gpu"):
+        folder = _env(services[name]).get("ADAPT_DISTILL_IMPORT_DIR")
+        assert folder, f"{name} has no ADAPT_DISTILL_IMPORT_DIR"
+        # SOURCE:TARGET[:MODE], the source possibly a ${VARIABLE:-default} with colons of its own
+        mounts = [m.rsplit(":", 2) for m in services[name].get("volumes", []) if isinstance(m, str)]
+        mounts = [m if m[-1] in ("ro", "rw") else [*m[-2:], "rw"] for m in mounts]
+        mounts = [(m[-3], m[-1]) for m in mounts if m[-2] == folder]
+        assert len(mounts) == 1, f"{name} mounts nothing at {folder}"
+        source, mode = mounts[0]
+        assert mode == "ro", f"{name} mounts the import folder writable: {source}"
+        seen.add((source, folder))
+    assert len(seen) == 1, f"the dashboard and the workers see different import folders: {seen}"
+    assert _env(services["dashboard"]).get("ADAPT_DISTILL_UPLOAD_MB"), "the upload limit is configurable"

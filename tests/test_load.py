@@ -115,7 +115,7 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
     # The rest in bulk, in the proportions a team would have: many analyses and training runs.
     now = utcnow()
     kinds = ([RunKind.analysis] * 5 + [RunKind.expansion] * 3 + [RunKind.adaptation] * 3
-             + [RunKind.distillation] * 3 + [RunKind.evaluation] * 2 + [RunKind.benchmark])
+             + [RunKind.distillation] * 3 + [RunKind.evaluation] * 2 + [RunKind.benchmark] + [RunKind.corpus_import])
     with sessions.begin() as session:
         analyses: list[tuple[int, int]] = [(real.id, real.run_id)]
         model_runs: list[int] = []
@@ -141,6 +141,10 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
                     continue
                 run = Run(kind=kind, params={"seeds": 3, "epochs": 5, "model": f"run:{rng.choice(model_runs)}",
                                              "task_id": task.id})
+            elif kind == RunKind.corpus_import:
+                run = Run(kind=kind, params={"file": f"exports/pubmed-{n}.jsonl.gz", "name": None, "format": None,
+                                             "text_field": "text", "source_bytes": rng.randint(1, 8) << 30,
+                                             "corpus_id": corpus_id, "created": rng.random() < 0.5})
             else:
                 specs = [f"run:{i}" for i in rng.sample(model_runs, min(3, len(model_runs)))]
                 run = Run(kind=kind, params={"models": ["bundled", *specs], "corpus_id": None, "seq_len": 128,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_tiny_bert, stop_process, write_corpus
+from conftest import build_tiny_bert, stop_process, wait_for_run, write_corpus
 from core.vocab import VocabConfig
 from db import store
 from db.models import Run, RunStatus, VocabAnalysis
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def wait_for(sessions, run_id: int, timeout: float = 240, until=lambda run: run.status.finished) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sessions.begin() as session:
-            run = store.get_run(session, run_id)
-            if until(run):
-                return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not reach the expected state within {timeout}s ({run.status.value})")
+    return wait_for_run(sessions, run_id, timeout, until)
 
 
 def worker_env(home: Path, redis_url: str, **extra: str) -> dict:

@@ -117,11 +117,15 @@ def cmd_hash_password(args) -> None:
 
 
 def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The streamlit command line; the largest browser upload is ADAPT_DISTILL_UPLOAD_MB (default 200;
+    larger files go through the import folder, ADAPT_DISTILL_IMPORT_DIR)."""
     import app
+    from core.settings import upload_mb
 
     main = Path(app.__file__).parent / "main.py"
     return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
-            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.maxUploadSize", str(upload_mb())]
 
 
 def cmd_dashboard(args) -> None:

@@ -40,6 +40,8 @@ def execute_run(sessions, run_id: int, job=None, echo=None) -> None:
         service.execute_analysis(sessions, run_id, service.Reporter(sessions, run_id, job, echo=echo))
     elif kind == RunKind.expansion:
         service.execute_expansion(sessions, run_id, service.Reporter(sessions, run_id, job, echo=echo))
+    elif kind == RunKind.corpus_import:
+        service.execute_import(sessions, run_id, service.Reporter(sessions, run_id, job, echo=echo))
     elif kind in training.EXECUTORS:
         training.EXECUTORS[kind](sessions, run_id, training.reporter_for(sessions, run_id, job, echo))
     else:
@@ -53,6 +55,13 @@ def analysis_job(run_id: int) -> int:
 
 
 def expansion_job(run_id: int) -> int:
+    sessions, job = _prepare()
+    execute_run(sessions, run_id, job)
+    return run_id
+
+
+def import_job(run_id: int) -> int:
+    """A corpus file of the import folder read into a corpus."""
     sessions, job = _prepare()
     execute_run(sessions, run_id, job)
     return run_id

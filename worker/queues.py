@@ -16,15 +16,17 @@ QUEUES = (CPU, GPU)
 # Job arguments are run ids; JSON keeps anything pickled out of Redis.
 SERIALIZER = JSONSerializer
 JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600, RunKind.adaptation: 14 * 86400,
-                 RunKind.distillation: 14 * 86400, RunKind.evaluation: 7 * 86400, RunKind.benchmark: 6 * 3600}
+                 RunKind.distillation: 14 * 86400, RunKind.evaluation: 7 * 86400, RunKind.benchmark: 6 * 3600,
+                 RunKind.corpus_import: 12 * 3600}  # an import reads a file of many gigabytes once
 # Fine-tuning and speed belong on the machine that trains (and serves): the gpu queue.
 QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU,
-             RunKind.evaluation: GPU, RunKind.benchmark: GPU}
+             RunKind.evaluation: GPU, RunKind.benchmark: GPU, RunKind.corpus_import: CPU}
 
 
 # The only functions a worker runs. Anyone who can write to Redis can put a job on a queue; RQ
 # would import and call whatever it names (os.system included). ProjectJob refuses the rest.
-JOB_FUNCTIONS = frozenset({"worker.jobs.analysis_job", "worker.jobs.expansion_job", "worker.jobs.training_job"})
+JOB_FUNCTIONS = frozenset({"worker.jobs.analysis_job", "worker.jobs.expansion_job", "worker.jobs.training_job",
+                           "worker.jobs.import_job"})
 
 
 class ForeignJob(Exception):

@@ -129,14 +129,16 @@ def insert_once(sessions: sessionmaker[Session], find: Callable[[Session], T | N
 
 
 def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | None = None, format: str | None = None,
-               text_field: str = "text", progress=None) -> tuple[Corpus, bool]:
-    """(corpus, created). The same content added twice is one corpus."""
+               text_field: str = "text", progress=None, source_name: str | None = None) -> tuple[Corpus, bool]:
+    """(corpus, created). The same content added twice is one corpus. source_name: what the file is
+    called where it came from (default: its name)."""
     path = Path(path)
     ingested = ingest(path, settings.corpora_dir(), format, text_field, progress)
     stats = ingested.stats
+    source_name = source_name or path.name
     return insert_once(sessions, lambda session: store.corpus_by_sha(session, ingested.sha256), lambda: Corpus(
-        name=(name or path.name)[:200], sha256=ingested.sha256, path=str(ingested.path),
-        source_name=path.name[:500], format=ingested.format, bytes=stats.bytes, source_bytes=stats.source_bytes,
+        name=(name or source_name)[:200], sha256=ingested.sha256, path=str(ingested.path),
+        source_name=source_name[:500], format=ingested.format, bytes=stats.bytes, source_bytes=stats.source_bytes,
         documents=stats.documents, words=stats.words, distinct_words=stats.distinct_words,
         duplicate_documents=stats.duplicate_documents, mean_length=stats.mean_length))
 
@@ -173,6 +175,74 @@ def delete_token_caches(sessions: sessionmaker[Session], corpus_id: int) -> int:
     with sessions.begin() as session:
         sha = store.get_corpus(session, corpus_id).sha256
     return delete_streams(settings.token_cache_dir(), sha)
+
+
+# --- importing a file of the server's import folder on a worker ------------------------------
+
+IMPORT_AGAIN = "import the file again to start over"
+
+
+def import_folder() -> Path:
+    """The import folder of this process (ADAPT_DISTILL_IMPORT_DIR); ConfigError when unset."""
+    from core.imports import IMPORT_ENV
+
+    folder = settings.import_dir()
+    if folder is None:
+        raise ConfigError(f"{IMPORT_ENV} is not set where this runs: set it to the import folder for the dashboard "
+                          f"and for every worker (the same files under the same names)")
+    return folder
+
+
+def create_import(sessions: sessionmaker[Session], file: str, name: str | None = None, format: str | None = None,
+                  text_field: str = "text") -> tuple[Run, bool]:
+    """(run, reused): a queued import of `file` (relative to the import folder), checked now; an
+    import of the same file with the same options that is queued or running is reused."""
+    from core.corpus import detect_format
+    from core.imports import resolve_import
+
+    file = (file or "").strip()
+    path = resolve_import(import_folder(), file)
+    detect_format(file, format or None)  # an unknown format fails here, not on the worker
+    params = {"file": file, "name": (name or "").strip() or None, "format": format or None,
+              "text_field": (text_field or "").strip() or "text", "source_bytes": path.stat().st_size}
+    with sessions.begin() as session:
+        for run in store.list_runs(session, RunKind.corpus_import, limit=50):
+            if (not run.status.finished and all(run.params.get(k) == params[k]
+                                                 for k in ("file", "name", "format", "text_field"))):
+                return run, True
+        run = store.create_run(session, RunKind.corpus_import, params)
+        run.job_id = f"run-{run.id}"
+        return run, False
+
+
+def execute_import(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
+    """Read the file into a corpus (the same content is the corpus that exists), reporting the share
+    of the file read; the corpus id goes into the run's params."""
+    def body(run: Run) -> None:
+        from core.imports import resolve_import
+        from worker.training import Heartbeat
+
+        params = dict(run.params)
+        file = params["file"]
+        # Resolved again here, in the worker's own import folder: the file (or a link) may have
+        # changed since it was queued.
+        path = resolve_import(import_folder(), file)
+        report("reading the file", 0.0)
+
+        def progress(done: int, total: int) -> None:
+            report("reading the file", min(done / total, 1.0) if total else 1.0)
+            if report.cancelled():
+                raise Cancelled("the import was cancelled")
+
+        with Heartbeat(sessions, run_id):  # reports are far apart when the documents are long
+            corpus, created = add_corpus(sessions, path, params.get("name"), params.get("format"),
+                                         params.get("text_field") or "text", progress,
+                                         source_name=Path(file).name)
+        with sessions.begin() as session:
+            run = store.get_run(session, run_id)
+            run.params = {**run.params, "corpus_id": corpus.id, "created": created}
+
+    _execute(sessions, run_id, body, again=IMPORT_AGAIN)
 
 
 # --- vocabulary analysis --------------------------------------------------------------------
@@ -285,8 +355,13 @@ def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
     return True
 
 
-def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None]) -> None:
-    """Claim the run, do the work, and record the outcome once."""
+RESUME_NOTE = "resume continues from the last checkpoint"
+
+
+def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None],
+             again: str = RESUME_NOTE) -> None:
+    """Claim the run, do the work, and record the outcome once. `again` says how a cancelled run
+    carries on."""
     if not claim(sessions, run_id):
         return
     with sessions.begin() as session:
@@ -296,12 +371,10 @@ def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run],
     except Cancelled:
         if STOPPING.is_set() and requeue_interrupted(sessions, run_id):
             return
-        record_outcome(sessions, run_id, RunStatus.cancelled,
-                       "cancelled by the user; resume continues from the last checkpoint")
+        record_outcome(sessions, run_id, RunStatus.cancelled, f"cancelled by the user; {again}")
         return
     except KeyboardInterrupt:  # Ctrl-C on an inline run: the loop has saved what it had done
-        record_outcome(sessions, run_id, RunStatus.cancelled,
-                       "interrupted (Ctrl-C); resume continues from the last checkpoint")
+        record_outcome(sessions, run_id, RunStatus.cancelled, f"interrupted (Ctrl-C); {again}")
         raise
     except BaseException as exc:
         known = user_error(exc)

@@ -20,7 +20,8 @@ from worker.queues import JOB_TIMEOUT_S, QUEUE_FOR, SERIALIZER, get_queue
 
 JOB_FUNCTIONS = {RunKind.analysis: jobs.analysis_job, RunKind.expansion: jobs.expansion_job,
                  RunKind.adaptation: jobs.training_job, RunKind.distillation: jobs.training_job,
-                 RunKind.evaluation: jobs.training_job, RunKind.benchmark: jobs.training_job}
+                 RunKind.evaluation: jobs.training_job, RunKind.benchmark: jobs.training_job,
+                 RunKind.corpus_import: jobs.import_job}
 
 
 def enqueue(sessions: sessionmaker[Session], run_id: int, connection: Redis, queue: str | None = None,
@@ -78,6 +79,16 @@ def submit_expansion(sessions: sessionmaker[Session], connection: Redis, analysi
     run = service.create_expansion(sessions, analysis_id, vocab_size, out)
     enqueue(sessions, run.id, connection)
     return run.id
+
+
+def submit_import(sessions: sessionmaker[Session], connection: Redis, file: str, name: str | None = None,
+                  format: str | None = None, text_field: str = "text") -> tuple[int, bool]:
+    """(run id, reused): queue the import of a file of the import folder on the cpu queue; an
+    identical import already queued or running is reused (queued again when Redis lost its job)."""
+    run, reused = service.create_import(sessions, file, name, format, text_field)
+    if not reused or job_is_lost(connection, run):
+        enqueue(sessions, run.id, connection)
+    return run.id, reused
 
 
 def submit_runs(sessions: sessionmaker[Session], connection: Redis, runs: list[Run], queue: str | None = None) -> None:
@@ -162,6 +173,10 @@ def resume(sessions: sessionmaker[Session], connection: Redis, run_id: int) -> R
         enqueue(sessions, run_id, connection)
         with sessions.begin() as session:
             return store.get_run(session, run_id)
+    with sessions.begin() as session:
+        if store.get_run(session, run_id).kind == RunKind.corpus_import:
+            raise ConfigError(f"run {run_id} imports a corpus and keeps nothing half done: import the file again "
+                              f"(Corpora page) instead")
     runs = prepare_resume(sessions, run_id)
     for run in runs:  # in dependency order: each waits on the ones before it
         enqueue(sessions, run.id, connection)

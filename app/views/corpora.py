@@ -1,13 +1,17 @@
-"""Corpora: upload (stored and ingested at once), list with stats, preview, delete."""
+"""Corpora: upload (stored and ingested at once) or import a large file of the server's import
+folder on a worker, list with stats, preview, delete."""
 
 import streamlit as st
 
-from app import data, ui
+from app import connections, data, ui
 from app.connections import sessions
+from core import settings
 from core.corpus import FORMATS
+from db.models import RunKind
 
-FLASH = "corpora_flash"
+FLASH, IMPORT_FLASH = "corpora_flash", "corpora_import_flash"
 AUTO = "from the file name"
+ACTIVE = ("queued", "running")
 
 sm = sessions()
 st.title("Corpora")
@@ -28,6 +32,8 @@ with st.container(border=True):
     st.session_state.setdefault("corpora_upload_round", 0)
     upload = st.file_uploader("Corpus file", type=data.UPLOAD_TYPES,
                               key=f"corpora_upload_{st.session_state.corpora_upload_round}")
+    st.caption(f"Uploads up to {data.upload_limit_mb():,} MB; larger files: put them in the import folder "
+               f"({settings.IMPORT_DIR_ENV}).")
     if upload is not None:
         try:
             with st.spinner(f"Reading {upload.name}…"):
@@ -48,6 +54,95 @@ with st.container(border=True):
         st.session_state.corpora_upload_round += 1
         st.rerun()
     ui.show_flash(FLASH)
+
+# --- import: a file of the server's import folder, read by a worker ----------------------------
+
+def import_line(run: dict) -> None:
+    what = f"{run['file']} (run {run['run_id']})"
+    corpus = run["corpus"]
+    if run["status"] == "succeeded" and corpus is not None:
+        if run["created"]:
+            st.success(f"Imported {what} as corpus {corpus['id']} '{corpus['name']}': {corpus['documents']:,} "
+                       f"documents, {ui.human_bytes(corpus['bytes'])}.", icon=":material/check:")
+        else:
+            st.info(f"Imported {what}: this content already exists as corpus {corpus['id']} '{corpus['name']}'.")
+    elif run["status"] == "succeeded":
+        st.caption(f"Imported {what} as corpus {run['corpus_id']}, deleted since.")
+    elif run["status"] == "failed":
+        st.error(f"Import of {what} failed: {run['error']}")
+    elif run["status"] in ACTIVE:
+        progress = min(max(float(run["progress"]), 0.0), 1.0)
+        size = f" of {ui.human_bytes(run['source_bytes'])}" if run["source_bytes"] is not None else ""
+        st.progress(progress, text=f"Importing {what}: {ui.status_text(run)} ({progress:.0%}{size})")
+    else:
+        st.warning(f"Import of {what} {run['status']}: {run['error'] or 'no message'}")
+
+
+def import_lines(runs: list[dict]) -> None:
+    for run in runs:
+        import_line(run)
+    if any(r["status"] == "queued" for r in runs):
+        ui.worker_warning(RunKind.corpus_import)
+
+
+@st.fragment(run_every=2)
+def live_imports() -> None:
+    """Refreshes itself while an import is under way; on a plain rerun it is simply drawn once."""
+    runs = data.list_imports(sm)
+    import_lines(runs)
+    if not any(r["status"] in ACTIVE for r in runs):
+        st.rerun()  # the whole page: the new corpus joins the list
+
+
+imports = data.list_imports(sm)
+active = {r["run_id"] for r in imports if r["status"] in ACTIVE}
+ended = st.session_state.get("corpora_imports_active", set()) - active
+if ended:  # an import followed here has finished: its corpus is new to the cached list
+    data.clear_caches()
+    made = [r["corpus_id"] for r in imports if r["run_id"] in ended and r["status"] == "succeeded" and r["corpus"]]
+    if made:
+        st.session_state.corpora_selected = made[0]
+st.session_state.corpora_imports_active = active
+
+folder = settings.import_dir()
+with st.container(border=True):
+    st.subheader("Import a large file from the server", anchor=False)
+    if folder is None:
+        st.caption(f"For files larger than the upload limit: set {settings.IMPORT_DIR_ENV} to a folder on the "
+                   f"server (for the dashboard and the workers), copy the file there and import it here.")
+    else:
+        st.caption(f"A worker reads the file from the import folder `{folder}` ({settings.IMPORT_DIR_ENV}) in "
+                   f"the background: it never passes through the browser.")
+        with ui.reported():
+            files, truncated = data.importable_files()
+            if not files:
+                st.info("The import folder is empty: copy a corpus file (.txt, .jsonl, .csv or .tsv, optionally "
+                        ".gz) into it, then reload this page.", icon=":material/folder_open:")
+            else:
+                sizes = {f["name"]: f["size"] for f in files}
+                cols = st.columns([3, 2, 1, 1])
+                chosen_file = cols[0].selectbox("File", list(sizes), key="corpora_import_file",
+                                                format_func=lambda n: f"{n} · {ui.human_bytes(sizes[n])}")
+                import_name = cols[1].text_input("Name", key="corpora_import_name", placeholder="the file name",
+                                                 help="How the corpus is listed; defaults to the file name.")
+                import_format = cols[2].selectbox("Format", [AUTO, *FORMATS], key="corpora_import_format")
+                import_field = cols[3].text_input("Text field / column", value="text", key="corpora_import_field")
+                if truncated:
+                    st.caption(f"Only the first {len(files):,} files are listed: use subfolders or fewer files.")
+                if st.button("Import", key="corpora_import", type="primary", icon=":material/move_to_inbox:"):
+                    with ui.reported():
+                        run_id, reused = data.start_import(sm, connections.redis(), chosen_file, import_name,
+                                                           None if import_format == AUTO else import_format,
+                                                           import_field)
+                        ui.flash(IMPORT_FLASH, "info" if reused else "success",
+                                 f"{chosen_file} is already being imported (run {run_id})." if reused else
+                                 f"Import of {chosen_file} queued as run {run_id}.")
+                        st.rerun()
+    ui.show_flash(IMPORT_FLASH)
+    if active:
+        live_imports()
+    else:
+        import_lines(imports)
 
 # --- list ---------------------------------------------------------------------------------------
 corpora = data.list_corpora(sm)

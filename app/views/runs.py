@@ -15,8 +15,8 @@ RESUMABLE = ("cancelled", "failed", "abandoned")
 
 sm = sessions()
 st.title("Runs")
-st.caption("Vocabulary analyses, expansions, adaptations, distillations and pipelines, newest first. A run whose "
-           "worker stopped answering is marked abandoned; resume continues it from its last checkpoint.")
+st.caption("Corpus imports, vocabulary analyses, expansions, adaptations, distillations and pipelines, newest first. "
+           "A run whose worker stopped answering is marked abandoned; resume continues it from its last checkpoint.")
 
 
 def runs_table(runs: list[dict], key: str = "runs_table") -> None:

@@ -6,7 +6,6 @@ import streamlit as st
 from app import charts, connections, data, tokenization, ui
 from app.connections import sessions
 from db.models import RunKind
-from worker.queues import QUEUE_FOR
 
 FLASH, EXPAND_FLASH = "vocab_flash", "vocab_expand_flash"
 ACTIVE = ("queued", "running")
@@ -17,12 +16,7 @@ st.caption("How many domain tokens are worth adding? P(D), the mean log-probabil
            "tokens learnt from the corpus are added; the pick is the first size whose gain falls to the threshold.")
 
 
-def worker_warning(kind: RunKind) -> None:
-    health = connections.queue_health()
-    queue = QUEUE_FOR[kind]
-    if health["reachable"] and not health["workers"].get(queue):
-        st.warning(f"No worker serves the '{queue}' queue, so this waits: start one with "
-                   f"`adapt-distill worker --queues {queue}` (or `adapt-distill up`).", icon=":material/hourglass:")
+worker_warning = ui.worker_warning
 
 
 @st.fragment(run_every=2)
