@@ -285,8 +285,8 @@ def _train_defaults() -> dict:
         "distill_lr": distill.train.lr, "batch_size": train.batch_size, "seq_len": adapt.seq_len,
         "grad_accum": train.grad_accum, "warmup": train.warmup, "schedule": train.schedule, "seed": train.seed,
         "eval_every": train.eval_every, "checkpoint_every": train.checkpoint_every, "device": train.device,
-        "precision": train.precision, "mask_probability": adapt.mask_probability, "whole_word": adapt.whole_word,
-        "head_warmup": adapt.head_warmup,
+        "precision": train.precision, "processes": train.processes, "mask_probability": adapt.mask_probability,
+        "whole_word": adapt.whole_word, "head_warmup": adapt.head_warmup,
         "student": AUTO_STUDENT, "shape": None, "allow_larger_student": distill.allow_larger_student,
         "init": distill.init, "version": distill.version, "teacher_layer": distill.teacher_layer,
         "mlm_weight": distill.mlm_weight, "student_init": None,
@@ -295,7 +295,7 @@ def _train_defaults() -> dict:
 
 TRAIN_DEFAULTS = _train_defaults()
 _COMMON = ("batch_size", "grad_accum", "seq_len", "warmup", "schedule", "seed", "eval_every", "checkpoint_every",
-           "device", "precision")
+           "device", "precision", "processes")
 
 
 def mode_stages(mode: str) -> list[tuple[str, str]]:
@@ -525,7 +525,7 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
     from worker.queues import GPU
     from worker.serve import check_device_served
 
-    check_device_served(connection, GPU, c["device"])
+    check_device_served(connection, GPU, c["device"], int(c["processes"]))
     corpus_id = int(c["corpus_id"])
     if c["mode"] == "adaptation":
         runs = [training.create_adaptation(sessions, corpus_id, teacher, adapt)]

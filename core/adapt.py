@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
-from core.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts
+from core.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts, shard_of
 from core.models import METADATA_FILE, head_untrained, load_mlm
 from core.training import (Prepared, finish, fit_and_save, latest_checkpoint, micro_generator, prepare, read_json,
                            run_loop, stream_seed)
@@ -105,9 +105,9 @@ def adapt(
     model.to(prepared.device)
     seed, batch, device = config.train.seed, config.train.batch_size, prepared.device
 
-    def loss_fn(ids, generator):
-        inputs, labels = masker(ids, generator)
-        return masked_lm_loss(model, inputs.to(device), labels.to(device)), {}
+    def loss_fn(ids, generator, shard=None):
+        inputs, labels, weight = shard_of(*masker(ids, generator), shard)
+        return masked_lm_loss(model, inputs.to(device), labels.to(device)) * weight, {}
 
     def evaluate():
         loss = heldout_loss(model, prepared.heldout_blocks, masker, batch, device, seed)

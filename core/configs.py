@@ -69,12 +69,20 @@ class TrainConfig:
     """'auto' (CUDA when available), 'cpu', 'mps', 'cuda' or 'cuda:N'."""
     precision: str = "auto"
     """'auto' (bf16 on a GPU that has it, else fp32), 'bf16' or 'fp32'."""
+    processes: int = 1
+    """Data-parallel processes (one per GPU; on the CPU, gloo processes). The global batch stays
+    batch_size x grad_accum, split among them."""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         check_seed(self.seed)
+        if not 1 <= self.processes <= 64:
+            raise ConfigError(f"gpus (data-parallel processes) must be between 1 and 64, got {self.processes}")
+        if self.batch_size % self.processes:
+            raise ConfigError(f"batch-size {self.batch_size} does not split among {self.processes} processes: use a "
+                              f"multiple of {self.processes}")
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"epochs must be a positive number, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):

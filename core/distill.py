@@ -17,7 +17,7 @@ import torch
 
 from core.errors import ConfigError
 from core.losses import minilm_v1_loss, minilm_v2_loss
-from core.mlm import Masker, masked_lm_loss
+from core.mlm import Masker, masked_lm_loss, shard_of
 from core.models import METADATA_FILE, load_mlm, vocabulary, vocabulary_difference
 from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
                           check_student_smaller, default_student)
@@ -187,12 +187,14 @@ def distill(
         return minilm_v1_loss(student_qkv, teacher_qkv_, None, config.student.heads,
                               teacher.config.num_attention_heads)
 
-    def loss_fn(ids, generator):
-        labels = None
+    def loss_fn(ids, generator, shard=None):
+        labels, weight = None, 1.0
         inputs = ids.long()
         if masker is not None:
-            inputs, labels = masker(ids, generator)
+            inputs, labels, weight = shard_of(*masker(ids, generator), shard)
             labels = labels.to(device)
+        elif shard is not None:
+            inputs = inputs[shard.rows]  # equal rows per process: the relation loss is a mean over rows
         inputs = inputs.to(device)
         targets = teacher_qkv(inputs)
         mlm = None
@@ -204,8 +206,8 @@ def distill(
         loss = relation(student_qkv, targets)
         parts = {"relation_loss": float(loss.detach())}
         if labels is not None:
-            parts["mlm_loss"] = float(mlm.detach())
-            loss = loss + config.mlm_weight * mlm
+            parts["mlm_loss"] = float(mlm.detach()) * weight
+            loss = loss + config.mlm_weight * mlm * weight
         return loss, parts
 
     def evaluate():

@@ -99,4 +99,19 @@ def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor,
     hidden = encoder(input_ids=inputs, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
     selected = labels != IGNORE
     logits = head(hidden[selected])  # (M, V)
+    if not bool(selected.any()):  # a process's share of a batch may have no masked token
+        return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels[selected])
+
+
+def shard_of(inputs: torch.Tensor, labels: torch.Tensor, shard) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(inputs, labels, weight) of this process's rows of a masked batch (the whole batch was masked,
+    so the masking is the single-process run's); the weight makes the processes' average of their
+    mean losses the mean over the whole batch's masked tokens."""
+    if shard is None or shard.world == 1:
+        return inputs, labels, 1.0
+    from core.distributed import share_weight
+
+    total = int((labels != IGNORE).sum())
+    inputs, labels = inputs[shard.rows], labels[shard.rows]
+    return inputs, labels, share_weight(int((labels != IGNORE).sum()), total, shard)

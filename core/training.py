@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import distributed
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError, DiskFull, is_disk_full
 from core.mlm import split_heldout
@@ -249,19 +250,24 @@ def run_loop(
     n, tokens_per_step = len(train_blocks), config.batch_size * config.grad_accum * train_blocks.shape[1]
     first, last = carried.get("first_loss"), None
 
+    shard = distributed.current()
+
     def checkpoint_now(step: int) -> None:
-        save_checkpoint(root, step, modules, optimizer, scheduler, config.keep_checkpoints,
-                        {**carried, "first_loss": first})
+        if shard.main:  # one copy, whatever the number of processes
+            save_checkpoint(root, step, modules, optimizer, scheduler, config.keep_checkpoints,
+                            {**carried, "first_loss": first})
 
     last_eval: dict[str, float] = {}
     began = time.perf_counter()
+    if not shard.main:  # only the first process reports and evaluates
+        on_metrics = progress = evaluate = None
     if on_metrics:
         on_metrics(start, {"total_steps": config.steps})  # known only now when epochs set the steps
     model.train()
     done, saved, stepping = start, start, False
     try:
         for step in range(start, config.steps):
-            if cancel is not None and cancel():
+            if distributed.agree(cancel is not None and cancel(), shard, device):
                 checkpoint_now(step)
                 saved = step
                 raise Cancelled(f"cancelled at step {step}; resume continues from there")
@@ -271,10 +277,13 @@ def run_loop(
                 ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
                 torch.manual_seed(stream_seed(config.seed, "dropout", index))  # dropout depends on the step alone
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss, parts = loss_fn(ids, micro_generator(config.seed, index))
+                    loss, parts = (loss_fn(ids, micro_generator(config.seed, index)) if shard.world == 1 else
+                                   loss_fn(ids, micro_generator(config.seed, index), shard))
                 (loss / config.grad_accum).backward()
                 for key, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[key] = totals.get(key, 0.0) + value / config.grad_accum
+            distributed.average_gradients(model.parameters(), shard.world)
+            totals = distributed.average(totals, shard, device)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             stepping = True  # the weights are half updated until the step is done
             optimizer.step()
@@ -334,7 +343,8 @@ def prepare(model_path: str | Path, documents: Callable[[], Iterable[str]], seq_
     tokenizer = load_tokenizer(model_path)
     if progress:
         progress("tokenizing", 0.0)
-    blocks = corpus_blocks(documents, tokenizer, seq_len, progress, cancel)
+    with distributed.first_alone(distributed.current()):  # the first process fills the token cache
+        blocks = corpus_blocks(documents, tokenizer, seq_len, progress, cancel)
     train_blocks, held = split_heldout(blocks, heldout_fraction)
     return Prepared(device, tokenizer, train_blocks, held, train.for_blocks(len(train_blocks)))
 
@@ -345,7 +355,8 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     folder back (`check_written`). Returns the loop's result and the evaluation before training
     (carried through a resume in the checkpoint)."""
     before = None
-    if latest_checkpoint(out_dir) is None:
+    shard = distributed.current()
+    if latest_checkpoint(out_dir) is None and shard.main:
         model.eval()
         before = evaluate()
         model.train()
@@ -354,6 +365,8 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     loop = run_loop(model, loss_fn, prepared.train_blocks, evaluate, prepared.train, out_dir, prepared.device,
                     on_metrics, progress, cancel, carried={"before": before} if before is not None else None)
     before = before if before is not None else loop.carried.get("before")
+    if not shard.main:  # the first process writes the model
+        return loop, before
     if progress:
         progress("saving", 1.0)
     model.to("cpu")

@@ -71,6 +71,17 @@ def cmd_migrate(args) -> None:
     print("database is up to date")
 
 
+def gpu_list(value: str) -> str:
+    """CUDA_VISIBLE_DEVICES for --gpus: '4' is GPUs 0-3, '2,3' is those two."""
+    value = value.strip()
+    if value.isdigit() and "," not in value:
+        return ",".join(str(i) for i in range(int(value)))
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--gpus takes a count (4) or a list of GPU numbers (0,1), got '{value}'")
+    return ",".join(parts)
+
+
 def cmd_worker(args) -> None:
     from worker.queues import check_queue
     from worker.serve import serve
@@ -78,6 +89,8 @@ def cmd_worker(args) -> None:
     sessions = _sessions()
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    if args.gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_list(args.gpus)
     serve(sessions, [check_queue(name.strip()) for name in args.queues.split(",") if name.strip()], burst=args.burst)
 
 
@@ -363,7 +376,7 @@ def cmd_vocab_expand(args) -> None:
 # --- training ------------------------------------------------------------------------------
 
 TRAIN_ARGS = ("steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "schedule", "seed", "eval_every",
-              "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction")
+              "checkpoint_every", "log_every", "device", "precision", "seq_len", "heldout_fraction", "processes")
 ADAPT_ARGS = ("mask_probability", "whole_word", "head_warmup", "head_lr")
 DISTILL_ARGS = ("student", "layers", "hidden", "heads", "intermediate", "init", "version", "teacher_layer",
                 "relation_heads", "mlm_weight", "allow_larger_student")
@@ -454,11 +467,18 @@ def _check_device(args) -> None:
         from worker.queues import GPU, connect
         from worker.serve import check_device_served
 
-        check_device_served(connect(), GPU, device)
+        check_device_served(connect(), GPU, device, getattr(args, "processes", None) or 1)
     elif device not in ("auto", "cpu"):
         from core.training import resolve_device
 
         resolve_device(device)
+        processes = getattr(args, "processes", None) or 1
+        if device.startswith("cuda") and processes > 1:
+            import torch
+
+            if torch.cuda.device_count() < processes:
+                raise ConfigError(f"--gpus {processes} asked for, but this machine has {torch.cuda.device_count()} "
+                                  f"GPU(s): use --gpus {max(torch.cuda.device_count(), 1)}, or --queue for a worker")
 
 
 def cmd_adapt(args) -> None:
@@ -525,6 +545,8 @@ def cmd_runs_resume(args) -> None:
     from worker import training
 
     sessions = _sessions()
+    if args.processes is not None:
+        training.set_processes(sessions, args.id, args.processes)
     if args.queue:
         from worker.queues import connect
         from worker.submit import resume
@@ -560,6 +582,9 @@ def _training_options(p, steps: bool = True) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--gpus", dest="processes", type=int,
+                   help="data-parallel processes, one per GPU, under torchrun (with --device cpu: CPU processes); "
+                        "the global batch stays --batch-size x --grad-accum (default 1)")
     p.add_argument("--queue", action="store_true", help="run on a worker (gpu queue) instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
 
@@ -623,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "worker", cmd_worker, "run an RQ worker", json_flag=False)
     p.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to serve, in priority order")
     p.add_argument("--gpu", type=int, default=None, help="pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--gpus", default=None,
+                   help="the GPUs this worker's runs may use, a count (4: GPUs 0-3) or a list (2,3); a run with "
+                        "--gpus N trains on N of them, one process each (sets CUDA_VISIBLE_DEVICES)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
 
     p = command(sub, "dashboard", cmd_dashboard, "run only the dashboard", json_flag=False)
@@ -692,8 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p = command(runs, "resume", cmd_runs_resume, "resume a cancelled, failed or abandoned training run")
     p.add_argument("id", type=int)
-    p.add_argument("--queue", action="store_true")
-    p.add_argument("--wait", action="store_true")
+    p.add_argument("--gpus", dest="processes", type=int,
+                   help="continue with this many data-parallel processes (the checkpoint does not depend on it)")
+    p.add_argument("--queue", action="store_true", help="resume on a worker instead of inline")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
     cli_eval.register(sub)
     return parser
 

@@ -63,21 +63,25 @@ def worker_devices(connection: Redis, queue: str) -> dict[str, dict]:
     return out
 
 
-def check_device_served(connection: Redis, queue: str, device: str) -> None:
-    """Refuse a run whose --device no live worker on its queue has (when some serve it: with none,
-    the run waits for one to start)."""
+def check_device_served(connection: Redis, queue: str, device: str, processes: int = 1) -> None:
+    """Refuse a run whose --device (and, on GPUs, --gpus) no live worker on its queue has (when some
+    serve it: with none, the run waits for one to start)."""
     device = (device or "auto").strip()
-    if device in ("auto", "cpu"):
+    if device == "cpu" or (device == "auto" and processes == 1):
         return
     workers = worker_devices(connection, queue)
     if not workers:
         return
-    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    if device == "auto":  # several processes: on GPUs where a worker has enough, else on its CPU
+        return
+    # several processes take the first GPUs the worker sees; one process takes the GPU it names
+    needed = processes if processes > 1 else (int(device.split(":")[1]) + 1 if device.startswith("cuda:") else 1)
     kind = "mps" if device == "mps" else "cuda"
-    able = [name for name, d in workers.items() if (d.get("mps") if kind == "mps" else d.get("cuda", 0) > index)]
+    able = [name for name, d in workers.items() if (d.get("mps") if kind == "mps" else d.get("cuda", 0) >= needed)]
     if not able:
         have = ", ".join(f"{d.get('cuda', 0)} GPU(s)" for d in workers.values())
-        raise ConfigError(f"no worker serving the {queue} queue can run on {device} ({len(workers)} worker(s): {have}): "
+        what = device if processes == 1 else f"{processes} GPUs ({device})"
+        raise ConfigError(f"no worker serving the {queue} queue can run on {what} ({len(workers)} worker(s): {have}): "
                           f"start `adapt-distill worker --queues {queue}` on a machine with that device, or use "
                           f"--device auto")
 

@@ -397,33 +397,89 @@ def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
     describe_model(sessions, run_id, f"{RUN_PREFIX}{run_id}", corpus_id, out, report)
 
 
-def execute_adaptation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
-    def body(run: Run) -> None:
+def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter | None):
+    """Run the core training of an adaptation or distillation run in this process (one of several
+    under torchrun, when report is None: only the first process reports)."""
+    with sessions.begin() as session:
+        kind = store.get_run(session, run_id).kind
+    progress = dict(progress=report, cancel=report.cancelled, on_metrics=report.metrics) if report else {}
+    if kind == RunKind.adaptation:
         from core.adapt import adapt
 
         params, out, model, corpus = _inputs(sessions, run_id, "model")
-        with Heartbeat(sessions, run_id):
-            result = adapt(model, corpus, out, adapt_config(params), progress=report,
-                           cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
-        _record(sessions, run_id, result, report)
+        return adapt(model, corpus, out, adapt_config(params), metadata={"run_id": run_id}, **progress)
+    from core.distill import distill
 
-    _execute(sessions, run_id, body)
+    params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
+    config = distill_config(params)
+    if params.get("init") and params["init"] not in INITS:
+        config.init = params["init"]
+    return distill(teacher, corpus, out, config, metadata={"run_id": run_id}, **progress)
 
 
-def execute_distillation(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
+PROCESSES_RESULT = "processes-result.json"  # what the first of several processes hands back
+
+
+class HandedResult(dict):
+    """A result that training processes wrote as JSON, read back."""
+
+    output_dir = property(lambda self: self["output_dir"])
+
+    def to_dict(self) -> dict:
+        return dict(self)
+
+
+def train_in_processes(sessions: sessionmaker[Session], run_id: int, processes: int) -> HandedResult:
+    """Run the training under torchrun, `processes` data-parallel processes (worker.ddp), and wait:
+    the first reports progress to the store and writes the model; a stop request (SIGTERM to this
+    process) is passed on, and they checkpoint and stop."""
+    import signal
+    import subprocess
+    import sys
+
+    from core.errors import AdaptDistillError, Cancelled
+    from worker.service import STOPPING
+
+    folder = run_dir(run_id)
+    outcome, log_path = folder / PROCESSES_RESULT, folder / "processes.log"
+    outcome.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "worker.ddp", str(run_id)]
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        passed_on = False
+        while process.poll() is None:
+            if STOPPING.is_set() and not passed_on:
+                process.send_signal(signal.SIGTERM)
+                passed_on = True
+            time.sleep(0.2)
+    data = json.loads(outcome.read_text(encoding="utf-8")) if outcome.is_file() else {}
+    if data.get("cancelled"):
+        raise Cancelled(data["cancelled"])
+    if "error" in data:
+        raise (AdaptDistillError if data.get("known") else RuntimeError)(data["error"])
+    if process.returncode != 0 or "result" not in data:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"the {processes} training processes stopped (exit {process.returncode}) without a "
+                           f"result; {log_path} says: {' | '.join(tail)}")
+    return HandedResult(data["result"])
+
+
+def _execute_training(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
     def body(run: Run) -> None:
-        from core.distill import distill
-
-        params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
-        config = distill_config(params)
-        if params.get("init") and params["init"] not in INITS:
-            config.init = params["init"]
+        processes = int(run.params.get("processes") or 1)
         with Heartbeat(sessions, run_id):
-            result = distill(teacher, corpus, out, config, progress=report,
-                             cancel=report.cancelled, on_metrics=report.metrics, metadata={"run_id": run_id})
+            if processes > 1:
+                _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
+                result = train_in_processes(sessions, run_id, processes)
+            else:
+                result = train(sessions, run_id, report)
         _record(sessions, run_id, result, report)
 
     _execute(sessions, run_id, body)
+
+
+execute_adaptation = execute_distillation = _execute_training
 
 
 def _evaluation_executors() -> dict:
@@ -507,6 +563,18 @@ def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> list[Run]:
                 parent.status, parent.error, parent.finished_at = RunStatus.running, None, None
                 parent.stage = "resumed"
         return revived
+
+
+def set_processes(sessions: sessionmaker[Session], run_id: int, processes: int) -> None:
+    """Continue a stopped training run with another number of data-parallel processes (its
+    checkpoint and data order do not depend on it); checked like a new run's setting."""
+    with sessions.begin() as session:
+        run = store.get_run(session, run_id)
+        if run.kind not in (RunKind.adaptation, RunKind.distillation):
+            raise ConfigError(f"run {run_id} is a {run.kind.value}: only adaptation and distillation runs use --gpus")
+        params = {**run.params, "processes": processes}
+        (adapt_config if run.kind == RunKind.adaptation else distill_config)(params)  # validates
+        run.params = params
 
 
 def copy_params(sessions: sessionmaker[Session], run_id: int) -> tuple[RunKind, dict]:

@@ -147,6 +147,11 @@ def optimisation_section(stages: set[str]) -> dict:
                                                      key="train_grad_accum", help="Micro-batches per optimizer step.")
         choices["schedule"] = cols[3].selectbox("Schedule", ["linear", "cosine", "constant"], key="train_schedule")
         cols = st.columns(4)
+        choices["processes"] = cols[0].number_input(
+            "GPUs", 1, 64, defaults["processes"], key="train_processes",
+            help="Data-parallel processes, one per GPU of the worker (torchrun); with device cpu, CPU processes. "
+                 "The global batch stays batch size x gradient accumulation, split among them.")
+        cols = st.columns(4)
         choices["warmup"] = cols[0].number_input("Warmup", 0.0, 1e7, defaults["warmup"], step=0.01, format="%.2f",
                                                  key="train_warmup", help="A fraction of the steps when < 1, else "
                                                                           "a number of steps.")
