@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from core.errors import Cancelled, ConfigError
 SUFFIX = ".tokens"
 Progress = Callable[[str, float], None]
 STAGE = "tokenizing"
+STALE_AFTER_S = 600  # an unfinished build untouched this long was killed
 
 
 def tokenizer_key(tokenizer) -> str:
@@ -95,6 +97,12 @@ def build_stream(documents: Iterable[str], tokenizer, path: Path, corpus_sha256:
 
     dtype = stream_dtype(plain_text_backend(tokenizer).get_vocab_size(with_added_tokens=True))
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".tmp-{path.stem}-*"):  # left by a build that was killed (SIGKILL)
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_AFTER_S:  # a live build writes every batch
+                stale.unlink()
+        except FileNotFoundError:
+            pass
     tmp = path.with_name(f".tmp-{path.stem}-{uuid.uuid4().hex[:8]}")
     tokens = count = 0
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -56,8 +57,15 @@ def test_an_interrupted_build_leaves_nothing_that_passes_for_a_cache(tmp_path, t
     with pytest.raises(Cancelled):
         build_stream(read_documents(corpus), tokenizer, path, "abc", batch=100, cancel=lambda: True)
     assert list(folder.iterdir()) == [] and open_stream(path) is None
+    killed = path.with_name(f".tmp-{path.stem}-deadbeef")  # what a SIGKILLed build leaves
+    killed.write_bytes(b"\0" * 64)
+    os.utime(killed, (time.time() - 3600, time.time() - 3600))
+    running = path.with_name(f".tmp-{path.stem}-cafecafe")  # another build, writing right now
+    running.write_bytes(b"\0" * 64)
     stream, built = cached_stream(folder, "abc", lambda: read_documents(corpus), tokenizer)
     assert built and open_stream(path) == stream
+    assert not killed.exists() and running.exists()
+    running.unlink()
     with open(path, "r+b") as handle:  # a stream cut short (a disk that filled) is not used
         handle.truncate(stream.bytes - 2)
     assert open_stream(path) is None and list_streams(folder) == []
