@@ -176,3 +176,23 @@ def test_hash_password_prints_the_line_for_the_environment(cli):
                  extra_env={"ADAPT_DISTILL_PASSWORD_HASH": value.rsplit(":", 1)[0]})  # a field short
     assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
     assert "ADAPT_DISTILL_PASSWORD_HASH is not a password hash" in broken.stderr
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(home):
+    """`adapt-distill ... --json | head`: the pipe closes before the command writes."""
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    process = subprocess.run([sys.executable, "-m", "worker.cli", "corpus", "list", "--json"], env=env,
+                             stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert process.returncode == 141 and "Traceback" not in process.stderr, process.stderr
+
+
+def test_the_help_says_the_whole_sentence_and_the_dashboard_hides_deploy(cli):
+    from worker.cli import DESCRIPTION, dashboard_command
+
+    assert DESCRIPTION.endswith(".") and " ".join(DESCRIPTION.split()) in " ".join(cli("--help").stdout.split())
+    command = dashboard_command(8501)
+    assert command[command.index("--client.toolbarMode") + 1] == "minimal"

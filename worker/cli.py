@@ -138,6 +138,7 @@ def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
     main = Path(app.__file__).parent / "main.py"
     return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
             "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal",
             "--server.maxUploadSize", str(upload_mb())]
 
 
@@ -632,10 +633,14 @@ def command(parent, name, func, help, json_flag=True):
     return p
 
 
+DESCRIPTION = ("Build a small, fast model that knows your domain: add a corpus, analyse and expand the vocabulary, "
+               "adapt and distil, and judge the models; the dashboard (`adapt-distill up`) runs the same jobs.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from worker import cli_eval
 
-    parser = argparse.ArgumentParser(prog="adapt-distill", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="adapt-distill", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = command(sub, "up", cmd_up, "start an embedded Valkey (unless REDIS_URL is set), a worker and the dashboard",
@@ -732,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:  # `... --json | head`: the reader has gone, and that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     except Exception as exc:
         exc = user_error(exc)  # a full disk is the user's to fix too
         if exc is None:
