@@ -196,3 +196,28 @@ def test_the_help_says_the_whole_sentence_and_the_dashboard_hides_deploy(cli):
     assert DESCRIPTION.endswith(".") and " ".join(DESCRIPTION.split()) in " ".join(cli("--help").stdout.split())
     command = dashboard_command(8501)
     assert command[command.index("--client.toolbarMode") + 1] == "minimal"
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    import argparse
+
+    from worker.cli import HelpFormatter, build_parser
+
+    missing, undefaulted = [], []
+
+    def walk(parser, path):
+        formatter = HelpFormatter(parser.prog)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + [name])
+            elif action.dest != "help":
+                where = " ".join(path + [action.option_strings[0] if action.option_strings else action.dest])
+                text = formatter._get_help_string(action)
+                if not text:
+                    missing.append(where)
+                elif action.option_strings and action.default not in (None, False) and "default" not in text:
+                    undefaulted.append(where)
+
+    walk(build_parser(), ["adapt-distill"])
+    assert missing == [] and undefaulted == [], (missing, undefaulted)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.configs import DEVICE_HELP
+from core.configs import ADAPT_LR, DEVICE_HELP, DISTILL_LR, AdaptConfig, TrainConfig
 from core.errors import AdaptDistillError, ConfigError, user_error
 
 DEFAULT_PORT = 8501
@@ -562,6 +562,9 @@ def cmd_runs_resume(args) -> None:
         _print(args, {"runs": [_run_dict(store.get_run(session, args.id))]}, f"run {args.id} queued to resume")
 
 
+_T, _A = TrainConfig(), AdaptConfig()  # the defaults the help shows
+
+
 def _training_options(p, steps: bool = True) -> None:
     if steps:
         p.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
@@ -569,20 +572,26 @@ def _training_options(p, steps: bool = True) -> None:
     p.add_argument("--corpus", type=int, required=True, help="corpus id (adapt-distill corpus list)")
     p.add_argument("--teacher", "--model", dest="teacher", default="bundled",
                    help="a folder, a hub id, 'bundled', or run:ID (the model a finished run made, e.g. an expansion)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help=f"blocks per micro-batch (default {_T.batch_size})")
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr", type=float,
+                   help=f"peak learning rate (default {ADAPT_LR:g} adapting, {DISTILL_LR:g} distilling)")
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {_T.weight_decay:g})")
     p.add_argument("--warmup", type=float, help="a fraction of the steps (< 1) or a number of steps")
-    p.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"],
+                   help=f"learning-rate decay after the warmup (default {_T.schedule})")
     p.add_argument("--seq-len", type=int, help="tokens per packed block (default 128)")
-    p.add_argument("--heldout-fraction", type=float)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--heldout-fraction", type=float,
+                   help=f"share of the blocks held out for evaluation, in (0, 0.5] (default {_A.heldout_fraction:g})")
+    p.add_argument("--eval-every", type=int, help=f"steps between held-out losses (default {_T.eval_every})")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"steps between checkpoints (default {_T.checkpoint_every})")
+    p.add_argument("--log-every", type=int, help=f"steps between logged training losses (default {_T.log_every})")
+    p.add_argument("--seed", type=int,
+                   help=f"seed of the data order, masking and initialisation (default {_T.seed})")
     p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 on a GPU that has it, else fp32 (default auto)")
     p.add_argument("--gpus", dest="processes", type=int,
                    help="data-parallel processes, one per GPU, under torchrun (with --device cpu: CPU processes); "
                         "the global batch stays --batch-size x --grad-accum (default 1)")
@@ -591,7 +600,8 @@ def _training_options(p, steps: bool = True) -> None:
 
 
 def _adapt_options(p) -> None:
-    p.add_argument("--mask-probability", type=float)
+    p.add_argument("--mask-probability", type=float,
+                   help=f"share of the tokens masked (default {_A.mask_probability:g})")
     p.add_argument("--whole-word", action="store_true", default=None, help="whole-word masking")
     p.add_argument("--head-warmup", type=float,
                    help="a model without a trained MLM head first trains the head alone (encoder frozen) for this "
@@ -611,7 +621,8 @@ def _distill_options(p) -> None:
     p.add_argument("--init", help="random, teacher (every k-th teacher layer) or a model (folder, bundled, run:ID)")
     p.add_argument("--version", choices=["v1", "v2"], help="MiniLM v2 relations (default) or v1")
     p.add_argument("--teacher-layer", type=int, help="teacher layer to distil from (default -1, the last)")
-    p.add_argument("--relation-heads", type=int)
+    p.add_argument("--relation-heads", type=int,
+                   help="MiniLMv2 relation heads; must divide both hidden sizes (default: the teacher's heads)")
     p.add_argument("--mlm-weight", type=float, help="weight of an extra student MLM loss (default 0)")
 
 
@@ -624,9 +635,20 @@ def _host_options(p) -> None:
                    help="listen beyond this machine although no login is configured (a trusted network only)")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and action.nargs != 0):
+            text += f" (default {action.default})"
+        return text
+
+
 def command(parent, name, func, help, json_flag=True):
     """A subcommand running func(args); with --json unless json_flag is False."""
-    p = parent.add_parser(name, help=help, description=help)
+    p = parent.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
     p.set_defaults(func=func)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
@@ -659,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
 
     p = command(sub, "dashboard", cmd_dashboard, "run only the dashboard", json_flag=False)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="dashboard port")
     _host_options(p)
     command(sub, "migrate", cmd_migrate, "create or upgrade the database schema", json_flag=False)
     command(sub, "hash-password", cmd_hash_password, "read a password and print the ADAPT_DISTILL_PASSWORD_HASH=... "
@@ -667,19 +689,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     corpus = sub.add_parser("corpus", help="add, list and delete corpora").add_subparsers(dest="action", required=True)
     p = command(corpus, "add", cmd_corpus_add, "add a corpus file (.txt, .jsonl, .csv, .tsv, optionally .gz)")
-    p.add_argument("path")
+    p.add_argument("path", help="the corpus file")
     p.add_argument("--name", help="a display name (default: the file name)")
     p.add_argument("--format", choices=["txt", "jsonl", "csv", "tsv"], help="override the format the name implies")
     p.add_argument("--text-field", default="text", help="JSONL field or CSV/TSV column with the text")
     command(corpus, "list", cmd_corpus_list, "list corpora")
     p = command(corpus, "delete", cmd_corpus_delete, "delete a corpus, its stored text and its tokenized streams")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
     p = command(corpus, "caches", cmd_corpus_caches,
                 "list the tokenized corpora (one memory-mapped stream per corpus and tokenizer) and their sizes")
     p.add_argument("--corpus", type=int, help="only this corpus")
     p = command(corpus, "drop-cache", cmd_corpus_drop_cache,
                 "delete a corpus's tokenized streams (the next training run tokenizes it again)")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
 
     vocab = sub.add_parser("vocab", help="vocabulary analysis and expansion").add_subparsers(dest="action", required=True)
     p = command(vocab, "analyze", cmd_vocab_analyze, "compute the occurrence-probability curve and pick a size")
@@ -692,10 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="store_true", help="run on a worker instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
     p = command(vocab, "show", cmd_vocab_show, "print a finished analysis")
-    p.add_argument("analysis", type=int)
+    p.add_argument("analysis", type=int, help="analysis id (adapt-distill vocab analyze prints it)")
     p.add_argument("--threshold", type=float, default=None, help="move the pick without recomputing")
     p = command(vocab, "expand", cmd_vocab_expand, "write the expanded base model at a vocabulary size")
-    p.add_argument("--analysis", type=int, required=True)
+    p.add_argument("--analysis", type=int, required=True,
+                   help="analysis id (adapt-distill vocab analyze prints it)")
     p.add_argument("--size", type=int, required=True, help="total vocabulary size (base + added tokens)")
     p.add_argument("--out", help="output folder (default: under ADAPT_DISTILL_HOME/models)")
     p.add_argument("--queue", action="store_true", help="run on a worker instead of inline")
@@ -710,21 +733,22 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(p, steps=False)
     _adapt_options(p)
     _distill_options(p)
-    p.add_argument("--strategy", required=True, choices=["adapt-then-distill", "distill-then-adapt",
-                                                         "adapt-and-distill"])
-    p.add_argument("--adapt-steps", type=int)
-    p.add_argument("--distill-steps", type=int)
-    p.add_argument("--adapt-lr", type=float)
-    p.add_argument("--distill-lr", type=float)
+    p.add_argument("--strategy", required=True, help="the paper's order of the two stages",
+                   choices=["adapt-then-distill", "distill-then-adapt", "adapt-and-distill"])
+    p.add_argument("--adapt-steps", type=int, help=f"steps of each adaptation (default {_T.steps})")
+    p.add_argument("--distill-steps", type=int, help=f"steps of the distillation (default {_T.steps})")
+    p.add_argument("--adapt-lr", type=float, help=f"peak learning rate of adaptation (default {ADAPT_LR:g})")
+    p.add_argument("--distill-lr", type=float,
+                   help=f"peak learning rate of distillation (default {DISTILL_LR:g})")
     p.add_argument("--student-init", help="adapt-and-distill: the small pretrained student to adapt")
 
     runs = sub.add_parser("runs", help="list, cancel and resume runs").add_subparsers(dest="action", required=True)
     p = command(runs, "list", cmd_runs_list, "list runs (and mark those whose worker died)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="newest runs to list")
     p = command(runs, "cancel", cmd_runs_cancel, "cancel a queued or running run")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
     p = command(runs, "resume", cmd_runs_resume, "resume a cancelled, failed or abandoned training run")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
     p.add_argument("--gpus", dest="processes", type=int,
                    help="continue with this many data-parallel processes (the checkpoint does not depend on it)")
     p.add_argument("--queue", action="store_true", help="resume on a worker instead of inline")

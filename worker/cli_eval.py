@@ -333,7 +333,8 @@ def register(sub) -> None:
     p = command(task, "add", cmd_task_add, "add a labelled task: CSV/TSV/JSONL (text, label, optional text_pair) "
                                            "for classification, CoNLL for ner")
     p.add_argument("path", help="the train file (or the only file: dev and test are split off it)")
-    p.add_argument("--type", required=True, choices=["classification", "ner"])
+    p.add_argument("--type", required=True, choices=["classification", "ner"],
+                   help="classification (a label per text) or ner (a tag per word, CoNLL)")
     p.add_argument("--dev", help="dev file (default: a seeded, stratified 10%% of train)")
     p.add_argument("--test", help="test file (default: a seeded, stratified 10%% of train)")
     p.add_argument("--name", help="a display name (default: the file name)")
@@ -346,7 +347,7 @@ def register(sub) -> None:
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of train split off as test (default 0.1)")
     command(task, "list", cmd_task_list, "list tasks")
     p = command(task, "delete", cmd_task_delete, "delete a task, its files and its evaluations")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
 
     p = command(sub, "evaluate", cmd_evaluate, "fine-tune a model on a labelled task with several seeds and score "
                                                "the best dev epoch on test")
@@ -408,11 +409,11 @@ def register(sub) -> None:
         dest="action", required=True)
     command(experiments, "list", cmd_experiments_list, "list experiments")
     p = command(experiments, "show", cmd_experiments_show, "an experiment's table")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the id `list` shows")
     p = command(experiments, "rerun", cmd_experiments_rerun, "run an experiment again with the same settings")
-    p.add_argument("id", type=int)
-    p.add_argument("--queue", action="store_true")
-    p.add_argument("--wait", action="store_true")
+    p.add_argument("id", type=int, help="the id `list` shows")
+    p.add_argument("--queue", action="store_true", help="run on workers instead of inline")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for every run")
 
     models = sub.add_parser("models", help="list, show and export models").add_subparsers(dest="action", required=True)
     command(models, "list", cmd_models_list, "every model with its size, best score and speed")
