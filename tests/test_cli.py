@@ -221,3 +221,10 @@ def test_every_option_says_what_it_does_and_its_default():
 
     walk(build_parser(), ["adapt-distill"])
     assert missing == [] and undefaulted == [], (missing, undefaulted)
+
+
+def test_counts_agree_with_their_noun():
+    from core.formatting import count
+
+    assert count(1, "document") == "1 document" and count(0, "document") == "0 documents"
+    assert count(25_733, "new token") == "25,733 new tokens" and count(2, "analysis", "analyses") == "2 analyses"

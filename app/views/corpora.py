@@ -7,6 +7,7 @@ from app import connections, data, ui
 from app.connections import sessions
 from core import settings
 from core.corpus import FORMATS
+from core.formatting import count
 from db.models import RunKind
 
 FLASH, IMPORT_FLASH = "corpora_flash", "corpora_import_flash"
@@ -47,7 +48,8 @@ with st.container(border=True):
         else:
             if created:
                 ui.flash(FLASH, "success", f"Added corpus {corpus['id']} '{corpus['name']}': "
-                                           f"{corpus['documents']:,} documents, {ui.human_bytes(corpus['bytes'])}.")
+                                           f"{count(corpus['documents'], 'document')}, "
+                                           f"{ui.human_bytes(corpus['bytes'])}.")
             else:
                 ui.flash(FLASH, "info", f"This content already exists as corpus {corpus['id']} '{corpus['name']}'.")
             st.session_state.corpora_selected = corpus["id"]
@@ -62,8 +64,9 @@ def import_line(run: dict) -> None:
     corpus = run["corpus"]
     if run["status"] == "succeeded" and corpus is not None:
         if run["created"]:
-            st.success(f"Imported {what} as corpus {corpus['id']} '{corpus['name']}': {corpus['documents']:,} "
-                       f"documents, {ui.human_bytes(corpus['bytes'])}.", icon=":material/check:")
+            st.success(f"Imported {what} as corpus {corpus['id']} '{corpus['name']}': "
+                       f"{count(corpus['documents'], 'document')}, {ui.human_bytes(corpus['bytes'])}.",
+                       icon=":material/check:")
         else:
             st.info(f"Imported {what}: this content already exists as corpus {corpus['id']} '{corpus['name']}'.")
     elif run["status"] == "succeeded":
@@ -179,7 +182,7 @@ preview_tab, delete_tab = st.tabs([":material/visibility: Preview", ":material/d
 with preview_tab:
     with ui.reported():
         lines = data.corpus_preview(sm, corpus["id"])
-        st.caption(f"The first {len(lines)} of {corpus['documents']:,} documents as stored "
+        st.caption(f"The first {len(lines)} of {count(corpus['documents'], 'document')} as stored "
                    f"(whitespace collapsed), from {corpus['source_name']}.")
         st.dataframe({"document": lines}, width="stretch", key="corpora_preview")
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from app import charts, connections, data, tokenization, ui
 from app.connections import sessions
+from core.formatting import count
 from db.models import RunKind
 
 FLASH, EXPAND_FLASH = "vocab_flash", "vocab_expand_flash"
@@ -112,7 +113,7 @@ def compare_section(view: dict, corpus_id: int, available: int) -> int:
         "Vocabulary size", min_value=base + 1, max_value=base + available, step=max(1, view["step"] // 10),
         key=f"vocab_size_{view['id']}",
         help=f"Defaults to the pick; any size from {base + 1:,} to {base + available:,}.")
-    left.caption(f"base {base:,} + {size - base:,} new tokens")
+    left.caption(f"base {base:,} + {count(size - base, 'new token')}")
     text_key = f"vocab_text_{corpus_id}"
     if text_key not in st.session_state:  # start from the corpus's own text
         with ui.reported():
@@ -171,7 +172,8 @@ def results(view: dict, corpus_id: int) -> None:
 by_id = ui.corpora_or_stop(data.list_corpora(sm), "vocab_corpus")
 top = st.columns(2)
 corpus_id = top[0].selectbox("Corpus", list(by_id), key="vocab_corpus",
-                             format_func=lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['documents']:,} documents)")
+                             format_func=lambda i: f"{i} · {by_id[i]['name']} "
+                                                   f"({count(by_id[i]['documents'], 'document')})")
 
 analyses = data.list_analyses(sm, corpus_id)
 labels = {a["id"]: f"{a['id']} · {a['base_model']} · step {a['step']:,} · max {a['max_added']:,} · {a['status']}"
