@@ -33,19 +33,29 @@ def run_tests(results: Path, pytest_args: list[str]) -> int:
 
 
 def load(results: Path) -> list[dict]:
-    rows: dict[str, dict] = {}
+    """One row per test function: its parametrized cases (SQLite and PostgreSQL, each bad file...)
+    together, passed only when every case passed."""
+    cases: dict[str, dict] = {}
     for line in results.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             # a failed setup or teardown outranks the call's result
-            if row["test"] not in rows or row["outcome"] != "passed":
-                rows[row["test"]] = row
+            if row["test"] not in cases or row["outcome"] != "passed":
+                cases[row["test"]] = row
+    rows: dict[str, dict] = {}
+    for case in cases.values():
+        test = case["test"].split("[", 1)[0]
+        row = rows.setdefault(test, {**case, "test": test, "cases": 0, "seconds": 0.0, "outcome": "passed"})
+        row["cases"] += 1
+        row["seconds"] += case["seconds"]
+        if case["outcome"] != "passed" and row["outcome"] == "passed":
+            row["outcome"], row["message"] = case["outcome"], case.get("message", "")
     return sorted(rows.values(), key=lambda r: r["test"])
 
 
-def render(rows: list[dict]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+def render(rows: list[dict], when: datetime, commit: str | None = None) -> str:
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                      text=True).stdout.strip() or "unknown"
     passed = sum(r["outcome"] == "passed" for r in rows)
     lines = [
         "# Reliability: what adapt-distill was tried against",
@@ -54,7 +64,7 @@ def render(rows: list[dict]) -> str:
         "`@pytest.mark.tried` (real processes: a Valkey the test stops and restarts, `adapt-distill` workers and "
         "commands, small tmpfs filesystems, concurrent submitters, a real Chromium). Do not edit by hand.",
         "",
-        f"Run of {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit `{commit}`, on {os.cpu_count()} CPU cores "
+        f"Run of {when:%Y-%m-%d %H:%M} UTC at commit `{commit}`, on {os.cpu_count()} CPU cores "
         f"({platform.system()}, Python {platform.python_version()}): **{passed} of {len(rows)} passed**.",
         "",
         "| What was tried | Test | Result | Seconds |",
@@ -64,7 +74,8 @@ def render(rows: list[dict]) -> str:
         result = RESULT.get(row["outcome"], row["outcome"])
         if row["outcome"] != "passed" and row.get("message"):
             result += f": {row['message']}"
-        lines.append(f"| {row['tried']} | `{row['test']}` | {result.replace('|', '/')} | {row['seconds']:.1f} |")
+        cases = f" ({row['cases']} cases)" if row["cases"] > 1 else ""
+        lines.append(f"| {row['tried']} | `{row['test']}`{cases} | {result.replace('|', '/')} | {row['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", type=Path, help="results of an earlier run (JSON lines)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--commit", help="the commit the results come from (default: this checkout's HEAD)")
     args, pytest_args = parser.parse_known_args(argv)
     code = 0
     if args.source is None:
@@ -84,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no results: no test marked `tried` ran", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows), encoding="utf-8")
-    failed = [r["test"] for r in rows if r["outcome"] != "passed"]
+    when = datetime.fromtimestamp(args.source.stat().st_mtime, timezone.utc)  # when the run ended
+    args.out.write_text(render(rows, when, args.commit), encoding="utf-8")
+    failed = [r["test"] for r in rows if r["outcome"] != "passed"]  # test functions
     print(f"{args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}: {len(rows) - len(failed)} "
           f"of {len(rows)} passed" + (f"; not passed: {', '.join(failed)}" if failed else ""))
     return code or (1 if failed else 0)
