@@ -50,6 +50,18 @@ def queue_health() -> dict:
         workers = {name: len(Worker.all(connection=connection, queue=queues.get_queue(name, connection),
                                         serializer=queues.SERIALIZER))
                    for name in queues.QUEUES}
+        pool = [{"name": w.name, "queues": w.queue_names(), **worker_devices(connection, w)}
+                for w in Worker.all(connection=connection, serializer=queues.SERIALIZER)]
     except RedisError as exc:
-        return {"configured": True, "reachable": False, "workers": {}, "error": str(exc)}
-    return {"configured": True, "reachable": True, "workers": workers}
+        return {"configured": True, "reachable": False, "workers": {}, "pool": [], "error": str(exc)}
+    return {"configured": True, "reachable": True, "workers": workers, "pool": pool}
+
+
+def worker_devices(connection: Redis, worker) -> dict:
+    """The devices a worker advertises (worker.serve): {"cuda": GPUs, "mps": bool}."""
+    import json
+
+    from worker.serve import DEVICES_FIELD
+
+    raw = connection.hget(worker.key, DEVICES_FIELD)
+    return json.loads(raw) if raw else {"cuda": 0, "mps": False}

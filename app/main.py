@@ -6,6 +6,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import auth, connections
+from core.formatting import describe_workers
 
 st.set_page_config(page_title="adapt-distill", page_icon=":material/compress:", layout="wide")
 auth.require_login()  # stops here until the visitor is logged in, when a login is configured
@@ -36,7 +37,6 @@ with st.sidebar:
     elif not health["reachable"]:
         st.error("Redis does not answer at REDIS_URL: is `adapt-distill up` running?", icon=":material/cloud_off:")
     else:
-        workers = ", ".join(f"{n} on {name}" for name, n in health["workers"].items())
-        st.caption(f":material/memory: workers: {workers}")
+        st.caption(f":material/memory: {describe_workers(health['pool'])}")
 
 page.run()

@@ -13,3 +13,14 @@ def human_bytes(size: int) -> str:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """'1 document', '25,733 documents': thousands separated, the noun agreeing."""
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def describe_workers(pool: list[dict], order: tuple[str, ...] = ("cpu", "gpu")) -> str:
+    """'1 worker: cpu, gpu queues; no GPU', '3 workers: gpu queue; 8 GPUs': workers (processes), not
+    queue subscriptions, with the queues they serve and the GPUs they have."""
+    if not pool:
+        return "no worker running"
+    served = sorted({q for w in pool for q in w["queues"]}, key=lambda q: (order.index(q) if q in order else 99, q))
+    gpus = sum(int(w.get("cuda") or 0) for w in pool)
+    devices = count(gpus, "GPU") if gpus else ("Apple GPU" if any(w.get("mps") for w in pool) else "no GPU")
+    return f"{count(len(pool), 'worker')}: {', '.join(served)} {'queue' if len(served) == 1 else 'queues'}; {devices}"

@@ -228,3 +228,13 @@ def test_counts_agree_with_their_noun():
 
     assert count(1, "document") == "1 document" and count(0, "document") == "0 documents"
     assert count(25_733, "new token") == "25,733 new tokens" and count(2, "analysis", "analyses") == "2 analyses"
+
+
+def test_workers_are_counted_as_processes_with_their_queues_and_gpus():
+    from core.formatting import describe_workers
+
+    assert describe_workers([]) == "no worker running"
+    assert describe_workers([{"queues": ["gpu", "cpu"], "cuda": 0}]) == "1 worker: cpu, gpu queues; no GPU"
+    assert describe_workers([{"queues": ["gpu"], "cuda": 4}, {"queues": ["gpu"], "cuda": 4},
+                             {"queues": ["cpu"], "cuda": 0}]) == "3 workers: cpu, gpu queues; 8 GPUs"
+    assert describe_workers([{"queues": ["gpu"], "cuda": 1}]) == "1 worker: gpu queue; 1 GPU"

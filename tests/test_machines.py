@@ -253,7 +253,7 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
         # the runs, and the model the gpu machine made
         at = AppTest.from_file(str(MAIN), default_timeout=120).run()
         assert not at.exception, at.exception
-        assert any("workers: 1 on cpu, 1 on gpu" in c.value for c in at.sidebar.caption), \
+        assert any("2 workers: cpu, gpu queues; no GPU" in c.value for c in at.sidebar.caption), \
             [c.value for c in at.sidebar.caption]
         at.switch_page("views/runs.py").run()
         assert not at.exception and not at.error, at.exception or at.error
