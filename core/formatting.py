@@ -24,3 +24,17 @@ def describe_workers(pool: list[dict], order: tuple[str, ...] = ("cpu", "gpu")) 
     gpus = sum(int(w.get("cuda") or 0) for w in pool)
     devices = count(gpus, "GPU") if gpus else ("Apple GPU" if any(w.get("mps") for w in pool) else "no GPU")
     return f"{count(len(pool), 'worker')}: {', '.join(served)} {'queue' if len(served) == 1 else 'queues'}; {devices}"
+
+
+def where_runs_go(pool: list[dict], queue: str = "gpu") -> tuple[str, str]:
+    """(level, line) saying where a training run will go: 'warning' when no worker serves its queue."""
+    serving = [w for w in pool if queue in w["queues"]]
+    if not serving:
+        return "warning", (f"No worker serves the {queue} queue, so a launched run waits: start one with "
+                           f"`adapt-distill worker --queues {queue}` (or `adapt-distill up`).")
+    gpus = sum(int(w.get("cuda") or 0) for w in serving)
+    if gpus:
+        return "info", (f"Runs go to {count(len(serving), 'worker')} on the {queue} queue with "
+                        f"{count(gpus, 'GPU')} (device auto uses them).")
+    return "info", (f"Runs go to {count(len(serving), 'worker')} on the {queue} queue, which "
+                    f"{'has' if len(serving) == 1 else 'have'} no GPU: they train on its CPU (fine for small runs).")

@@ -157,6 +157,7 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
     at.number_input(key="train_adapt_lr").set_value(1e-4)
     at.run()
     assert not at.exception and not at.error
+    assert any("No worker serves the gpu queue, so a launched run waits" in w.value for w in at.warning)
 
     # The estimate: 8 x 32 tokens a step; the teacher trains in run 1, the tiny student in run 2.
     teacher_params = data.bert_parameters(94, 32, 2, 64, 128)

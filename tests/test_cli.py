@@ -238,3 +238,13 @@ def test_workers_are_counted_as_processes_with_their_queues_and_gpus():
     assert describe_workers([{"queues": ["gpu"], "cuda": 4}, {"queues": ["gpu"], "cuda": 4},
                              {"queues": ["cpu"], "cuda": 0}]) == "3 workers: cpu, gpu queues; 8 GPUs"
     assert describe_workers([{"queues": ["gpu"], "cuda": 1}]) == "1 worker: gpu queue; 1 GPU"
+
+
+def test_the_train_page_says_where_runs_go():
+    from core.formatting import where_runs_go
+
+    assert where_runs_go([{"queues": ["cpu"], "cuda": 0}])[0] == "warning"
+    assert where_runs_go([{"queues": ["cpu", "gpu"], "cuda": 0}]) == (
+        "info", "Runs go to 1 worker on the gpu queue, which has no GPU: they train on its CPU (fine for small runs).")
+    assert where_runs_go([{"queues": ["gpu"], "cuda": 2}, {"queues": ["gpu"], "cuda": 2}])[1].startswith(
+        "Runs go to 2 workers on the gpu queue with 4 GPUs")

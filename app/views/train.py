@@ -5,6 +5,7 @@ import streamlit as st
 
 from app import connections, data, ui
 from app.connections import sessions
+from core.formatting import where_runs_go
 
 FLASH = "train_flash"
 OTHER = "other"
@@ -237,6 +238,10 @@ if "distillation" in stages:
 choices |= optimisation_section(stages)
 estimate_section(choices, by_id[corpus_id])
 
+health = connections.queue_health()
+if health["reachable"]:
+    level, line = where_runs_go(health["pool"])
+    getattr(st, level)(line, icon=":material/hourglass:" if level == "warning" else ":material/memory:")
 if st.button("Launch", key="train_launch", type="primary", icon=":material/rocket_launch:"):
     with ui.reported():
         runs = data.start_training(sm, connections.redis(), choices)
