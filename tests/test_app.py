@@ -357,7 +357,7 @@ def test_curve_marks_the_pick_and_the_threshold_moves_it_without_recomputing(ana
     threshold = 0.5  # above every gain but the first: the second candidate is picked
     expected, reached = pick([CurvePoint(**p) for p in points], threshold)
     assert reached and expected.vocab_size != first
-    at.number_input(key=f"vocab_threshold_{analysed.analysis_id}").set_value(threshold).run()
+    at.number_input(key=f"vocab_threshold_{analysed.analysis_id}").set_value(threshold * 100).run()  # percent
     assert metric(at, "Picked size") == f"{expected.vocab_size:,}"
     assert metric(at, "Added tokens") == f"+{expected.added_tokens:,}"
     assert picked_in_chart(curve_spec(at)) == expected.vocab_size
@@ -401,7 +401,7 @@ def test_size_follows_the_pick_and_tokenizations_are_side_by_side(analysed):
     assert all(i <= base for _, i in smallest)
     spec = curve_spec(at)
     assert any(a.get("text") == f"chosen {base + 1:,}" for a in spec["layout"]["annotations"])
-    at.number_input(key=f"vocab_threshold_{aid}").set_value(0.5).run()
+    at.number_input(key=f"vocab_threshold_{aid}").set_value(50).run()  # percent
     new_pick = int(metric(at, "Picked size").replace(",", ""))
     assert at.number_input(key=f"vocab_size_{aid}").value == new_pick
 

@@ -114,7 +114,7 @@ def test_upload_analyse_and_see_the_curve(page, dashboard, tmp_path):
 
     page.get_by_role("link", name="Vocabulary").click()
     expect(page.get_by_role("heading", name="Vocabulary", exact=True)).to_be_visible()
-    for label, value in (("Step", "1000"), ("Maximum added", "6000"), ("Threshold", "0.03")):
+    for label, value in (("Step", "1000"), ("Maximum added", "6000"), ("Threshold (%)", "3")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
@@ -135,8 +135,9 @@ def test_upload_analyse_and_see_the_curve(page, dashboard, tmp_path):
         save_screenshot(page, dashboard, Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]))
 
     # The threshold moves the pick in the browser too, without another run.
-    threshold = page.get_by_role("spinbutton", name="Threshold (relative gain)")
-    threshold.fill("0.5")
+    threshold = page.get_by_role("spinbutton", name="Threshold (relative gain, %)")  # in percent
+    expect(threshold).to_have_value("3.00")  # the 3% typed in the form, kept as the percent it is
+    threshold.fill("50")
     threshold.press("Enter")
     expect(picked).not_to_have_text(first_pick)
 

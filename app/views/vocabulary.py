@@ -61,12 +61,13 @@ def live_expansions(analysis_run_id: int) -> None:
 def pick_section(view: dict) -> tuple[dict, float]:
     """The threshold control and what it picks: (picked point, threshold)."""
     aid, points = view["id"], view["points"]
-    key = f"vocab_threshold_{aid}"
-    st.session_state.setdefault(key, view["threshold"])
+    key = f"vocab_threshold_{aid}"  # in percent, like every gain the page shows
+    st.session_state.setdefault(key, view["threshold"] * 100)
     cols = st.columns([1.3, 1, 1, 1, 1])
     threshold = cols[0].number_input(
-        "Threshold (relative gain)", min_value=0.0001, max_value=0.9999, step=0.005, format="%.4f", key=key,
-        help="0.01 = 1%. Moves the pick along the stored curve; nothing is recomputed.")
+        "Threshold (relative gain, %)", min_value=0.01, max_value=99.99, step=0.5, format="%.2f", key=key,
+        help="Pick the first size whose gain is this many percent or less. Moves the pick along the stored "
+             "curve; nothing is recomputed.") / 100
     picked, reached = charts.pick_point(points, threshold)
     gain = picked["relative_gain"]
     cols[1].metric("Picked size", f"{picked['vocab_size']:,}")
@@ -195,9 +196,10 @@ with st.expander("New analysis", expanded=not analyses, icon=":material/add_char
                                     help="Tokens added from one candidate to the next (paper: 10,000).")
         max_added = cols[2].number_input("Maximum added", min_value=1, value=40_000, step=1_000, key="vocab_max",
                                          help="Most tokens to add.")
-        threshold = cols[3].number_input("Threshold", min_value=0.0001, max_value=0.9999, value=0.01, step=0.005,
-                                         format="%.4f", key="vocab_new_threshold",
-                                         help="Pick the first candidate gaining this or less (0.01 = 1%).")
+        threshold = cols[3].number_input("Threshold (%)", min_value=0.01, max_value=99.99, value=1.0, step=0.5,
+                                         format="%.2f", key="vocab_new_threshold",
+                                         help="Pick the first candidate gaining this many percent or less "
+                                              "(the paper: 1%).") / 100
         min_frequency = cols[4].number_input("Minimum frequency", min_value=1, value=2, key="vocab_min_frequency",
                                              help="Least frequency of a word the trainer learns from.")
         started = st.form_submit_button("Start analysis", type="primary", icon=":material/play_arrow:")
@@ -206,7 +208,7 @@ with st.expander("New analysis", expanded=not analyses, icon=":material/add_char
             new_id, reused = data.start_analysis(sm, connections.redis(), corpus_id, base, step, max_added,
                                                  threshold, min_frequency)
             st.session_state.vocab_pending = new_id
-            st.session_state[f"vocab_threshold_{new_id}"] = threshold
+            st.session_state[f"vocab_threshold_{new_id}"] = threshold * 100
             ui.flash(FLASH, "info" if reused else "success",
                      f"An identical analysis ({new_id}) is already done or under way: showing it. The threshold "
                      f"only moves the pick, so nothing is recomputed." if reused else f"Analysis {new_id} queued.")
