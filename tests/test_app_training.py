@@ -145,7 +145,7 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
     teacher_run = finished_expansion(sessions, tiny, 94)
     at = open_page("train")
     teacher = at.selectbox(key="train_teacher")
-    assert teacher.value == "bundled"
+    assert teacher.value == f"run:{teacher_run}"  # the expanded model just made is proposed
     assert teacher.format_func(f"run:{teacher_run}") == f"run:{teacher_run} · expanded vocab 94"
     teacher.set_value(f"run:{teacher_run}").run()
     assert at.selectbox(key="train_mode").value == "adapt-then-distill"
@@ -417,3 +417,20 @@ def test_an_empty_list_and_a_missing_run(sessions):
     at = open_page("runs", run=999)
     assert texts(at.error) == ["no run with id 999"]
     assert at.selectbox(key="runs_selected").value == kept
+
+
+def test_the_train_page_proposes_the_newest_expansion_follows_a_link_and_keeps_the_choice(sessions, tiny,
+                                                                                          corpus_id):
+    older = finished_expansion(sessions, tiny, 94)
+    newer = finished_expansion(sessions, tiny, 96)
+    at = open_page("train")
+    assert at.selectbox(key="train_teacher").value == f"run:{newer}"
+    at.selectbox(key="train_teacher").set_value("bundled").run()
+    at.switch_page("views/runs.py").run()
+    at.switch_page("views/train.py").run()
+    assert at.selectbox(key="train_teacher").value == "bundled"  # the user's choice stays
+    linked = AppTest.from_file(str(MAIN), default_timeout=120)  # "Train with this model" on the Vocabulary page
+    linked.query_params["teacher"] = f"run:{older}"
+    linked.run()
+    linked.switch_page("views/train.py").run()
+    assert not linked.exception and linked.selectbox(key="train_teacher").value == f"run:{older}"

@@ -24,12 +24,13 @@ st.caption("Adapt-and-Distill: continue masked-LM pretraining of a (vocabulary-e
            "corpus, and distil it into a small student that shares its vocabulary. Runs go to a GPU worker.")
 
 
-def model_picker(label: str, key: str, options: list[dict], help: str) -> str:
-    """A model from the list, or a typed folder or hub id; the spec ('' when nothing is typed)."""
+def model_picker(label: str, key: str, options: list[dict], help: str, default: str | None = None) -> str:
+    """A model from the list (first: `default`, else the first), or a typed folder or hub id; the spec
+    ('' when nothing is typed). The choice is kept in the session across pages."""
     labels = {c["spec"]: c["label"] for c in options}
     specs = [*labels, OTHER]
     if st.session_state.get(key) not in specs:
-        st.session_state[key] = specs[0]
+        st.session_state[key] = default if default in specs else specs[0]
     picked = st.selectbox(label, specs, key=key, help=help,
                           format_func=lambda s: labels.get(s, "another model: a folder or a hub id…"))
     if picked != OTHER:
@@ -48,9 +49,14 @@ def shape_caption(shape: dict | None) -> str:
 
 def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
     teachers = [m for m in models if m["kind"] in ("bundled", "expansion", "adaptation")]
+    asked = st.query_params.get("teacher")  # "Train with this model" on the Vocabulary page
+    if asked in {m["spec"] for m in teachers}:
+        st.session_state.train_teacher = asked
+        del st.query_params["teacher"]
+    newest = next((m["spec"] for m in teachers if m["kind"] == "expansion"), None)  # what the user just made
     teacher = model_picker("Teacher", "train_teacher", teachers,
                            "The model to adapt or distil: the bundled one, an expanded model the Vocabulary page "
-                           "made, an adapted one, or any BERT folder or hub id.")
+                           "made, an adapted one, or any BERT folder or hub id.", default=newest)
     shape = None
     try:
         if teacher:

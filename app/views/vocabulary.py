@@ -36,6 +36,8 @@ def expansion_line(run: dict) -> None:
     size = f"{run['vocab_size']:,} tokens" if run["vocab_size"] else "?"
     if run["status"] == "succeeded":
         st.success(f"Run {run['run_id']} · {size} · written to `{run['output_dir']}`", icon=":material/check:")
+        st.page_link("views/train.py", label="Train with this model", icon=":material/model_training:",
+                     query_params={"teacher": f"run:{run['run_id']}"})
         if run["note"]:
             st.caption(f"Note: {run['note']}.")
     elif run["status"] == "failed":
