@@ -140,6 +140,11 @@ LOSS_SERIES = (
 )
 
 
+def _mode(steps: list, markers: bool = False) -> str:
+    """Lines, with markers when asked or when a series has too few points for a line to be seen."""
+    return "lines+markers" if markers or len(steps) < 3 else "lines"
+
+
 def loss_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
     """Training and held-out losses against the optimizer step, from a metric history
     ({name: {"step": [...], "value": [...]}}); None when no loss is recorded yet. The relation
@@ -154,10 +159,10 @@ def loss_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
     for name, label, color, heldout in names:
         series = history[name]
         fig.add_trace(go.Scatter(
-            x=series["step"], y=series["value"], name=label, mode="lines+markers" if heldout else "lines",
+            x=series["step"], y=series["value"], name=label, mode=_mode(series["step"], heldout),
             line=dict(color=color, width=2.5 if heldout else 2, dash="dash" if heldout and name != "heldout_loss"
                       else None),
-            marker=dict(size=8) if heldout else None,
+            marker=dict(size=8 if heldout else 6),
             hovertemplate=f"{label} %{{y:.4f}} at step %{{x:,}}<extra></extra>",
         ))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), hovermode="x unified", plot_bgcolor="white",
@@ -172,7 +177,7 @@ def lr_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
     series = history.get("lr") or {}
     if not series.get("step"):
         return None
-    fig = go.Figure(go.Scatter(x=series["step"], y=series["value"], name="learning rate", mode="lines",
+    fig = go.Figure(go.Scatter(x=series["step"], y=series["value"], name="learning rate", mode=_mode(series["step"]),
                                line=dict(color=LR, width=2), hovertemplate="lr %{y:.3g} at step %{x:,}<extra></extra>"))
     fig.update_layout(height=200, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white", showlegend=False)
     fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
@@ -270,7 +275,7 @@ def overlay_figure(histories: dict[str, dict[str, list]], names: tuple[str, ...]
                 continue
             heldout = name != "loss"
             fig.add_trace(go.Scatter(x=series["step"], y=series["value"], name=f"{label} · {name.replace('_', ' ')}",
-                                     mode="lines+markers" if heldout else "lines",
+                                     mode=_mode(series["step"], heldout),
                                      line=dict(color=POINT_COLORS[i % len(POINT_COLORS)], dash="dash" if heldout
                                                else None, width=2)))
     if not fig.data:

@@ -473,3 +473,14 @@ def test_app_modules_import_without_the_repo_root_and_without_torch(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).parent == ROOT / "app"
+
+
+def test_a_loss_chart_with_one_point_shows_the_point():
+    from app.charts import loss_figure, lr_figure, overlay_figure
+
+    one = {"loss": {"step": [1], "value": [2.5]}, "lr": {"step": [1], "value": [1e-4]}}
+    assert loss_figure(one).data[0].mode == "lines+markers"  # a lone point has no line to draw
+    assert lr_figure(one).data[0].mode == "lines+markers"
+    assert overlay_figure({"run 1": one}).data[0].mode == "lines+markers"
+    many = {"loss": {"step": [1, 2, 3, 4], "value": [2.5, 2.4, 2.2, 2.1]}}
+    assert loss_figure(many).data[0].mode == "lines"
