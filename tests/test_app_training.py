@@ -326,6 +326,7 @@ def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redi
     assert log.value.splitlines()[-1].startswith("step 6/6 heldout_loss=")
     assert metric(at, "Training loss") == f"{result['last_loss']:.4g}"
     assert metric(at, "Held-out MLM loss") == f"{result['heldout_loss']:.4g}"
+    assert metric(at, "Training tokens/s") == f"{result['tokens_per_second']:,.0f}"
     assert any(f"`{result['output_dir']}`" in c for c in texts(at.caption))
 
     # The student: relation losses, its size, and the lineage back to the adapted teacher.

@@ -160,7 +160,10 @@ def results(view: dict) -> None:
     change("Held-out relation loss", result.get("heldout_relation_loss_before"), result.get("heldout_relation_loss"),
            "the MiniLM loss on the held-out blocks, before and after training")
     if result.get("tokens_per_second"):
-        cols.pop(0).metric("Tokens per second", f"{result['tokens_per_second']:,.0f}")
+        cols.pop(0).metric("Training tokens/s", f"{result['tokens_per_second']:,.0f}",
+                           help="Tokens of the training blocks processed per second of training (batch x sequence "
+                                "length x steps / seconds), held-out evaluations and checkpoints included; the "
+                                "setup before the first step (loading, tokenizing) is not.")
     if result.get("student_parameters") and cols:
         teacher = result.get("teacher_parameters")
         ratio = teacher / result["student_parameters"] if teacher else None
