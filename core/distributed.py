@@ -1,10 +1,11 @@
 """Data-parallel training across processes (one per GPU, or CPU processes with gloo), under
 torchrun. Every process holds the whole model and reads the same global micro-batch order; each
-takes its share of the rows (rank, rank + world, ...), the gradients are averaged across processes
-before the optimizer step, and only the first process reports, evaluates and writes checkpoints and
-the model. A run with N processes therefore follows the single-process run with the same global
-batch: the same data order, masking, learning rate and loss (the masked-LM loss is weighted so that
-the average over processes is the mean over the whole batch's masked tokens)."""
+takes its share of the rows (rank, rank + world, ...); DistributedDataParallel averages the
+gradients across the processes during the backward of a step's last micro-batch; only the first
+process reports, evaluates and writes checkpoints and the model. A run with N processes therefore
+follows the single-process run with the same global batch: the same data order, masking, learning
+rate and loss (the masked-LM loss is weighted so that the average over processes is the mean over
+the whole batch's masked tokens)."""
 
 from __future__ import annotations
 
@@ -46,18 +47,27 @@ def init_from_env(device_type: str) -> Shard:
     return current()
 
 
-def average_gradients(parameters, world: int) -> None:
-    """Average the gradients of `parameters` across the processes, in one flat all-reduce."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if world == 1 or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+class Objective(torch.nn.Module):
+    """A model's training loss as a module, so that DistributedDataParallel can wrap it: the loss
+    runs the model's parts directly (the MLM head on the masked positions only), not its forward."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, *args):
+        return self.loss_fn(*args)
+
+
+def data_parallel(model: torch.nn.Module, loss_fn, shard: Shard, device: torch.device):
+    """The callable a training step runs: the loss itself in a lone process; with several, the loss
+    wrapped in DistributedDataParallel, which averages the gradients across the processes during
+    backward (parameters a step leaves unused, such as a pooler, are allowed)."""
+    if shard.world == 1:
+        return loss_fn
+    return torch.nn.parallel.DistributedDataParallel(
+        Objective(model, loss_fn), device_ids=[device.index or 0] if device.type == "cuda" else None,
+        find_unused_parameters=True)
 
 
 def average(values: dict[str, float], shard: Shard, device: torch.device) -> dict[str, float]:

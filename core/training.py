@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -251,6 +251,7 @@ def run_loop(
     first, last = carried.get("first_loss"), None
 
     shard = distributed.current()
+    objective = distributed.data_parallel(model, loss_fn, shard, device)  # the loss, through DDP with processes
 
     def checkpoint_now(step: int) -> None:
         if shard.main:  # one copy, whatever the number of processes
@@ -276,13 +277,14 @@ def run_loop(
                 index = step * config.grad_accum + micro
                 ids = torch.from_numpy(train_blocks[batch_indices(n, index, config.batch_size, config.seed)])
                 torch.manual_seed(stream_seed(config.seed, "dropout", index))  # dropout depends on the step alone
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss, parts = (loss_fn(ids, micro_generator(config.seed, index)) if shard.world == 1 else
-                                   loss_fn(ids, micro_generator(config.seed, index), shard))
-                (loss / config.grad_accum).backward()
+                last_micro = micro == config.grad_accum - 1  # DDP averages the gradients once, after the last
+                with nullcontext() if shard.world == 1 or last_micro else objective.no_sync():
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        loss, parts = (objective(ids, micro_generator(config.seed, index)) if shard.world == 1 else
+                                       objective(ids, micro_generator(config.seed, index), shard))
+                    (loss / config.grad_accum).backward()
                 for key, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[key] = totals.get(key, 0.0) + value / config.grad_accum
-            distributed.average_gradients(model.parameters(), shard.world)
             totals = distributed.average(totals, shard, device)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             stepping = True  # the weights are half updated until the step is done
