@@ -113,6 +113,16 @@ def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
     clear_caches()
 
 
+def token_caches(sessions: sessionmaker[Session], corpus_id: int) -> list[dict]:
+    """A corpus's token streams in the data folder's cache (tokenizer key, tokens, id type, bytes)."""
+    return service.token_caches(sessions, corpus_id)
+
+
+def drop_token_caches(sessions: sessionmaker[Session], corpus_id: int) -> int:
+    """Delete a corpus's token streams; the bytes freed."""
+    return service.delete_token_caches(sessions, corpus_id)
+
+
 # --- the import folder: big corpora read by a worker, never through the browser ----------------
 
 def upload_limit_mb() -> int:

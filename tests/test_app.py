@@ -188,6 +188,24 @@ def test_upload_is_stored_listed_previewed_and_deleted(sessions, home, corpus_by
     assert any(f"already exists as corpus {corpus_id}" in i for i in texts(at.info))
     assert len(at.dataframe[0].value) == 1
 
+    # The Tokenized tab lists the corpus's token streams and drops them.
+    assert any("Not tokenized yet" in c for c in texts(at.caption))
+    from conftest import build_tiny_bert
+    from core import settings
+    from core.models import load_tokenizer
+    from core.tokens import CachedCorpus
+
+    tokenizer = load_tokenizer(build_tiny_bert(home / "tiny"))
+    with sessions.begin() as session:
+        sha = store.get_corpus(session, corpus_id).sha256
+    stream = CachedCorpus(stored_path, sha, documents, settings.token_cache_dir()).token_stream(tokenizer)
+    at.run()
+    assert any("1 token stream" in c for c in texts(at.caption))
+    assert int(at.dataframe[2].value["tokens"].iloc[0]) == len(stream)  # table, preview, streams
+    at.button(key="corpora_drop_tokens").click().run()
+    assert any(f"Dropped the token streams of corpus {corpus_id}" in s for s in texts(at.success))
+    assert list(settings.token_cache_dir().iterdir()) == []
+
     # Delete asks first; Cancel keeps the corpus.
     at.button(key="corpora_delete").click().run()
     assert any("cannot be undone" in w for w in texts(at.warning))

@@ -178,13 +178,34 @@ chosen = st.selectbox("Corpus", list(by_id), key="corpora_selected",
                       format_func=lambda i: f"{i} · {by_id[i]['name']}")
 corpus = by_id[chosen]
 
-preview_tab, delete_tab = st.tabs([":material/visibility: Preview", ":material/delete: Delete"])
+preview_tab, tokens_tab, delete_tab = st.tabs([":material/visibility: Preview", ":material/data_array: Tokenized",
+                                               ":material/delete: Delete"])
 with preview_tab:
     with ui.reported():
         lines = data.corpus_preview(sm, corpus["id"])
         st.caption(f"The first {len(lines)} of {count(corpus['documents'], 'document')} as stored "
                    f"(whitespace collapsed), from {corpus['source_name']}.")
         st.dataframe({"document": lines}, width="stretch", key="corpora_preview")
+
+with tokens_tab:
+    streams = data.token_caches(sm, corpus["id"])
+    if not streams:
+        st.caption("Not tokenized yet: the first training run on this corpus tokenizes it once per tokenizer and "
+                   "every later run maps that stream.")
+    else:
+        st.caption(f"{count(len(streams), 'token stream')}, {ui.human_bytes(sum(c['bytes'] for c in streams))} "
+                   f"in the data folder's token cache; runs read them memory-mapped instead of tokenizing again.")
+        st.dataframe([{"tokenizer": c["tokenizer"], "tokens": c["tokens"], "ids": c["dtype"], "size": c["bytes"]}
+                      for c in streams], hide_index=True, key="corpora_tokens",
+                     column_config={"tokens": st.column_config.NumberColumn(format="localized"),
+                                    "size": st.column_config.NumberColumn(format="bytes")})
+        if st.button("Drop the token streams", key="corpora_drop_tokens", icon=":material/delete_sweep:",
+                     help="The next training run on this corpus tokenizes it again."):
+            with ui.reported():
+                freed = data.drop_token_caches(sm, corpus["id"])
+                ui.flash(FLASH, "success", f"Dropped the token streams of corpus {corpus['id']} "
+                                           f"({ui.human_bytes(freed)} freed).")
+                st.rerun()
 
 with delete_tab:
     confirming = st.session_state.get("corpora_confirm_delete") == corpus["id"]
