@@ -76,6 +76,16 @@ class TrainingReporter(Reporter):
         return {"stage": stage, "progress": fraction, "step": run.step, "total_steps": self.total,
                 "eta_seconds": run.eta_seconds, "latest_loss": run.latest_loss}
 
+    def settle(self) -> None:
+        """Best effort, when the run stops on an error: write the step it reached and the metrics not
+        yet written, so that the failed run shows where it got to (a failure here is only logged)."""
+        try:
+            with self.sessions.begin() as session:
+                self.record(session, store.get_run(session, self.run_id), "stopped", 0.0)
+            self.recorded()
+        except Exception as exc:
+            log.warning("run %s: could not record where it stopped: %s", self.run_id, exc)
+
     def flush(self) -> None:
         if self.pending:
             with self.sessions.begin() as session:
@@ -468,12 +478,16 @@ def train_in_processes(sessions: sessionmaker[Session], run_id: int, processes: 
 def _execute_training(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter) -> None:
     def body(run: Run) -> None:
         processes = int(run.params.get("processes") or 1)
-        with Heartbeat(sessions, run_id):
-            if processes > 1:
-                _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
-                result = train_in_processes(sessions, run_id, processes)
-            else:
-                result = train(sessions, run_id, report)
+        try:
+            with Heartbeat(sessions, run_id):
+                if processes > 1:
+                    _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
+                    result = train_in_processes(sessions, run_id, processes)
+                else:
+                    result = train(sessions, run_id, report)
+        except BaseException:
+            report.settle()
+            raise
         _record(sessions, run_id, result, report)
 
     _execute(sessions, run_id, body)
