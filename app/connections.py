@@ -37,9 +37,12 @@ def redis() -> Redis:
 
 
 def queue_health() -> dict:
-    """Whether the queue is configured and reachable, and how many workers serve each queue."""
+    """Whether the queue is configured and reachable, the workers (`pool`: name, queues, devices) and
+    how many serve each queue."""
     from redis.exceptions import RedisError
     from rq import Worker
+
+    from worker.serve import advertised
 
     url = queues.redis_url()
     if not url:
@@ -47,21 +50,9 @@ def queue_health() -> dict:
     try:
         connection = redis()
         connection.ping()
-        workers = {name: len(Worker.all(connection=connection, queue=queues.get_queue(name, connection),
-                                        serializer=queues.SERIALIZER))
-                   for name in queues.QUEUES}
-        pool = [{"name": w.name, "queues": w.queue_names(), **worker_devices(connection, w)}
+        pool = [{"name": w.name, "queues": w.queue_names(), **advertised(connection, w)}
                 for w in Worker.all(connection=connection, serializer=queues.SERIALIZER)]
     except RedisError as exc:
         return {"configured": True, "reachable": False, "workers": {}, "pool": [], "error": str(exc)}
+    workers = {name: sum(name in w["queues"] for w in pool) for name in queues.QUEUES}
     return {"configured": True, "reachable": True, "workers": workers, "pool": pool}
-
-
-def worker_devices(connection: Redis, worker) -> dict:
-    """The devices a worker advertises (worker.serve): {"cuda": GPUs, "mps": bool}."""
-    import json
-
-    from worker.serve import DEVICES_FIELD
-
-    raw = connection.hget(worker.key, DEVICES_FIELD)
-    return json.loads(raw) if raw else {"cuda": 0, "mps": False}

@@ -35,6 +35,15 @@ def worker_env(home: Path, redis_url: str, **extra: str) -> dict:
     return env
 
 
+def long_adaptation(sessions, corpus_id: int, teacher: Path, steps: int, checkpoint_every: int):
+    """A recorded CPU adaptation long enough to be interrupted on the way (no evaluation on the way)."""
+    from worker.training import create_adaptation
+
+    return create_adaptation(sessions, corpus_id, str(teacher), {
+        "steps": steps, "batch_size": 8, "seq_len": 64, "eval_every": 1000, "checkpoint_every": checkpoint_every,
+        "device": "cpu", "head_warmup": 0})
+
+
 def start_worker(env: dict, queues: str = "cpu,gpu") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -51,7 +60,6 @@ def cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProc
 def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, sessions, tmp_path, corpus_file):
     from worker.embedded import EmbeddedValkey
     from worker.submit import submit_analysis, submit_runs
-    from worker.training import create_adaptation
 
     valkey = EmbeddedValkey().start()
     worker = None
@@ -62,9 +70,7 @@ def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, 
         worker = start_worker(worker_env(home, valkey.url, ADAPT_DISTILL_RECONCILE_S="2"))
         teacher = build_tiny_bert(tmp_path / "teacher")
         corpus, _ = service.add_corpus(sessions, corpus_file)
-        run = create_adaptation(sessions, corpus.id, str(teacher), {
-            "steps": 800, "batch_size": 8, "seq_len": 64, "eval_every": 500, "checkpoint_every": 500,
-            "device": "cpu", "head_warmup": 0})
+        run = long_adaptation(sessions, corpus.id, teacher, steps=800, checkpoint_every=500)
         submit_runs(sessions, connection, [run])
         wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) > 0)
         valkey.stop()
@@ -395,13 +401,10 @@ def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(h
                                                                               tmp_path, corpus_file):
     from core.training import latest_checkpoint
     from worker.submit import submit_runs
-    from worker.training import create_adaptation
 
     teacher = build_tiny_bert(tmp_path / "teacher")
     corpus, _ = service.add_corpus(sessions, corpus_file)
-    run = create_adaptation(sessions, corpus.id, str(teacher), {
-        "steps": 600, "batch_size": 8, "seq_len": 64, "eval_every": 1000, "checkpoint_every": 1000,
-        "device": "cpu", "head_warmup": 0})
+    run = long_adaptation(sessions, corpus.id, teacher, steps=600, checkpoint_every=1000)
     submit_runs(sessions, redis, [run])
     env = worker_env(home, redis_url)
     first = start_worker(env)

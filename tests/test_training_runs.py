@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from conftest import build_tiny_bert, stop_process
+from conftest import build_tiny_bert, stop_process, wait_for_run
 from core.errors import ConfigError
 from db import store
 from db.models import RunKind, RunStatus
@@ -35,14 +35,7 @@ def start_worker(home, redis_url, queues="gpu,cpu"):
 
 
 def wait_until(sessions, run_id, condition, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sessions.begin() as session:
-            run = store.get_run(session, run_id)
-            if condition(run):
-                return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} never reached the condition; it is {run.status.value} at step {run.step}")
+    return wait_for_run(sessions, run_id, timeout, until=condition)
 
 
 def test_worker_parent_never_imports_torch():

@@ -54,25 +54,26 @@ def local_devices() -> dict:
     return {"cuda": gpus, "mps": sys.platform == "darwin" and platform.machine() == "arm64"}
 
 
+def advertised(connection: Redis, worker: Worker) -> dict:
+    """The devices a worker advertises: {"cuda": GPUs, "mps": bool} (none when it says nothing)."""
+    raw = connection.hget(worker.key, DEVICES_FIELD)
+    return json.loads(raw) if raw else {"cuda": 0, "mps": False}
+
+
 def worker_devices(connection: Redis, queue: str) -> dict[str, dict]:
     """{worker name: its devices} of the live workers serving `queue`."""
-    out = {}
-    for worker in Worker.all(connection=connection, queue=get_queue(queue, connection)):
-        raw = connection.hget(worker.key, DEVICES_FIELD)
-        out[worker.name] = json.loads(raw) if raw else {"cuda": 0, "mps": False}
-    return out
+    return {w.name: advertised(connection, w)
+            for w in Worker.all(connection=connection, queue=get_queue(queue, connection))}
 
 
 def check_device_served(connection: Redis, queue: str, device: str, processes: int = 1) -> None:
     """Refuse a run whose --device (and, on GPUs, --gpus) no live worker on its queue has (when some
     serve it: with none, the run waits for one to start)."""
     device = (device or "auto").strip()
-    if device == "cpu" or (device == "auto" and processes == 1):
+    if device in ("cpu", "auto"):  # auto: GPUs where the worker has them, else its CPU (several processes too)
         return
     workers = worker_devices(connection, queue)
     if not workers:
-        return
-    if device == "auto":  # several processes: on GPUs where a worker has enough, else on its CPU
         return
     # several processes take the first GPUs the worker sees; one process takes the GPU it names
     needed = processes if processes > 1 else (int(device.split(":")[1]) + 1 if device.startswith("cuda:") else 1)
