@@ -23,6 +23,7 @@ import torch
 from core import distributed
 from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from core.errors import Cancelled, ConfigError, DiskFull, is_disk_full
+from core.eta import CHECKPOINTING, EVALUATING, TRAINING
 from core.mlm import split_heldout
 from core.tokens import Blocks, corpus_blocks
 from core.models import METADATA_FILE, check_written, load_tokenizer, open_to_group, scrub_remote_code
@@ -130,6 +131,11 @@ def latest_checkpoint(root: Path) -> Path | None:
         return None
     path = checkpoint_dir(root) / pointer.read_text().strip()
     return path if (path / "trainer.pt").is_file() else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint folder (step-0000020) was written at."""
+    return int(path.name.removeprefix("step-"))
 
 
 def disk_full(doing: str, root: Path) -> DiskFull:
@@ -264,6 +270,8 @@ def run_loop(
         on_metrics = progress = evaluate = None
     if on_metrics:
         on_metrics(start, {"total_steps": config.steps})  # known only now when epochs set the steps
+    if progress:
+        progress(TRAINING, start / config.steps)
     model.train()
     done, saved, stepping = start, start, False
     try:
@@ -298,16 +306,20 @@ def run_loop(
             if on_metrics and (done % config.log_every == 0 or done == start + 1 or done == config.steps):
                 on_metrics(done, {**totals, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
             if evaluate is not None and (done % config.eval_every == 0 or done == config.steps):
+                if progress:
+                    progress(EVALUATING, done / config.steps)
                 model.eval()
                 last_eval = evaluate()
                 model.train()
                 if on_metrics:
                     on_metrics(done, last_eval)
             if done % config.checkpoint_every == 0 and done < config.steps:
+                if progress:
+                    progress(CHECKPOINTING, done / config.steps)
                 checkpoint_now(done)
                 saved = done
             if progress:
-                progress("training", done / config.steps)
+                progress(TRAINING, done / config.steps)
     except (Cancelled, DiskFull):
         raise
     except BaseException:
@@ -359,6 +371,8 @@ def fit_and_save(model, prepared: Prepared, loss_fn, evaluate, out_dir: Path, on
     before = None
     shard = distributed.current()
     if latest_checkpoint(out_dir) is None and shard.main:
+        if progress:
+            progress(EVALUATING, 0.0)
         model.eval()
         before = evaluate()
         model.train()

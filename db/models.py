@@ -72,7 +72,7 @@ run_dependencies = Table(
     "run_dependencies",
     Base.metadata,
     Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
-    Column("depends_on_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("depends_on_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, index=True),
 )
 
 
@@ -89,7 +89,7 @@ class Run(Base):
     output_dir: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(String(100))
     queue: Mapped[str | None] = mapped_column(String(50))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -97,6 +97,7 @@ class Run(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
+    eta_guess: Mapped[bool | None] = mapped_column(Boolean)  # the ETA rests on costs not measured yet
     latest_loss: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(200))
 

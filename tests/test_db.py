@@ -26,7 +26,16 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url):
     engine = get_engine(db_url)
     assert TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [newest_revision()]
+        assert newest_revision() == "0004"  # a new migration updates this line: it is a schema change
+
+
+def newest_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_models_of_earlier_runs_are_known_after_the_upgrade(db_url):
@@ -38,6 +47,10 @@ def test_models_of_earlier_runs_are_known_after_the_upgrade(db_url):
     from db.models import ModelRecord
 
     engine = create_engine(db_url)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE measurements")
         connection.exec_driver_sql("DROP TABLE evaluations")
@@ -50,7 +63,6 @@ def test_models_of_earlier_runs_are_known_after_the_upgrade(db_url):
                 "INSERT INTO runs (id, kind, status, params, stage, progress, output_dir, created_at) "
                 "VALUES (:id, :kind, :status, '{}', 'done', 1.0, :out, CURRENT_TIMESTAMP)"),
                 {"id": run_id, "kind": kind, "status": status, "out": out})
-    config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
