@@ -169,7 +169,22 @@ def loss_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
     fig.update_yaxes(title_text="loss", showgrid=True, gridcolor="#eee", tickformat=".3~g")  # no SI suffixes
+    mark_resumes(fig, history, labelled=True)
     return fig
+
+
+def mark_resumes(fig: go.Figure, history: dict[str, dict[str, list]], labelled: bool = False) -> None:
+    """A dotted line at each step a resumed attempt went on from (the "resumed" metric, valued
+    with the attempt), labelled on the side with more room, so no label runs off an edge."""
+    series = history.get("resumed") or {}
+    last = max((max(v["step"]) for v in history.values() if v.get("step")), default=0)
+    for step, attempt in zip(series.get("step", []), series.get("value", [])):
+        fig.add_vline(x=step, line=dict(color="#888", width=1, dash="dot"))
+        if labelled:
+            side = "left" if step < last / 2 else "right"
+            fig.add_annotation(x=step, y=1, yref="paper", yanchor="top", xanchor=side, showarrow=False,
+                               text=f"attempt {int(attempt)} from here", font=dict(size=11, color="#666"),
+                               bgcolor="rgba(255,255,255,0.8)")
 
 
 def lr_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
@@ -183,6 +198,7 @@ def lr_figure(history: dict[str, dict[str, list]]) -> go.Figure | None:
     fig.update_xaxes(title_text="optimizer step", tickformat=",", showgrid=False, rangemode="tozero")
     fig.update_yaxes(title_text="learning rate", exponentformat="e", showgrid=True, gridcolor="#eee",
                      rangemode="tozero")
+    mark_resumes(fig, history)
     return fig
 
 

@@ -21,7 +21,7 @@ from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis
+from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis, utcnow
 from worker import service
 from worker.models import BUNDLED_LABEL, model_name
 from worker.shapes import RUN_PREFIX, folder_shape
@@ -580,16 +580,60 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {hours} h"
 
 
-def run_row(run: Run) -> dict:
-    """One line of the runs list."""
+def run_row(run: Run, steps: list[Run] | None = None) -> dict:
+    """One line of the runs list; an active pipeline's progress and ETA come from its `steps`."""
+    running = run.status.value == "running"
+    progress, eta, guess = float(run.progress or 0.0), run.eta_seconds if running else None, bool(run.eta_guess)
+    if steps and run.status.value in ACTIVE:
+        progress, eta, guess = pipeline_progress(run, steps)
     return {
         "id": run.id, "kind": run.kind.value, "status": run.status.value, "stage": run.stage,
-        "progress": min(max(float(run.progress or 0.0), 0.0), 1.0), "step": run.step, "total_steps": run.total_steps,
-        "eta_seconds": run.eta_seconds if run.status.value == "running" else None,
-        "eta": duration(run.eta_seconds) if run.status.value == "running" else "",
+        "progress": min(max(progress, 0.0), 1.0), "step": run.step, "total_steps": run.total_steps,
+        "eta_seconds": eta, "eta_guess": guess and eta is not None,
+        "eta": (duration(eta) + (" (first guess)" if guess else "")) if eta is not None else "",
         "latest_loss": run.latest_loss, "parent_id": run.parent_id, "error": run.error,
         "created": _when(run.created_at), "finished": _when(run.finished_at),
     }
+
+
+def _naive(moment) -> object:
+    return moment.replace(tzinfo=None) if moment is not None else None
+
+
+def pipeline_progress(pipeline: Run, steps: list[Run]) -> tuple[float, float | None, bool]:
+    """(progress, ETA seconds, first guess) of a pipeline: its steps' progress weighted by their
+    estimated cost (the training FLOPs recorded at creation; equal weights when unknown). The ETA
+    is the running step's plus the cost of the steps still queued at the seconds per FLOP measured
+    so far (finished steps, else the running one); a first guess until a step has finished."""
+    costs = (pipeline.params or {}).get("step_costs") or {}
+    weight = {s.id: float(costs.get(str(s.id)) or 0.0) for s in steps}
+    if not all(weight.values()):
+        weight = dict.fromkeys(weight, 1.0)
+    done = {s.id: 1.0 if s.status == RunStatus.succeeded else
+            float(s.progress or 0.0) if s.status == RunStatus.running else 0.0 for s in steps}
+    progress = sum(weight[i] * done[i] for i in weight) / (sum(weight.values()) or 1.0)
+    current = next((s for s in steps if s.status == RunStatus.running), None)
+    if current is None or current.eta_seconds is None:
+        return progress, None, True
+    rates = [(_naive(s.finished_at) - _naive(s.started_at)).total_seconds() / weight[s.id] for s in steps
+             if s.status == RunStatus.succeeded and s.started_at and s.finished_at]
+    measured = bool(rates)
+    if not rates and current.started_at is not None:
+        elapsed = (_naive(utcnow()) - _naive(current.started_at)).total_seconds()
+        rates = [(elapsed + current.eta_seconds) / weight[current.id]]
+    waiting = sum(weight[s.id] for s in steps if s.status == RunStatus.queued)
+    eta = current.eta_seconds + waiting * sum(rates) / len(rates) if rates else None
+    return progress, eta, bool(current.eta_guess) or (waiting > 0 and not measured)
+
+
+def _rows(session: Session, runs: list[Run]) -> list[dict]:
+    """Rows of the runs list; the steps of the active pipelines among them read in one query."""
+    active = [r.id for r in runs if r.kind in (RunKind.pipeline, RunKind.experiment) and r.status.value in ACTIVE]
+    steps: dict[int, list[Run]] = {}
+    if active:
+        for step in session.scalars(select(Run).where(Run.parent_id.in_(active)).order_by(Run.id)):
+            steps.setdefault(step.parent_id, []).append(step)
+    return [run_row(r, steps.get(r.id)) for r in runs]
 
 
 def refresh_runs(sessions: sessionmaker[Session], limit: int = 200) -> list[dict]:
@@ -598,7 +642,31 @@ def refresh_runs(sessions: sessionmaker[Session], limit: int = 200) -> list[dict
 
     find_dead_runs(sessions)
     with sessions.begin() as session:
-        return [run_row(r) for r in store.list_runs(session, limit=limit)]
+        return _rows(session, list(store.list_runs(session, limit=limit)))
+
+
+def any_active(sessions: sessionmaker[Session]) -> bool:
+    """Whether a run is queued or running (the Runs page refreshes itself while one is)."""
+    with sessions.begin() as session:
+        return session.scalar(select(Run.id).where(Run.status.in_([RunStatus.queued, RunStatus.running]))
+                              .limit(1)) is not None
+
+
+def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None) -> dict:
+    """The Runs page in one read: {"runs": the list, newest first; "view": the run_view of run_id,
+    the newest when None, None when there is none}. The chosen run's row in the list and its view
+    are made from the same row object, so the header, the table and the progress bar agree."""
+    from worker.training import find_dead_runs
+
+    find_dead_runs(sessions)
+    with sessions.begin() as session:
+        runs = list(store.list_runs(session, limit=limit))
+        rows = _rows(session, runs)
+        if run_id is None and runs:
+            run_id = runs[0].id
+        run = session.get(Run, run_id) if run_id is not None else None  # the listed object when listed
+        row = next((r for r in rows if r["id"] == run_id), None)
+        return {"runs": rows, "view": _view(session, run, row) if run is not None else None}
 
 
 def _ref(run: Run) -> dict:
@@ -623,23 +691,27 @@ def _inputs(session: Session, params: dict) -> list[dict]:
 def run_view(sessions: sessionmaker[Session], run_id: int) -> dict:
     """Everything the Runs page shows about one run (read fresh: it may be running)."""
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
-        params = dict(run.params or {})
-        corpus = session.get(Corpus, params["corpus_id"]) if params.get("corpus_id") is not None else None
-        parent = session.get(Run, run.parent_id) if run.parent_id else None
-        return {
-            **run_row(run),
-            "params": {k: v for k, v in params.items() if k != "result"}, "result": params.get("result") or {},
-            "output_dir": run.output_dir, "started": _when(run.started_at), "worker": run.worker,
-            "queue": run.queue, "job_id": run.job_id, "attempt": int(params.get("attempt", 0)),
-            "corpus": {"id": corpus.id, "name": corpus.name, "words": corpus.words} if corpus else None,
-            "parent": _ref(parent) if parent else None,
-            "depends_on": [_ref(r) for r in run.depends_on],
-            "dependents": [_ref(r) for r in store.dependents(session, run_id)],
-            "children": [run_row(r) for r in store.children(session, run_id)],
-            "inputs": _inputs(session, params),
-            "artifacts": [{"kind": a.kind, "path": a.path, "bytes": a.bytes} for a in run.artifacts],
-        }
+        return _view(session, store.get_run(session, run_id))
+
+
+def _view(session: Session, run: Run, row: dict | None = None) -> dict:
+    params = dict(run.params or {})
+    corpus = session.get(Corpus, params["corpus_id"]) if params.get("corpus_id") is not None else None
+    parent = session.get(Run, run.parent_id) if run.parent_id else None
+    children = list(store.children(session, run.id))
+    return {
+        **(row or run_row(run, children)),
+        "params": {k: v for k, v in params.items() if k != "result"}, "result": params.get("result") or {},
+        "output_dir": run.output_dir, "started": _when(run.started_at), "worker": run.worker,
+        "queue": run.queue, "job_id": run.job_id, "attempt": int(params.get("attempt", 1)),
+        "corpus": {"id": corpus.id, "name": corpus.name, "words": corpus.words} if corpus else None,
+        "parent": _ref(parent) if parent else None,
+        "depends_on": [_ref(r) for r in run.depends_on],
+        "dependents": [_ref(r) for r in store.dependents(session, run.id)],
+        "children": [run_row(r) for r in children],
+        "inputs": _inputs(session, params),
+        "artifacts": [{"kind": a.kind, "path": a.path, "bytes": a.bytes} for a in run.artifacts],
+    }
 
 
 def evaluation_metric(sessions: sessionmaker[Session], run_id: int) -> str | None:

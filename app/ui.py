@@ -55,9 +55,19 @@ def status_badge(status: str) -> str:
     return f":{color}-badge[{status}]"
 
 
+QUIET_STAGES = ("queued", "done", "stopped", "cancelled", "failed", "abandoned", "succeeded")
+
+
+def stage_note(status: str, stage: str | None) -> str:
+    """The stage when it says more than the status: '' for 'cancelled' beside cancelled, 'done'
+    beside succeeded or a stale 'queued'; 'training' or 'step 2 of 2' as they are."""
+    return "" if not stage or stage == status or stage in QUIET_STAGES else stage
+
+
 def status_text(run: dict) -> str:
     """'running: scoring candidates', or just 'queued' when the stage says nothing more."""
-    return run["status"] if run["stage"] in (run["status"], "queued") else f"{run['status']}: {run['stage']}"
+    note = stage_note(run["status"], run["stage"])
+    return f"{run['status']}: {note}" if note else run["status"]
 
 
 def corpora_or_stop(corpora: list[dict], state_key: str) -> dict[int, dict]:

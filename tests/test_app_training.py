@@ -373,14 +373,23 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
     assert Job.fetch(f"run-{run.id}", connection=redis, serializer=SERIALIZER).get_status() == "canceled"
     assert f"Run {run.id} cancelled. Resume continues it from its last checkpoint." in texts(at.info)
     assert not [b for b in at.button if b.key == "runs_cancel"]
+    header = next(m.value for m in at.markdown if "created" in m.value)
+    assert header.startswith(":orange-badge[cancelled] · created")  # the stage repeats nothing
+    assert list(at.dataframe[0].value["status"]) == ["cancelled"]
 
     at.button(key="runs_resume").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
         resumed = store.get_run(session, run.id)
-        assert resumed.status == RunStatus.queued and resumed.job_id == f"run-{run.id}-r1"
-    assert Job.fetch(f"run-{run.id}-r1", connection=redis, serializer=SERIALIZER).get_status() == "queued"
+        assert resumed.status == RunStatus.queued and resumed.job_id == f"run-{run.id}-a2"
+    assert Job.fetch(f"run-{run.id}-a2", connection=redis, serializer=SERIALIZER).get_status() == "queued"
     assert f"Run {run.id} queued to resume from its last checkpoint." in texts(at.success)
+    # one status and one attempt number everywhere: badge, table, settings and job id
+    header = next(m.value for m in at.markdown if "created" in m.value)
+    assert header.startswith(":gray-badge[queued] · created") and header.endswith("· attempt 2")
+    assert list(at.dataframe[0].value["status"]) == ["queued"]
+    assert json.loads(at.json[0].value)["attempt"] == 2
+    assert f"job: `run-{run.id}-a2`" in texts(at.caption)
 
     at.button(key="runs_again").click().run()
     assert not at.exception and not at.error
@@ -435,3 +444,113 @@ def test_the_train_page_proposes_the_newest_expansion_follows_a_link_and_keeps_t
     linked.run()
     linked.switch_page("views/train.py").run()
     assert not linked.exception and linked.selectbox(key="train_teacher").value == f"run:{older}"
+
+
+def test_a_resumed_run_tells_its_whole_story(sessions, tiny, corpus_id):
+    """Cancelled at step 6 with a checkpoint, resumed: the bar starts at the checkpoint's step, the
+    result keeps the first attempt's first loss and held-out "before", the curve is one line with
+    no step twice and the resume marked, and the attempt is 2 in the header, settings and job id."""
+    run = training.create_adaptation(sessions, corpus_id, str(tiny),
+                                     {"steps": 12, "eval_every": 4, "checkpoint_every": 100, "log_every": 1,
+                                      "lr": 1e-3, **SMALL})
+    first = training.reporter_for(sessions, run.id)
+    first.cancelled = lambda: first.reached >= 6
+    training.EXECUTORS[RunKind.adaptation](sessions, run.id, first)
+    with sessions.begin() as session:
+        stopped = store.get_run(session, run.id)
+        assert stopped.status == RunStatus.cancelled and stopped.step == 6
+    training.prepare_resume(sessions, run.id)
+    second = training.reporter_for(sessions, run.id)
+    assert second.reached == 6 and second.attempt == 2
+    seen = []
+
+    def watch(stage, fraction, report=second.__call__):
+        report(stage, fraction)
+        with sessions.begin() as session:
+            row = store.get_run(session, run.id)
+            seen.append((stage, row.progress, row.step))
+
+    training.EXECUTORS[RunKind.adaptation](sessions, run.id, _Calling(second, watch))
+    stages = [stage for stage, _, _ in seen]
+    setup = [(p, s) for _, p, s in seen[:stages.index("training")]]  # loading, tokenizing: before the first step
+    assert setup and all(p == pytest.approx(0.5) and s == 6 for p, s in setup)  # not back to 0
+    assert [(p, s) for stage, p, s in seen if stage == "training"][0] == (pytest.approx(0.5), 6)
+
+    history = data_history(sessions, run.id)
+    assert history["loss"]["step"] == list(range(1, 13))  # once each: the re-run steps 7.. replaced
+    assert history["resumed"] == {"step": [6], "value": [2.0]}
+    with sessions.begin() as session:
+        done = store.get_run(session, run.id)
+        result = done.params["result"]
+        assert done.status == RunStatus.succeeded and result["resumed_from"] == 6
+        assert result["first_loss"] == history["loss"]["value"][0]  # the first attempt's first step
+        assert result["heldout_loss_before"] == history["heldout_loss"]["value"][0]  # at step 0, attempt 1
+        assert history["heldout_loss"]["step"][0] == 0
+        assert done.job_id == f"run-{run.id}-a2"
+    at = open_page("runs", run=run.id)
+    header = next(m.value for m in at.markdown if "created" in m.value)
+    assert header.startswith(":green-badge[succeeded] · created") and header.endswith("· attempt 2")
+    assert json.loads(at.json[0].value)["attempt"] == 2
+    assert metric(at, "Training loss") == f"{result['last_loss']:.4g}"
+    loss_chart = plotly_specs(at)[0]
+    assert [a["text"] for a in loss_chart["layout"]["annotations"]] == ["attempt 2 from here"]
+    assert [s["x0"] for s in loss_chart["layout"]["shapes"]] == [6]
+    assert trace(loss_chart, "training loss")["x"] == list(range(1, 13))
+    assert "Resumed from step 6." in texts(at.caption)
+
+
+class _Calling:
+    """A reporter whose calls go through `call` (to look at the store after each report)."""
+
+    def __init__(self, reporter, call):
+        self.reporter, self.call = reporter, call
+
+    def __call__(self, stage, fraction):
+        self.call(stage, fraction)
+
+    def __getattr__(self, name):
+        return getattr(self.reporter, name)
+
+
+def data_history(sessions, run_id: int) -> dict:
+    from app import data
+
+    return data.metric_history(sessions, run_id)
+
+
+def test_a_pipeline_progresses_by_the_estimated_cost_of_its_steps(sessions, tiny, corpus_id):
+    from app import data
+
+    pipeline, adapted, student = training.create_pipeline(sessions, "adapt-then-distill", corpus_id, str(tiny),
+                                                          {"steps": 30, **SMALL}, {"steps": 10, **SMALL, **TINY_STUDENT})
+    costs = {int(k): v for k, v in pipeline.params["step_costs"].items()}
+    assert set(costs) == {adapted.id, student.id}
+    # the teacher adapts for 30 steps; the student of 1 layer, width 16 distils for 10 beside it
+    assert costs[adapted.id] > 3 * costs[student.id] > 0
+    share = costs[adapted.id] / (costs[adapted.id] + costs[student.id])
+    with sessions.begin() as session:
+        step = store.get_run(session, adapted.id)
+        store.start_run(session, step)
+        step.started_at = utcnow() - timedelta(seconds=60)
+        step.stage, step.progress, step.step, step.eta_seconds, step.eta_guess = "training", 0.5, 15, 60.0, False
+        store.refresh_pipeline(session, pipeline.id)
+    row = next(r for r in data.runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
+    assert row["status"] == "running" and row["progress"] == pytest.approx(0.5 * share)  # not "step 1 of 2 (0%)"
+    # the running step's ETA plus the waiting step at the rate measured so far (120 s for its cost)
+    assert row["eta_seconds"] == pytest.approx(60 + costs[student.id] * 120 / costs[adapted.id], rel=1e-3)
+    assert row["eta"].endswith("(first guess)")  # no step has finished: the rate is the running step's guess
+    with sessions.begin() as session:
+        step = store.get_run(session, adapted.id)
+        step.started_at, step.finished_at = utcnow() - timedelta(seconds=100), utcnow()
+        store.finish_run(session, step, RunStatus.succeeded)
+        later = store.get_run(session, student.id)
+        store.start_run(session, later)
+        later.stage, later.progress, later.eta_seconds, later.eta_guess = "training", 0.5, 5.0, False
+        store.refresh_pipeline(session, pipeline.id)
+    at = open_page("runs", run=pipeline.id)
+    row = next(r for r in data.runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
+    assert row["progress"] == pytest.approx(share + 0.5 * (1 - share)) and row["eta"] == "5 s"
+    (bar,) = [p for p in at.get("progress") if p.proto.text.startswith(f"Run {pipeline.id}")]
+    assert bar.proto.text == f"Run {pipeline.id} · running: step 2 of 2 · ETA 5 s ({row['progress']:.0%})"
+    assert list(at.dataframe[0].value["progress"])[list(at.dataframe[0].value["id"]).index(pipeline.id)] == \
+        pytest.approx(100 * row["progress"])

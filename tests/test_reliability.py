@@ -56,6 +56,9 @@ def cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProc
 
 # --- Redis is a queue: it can vanish ------------------------------------------------------------
 
+STEPS = 800  # still running after the outage on a slow machine; a fast one may finish during it
+
+
 @pytest.mark.tried("Redis stopped for 8 s while a training run works, then started again empty")
 def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, sessions, tmp_path, corpus_file):
     from worker.embedded import EmbeddedValkey
@@ -70,18 +73,20 @@ def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, 
         worker = start_worker(worker_env(home, valkey.url, ADAPT_DISTILL_RECONCILE_S="2"))
         teacher = build_tiny_bert(tmp_path / "teacher")
         corpus, _ = service.add_corpus(sessions, corpus_file)
-        run = long_adaptation(sessions, corpus.id, teacher, steps=800, checkpoint_every=500)
+        run = long_adaptation(sessions, corpus.id, teacher, steps=STEPS, checkpoint_every=500)
         submit_runs(sessions, connection, [run])
-        wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) > 0)
+        started = wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) > 0)
         valkey.stop()
         time.sleep(8)
         with sessions.begin() as session:
             during = store.get_run(session, run.id)
-            assert during.status == RunStatus.running, during.error  # it went on without Redis
+            # it went on without Redis: still working, or (on a fast machine) already done, never failed
+            assert during.status in (RunStatus.running, RunStatus.succeeded), during.error
+            assert during.step > started.step, "no step was recorded while Redis was away"
         valkey.start()  # the same address, nothing in it: as after a restart without persistence
-        done = wait_for(sessions, run.id, 300)
+        done = wait_for(sessions, run.id, 600)
         assert done.status == RunStatus.succeeded, done.error
-        assert done.step == 800 and (Path(done.output_dir) / "model.safetensors").is_file()
+        assert done.step == STEPS and (Path(done.output_dir) / "model.safetensors").is_file()
         assert worker.poll() is None, "the worker quit instead of waiting for Redis"
         # the same worker serves new work once Redis is back
         analysis, _ = submit_analysis(sessions, connection, corpus.id, str(teacher), VocabConfig(step=20, max_added=40))
@@ -417,7 +422,7 @@ def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(h
     with sessions.begin() as session:
         stopped = store.get_run(session, run.id)
         assert stopped.status == RunStatus.queued, (stopped.status, stopped.error, out)
-        assert stopped.params["attempt"] == 1 and stopped.step < 600
+        assert stopped.params["attempt"] == 2 and stopped.step < 600
     checkpoint = latest_checkpoint(Path(stopped.output_dir))
     assert checkpoint is not None  # none was due before step 1000: this one was written on the stop
     step = int(checkpoint.name.split("-")[1])

@@ -63,7 +63,7 @@ class Reporter:
         self.stage, self.last = stage, now
         try:
             with self.sessions.begin() as session:
-                store.set_progress(session, self.run_id, stage, fraction)
+                store.set_progress(session, self.run_id, *self.shown(stage, fraction))
                 run = store.get_run(session, self.run_id)
                 self.record(session, run, stage, fraction)
                 self._cancel = run.status == RunStatus.cancelled
@@ -86,6 +86,10 @@ class Reporter:
                 if not self.redis_down:
                     log.warning("run %s: Redis is unreachable (%s); the run goes on", self.run_id, exc)
                 self.redis_down = True
+
+    def shown(self, stage: str, fraction: float) -> tuple[str, float]:
+        """The stage and progress the store shows for a report (subclasses may reword them)."""
+        return stage, fraction
 
     def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
         """Subclasses write more of the run's state here, in the same transaction."""
@@ -333,6 +337,15 @@ def claim(sessions: sessionmaker[Session], run_id: int) -> bool:
     return True
 
 
+def next_attempt(run: Run) -> int:
+    """Count one more attempt of a run going back to the queue: params["attempt"] is the number
+    the header, the settings and the job id (run-ID-aN) all show; 1, unrecorded, for the first."""
+    attempt = int(run.params.get("attempt", 1)) + 1
+    run.params = {**run.params, "attempt": attempt}
+    run.job_id = f"run-{run.id}-a{attempt}"
+    return attempt
+
+
 def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
     """A run stopped because its worker is stopping (not cancelled by the user) goes back to the
     queued state under a new job id, and onto the queue when Redis answers (else the reconciler
@@ -341,9 +354,8 @@ def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
         run = store.get_run(session, run_id)
         if run.status != RunStatus.running:
             return False  # the user cancelled it meanwhile
-        attempt = int(run.params.get("attempt", 0)) + 1
-        run.params = {**run.params, "attempt": attempt}
-        run.status, run.error, run.job_id = RunStatus.queued, None, f"run-{run.id}-r{attempt}"
+        next_attempt(run)
+        run.status, run.error = RunStatus.queued, None
         run.stage = "queued: its worker stopped; it continues from its checkpoint"
     try:
         from worker.queues import connect

@@ -19,34 +19,58 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import settings
 from core.configs import (ADAPT_LR, DISTILL_LR, INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig,
                           check_student_smaller)
-from core.tokens import CachedCorpus
-from core.errors import ConfigError
+from core.errors import AdaptDistillError, ConfigError
+from core.eta import PHASES, Clock
 from core.models import inspect_model, resolve_model
+from core.tokens import CachedCorpus
 from db import store
 from db.models import Run, RunKind, RunStatus, utcnow
-from worker.service import Reporter, _execute, _finish, file_sha256, folder_size
+from worker.service import Reporter, _execute, _finish, file_sha256, folder_size, next_attempt
 from worker.shapes import RUN_PREFIX, spec_shape, student_of
 
 log = logging.getLogger(__name__)
 
 
-class TrainingReporter(Reporter):
-    """Progress plus training detail: step of total, ETA, latest loss, the metric history and a log."""
+RESUMED = "resumed"  # a metric at the step a resumed attempt went on from; its value, the attempt
 
-    def __init__(self, sessions, run_id, total_steps: int, job=None, interval: float = 1.0, echo=None):
+
+class TrainingReporter(Reporter):
+    """Progress plus training detail: step of total, ETA (core.eta: steps, evaluations and
+    checkpoints timed as they happen), latest loss, the metric history and a log. Before the first
+    step (loading, tokenizing) the bar stays at the step the run starts from, a resumed run's
+    checkpoint, and the stage says how far the setup is."""
+
+    def __init__(self, sessions, run_id, total_steps: int, job=None, interval: float = 1.0, echo=None,
+                 start_step: int = 0, eval_every: int | None = None, checkpoint_every: int | None = None,
+                 attempt: int = 1):
         super().__init__(sessions, run_id, job, interval, echo)
         self.total = total_steps
         self.pending: list[tuple[int, str, float]] = []
         self.written = 0
-        self.began = time.monotonic()
-        self.first_step: int | None = None
-        self.latest: dict[str, float] = {"step": 0}
+        self.reached = start_step
+        self.latest: dict[str, float] = {"step": start_step}
+        self.clock = Clock(total_steps, eval_every, checkpoint_every or 10**12)
+        self.attempt = attempt
         self.log_path = run_dir(run_id) / "run.log"
 
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage in PHASES:
+            self.reached = int(round(fraction * self.total))
+        self.clock.observe(stage, self.reached, time.monotonic())
+        super().__call__(stage, fraction)
+
+    def shown(self, stage: str, fraction: float) -> tuple[str, float]:
+        if stage in PHASES:
+            return stage, fraction
+        setup = f"{stage} ({fraction:.0%})" if 0 < fraction < 1 else stage
+        return setup, self.reached / self.total if self.total else 0.0
+
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        if "total_steps" in values:  # the loop says how many steps it will run, not a metric
+        if "total_steps" in values:  # the loop starts: how many steps it runs, not a metric
             values = dict(values)
-            self.total = int(values.pop("total_steps"))
+            self.total = self.clock.total = int(values.pop("total_steps"))
+            if step > 0:  # from a checkpoint: where the curve goes on is marked
+                values[RESUMED] = float(self.attempt)
             if not values:
                 return
         self.pending += [(step, k, float(v)) for k, v in values.items()]
@@ -55,12 +79,9 @@ class TrainingReporter(Reporter):
             handle.write(f"step {step}/{self.total} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()) + "\n")
 
     def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
-        step = int(round(fraction * self.total)) if stage == "training" else self.latest["step"]
-        if stage == "training":
-            if self.first_step is None:
-                self.first_step, self.began = step, time.monotonic()
-            done, elapsed = step - self.first_step, time.monotonic() - self.began
-            run.eta_seconds = elapsed / done * (self.total - step) if done > 0 else None
+        step = self.reached if stage in PHASES else int(self.latest["step"])
+        if stage in PHASES:
+            run.eta_seconds, run.eta_guess = self.clock.remaining(step)
         run.step, run.total_steps = step, self.total
         if "loss" in self.latest:
             run.latest_loss = self.latest["loss"]
@@ -359,7 +380,38 @@ def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: i
                  make_distill(f"{RUN_PREFIX}{adapted.id}", {**distill_params, "init": f"{RUN_PREFIX}{adapted_student.id}"},
                               [adapted, adapted_student])]
     with sessions.begin() as session:
-        return [store.get_run(session, pipeline_id)] + [store.get_run(session, r.id) for r in steps]
+        pipeline = store.get_run(session, pipeline_id)
+        costs = {str(r.id): training_cost(session, store.get_run(session, r.id)) for r in steps}
+        if all(costs.values()):  # the weights of its steps in its progress (app.data.pipeline_progress)
+            pipeline.params = {**pipeline.params, "step_costs": costs}
+        return [pipeline] + [store.get_run(session, r.id) for r in steps]
+
+
+def training_cost(session: Session, run: Run) -> float | None:
+    """The training FLOPs a run will spend, to weigh the steps of a pipeline: 6 per parameter
+    trained and token (forward and backward), plus 2 per teacher parameter and token for a
+    distillation, times the tokens of its steps (its epochs over the corpus's words when it counts
+    epochs); None when a shape cannot be known without downloading."""
+    p = run.params
+    config = TrainConfig()
+    steps = p.get("steps")
+    per_step = int(p.get("batch_size") or config.batch_size) * int(p.get("grad_accum") or config.grad_accum) \
+        * int(p.get("seq_len") or 128)
+    tokens = float(steps) * per_step if steps else float(p.get("epochs") or 1) * store.get_corpus(
+        session, p["corpus_id"]).words
+    try:
+        if run.kind == RunKind.adaptation:
+            shape = spec_shape(session, p["model"])
+            return 6.0 * shape["parameters"] * tokens if shape else None
+        teacher = spec_shape(session, p["teacher"])
+        if teacher is None:
+            return None
+        init = p.get("init") or "random"
+        student = spec_shape(session, init) if init not in INITS else (
+            {"parameters": bert_parameters_like(p, teacher)} if p.get("layers") else None)
+        return (6.0 * student["parameters"] + 2.0 * teacher["parameters"]) * tokens if student else None
+    except (AdaptDistillError, KeyError, OSError):
+        return None
 
 
 # --- executing --------------------------------------------------------------------------------
@@ -508,10 +560,23 @@ EXECUTORS = {RunKind.adaptation: execute_adaptation, RunKind.distillation: execu
 
 
 def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter:
+    """The reporter of a training (or evaluation) run: its steps, evaluation and checkpoint
+    intervals for the ETA, and the step a resume starts from (its checkpoint's)."""
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
-        total = int(run.params.get("steps") or TrainConfig().steps)  # evaluations say theirs when they start
-    return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
+        params, out = dict(run.params), run.output_dir
+        trains = run.kind in (RunKind.adaptation, RunKind.distillation)
+    total = int(params.get("steps") or TrainConfig().steps)  # epochs and evaluations say theirs when they start
+    if not trains:
+        return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
+    from core.training import checkpoint_step, latest_checkpoint
+
+    config = TrainConfig()
+    checkpoint = latest_checkpoint(Path(out)) if out else None
+    return TrainingReporter(sessions, run_id, total, job=job, echo=echo, attempt=int(params.get("attempt", 1)),
+                            start_step=checkpoint_step(checkpoint) if checkpoint else 0,
+                            eval_every=int(params.get("eval_every") or config.eval_every),
+                            checkpoint_every=int(params.get("checkpoint_every") or config.checkpoint_every))
 
 
 # --- cancel, resume, dead workers ---------------------------------------------------------------
@@ -567,10 +632,8 @@ def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> list[Run]:
                     revived.append(waiting)
                     frontier.append(waiting)
         for r in revived:
-            attempt = int(r.params.get("attempt", 0)) + 1
-            r.params = {**r.params, "attempt": attempt}
+            next_attempt(r)
             r.status, r.stage, r.error, r.finished_at = RunStatus.queued, "queued", None, None
-            r.job_id = f"run-{r.id}-r{attempt}"
         if run.parent_id is not None:
             parent = store.get_run(session, run.parent_id)
             if parent.kind == RunKind.pipeline:

@@ -21,7 +21,8 @@ st.caption("Corpus imports, vocabulary analyses, expansions, adaptations, distil
 
 def runs_table(runs: list[dict], key: str = "runs_table") -> None:
     st.dataframe(
-        [{"id": r["id"], "kind": r["kind"], "status": r["status"], "stage": r["stage"], "progress": 100 * r["progress"],
+        [{"id": r["id"], "kind": r["kind"], "status": r["status"], "stage": ui.stage_note(r["status"], r["stage"]),
+          "progress": 100 * r["progress"],
           "step": f"{r['step']:,} / {r['total_steps']:,}" if r["step"] is not None and r["total_steps"] else "",
           "ETA": r["eta"], "loss": r["latest_loss"], "parent": r["parent_id"], "created": r["created"]}
          for r in runs],
@@ -33,15 +34,6 @@ def runs_table(runs: list[dict], key: str = "runs_table") -> None:
             "parent": st.column_config.NumberColumn("parent", format="%d", width="small"),
         },
     )
-
-
-@st.fragment(run_every=2)
-def live_table() -> None:
-    """Refreshes itself while the page is open and something is active; drawn once on a plain rerun."""
-    runs = data.refresh_runs(sm, LIMIT)
-    runs_table(runs)
-    if not any(r["status"] in data.ACTIVE for r in runs):
-        st.rerun()
 
 
 def select(run_id: int) -> None:
@@ -93,9 +85,9 @@ def steps_section(view: dict) -> None:
     runs_table(view["children"], key="runs_steps")
 
 
-def body(run_id: int) -> dict:
-    """What changes while a run is active: progress, curves and log (or a pipeline's steps)."""
-    view = data.run_view(sm, run_id)
+def body(view: dict) -> None:
+    """Progress, curves and log (or a pipeline's steps, or an evaluation's dev curve)."""
+    run_id = view["id"]
     if view["status"] in data.ACTIVE:
         progress_line(view)
     if view["kind"] in ("pipeline", "experiment"):
@@ -111,14 +103,6 @@ def body(run_id: int) -> dict:
         else:
             st.caption("No epoch has finished yet.")
         log_section(run_id)
-    return view
-
-
-@st.fragment(run_every=2)
-def live_body(run_id: int, status: str) -> None:
-    view = body(run_id)
-    if view["status"] != status:
-        st.rerun()  # the whole page: buttons, results and lineage follow the new status
 
 
 def evaluation_results(result: dict) -> None:
@@ -232,60 +216,73 @@ def actions(view: dict) -> None:
             st.rerun()
 
 
-# --- the list --------------------------------------------------------------------------------------
-runs = data.refresh_runs(sm, LIMIT)
-if not runs:
-    st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
-    st.page_link("views/train.py", label="Start a training run", icon=":material/model_training:")
-    st.stop()
-if any(r["status"] in data.ACTIVE for r in runs):
-    live_table()
-else:
+def choose(runs: list[dict]) -> int | None:
+    """The run to show: ?run=ID from a link or a typed address, else the last choice, else the newest."""
+    wanted = st.query_params.get("run")
+    if wanted and wanted != st.session_state.get("runs_query_seen"):
+        st.session_state.runs_query_seen = wanted
+        if wanted.isdigit():
+            st.session_state.runs_selected = int(wanted)
+    return st.session_state.get("runs_selected")
+
+
+def header(view: dict) -> None:
+    st.subheader(f"Run {view['id']} · {view['kind']}", anchor=False)
+    note = ui.stage_note(view["status"], view["stage"])
+    attempt = f" · attempt {view['attempt']}" if view["attempt"] > 1 else ""
+    st.markdown(f"{ui.status_badge(view['status'])}" + (f" {note}" if note else "") + f" · created {view['created']}"
+                + (f" · started {view['started']}" if view["started"] else "")
+                + (f" · finished {view['finished']}" if view["finished"] else "") + attempt)
+    if view["error"] and view["status"] == "failed":
+        st.error(f"Run {view['id']} failed: {view['error']}")
+    elif view["error"] and view["status"] in ("cancelled", "abandoned"):
+        st.warning(f"Run {view['id']} {view['status']}: {view['error']}")
+
+
+def page() -> bool:
+    """The whole page from one read of the store; whether a run is still queued or running."""
+    snapshot = data.runs_page(sm, LIMIT, choose([]))
+    runs, view = snapshot["runs"], snapshot["view"]
+    if not runs:
+        st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
+        st.page_link("views/train.py", label="Start a training run", icon=":material/model_training:")
+        return False
     runs_table(runs)
-
-# --- one run: ?run=ID in the address, or the selectbox ---------------------------------------------
-# No status in the labels: a browser keeps an option's first label while its value stays chosen.
-labels = {r["id"]: f"{r['id']} · {r['kind']} · {r['created']}" for r in runs}
-wanted = st.query_params.get("run")
-if wanted and wanted != st.session_state.get("runs_query_seen"):  # a link or a fresh address
-    st.session_state.runs_query_seen = wanted
-    if wanted.isdigit():
-        st.session_state.runs_selected = int(wanted)
-chosen = st.session_state.get("runs_selected")
-if chosen is not None and chosen not in labels:  # older than the list: still shown when it exists
-    with ui.reported():
-        older = data.run_view(sm, chosen)
-        labels[chosen] = f"{chosen} · {older['kind']} · {older['created']}"
-    if chosen not in labels:
+    if view is None:  # a link to a run that does not exist (any more): say so, show the newest
+        st.error(f"no run with id {st.session_state.runs_selected}", icon=":material/error:")
         st.session_state.runs_selected = None
-if st.session_state.get("runs_selected") is None:
-    st.session_state.runs_selected = runs[0]["id"]
-run_id = st.selectbox("Run", list(labels), key="runs_selected", format_func=labels.get,
-                      on_change=lambda: select(st.session_state.runs_selected))
+        view = data.runs_page(sm, LIMIT, None)["view"]
+    # No status in the labels: a browser keeps an option's first label while its value stays chosen.
+    labels = {r["id"]: f"{r['id']} · {r['kind']} · {r['created']}" for r in runs}
+    labels.setdefault(view["id"], f"{view['id']} · {view['kind']} · {view['created']}")  # older than the list
+    st.session_state.runs_selected = view["id"]
+    st.selectbox("Run", list(labels), key="runs_selected", format_func=labels.get,
+                 on_change=lambda: select(st.session_state.runs_selected))
+    header(view)
+    actions(view)
+    ui.show_flash(FLASH)
+    if view["status"] == "succeeded":
+        results(view)
+    body(view)
+    settings_tab, lineage_tab = st.tabs([":material/settings: Settings", ":material/account_tree: Lineage"])
+    with settings_tab:
+        st.json(json.dumps(view["params"]), expanded=True)
+        detail = {"queue": view["queue"], "job": view["job_id"], "worker": view["worker"], "output": view["output_dir"]}
+        st.caption(" · ".join(f"{k}: `{v}`" for k, v in detail.items() if v))
+    with lineage_tab:
+        lineage(view)
+    return any(r["status"] in data.ACTIVE for r in runs) or view["status"] in data.ACTIVE
 
-view = data.run_view(sm, run_id)
-st.subheader(f"Run {run_id} · {view['kind']}", anchor=False)
-st.markdown(f"{ui.status_badge(view['status'])} {view['stage']} · created {view['created']}"
-            + (f" · started {view['started']}" if view["started"] else "")
-            + (f" · finished {view['finished']}" if view["finished"] else "")
-            + (f" · attempt {view['attempt'] + 1}" if view["attempt"] else ""))
-if view["error"] and view["status"] == "failed":
-    st.error(f"Run {run_id} failed: {view['error']}")
-elif view["error"] and view["status"] in ("cancelled", "abandoned"):
-    st.warning(f"Run {run_id} {view['status']}: {view['error']}")
-actions(view)
-ui.show_flash(FLASH)
-if view["status"] == "succeeded":
-    results(view)
-if view["status"] in data.ACTIVE:
-    live_body(run_id, view["status"])
+
+@st.fragment(run_every=2)
+def live_page() -> None:
+    """Refreshes itself every 2 s while something is queued or running; once nothing is, the page
+    reruns once as a plain page (no refreshing)."""
+    if not page():
+        st.rerun()
+
+
+if data.any_active(sm):
+    live_page()
 else:
-    body(run_id)
-
-settings_tab, lineage_tab = st.tabs([":material/settings: Settings", ":material/account_tree: Lineage"])
-with settings_tab:
-    st.json(json.dumps(view["params"]), expanded=True)
-    detail = {"queue": view["queue"], "job": view["job_id"], "worker": view["worker"], "output": view["output_dir"]}
-    st.caption(" · ".join(f"{k}: `{v}`" for k, v in detail.items() if v))
-with lineage_tab:
-    lineage(view)
+    page()

@@ -179,8 +179,9 @@ corpus_id = top[0].selectbox("Corpus", list(by_id), key="vocab_corpus",
                                                    f"({count(by_id[i]['documents'], 'document')})")
 
 analyses = data.list_analyses(sm, corpus_id)
-labels = {a["id"]: f"{a['id']} · {a['base_model']} · step {a['step']:,} · max {a['max_added']:,} · {a['status']}"
-          for a in analyses}
+# No status in the labels: a browser keeps an option's first label while its value stays chosen, so
+# "running" would stay in the box after the analysis finished; the progress bar or the results say it.
+labels = {a["id"]: f"{a['id']} · {a['base_model']} · step {a['step']:,} · max {a['max_added']:,}" for a in analyses}
 if "vocab_pending" in st.session_state:  # set by "Start analysis" on the previous run
     st.session_state.vocab_analysis = st.session_state.pop("vocab_pending")
 if st.session_state.get("vocab_analysis") not in labels:
