@@ -62,3 +62,9 @@ class Clock:
         seconds = ((self.total - step) * per_step + evaluations * (per_eval or per_step)
                    + checkpoints * (per_checkpoint or per_step))
         return seconds, guess
+
+    def timing(self) -> dict[str, float | int | None]:
+        """What this attempt measured: mean seconds per step, evaluation and checkpoint, and counts."""
+        return {"step_s": self.mean(TRAINING), "evaluation_s": self.mean(EVALUATING),
+                "checkpoint_s": self.mean(CHECKPOINTING), "steps": self.counts[TRAINING],
+                "evaluations": self.counts[EVALUATING], "checkpoints": self.counts[CHECKPOINTING]}

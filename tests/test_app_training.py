@@ -497,6 +497,11 @@ def test_a_resumed_run_tells_its_whole_story(sessions, tiny, corpus_id):
     assert [s["x0"] for s in loss_chart["layout"]["shapes"]] == [6]
     assert trace(loss_chart, "training loss")["x"] == list(range(1, 13))
     assert "Resumed from step 6." in texts(at.caption)
+    timing = result["timing"]  # the second attempt: steps 7 to 12, evaluations at 8 and 12, no checkpoint
+    assert (timing["steps"], timing["evaluations"], timing["checkpoints"]) == (6, 2, 0)
+    assert timing["step_s"] > 0 and timing["evaluation_s"] > 0 and timing["checkpoint_s"] is None
+    assert any(c.startswith("Measured in the last attempt, as the ETA counts them: ") and "(2)" in c
+               for c in texts(at.caption))
 
 
 class _Calling:

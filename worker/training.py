@@ -449,7 +449,7 @@ def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
     report.flush()
     with sessions.begin() as session:
         run = store.get_run(session, run_id)
-        run.params = {**run.params, "result": result.to_dict()}
+        run.params = {**run.params, "result": {**result.to_dict(), "timing": report.clock.timing()}}
         out = Path(result.output_dir)
         weights = out / "model.safetensors"
         store.add_artifact(session, run_id, "model", str(out), folder_size(out),

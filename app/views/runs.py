@@ -154,6 +154,14 @@ def results(view: dict) -> None:
         cols.pop(0).metric("Student parameters", data.count(result["student_parameters"]),
                            delta=f"{ratio:.1f}x smaller than the teacher" if ratio else None,
                            delta_color="off", delta_arrow="off")
+    timing = result.get("timing") or {}
+    if timing.get("step_s"):
+        parts = [f"{timing['step_s']:.3g} s per step"]
+        for name, key, noun in (("evaluation_s", "evaluations", "held-out evaluation"),
+                                ("checkpoint_s", "checkpoints", "checkpoint")):
+            if timing.get(name):
+                parts.append(f"{timing[name]:.3g} s per {noun} ({timing[key]:,})")
+        st.caption("Measured in the last attempt, as the ETA counts them: " + ", ".join(parts) + ".")
     st.caption(f":material/folder: Model written to `{result.get('output_dir') or view['output_dir']}`")
     if result.get("mlm_head_started_untrained") or result.get("mlm_head_was_fresh"):  # the latter: older runs
         warm = result.get("head_warmup_steps")
