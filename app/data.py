@@ -21,9 +21,10 @@ from core.corpus import preview
 from core.errors import CorpusError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis, utcnow
+from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis
 from worker import service
 from worker.models import BUNDLED_LABEL, model_name
+from worker.progress import active_steps, pipeline_progress
 from worker.shapes import RUN_PREFIX, folder_shape
 
 UPLOAD_TYPES = ["txt", "jsonl", "csv", "tsv", "gz"]
@@ -596,43 +597,8 @@ def run_row(run: Run, steps: list[Run] | None = None) -> dict:
     }
 
 
-def _naive(moment) -> object:
-    return moment.replace(tzinfo=None) if moment is not None else None
-
-
-def pipeline_progress(pipeline: Run, steps: list[Run]) -> tuple[float, float | None, bool]:
-    """(progress, ETA seconds, first guess) of a pipeline: its steps' progress weighted by their
-    estimated cost (the training FLOPs recorded at creation; equal weights when unknown). The ETA
-    is the running step's plus the cost of the steps still queued at the seconds per FLOP measured
-    so far (finished steps, else the running one); a first guess until a step has finished."""
-    costs = (pipeline.params or {}).get("step_costs") or {}
-    weight = {s.id: float(costs.get(str(s.id)) or 0.0) for s in steps}
-    if not all(weight.values()):
-        weight = dict.fromkeys(weight, 1.0)
-    done = {s.id: 1.0 if s.status == RunStatus.succeeded else
-            float(s.progress or 0.0) if s.status == RunStatus.running else 0.0 for s in steps}
-    progress = sum(weight[i] * done[i] for i in weight) / (sum(weight.values()) or 1.0)
-    current = next((s for s in steps if s.status == RunStatus.running), None)
-    if current is None or current.eta_seconds is None:
-        return progress, None, True
-    rates = [(_naive(s.finished_at) - _naive(s.started_at)).total_seconds() / weight[s.id] for s in steps
-             if s.status == RunStatus.succeeded and s.started_at and s.finished_at]
-    measured = bool(rates)
-    if not rates and current.started_at is not None:
-        elapsed = (_naive(utcnow()) - _naive(current.started_at)).total_seconds()
-        rates = [(elapsed + current.eta_seconds) / weight[current.id]]
-    waiting = sum(weight[s.id] for s in steps if s.status == RunStatus.queued)
-    eta = current.eta_seconds + waiting * sum(rates) / len(rates) if rates else None
-    return progress, eta, bool(current.eta_guess) or (waiting > 0 and not measured)
-
-
 def _rows(session: Session, runs: list[Run]) -> list[dict]:
-    """Rows of the runs list; the steps of the active pipelines among them read in one query."""
-    active = [r.id for r in runs if r.kind in (RunKind.pipeline, RunKind.experiment) and r.status.value in ACTIVE]
-    steps: dict[int, list[Run]] = {}
-    if active:
-        for step in session.scalars(select(Run).where(Run.parent_id.in_(active)).order_by(Run.id)):
-            steps.setdefault(step.parent_id, []).append(step)
+    steps = active_steps(session, runs)
     return [run_row(r, steps.get(r.id)) for r in runs]
 
 

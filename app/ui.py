@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.errors import user_error
 from core.formatting import human_bytes  # noqa: F401  (the pages' size format)
+from worker.progress import stage_note  # noqa: F401  (one rule for the dashboard and the CLI)
 
 REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
 
@@ -53,15 +54,6 @@ def status_badge(status: str) -> str:
     color = {"succeeded": "green", "failed": "red", "running": "blue", "queued": "gray",
              "cancelled": "orange", "abandoned": "violet"}.get(status, "gray")
     return f":{color}-badge[{status}]"
-
-
-QUIET_STAGES = ("queued", "done", "stopped", "cancelled", "failed", "abandoned", "succeeded")
-
-
-def stage_note(status: str, stage: str | None) -> str:
-    """The stage when it says more than the status: '' for 'cancelled' beside cancelled, 'done'
-    beside succeeded or a stale 'queued'; 'training' or 'step 2 of 2' as they are."""
-    return "" if not stage or stage == status or stage in QUIET_STAGES else stage
 
 
 def status_text(run: dict) -> str:
