@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import plotly.graph_objects as go
@@ -15,6 +16,12 @@ GAIN_BELOW = "rgba(44, 160, 44, 0.55)"  # gains at or under the threshold
 PICK = "#d62728"
 CHOSEN = "#7b3fb5"
 THRESHOLD = "#888"
+# The curve figure in two bands of its height, so no bar label meets a P(D) marker: the tallest
+# bar (its label above it) reaches BARS_TOP, the P(D) curve runs from CURVE_BAND[0] to CURVE_BAND[1]
+# and the pick and chosen lines cover the curve's band only.
+BARS_TOP = 0.42
+CURVE_BAND = (0.56, 0.86)
+LINES_FROM = 0.5
 
 
 def pick_point(points: list[dict], threshold: float) -> tuple[dict, bool]:
@@ -33,7 +40,7 @@ def curve_figure(points: list[dict], threshold: float, chosen_size: int | None =
     _add_gains(fig, candidates, threshold)
     _add_curve(fig, points, picked, reached)
     if chosen_size is not None and chosen_size != picked["vocab_size"]:
-        fig.add_vline(x=chosen_size, line_dash="dash", line_color=CHOSEN, line_width=1.5,
+        fig.add_vline(x=chosen_size, line_dash="dash", line_color=CHOSEN, line_width=1.5, y0=LINES_FROM,
                       annotation_text=f"chosen {chosen_size:,}", annotation_position="bottom right",
                       annotation_font_color=CHOSEN)
     fig.update_layout(
@@ -78,7 +85,7 @@ def _add_curve(fig: go.Figure, points: list[dict], picked: dict, reached: bool) 
         marker=dict(symbol="star", size=20, color=PICK, line=dict(color="white", width=1.5)),
         hovertemplate="pick %{x:,}<extra></extra>",
     ), secondary_y=True)
-    fig.add_vline(x=picked["vocab_size"], line_dash="dot", line_color=PICK, line_width=1.5,
+    fig.add_vline(x=picked["vocab_size"], line_dash="dot", line_color=PICK, line_width=1.5, y0=LINES_FROM,
                   annotation_text=f"pick {picked['vocab_size']:,} (+{picked['added_tokens']:,})",
                   annotation_position="top left", annotation_font_color=PICK)
 
@@ -87,25 +94,33 @@ def _gain_axis(fig: go.Figure, gains: list[float]) -> None:
     """Gains in percent, on the right. The first candidate usually gains tens of percent and later
     ones a few: when they span more than 20x, a log axis keeps the small ones and the threshold readable."""
     if min(gains) > 0 and max(gains) / min(gains) > 20:
-        low, high = min(gains) / 2, max(gains) * 3
-        ticks = _one_two_five(low, high)
+        low = min(gains) / 2
+        ticks = _one_two_five(low, max(gains) * 3)
+        top = math.log10(low) + (math.log10(max(gains)) - math.log10(low)) / BARS_TOP
         fig.update_yaxes(title_text="relative gain (%, log scale)", type="log",
-                         range=[math.log10(low), math.log10(high)], tickvals=ticks,
+                         range=[math.log10(low), top], tickvals=ticks,
                          ticktext=[f"{v:g}" for v in ticks], secondary_y=False)
     else:
-        fig.update_yaxes(title_text="relative gain (%)", range=[1.25 * min(0.0, *gains), 1.25 * max(gains)],
+        bottom = 1.25 * min(0.0, *gains)
+        step = _nice_step((max(gains) - bottom) / 4)
+        fig.update_yaxes(title_text="relative gain (%)", range=[bottom, bottom + (max(gains) - bottom) / BARS_TOP],
+                         tickvals=[round(k * step, 12) for k in range(math.ceil(bottom / step),
+                                                                      math.floor(max(gains) / step) + 2)],
                          secondary_y=False)
     fig.update_yaxes(side="right", showgrid=False, automargin=True, secondary_y=False)
 
 
 def _curve_axis(fig: go.Figure, values: list[float]) -> None:
-    """P(D) on the left, with explicit ticks: Plotly otherwise syncs an overlaying axis's ticks to
-    the base axis, which gives odd values."""
+    """P(D) on the left, in its band of the height, with explicit ticks within the band: Plotly
+    otherwise syncs an overlaying axis's ticks to the base axis, which gives odd values."""
     low, high = min(values), max(values)
-    pad = 0.08 * (high - low or 1.0)
+    span = (high - low or 1.0) / (CURVE_BAND[1] - CURVE_BAND[0])
+    bottom, top = low - CURVE_BAND[0] * span, high + (1 - CURVE_BAND[1]) * span
+    step = _nice_step((high - low or 1.0) / 3)
+    ticks = [round(k * step, 12) for k in range(math.ceil((low - 0.05 * (high - low)) / step),
+                                                math.floor(top / step) + 1)]
     fig.update_yaxes(title_text="P(D): mean log P(s) per document", side="left", showgrid=True, gridcolor="#eee",
-                     range=[low - pad, high + pad], tickmode="linear", tick0=0,
-                     dtick=_nice_step((high - low + 2 * pad) / 6), automargin=True, secondary_y=True)
+                     range=[bottom, top], tickvals=ticks, automargin=True, secondary_y=True)
 
 
 def _nice_step(span: float) -> float:
@@ -229,6 +244,14 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
         return None
     front = pareto_front([(r["latency_ms_p50"], r["score"]) for r in rows])
     largest = max(r.get("parameters") or 1 for r in rows)
+    fastest, slowest = (math.log10(f([r["latency_ms_p50"] for r in rows])) for f in (min, max))
+    x_pad = max(0.05, 0.12 * (slowest - fastest))  # decades: room for the bubbles and their labels
+    scores = [r["score"] for r in rows]
+    y_pad = max(0.02, 0.3 * (max(scores) - min(scores)))  # room for a label above or below a bubble
+    width, height = slowest - fastest + 2 * x_pad, max(scores) - min(scores) + 2 * y_pad
+    sides = _label_sides([(math.log10(r["latency_ms_p50"]) - fastest) / width for r in rows],
+                         [(r["score"] - min(scores)) / height for r in rows])
+    side_of = {id(r): side for r, side in zip(rows, sides)}
     groups = list(dict.fromkeys(r.get(group_key) for r in rows)) if group_key else [None]
     fig = go.Figure()
     for g, group in enumerate(groups):
@@ -236,7 +259,7 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
         fig.add_trace(go.Scatter(
             x=[r["latency_ms_p50"] for r in members], y=[r["score"] for r in members], mode="markers+text",
             name=str(group) if group_key else "models", text=[r["label"] for r in members],
-            textposition="top center", cliponaxis=False,
+            textposition=[side_of[id(r)] for r in members], cliponaxis=False,
             marker=dict(size=[12 + 38 * ((r.get("parameters") or 1) / largest) ** 0.5 for r in members],
                         color=POINT_COLORS[g % len(POINT_COLORS)], opacity=0.75, line=dict(color="white", width=1)),
             error_y=dict(type="data", array=[r.get("score_std") or 0 for r in members], visible=True,
@@ -248,15 +271,24 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
     best = sorted(((r["latency_ms_p50"], r["score"]) for r, on in zip(rows, front) if on))
     fig.add_trace(go.Scatter(x=[p[0] for p in best], y=[p[1] for p in best], mode="lines", name="Pareto front",
                              line=dict(color=PARETO, dash="dot", width=2), hoverinfo="skip"))
-    scores = [r["score"] for r in rows]
-    pad = max(0.02, 0.15 * (max(scores) - min(scores)))
     fig.update_layout(height=440, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     fig.update_xaxes(title_text="latency at batch 1 (ms, log scale): lower is faster", type="log", showgrid=True,
-                     gridcolor="#eee", automargin=True)
-    fig.update_yaxes(title_text=f"{metric} on test (mean over seeds)", range=[min(scores) - pad, max(scores) + pad],
+                     gridcolor="#eee", automargin=True, range=[fastest - x_pad, slowest + x_pad])
+    fig.update_yaxes(title_text=f"{metric} on test (mean over seeds)", range=[min(scores) - y_pad, max(scores) + y_pad],
                      showgrid=True, gridcolor="#eee", automargin=True)
     return fig
+
+
+def _label_sides(xs: list[float], ys: list[float]) -> list[str]:
+    """Where each bubble's label goes, from the bubbles' positions as fractions of the plot: above
+    it, or below it when the bubble before it (by latency) is so close that their labels would meet."""
+    sides = ["top center"] * len(xs)
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    for before, i in itertools.pairwise(order):
+        if xs[i] - xs[before] < 0.12 and abs(ys[i] - ys[before]) < 0.1 and sides[before] == "top center":
+            sides[i] = "bottom center"
+    return sides
 
 
 def dev_curves_figure(history: dict[str, dict[str, list]], metric: str) -> go.Figure | None:

@@ -72,7 +72,6 @@ def add_upload(sessions: sessionmaker[Session], filename: str, content: bytes | 
                                              format or None, text_field.strip() or "text")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    clear_caches()
     return corpus_dict(corpus), created
 
 
@@ -86,9 +85,9 @@ def corpus_dict(corpus: Corpus) -> dict:
     }
 
 
-@st.cache_data(ttl=30, hash_funcs=_BY_DATABASE, show_spinner=False)
 def list_corpora(sessions: sessionmaker[Session]) -> list[dict]:
-    """All corpora with their stats, newest first."""
+    """All corpora with their stats, newest first; read fresh (one small query), so a corpus added
+    from the CLI, an import or another browser shows on every page at once."""
     with sessions.begin() as session:
         return [corpus_dict(c) for c in store.list_corpora(session)]
 
@@ -111,7 +110,6 @@ def count_analyses(sessions: sessionmaker[Session], corpus_id: int) -> int:
 def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
     """Delete a corpus, its stored text and its analyses (expanded models on disk stay)."""
     service.delete_corpus(sessions, corpus_id)
-    clear_caches()
 
 
 def token_caches(sessions: sessionmaker[Session], corpus_id: int) -> list[dict]:
@@ -269,10 +267,6 @@ def overview(sessions: sessionmaker[Session], recent: int = 10) -> dict:
     active = sum(n for kinds in counts.values() for status, n in kinds.items()
                  if status in (RunStatus.queued.value, RunStatus.running.value))
     return {"corpora": corpora, "tasks": tasks, "runs": counts, "active": active, "recent": runs}
-
-
-def clear_caches() -> None:
-    list_corpora.clear()
 
 
 # --- training: choices, estimate, launch ---------------------------------------------------

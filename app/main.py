@@ -11,8 +11,9 @@ from core.formatting import describe_workers
 st.set_page_config(page_title="adapt-distill", page_icon=":material/compress:", layout="wide")
 auth.require_login()  # stops here until the visitor is logged in, when a login is configured
 
+home = st.Page("views/home.py", title="Overview", icon=":material/dashboard:", default=True)
 page = st.navigation([
-    st.Page("views/home.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+    home,
     st.Page("views/corpora.py", title="Corpora", icon=":material/library_books:", url_path="corpora"),
     st.Page("views/vocabulary.py", title="Vocabulary", icon=":material/insights:", url_path="vocabulary"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
@@ -20,6 +21,8 @@ page = st.navigation([
     st.Page("views/tasks.py", title="Tasks", icon=":material/label:", url_path="tasks"),
     st.Page("views/experiments.py", title="Experiment", icon=":material/science:", url_path="experiment"),
     st.Page("views/models.py", title="Models", icon=":material/view_in_ar:", url_path="models"),
+    # The default page is served at / only, so a typed or bookmarked /overview is sent there.
+    st.Page(lambda: st.switch_page(home), title="Overview", url_path="overview", visibility="hidden"),
 ])
 
 try:

@@ -7,10 +7,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data import _BY_DATABASE, uploads_dir, write_upload
+from app.data import uploads_dir, write_upload
 from db import store
 from worker import evaluation
 
@@ -35,20 +34,17 @@ def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str
                                             float(test_fraction))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    list_tasks.clear()
     return evaluation.task_dict(task), created
 
 
-@st.cache_data(ttl=30, hash_funcs=_BY_DATABASE, show_spinner=False)
 def list_tasks(sessions: sessionmaker[Session]) -> list[dict]:
-    """All tasks, newest first."""
+    """All tasks, newest first; read fresh (one small query), like the corpora."""
     with sessions.begin() as session:
         return [evaluation.task_dict(t) for t in store.list_tasks(session)]
 
 
 def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:
     evaluation.delete_task(sessions, task_id)
-    list_tasks.clear()
 
 
 def label_table(task: dict) -> list[dict]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import ConfigError, ModelError
+from core.formatting import count, human_bytes
 from core.models import BUNDLED
 
 CARD_FILE = "README.md"
@@ -67,10 +68,6 @@ def _int(value) -> str:
 def _score(value) -> str:
     """4 significant digits."""
     return f"{float(value):.4g}"
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:,.1f} MB"
 
 
 def _number(value) -> str:
@@ -197,7 +194,7 @@ def _summary(info: dict) -> list[str]:
     if _present(corpus.get("name")):
         text += f" on the corpus `{corpus['name']}`"
         if _present(corpus.get("documents")):
-            text += f" ({_int(corpus['documents'])} documents)"
+            text += f" ({count(int(corpus['documents']), 'document')})"
     return [text + ". It was made with adapt-distill, an implementation of Adapt-and-Distill "
                    "([Yao et al. 2021](https://arxiv.org/abs/2106.13474))."]
 
@@ -216,7 +213,7 @@ def _details(info: dict) -> list[str]:
                    ("Strategy", "strategy", str), ("Created", "created", str)], info)
     rows += _pairs([("Layers", "layers", _int), ("Hidden size", "hidden", _int), ("Attention heads", "heads", _int),
                     ("Intermediate size", "intermediate", _int), ("Vocabulary size", "vocab_size", _int),
-                    ("Parameters", "parameters", _int), ("Size on disk", "size_bytes", _megabytes)],
+                    ("Parameters", "parameters", _int), ("Size on disk", "size_bytes", human_bytes)],
                    # without a shape, the intrinsic measures still know the size
                    {**_sizes(info.get("intrinsic") or {}), **(info.get("shape") or {})})
     return _table(["property", "value"], rows)
@@ -239,7 +236,7 @@ def _vocabulary(info: dict) -> list[str]:
 
 def _training_data(info: dict) -> list[str]:
     rows = _pairs([("Corpus", "name", lambda v: f"`{v}`"), ("Documents", "documents", _int),
-                   ("Size", "bytes", _megabytes), ("SHA-256", "sha256", lambda v: f"`{v}`")], info.get("corpus") or {})
+                   ("Size", "bytes", human_bytes), ("SHA-256", "sha256", lambda v: f"`{v}`")], info.get("corpus") or {})
     return _table(["property", "value"], rows)
 
 

@@ -1,13 +1,22 @@
-"""How numbers are shown to people, the same in the dashboard and the command line."""
+"""How numbers are shown to people, the same in the dashboard and the command line.
+
+Sizes are in decimal units, 1 kB = 1,000 B and 1 MB = 1,000,000 B, everywhere: messages, metrics
+and model cards through human_bytes, tables through Streamlit's NumberColumn(format="bytes"), which
+uses the same units and keeps the column a number that sorts. Counts in messages have thousands
+separators and a noun that agrees with them: count(25733, "new token") is '25,733 new tokens'."""
+
+SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
 
 
 def human_bytes(size: int) -> str:
+    """'512 B', '1.5 kB', '90.9 MB', '1,200.0 TB': decimal units, one decimal above bytes."""
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            break
-        value /= 1024
-    return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+    if abs(value) < 1000:
+        return f"{value:,.0f} B"
+    for unit in SIZE_UNITS[1:]:
+        value /= 1000
+        if abs(round(value, 1)) < 1000 or unit == SIZE_UNITS[-1]:
+            return f"{value:,.1f} {unit}"
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

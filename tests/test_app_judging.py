@@ -1,14 +1,18 @@
 """The Tasks, Experiment and Models pages (and the demo button) through Streamlit's AppTest, with a
-real SQLite store, a real Redis and a tiny experiment run for real in this process. Nothing is
-mocked."""
+real SQLite store, a real Redis and a tiny experiment run for real in this process, and how every
+page shows what it shows: blank cells, whole dates, counts, labels that fit. Nothing is mocked."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 
+import pandas as pd
 import pytest
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Column, Metric, PageLink
 
 from conftest import tiny_experiment, write_corpus, write_task_csv
 from db import store
@@ -146,10 +150,7 @@ def test_experiment_launch_checks_and_queues(sessions, redis, tmp_path):
     assert any("An experiment needs a corpus and a labelled task" in i for i in texts(at.info))
     service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
     evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv"), "classification")
-    from app import data, tasks_data
 
-    data.clear_caches()  # the lists the first visit cached (for 30 s) were empty
-    tasks_data.list_tasks.clear()
     at = open_page("experiments")
     assert at.selectbox(key="experiments_teacher").value == "bundled"
     at.selectbox(key="experiments_student").set_value("L6-H384").run()  # the bundled teacher's own shape
@@ -159,6 +160,7 @@ def test_experiment_launch_checks_and_queues(sessions, redis, tmp_path):
         assert store.list_runs(session, RunKind.experiment) == []
     at.selectbox(key="experiments_student").set_value("auto").run()
     at.number_input(key="experiments_seeds").set_value(1).run()
+    assert any("a student per strategy) × 1 seed on task" in c for c in texts(at.caption)), texts(at.caption)
     at.button(key="experiments_launch").click().run()
     assert not at.error, texts(at.error)
     with sessions.begin() as session:
@@ -180,3 +182,92 @@ def test_the_demo_button_builds_the_sample_and_queues_an_experiment(sessions, re
         experiment = store.list_runs(session, RunKind.experiment)[0]
     assert corpora[0].name.startswith("demo") and tasks[0].type == "classification" and len(tasks[0].labels) == 4
     assert experiment.params["teacher"] == "bundled" and len(experiment.params["members"]) == 6
+
+
+def tree(node, parent=None):
+    """(element or block, the block holding it) for everything under node."""
+    for child in getattr(node, "children", {}).values():
+        yield child, node
+        yield from tree(child, child)
+
+
+def test_every_page_leaves_missing_values_blank_and_shows_whole_dates(sessions, finished_experiment):
+    vocabulary = open_page("vocabulary")
+    assert pd.isna(frame(vocabulary, "gain")["gain"].iloc[0]), "the base vocabulary gains nothing"
+    for page in ("corpora", "vocabulary", "tasks", "experiments", "models"):
+        at = open_page(page)
+        for table in at.dataframe:
+            columns = list(table.value.columns)
+            assert table.proto.HasField("placeholder") and table.proto.placeholder == "", f"{page} {columns}: 'None'"
+            config = json.loads(table.proto.columns)
+            if "created" in columns:
+                assert config["created"]["type_config"] == {"type": "datetime", "format": "YYYY-MM-DD HH:mm"}
+                assert config["created"]["width"] >= 150, f"{page}: the date is cut"
+            sizes = [c for name, c in config.items() if "size" in (name, c.get("label"))]
+            assert all(c["type_config"]["format"] == "bytes" for c in sizes), f"{page}: {sizes}"
+
+    corpora = open_page("corpora")
+    corpora.button(key="corpora_delete").click().run()
+    assert any("its stored text and its 1 vocabulary analysis?" in w for w in texts(corpora.warning))
+
+
+def test_overview_counts_and_link_labels_are_as_wide_as_they_are(sessions):
+    at = AppTest.from_file(str(MAIN), default_timeout=120).run()
+    assert not at.exception, at.exception
+    held = [(e, block) for e, block in tree(at.main) if isinstance(e, (Metric, PageLink))]
+    assert len(held) == 6 + 7
+    for element, block in held:
+        flex = block.proto.flex_container
+        assert not isinstance(block, Column) and flex.direction == flex.HORIZONTAL and flex.wrap, element
+
+
+def test_the_adaptation_form_has_no_empty_column(sessions, tmp_path):
+    service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
+    at = open_page("train")
+    at.selectbox(key="train_mode").set_value("adaptation").run()
+    assert not at.exception, at.exception
+    blocks = [list(getattr(block, "children", {}).values()) for block, _ in tree(at.main)]
+    rows = [[[getattr(w, "label", None) for w in c.children.values()] for c in columns]
+            for columns in blocks if columns and all(isinstance(c, Column) for c in columns)]
+    (row,) = [r for r in rows if ["Adaptation steps"] in r]
+    assert row == [["Adaptation steps"], ["Adaptation lr"], ["Batch size"], ["Sequence length"]]
+
+
+def _fraction(axis, value: float) -> float:
+    """Where a value sits on an axis, as a fraction of the plot's height."""
+    low, high = axis.range
+    return ((math.log10(value) if axis.type == "log" else value) - low) / (high - low)
+
+
+@pytest.mark.parametrize("gains, threshold", [([0.30, 0.05, 0.008, 0.004], 0.01), ([0.4, 0.35, 0.3, 0.25], 0.05)])
+def test_the_curve_chart_keeps_the_gain_labels_off_the_curve(gains, threshold):
+    from app.charts import curve_figure
+    from test_app import _points
+
+    fig = curve_figure(_points(gains), threshold, 1150)
+    (bars,) = [t for t in fig.data if t.type == "bar"]
+    (curve,) = [t for t in fig.data if t.name == "P(D)"]
+    assert (fig.layout.yaxis.type == "log") == (threshold == 0.01), "both kinds of gain axis"
+    tallest = max(_fraction(fig.layout.yaxis, y) for y in bars.y)
+    lowest, highest = (f(_fraction(fig.layout.yaxis2, y) for y in curve.y) for f in (min, max))
+    assert tallest + 0.1 < lowest, "a label above the tallest bar stays under the lowest P(D) marker"
+    assert highest < 0.9, "room above the highest marker for the pick's label"
+    lines = [s for s in fig.layout.shapes if s.type == "line" and s.yref == "y domain"]
+    assert len(lines) == 2 and all(s.y0 > tallest + 0.05 for s in lines), "the pick and chosen lines miss the labels"
+    assert all(tallest + 0.05 < _fraction(fig.layout.yaxis2, t) for t in fig.layout.yaxis2.tickvals)
+
+
+def test_the_score_chart_keeps_labels_inside_and_apart():
+    from app.charts import tradeoff_figure
+
+    rows = [{"label": "adapt-and-distill", "score": 0.80, "score_std": 0.01, "latency_ms_p50": 120, "parameters": 22},
+            {"label": "adapt-then-distill", "score": 0.801, "score_std": 0.01, "latency_ms_p50": 125, "parameters": 22},
+            {"label": "base teacher", "score": 0.85, "score_std": 0.02, "latency_ms_p50": 490, "parameters": 110}]
+    fig = tradeoff_figure(rows, "f1")
+    (points,) = [t for t in fig.data if t.name == "models"]
+    assert list(points.textposition) == ["top center", "bottom center", "top center"], "close labels above and below"
+    assert points.cliponaxis is False
+    low, high = fig.layout.xaxis.range
+    assert low < math.log10(120) - 0.05 and high > math.log10(490) + 0.05, "room for a label at either end"
+    for score in (0.80, 0.85):
+        assert 0.15 < _fraction(fig.layout.yaxis, score) < 0.85, "room for a label above and below"

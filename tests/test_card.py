@@ -163,3 +163,12 @@ def test_library_versions():
     assert set(versions) == {"adapt-distill", "torch", "transformers", "tokenizers"}
     assert all(isinstance(v, str) and v for v in versions.values())
     assert versions["torch"] == torch.__version__
+
+
+def test_sizes_and_counts_read_as_in_the_dashboard():
+    text = model_card({"name": "small", "kind": "expanded", "base_model": "bundled",
+                       "corpus": {"name": "notes", "documents": 1, "bytes": 2_500},
+                       "shape": {"parameters": 1_234, "size_bytes": 750}})
+    assert "on the corpus `notes` (1 document)" in text
+    assert "| Size | 2.5 kB |" in text and "| Size on disk | 750 B |" in text
+    assert "(4,321 documents)" in model_card({"name": "big", "corpus": {"name": "notes", "documents": 4_321}})

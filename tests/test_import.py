@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import stop_process, write_corpus, wait_for_run
 from core.errors import ConfigError, CorpusError
+from core.formatting import human_bytes
 from core.imports import list_importable, resolve_import
 from db import store
 from db.models import RunKind, RunStatus
@@ -208,7 +209,7 @@ def test_a_file_of_the_import_folder_is_imported_by_a_worker_from_the_corpora_pa
     assert "No corpus yet: upload one above." in texts(at.info)
     picker = at.selectbox(key="corpora_import_file")
     assert picker.options == [f"big/tiny.txt · {(import_dir / 'big' / 'tiny.txt').stat().st_size} B",
-                              f"pubmed.txt · {source.stat().st_size / 1024:,.1f} KB"]
+                              f"pubmed.txt · {human_bytes(source.stat().st_size)}"]
     picker.set_value("pubmed.txt")
     at.text_input(key="corpora_import_name").input("PubMed sample")
     at.button(key="corpora_import").click().run()

@@ -12,6 +12,8 @@ from db.models import RunKind
 
 FLASH, IMPORT_FLASH = "corpora_flash", "corpora_import_flash"
 AUTO = "from the file name"
+# Wide enough for the whole "2026-11-29 21:01".
+CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
 ACTIVE = ("queued", "running")
 
 sm = sessions()
@@ -100,8 +102,7 @@ def live_imports() -> None:
 imports = data.list_imports(sm)
 active = {r["run_id"] for r in imports if r["status"] in ACTIVE}
 ended = st.session_state.get("corpora_imports_active", set()) - active
-if ended:  # an import followed here has finished: its corpus is new to the cached list
-    data.clear_caches()
+if ended:  # an import followed here has finished: its corpus is the one to show
     made = [r["corpus_id"] for r in imports if r["run_id"] in ended and r["status"] == "succeeded" and r["corpus"]]
     if made:
         st.session_state.corpora_selected = made[0]
@@ -157,7 +158,7 @@ if not corpora:
 st.dataframe(
     [{k: c[k] for k in ("id", "name", "documents", "bytes", "words", "distinct_words", "duplicates",
                         "mean_length", "format", "created")} for c in corpora],
-    hide_index=True, width="stretch", key="corpora_table",
+    hide_index=True, width="stretch", placeholder="", key="corpora_table",
     column_config={
         "id": st.column_config.NumberColumn("id", format="%d", width="small"),
         "name": st.column_config.TextColumn("name", width="medium"),
@@ -167,6 +168,7 @@ st.dataframe(
         "distinct_words": st.column_config.NumberColumn("distinct words", format="localized"),
         "duplicates": st.column_config.NumberColumn("duplicate docs", format="localized"),
         "mean_length": st.column_config.NumberColumn("mean length (chars)", format="%.1f"),
+        "created": CREATED,
     },
 )
 
@@ -183,9 +185,9 @@ preview_tab, tokens_tab, delete_tab = st.tabs([":material/visibility: Preview", 
 with preview_tab:
     with ui.reported():
         lines = data.corpus_preview(sm, corpus["id"])
-        st.caption(f"The first {len(lines)} of {count(corpus['documents'], 'document')} as stored "
+        st.caption(f"The first {len(lines):,} of {count(corpus['documents'], 'document')} as stored "
                    f"(whitespace collapsed), from {corpus['source_name']}.")
-        st.dataframe({"document": lines}, width="stretch", key="corpora_preview")
+        st.dataframe({"document": lines}, width="stretch", placeholder="", key="corpora_preview")
 
 with tokens_tab:
     streams = data.token_caches(sm, corpus["id"])
@@ -196,7 +198,7 @@ with tokens_tab:
         st.caption(f"{count(len(streams), 'token stream')}, {ui.human_bytes(sum(c['bytes'] for c in streams))} "
                    f"in the data folder's token cache; runs read them memory-mapped instead of tokenizing again.")
         st.dataframe([{"tokenizer": c["tokenizer"], "tokens": c["tokens"], "ids": c["dtype"], "size": c["bytes"]}
-                      for c in streams], hide_index=True, key="corpora_tokens",
+                      for c in streams], hide_index=True, placeholder="", key="corpora_tokens",
                      column_config={"tokens": st.column_config.NumberColumn(format="localized"),
                                     "size": st.column_config.NumberColumn(format="bytes")})
         if st.button("Drop the token streams", key="corpora_drop_tokens", icon=":material/delete_sweep:",
@@ -215,8 +217,9 @@ with delete_tab:
             st.rerun()
     else:
         analyses = data.count_analyses(sm, corpus["id"])
-        st.warning(f"Delete corpus {corpus['id']} '{corpus['name']}', its stored text and its {analyses} "
-                   f"vocabulary analyses? Expanded models already written stay on disk. This cannot be undone.")
+        st.warning(f"Delete corpus {corpus['id']} '{corpus['name']}', its stored text and its "
+                   f"{count(analyses, 'vocabulary analysis', 'vocabulary analyses')}? Expanded models already "
+                   f"written stay on disk. This cannot be undone.")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", key="corpora_delete_yes", type="primary"):
             with ui.reported():

@@ -8,6 +8,7 @@ import streamlit as st
 from app import charts, connections, data, experiments_data, tasks_data, ui
 from app.connections import sessions
 from core.configs import STRATEGIES
+from core.formatting import count
 
 FLASH = "experiments_flash"
 ACTIVE = ("queued", "running")
@@ -57,9 +58,9 @@ def launch_form() -> None:
                                   help="Early stopping on dev usually ends a seed sooner.")
     name = cols[3].text_input("Name", key="experiments_name", placeholder="optional")
     general = bool({"distill-then-adapt", "adapt-and-distill"} & set(strategies))
-    st.caption(f"Fine-tunes {2 + general + len(strategies)} models (the base and the adapted teacher, "
-               + ("the general student, " if general else "") + f"a student per strategy) × {seeds} seeds on task "
-               f"{task_id}, then benchmarks them together.")
+    st.caption(f"Fine-tunes {count(2 + general + len(strategies), 'model')} (the base and the adapted teacher, "
+               + ("the general student, " if general else "") + f"a student per strategy) × "
+               f"{count(int(seeds), 'seed')} on task {task_id}, then benchmarks them together.")
     if st.button("Launch experiment", key="experiments_launch", type="primary", icon=":material/science:",
                  disabled=not strategies):
         with ui.reported():

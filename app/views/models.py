@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import charts, connections, data, models_data, tasks_data, ui
 from app.connections import sessions
+from core.formatting import count
 
 FLASH = "models_flash"
 NO_TASK = -1
@@ -144,7 +145,7 @@ with evaluate_tab:
                 run_id = models_data.start_evaluation(sm, connections.redis(), target, eval_task,
                                                       {"seeds": int(seeds), "epochs": int(epochs)})
                 ui.flash(FLASH, "success", f"Evaluation queued as run {run_id}: fine-tuning {label(target)} on task "
-                                           f"{eval_task} with {seeds} seed{'s' if seeds != 1 else ''}.")
+                                           f"{eval_task} with {count(int(seeds), 'seed')}.")
                 st.rerun()
 
 with bench_tab:
@@ -157,5 +158,6 @@ with bench_tab:
     if st.button("Benchmark", key="models_bench_launch", icon=":material/speed:", disabled=not chosen_specs):
         with ui.reported():
             run_id = models_data.start_benchmark(sm, connections.redis(), chosen_specs, corpus)
-            ui.flash(FLASH, "success", f"Benchmark queued as run {run_id}: {len(chosen_specs)} models side by side.")
+            ui.flash(FLASH, "success", f"Benchmark queued as run {run_id}: "
+                                       f"{count(len(chosen_specs), 'model')} side by side.")
             st.rerun()

@@ -128,7 +128,7 @@ def results(view: dict) -> None:
         evaluation_results(result)
         return
     if view["kind"] == "benchmark":
-        st.dataframe(result["models"], hide_index=True, width="stretch", key="runs_bench")
+        st.dataframe(result["models"], hide_index=True, width="stretch", key="runs_bench", placeholder="")
         return
     cols = st.columns(4)
 

@@ -7,6 +7,9 @@ from app import tasks_data, ui
 from app.connections import sessions
 
 FLASH = "tasks_flash"
+# Wide enough for the whole "2026-11-29 21:01".
+CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
+SPLIT_COUNTS = {split: st.column_config.NumberColumn(format="localized") for split in ("train", "dev", "test")}
 TYPES = {"classification": "Sequence classification: CSV, TSV or JSONL with text, label (and text_pair)",
          "ner": "Token classification (NER): CoNLL, a token and its tag per line, a blank line between sentences"}
 
@@ -71,10 +74,11 @@ if not tasks:
     st.stop()
 st.dataframe([{"id": t["task_id"], "name": t["name"], "type": t["type"],
                "labels": len(t["labels"]) if t["type"] == "classification" else len(t["label_counts"]["train"]),
-               **t["sizes"], "created": (t["created"] or "")[:16].replace("T", " ")} for t in tasks],
+               **t["sizes"], "created": (t["created"] or "")[:16].replace("T", " ") or None} for t in tasks],
              hide_index=True, width="stretch", placeholder="", key="tasks_table",
              column_config={"id": st.column_config.NumberColumn(format="%d", width="small"),
-                            "labels": st.column_config.NumberColumn("labels / entity types", format="%d")})
+                            "labels": st.column_config.NumberColumn("labels / entity types", format="%d"),
+                            **SPLIT_COUNTS, "created": CREATED})
 
 by_id = {t["task_id"]: t for t in tasks}
 if st.session_state.get("tasks_selected") not in by_id:
@@ -83,7 +87,8 @@ chosen = st.selectbox("Task", list(by_id), key="tasks_selected", format_func=lam
 task = by_id[chosen]
 st.caption(" · ".join(f"{split}: {how}" for split, how in task["origin"].items()))
 st.markdown("**Entities per type**" if task["type"] == "ner" else "**Examples per label**")
-st.dataframe(tasks_data.label_table(task), hide_index=True, width="stretch", placeholder="", key="tasks_labels")
+st.dataframe(tasks_data.label_table(task), hide_index=True, width="stretch", placeholder="", key="tasks_labels",
+             column_config=SPLIT_COUNTS)
 if st.button(f"Delete task {chosen}", key="tasks_delete", icon=":material/delete:",
              help="Deletes the stored task files and the evaluations on it."):
     with ui.reported():

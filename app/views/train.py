@@ -123,27 +123,30 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
 def optimisation_section(stages: set[str]) -> dict:
     defaults = data.TRAIN_DEFAULTS
     st.subheader("Steps and optimisation", anchor=False)
-    cols = st.columns(6)
+    trained = [stage for stage in ("adaptation", "distillation") if stage in stages]
+    cols = st.columns(2 * len(trained) + 2)  # steps and lr of each stage the mode runs, no empty column
+    steps_col = {stage: cols[i] for i, stage in enumerate(trained)}
+    lr_col = {stage: cols[len(trained) + i] for i, stage in enumerate(trained)}
     choices = {}
     if "adaptation" in stages:
-        choices["adapt_steps"] = cols[0].number_input("Adaptation steps", 1, 10_000_000, defaults["adapt_steps"],
-                                                      step=100, key="train_adapt_steps",
-                                                      help="Optimizer steps of each adaptation run.")
-        choices["adapt_lr"] = cols[2].number_input("Adaptation lr", 1e-7, 1.0, defaults["adapt_lr"], step=1e-5,
-                                                   format="%.1e", key="train_adapt_lr",
-                                                   help=f"Peak learning rate of adaptation (default {defaults['adapt_lr']:.0e}).")
+        choices["adapt_steps"] = steps_col["adaptation"].number_input(
+            "Adaptation steps", 1, 10_000_000, defaults["adapt_steps"], step=100, key="train_adapt_steps",
+            help="Optimizer steps of each adaptation run.")
+        choices["adapt_lr"] = lr_col["adaptation"].number_input(
+            "Adaptation lr", 1e-7, 1.0, defaults["adapt_lr"], step=1e-5, format="%.1e", key="train_adapt_lr",
+            help=f"Peak learning rate of adaptation (default {defaults['adapt_lr']:.0e}).")
     if "distillation" in stages:
-        choices["distill_steps"] = cols[1].number_input("Distillation steps", 1, 10_000_000,
-                                                        defaults["distill_steps"], step=100, key="train_distill_steps",
-                                                        help="Optimizer steps of the distillation run.")
-        choices["distill_lr"] = cols[3].number_input("Distillation lr", 1e-7, 1.0, defaults["distill_lr"],
-                                                     step=1e-4, format="%.1e", key="train_distill_lr",
-                                                     help=f"Peak learning rate of distillation (default {defaults['distill_lr']:.0e}).")
-    choices["batch_size"] = cols[4].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
-                                                 help="Blocks per micro-batch.")
-    choices["seq_len"] = cols[5].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
-                                              key="train_seq_len", help="Tokens per packed block, [CLS] and [SEP] "
-                                                                        "included.")
+        choices["distill_steps"] = steps_col["distillation"].number_input(
+            "Distillation steps", 1, 10_000_000, defaults["distill_steps"], step=100, key="train_distill_steps",
+            help="Optimizer steps of the distillation run.")
+        choices["distill_lr"] = lr_col["distillation"].number_input(
+            "Distillation lr", 1e-7, 1.0, defaults["distill_lr"], step=1e-4, format="%.1e", key="train_distill_lr",
+            help=f"Peak learning rate of distillation (default {defaults['distill_lr']:.0e}).")
+    choices["batch_size"] = cols[-2].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
+                                                  help="Blocks per micro-batch.")
+    choices["seq_len"] = cols[-1].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
+                                               key="train_seq_len", help="Tokens per packed block, [CLS] and [SEP] "
+                                                                         "included.")
     with st.expander("Advanced", icon=":material/tune:"):
         cols = st.columns(4)
         choices["device"] = cols[0].text_input("Device", defaults["device"], key="train_device",

@@ -93,7 +93,7 @@ def curve_section(points: list[dict], picked: dict, threshold: float, chosen: in
           "gain": p["relative_gain"], "tokens/word": p["tokens_per_word"], "split share": p["split_word_share"],
           "embedding params": p["embedding_params"], "pick": "★" if p["vocab_size"] == picked["vocab_size"] else ""}
          for p in points],
-        hide_index=True, width="stretch", key="vocab_points",
+        hide_index=True, width="stretch", placeholder="", key="vocab_points",
         column_config={
             "vocab size": st.column_config.NumberColumn(format="localized"),
             "added": st.column_config.NumberColumn(format="localized"),
@@ -130,10 +130,10 @@ def compare_section(view: dict, corpus_id: int, available: int) -> int:
         change = f" ({(len(after) - len(before)) / len(before):+.0%})" if before else ""
         base_col, expanded_col = st.columns(2)
         with base_col:
-            st.markdown(f"**Base** ({base:,} tokens): **{len(before)}** tokens")
+            st.markdown(f"**Base** ({base:,} tokens): **{len(before):,}** tokens")
             st.markdown(tokenization.chips_html(before, base, unk), unsafe_allow_html=True)
         with expanded_col:
-            st.markdown(f"**Expanded** ({size:,} tokens): **{len(after)}** tokens{change}, "
+            st.markdown(f"**Expanded** ({size:,} tokens): **{len(after):,}** tokens{change}, "
                         f":orange-background[new tokens] highlighted")
             st.markdown(tokenization.chips_html(after, base, unk), unsafe_allow_html=True)
     return size
