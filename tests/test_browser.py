@@ -190,15 +190,7 @@ def locked_dashboard(home):
     """The dashboard alone, with a password: ADAPT_DISTILL_PASSWORD_HASH in its environment."""
     from core.access import PASSWORD_ENV, hash_password
 
-    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           PASSWORD_ENV: hash_password(PASSWORD, n=16)}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    app, url = start_dashboard(env)
-    try:
-        yield url
-    finally:
-        print("--- dashboard log ---\n" + stop_process(app)[-4000:])
+    yield from lone_dashboard(home, **{PASSWORD_ENV: hash_password(PASSWORD, n=16)})
 
 
 @pytest.mark.tried('a real browser logs in, reloads, logs out')
@@ -235,3 +227,157 @@ def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
     expect(page.get_by_label("Password", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Vocabulary")).to_have_count(0)
     assert not [c for c in page.context.cookies() if c["name"] == "adapt_distill_session"]
+
+
+@pytest.fixture
+def open_dashboard(home):
+    """The dashboard alone, with no login and no Redis."""
+    yield from lone_dashboard(home)
+
+
+def lone_dashboard(home: Path, **extra: str):
+    """A dashboard on the data folder `home` with no Redis and `extra` environment; yields its url."""
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1", **extra}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    app, url = start_dashboard(env)
+    try:
+        yield url
+    finally:
+        print("--- dashboard log ---\n" + stop_process(app)[-4000:])
+
+
+LINKS = ("Corpora: upload, inspect, delete", "Vocabulary: curve, pick, expand", "Train: adapt and distil",
+         "Runs: watch, cancel, resume", "Tasks: labelled data to judge on", "Experiment: the paper's table",
+         "Models: scores, size, speed")
+
+
+def test_the_overview_opens_at_overview_and_at_the_root_with_whole_link_labels(page, open_dashboard):
+    from playwright.sync_api import expect
+
+    for path in ("/overview", "/"):
+        page.goto(f"{open_dashboard}{path}")
+        expect(page.get_by_role("heading", name="adapt-distill", exact=True)).to_be_visible(timeout=60_000)
+        expect(page).to_have_url(f"{open_dashboard}/")
+        page.wait_for_timeout(1000)  # a "Page not found" dialog comes with the page's first run
+        expect(page.get_by_text("Page not found")).to_have_count(0)
+        for label in LINKS + ("Vocabulary analyses",):
+            text = page.get_by_text(label, exact=True)
+            expect(text).to_be_visible()
+            assert text.evaluate("e => e.scrollWidth <= e.clientWidth"), f"'{label}' is cut"
+
+
+# --- the Runs page: one status for a run, whatever moment it is looked at --------------------------
+
+SNAPSHOT = """() => {
+  const header = [...document.querySelectorAll('[data-testid=stMarkdownContainer]')]
+    .find(e => e.innerText.includes(' · created '));
+  const bar = document.querySelector('[data-testid=stProgress]');
+  const rows = [...document.querySelectorAll('[data-testid=stDataFrame] table tbody tr')]
+    .map(r => [...r.querySelectorAll('td')].map(td => td.innerText.trim()));
+  return {header: header ? header.innerText.trim() : null, bar: bar ? bar.innerText.trim() : null, rows};
+}"""
+
+
+def settled(page, run_id: int, timeout: float = 30) -> dict:
+    """What the page shows of run `run_id` once two reads 0.4 s apart agree (a rerun streams its
+    elements one after another; a stale line stays): {status in the header, in the table, the bar}."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        shot = page.evaluate(SNAPSHOT)
+        if shot == last and shot["header"] and shot["rows"]:
+            row = next(r for r in shot["rows"] if r[0] == str(run_id))
+            return {"header": shot["header"], "badge": shot["header"].split()[0], "table": row[2], "stage": row[3],
+                    "bar": shot["bar"]}
+        last = shot
+        page.wait_for_timeout(400)
+    raise AssertionError(f"the Runs page did not settle within {timeout:.0f} s: {last}")
+
+
+def agree(view: dict, status: str, run_id: int) -> None:
+    assert view["badge"] == view["table"] == status, view
+    assert f"{status} {status}" not in view["header"] and view["stage"] != status, view  # no word twice
+    if status in ("queued", "running"):
+        assert view["bar"] and view["bar"].startswith(f"Run {run_id} · {status}"), view
+    else:
+        assert view["bar"] is None, view
+
+
+def test_the_runs_page_shows_one_status_across_cancel_and_resume(page, dashboard, sessions, home, tmp_path):
+    from conftest import build_tiny_bert, write_corpus
+    from worker import service, training
+    from worker.queues import connect
+    from worker.submit import submit_runs
+
+    teacher = build_tiny_bert(home / "models" / "teacher")
+    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
+    run = training.create_adaptation(sessions, corpus.id, str(teacher), {
+        "steps": 200_000, "batch_size": 4, "seq_len": 32, "eval_every": 100_000, "checkpoint_every": 100_000,
+        "device": "cpu", "head_warmup": 0})
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    trainer = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # training's queue
+    try:
+        submit_runs(sessions, connect(), [run])
+        watch_cancel_and_resume(page, dashboard, run.id)
+    finally:
+        print("--- training worker log ---\n" + stop_process(trainer)[-4000:])
+
+
+def watch_cancel_and_resume(page, dashboard: str, run_id: int) -> None:
+    """Running, cancelled, queued again, running again, cancelled: at each moment the header's badge,
+    the table's row and the progress bar say the same."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{dashboard}/runs?run={run_id}")
+    expect(page.get_by_text(f"Run {run_id} · running: training", exact=False)).to_be_visible(timeout=120_000)
+    for _ in range(3):  # while it runs, refreshed every 2 s: the header, table and bar move together
+        agree(settled(page, run_id), "running", run_id)
+        page.wait_for_timeout(1500)
+
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text(f"Run {run_id} cancelled.", exact=False)).to_be_visible(timeout=60_000)
+    agree(settled(page, run_id), "cancelled", run_id)
+
+    page.get_by_role("button", name="Resume").click()
+    expect(page.get_by_text(f"Run {run_id} queued to resume", exact=False)).to_be_visible(timeout=60_000)
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "running" not in seen:
+        view = settled(page, run_id)
+        status = view["badge"]
+        assert status in ("queued", "running"), view
+        agree(view, status, run_id)
+        assert view["header"].endswith("attempt 2"), view
+        seen.append(status)
+        page.wait_for_timeout(500)
+    assert seen[-1] == "running", seen  # picked up again, and the page followed without a reload
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text(f"Run {run_id} cancelled.", exact=False)).to_be_visible(timeout=60_000)
+    agree(settled(page, run_id), "cancelled", run_id)
+
+
+def test_the_train_page_proposes_the_last_expansion(page, dashboard, sessions, home, tmp_path):
+    from playwright.sync_api import expect
+
+    from conftest import build_tiny_bert, write_corpus
+    from db import store
+    from db.models import RunKind, RunStatus
+    from worker import service
+
+    service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=50))
+    made = []
+    for size in (94, 96):
+        folder = build_tiny_bert(home / "models" / f"expanded-{size}")
+        with sessions.begin() as session:
+            run = store.create_run(session, RunKind.expansion, {"analysis_id": 1, "vocab_size": size})
+            run.output_dir = str(folder)
+            store.finish_run(session, run, RunStatus.succeeded)
+            made.append(run.id)
+    page.goto(f"{dashboard}/train")
+    expect(page.get_by_role("heading", name="Train", exact=True)).to_be_visible()
+    teacher = page.get_by_role("combobox", name="Teacher", exact=False).first
+    expect(teacher).to_have_value(re.compile(rf"^run:{made[-1]} · expanded"))  # the newest expansion, not bundled
+    page.goto(f"{dashboard}/train?teacher=run:{made[0]}")  # "Train with this model" of an older one
+    expect(teacher).to_have_value(re.compile(rf"^run:{made[0]} · expanded"))
