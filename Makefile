@@ -53,3 +53,9 @@ $(CORPUS): | setup
 clean:
 	rm -rf build dist *.egg-info .pytest_cache bench/data
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# docs/screenshots/: every dashboard page at each of its states (a fresh data folder, tiny models, a real
+# worker and Chromium; a few minutes on a CPU). SCREENSHOTS_ARGS="--only runs --keep-home", say.
+.PHONY: screenshots
+screenshots: setup chromium
+	$(BIN)/python scripts/screenshots.py $(SCREENSHOTS_ARGS)
