@@ -224,7 +224,7 @@ def actions(view: dict) -> None:
             st.rerun()
 
 
-def choose(runs: list[dict]) -> int | None:
+def choose() -> int | None:
     """The run to show: ?run=ID from a link or a typed address, else the last choice, else the newest."""
     wanted = st.query_params.get("run")
     if wanted and wanted != st.session_state.get("runs_query_seen"):
@@ -249,7 +249,7 @@ def header(view: dict) -> None:
 
 def page() -> bool:
     """The whole page from one read of the store; whether a run is still queued or running."""
-    snapshot = data.runs_page(sm, LIMIT, choose([]))
+    snapshot = data.runs_page(sm, LIMIT, choose())
     runs, view = snapshot["runs"], snapshot["view"]
     if not runs:
         st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
