@@ -172,9 +172,7 @@ def _init_new_rows(model, base_size: int, split: list[list[int]], head_fresh: bo
     old_head_bias = head.bias.detach().clone() if head is not None and head.bias is not None else None
     model.resize_token_embeddings(base_size + len(split), mean_resizing=False)
     untie_head_bias(model)
-    index = torch.zeros(len(split), base_size)
-    for row, pieces in enumerate(split):
-        index[row, pieces] += 1.0 / len(pieces)  # a piece may repeat; += keeps the mean exact
+    index = mean_matrix(split, base_size)
     with torch.no_grad():
         embeddings = model.get_input_embeddings().weight
         embeddings[base_size:] = (index.to(old_in.dtype) @ old_in).to(embeddings.dtype)
@@ -188,6 +186,18 @@ def _init_new_rows(model, base_size: int, split: list[list[int]], head_fresh: bo
             # untied: `cls.predictions.bias` is a parameter of its own again; keep it as the source had it
             head.bias[:base_size] = old_head_bias
             head.bias[base_size:] = index.to(old_head_bias.dtype) @ old_head_bias
+
+
+def mean_matrix(split: list[list[int]], base_size: int):
+    """(len(split), base_size) weights whose product with a base matrix gives each row the mean
+    of its pieces' rows. A piece that repeats ("interleukin": ##e twice) counts each time: the
+    weights are accumulated, as advanced-index `+=` (which keeps one write per index) would not."""
+    import torch
+
+    rows = torch.tensor([row for row, pieces in enumerate(split) for _ in pieces], dtype=torch.long)
+    cols = torch.tensor([piece for pieces in split for piece in pieces], dtype=torch.long)
+    weights = torch.tensor([1.0 / len(pieces) for pieces in split for _ in pieces])
+    return torch.zeros(len(split), base_size).index_put_((rows, cols), weights, accumulate=True)
 
 
 def check_expanded(source, expanded, base_size: int) -> None:

@@ -56,6 +56,30 @@ def test_continuation_token_is_averaged_from_continuation_pieces(tiny_bert, tmp_
     assert torch.allclose(row, base_model.get_input_embeddings().weight[ids].mean(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_a_token_whose_pieces_repeat_gets_their_mean_counting_each_repeat(tmp_path, tied):
+    # "abab" splits into a, ##b, ##a, ##b: ##b twice. The mean counts it twice (1/4 each); advanced-index
+    # `+=` kept one of the two writes, so the row was (a + ##a + ##b) / 4.
+    from conftest import build_tiny_bert
+
+    base = build_tiny_bert(tmp_path / "base", tied=tied)
+    base_tok, base_model = load_tokenizer(base), load_mlm(base)[0]
+    pieces = base_tok.tokenize("abab")
+    assert pieces == ["a", "##b", "##a", "##b"]
+    ids = base_tok.convert_tokens_to_ids(pieces)
+    expand_model(base, ["abab"], tmp_path / "m")
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "m")
+    row = len(base_tok)
+    want = {
+        "input embeddings": (model.get_input_embeddings().weight, base_model.get_input_embeddings().weight),
+        "output embeddings": (model.get_output_embeddings().weight, base_model.get_output_embeddings().weight),
+        "decoder bias": (model.get_output_embeddings().bias, base_model.get_output_embeddings().bias),
+        "head bias": (model.cls.predictions.bias, base_model.cls.predictions.bias),
+    }
+    for name, (new, old) in want.items():
+        assert torch.allclose(new[row], old[ids].mean(0), atol=1e-6), name
+
+
 def test_bundled_model_without_mlm_head_says_its_head_is_fresh(tmp_path):
     result = expand_model(bundled_path(), ["lymphoma", "cytokines"], tmp_path / "m")
     assert result.mlm_head_fresh
