@@ -267,16 +267,19 @@ def _evaluation(info: dict) -> list[str]:
             if not isinstance(mean, (int, float)) or not _present(mean):
                 continue
             value = _score(mean) + (f" ± {_score(spread[metric])}" if _present(spread.get(metric)) else "")
+            interval = (score.get("ci95") or {}).get(metric)
             per_seed = score.get("per_seed") if metric == primary else None
             rows.append([task, f"**{metric}**" if metric == primary else metric, value,
+                         f"{_score(interval[0])} to {_score(interval[1])}" if _present(interval) else "—",
                          _int(score["seeds"]) if _present(score.get("seeds")) else "—",
                          ", ".join(_score(v) for v in per_seed) if _present(per_seed) else "—"])
         if len(rows) > before and _present(score.get("task_sha256")):
             hashes.append(f"- `{task}`: `{score['task_sha256']}`")
     if not rows:
         return []
-    lines = ["Each task is fine-tuned once per seed: the mean ± standard deviation over the seeds, the primary "
-             "metric in bold.", "", *_table(["task", "metric", "mean ± std", "seeds", "per seed"], rows)]
+    lines = ["Each task is fine-tuned once per seed: the mean ± standard deviation over the seeds (none with one "
+             "seed), the 95% interval over the test examples (1,000 seeded bootstrap resamples), the primary metric "
+             "in bold.", "", *_table(["task", "metric", "mean ± std", "95% interval", "seeds", "per seed"], rows)]
     if hashes:
         lines += ["", "Task data (SHA-256):", "", *hashes]
     return lines

@@ -39,13 +39,14 @@ class SeedResult:
     test: dict
     curve: list[dict] = field(default_factory=list)  # per epoch: epoch, train_loss, dev scores
     seconds: float = 0.0
+    test_predicted: list = field(default_factory=list)  # per test example: its label (ner: its tags)
 
 
 @dataclass
 class EvaluationResult:
     metric: str
     lr: float
-    test: dict  # every score's mean, "<name>_std", "per_seed" and "seeds"
+    test: dict  # every score's mean, "<name>_std", "per_seed", "seeds" and "ci95" (name -> [low, high])
     dev: dict
     seeds: list[SeedResult]
     converged: bool  # every seed stopped early or peaked before its last epoch
@@ -151,13 +152,12 @@ def predict(model, encoded: Encoded, collate, device: torch.device, batch_size: 
     return out
 
 
-def scores(task: TaskData, split: str, encoded: Encoded, predicted: list[np.ndarray], config: FinetuneConfig) -> dict:
-    """The split's scores from predicted label ids. NER predictions go back to words (a word's
-    first piece); words cut off by truncation count as O."""
+def predicted_labels(task: TaskData, split: str, encoded: Encoded, predicted: list[np.ndarray]) -> list:
+    """Predicted label ids as the task's labels: one per example (classification) or one tag per
+    word (ner: a word's first piece; words cut off by truncation count as O)."""
     items = task.splits[split]
     if task.type == "classification":
-        pred = [task.labels[int(p)] for p in predicted]
-        return scoring.classification_scores([x.label for x in items], pred, task.labels, config.exclude_labels)
+        return [task.labels[int(p)] for p in predicted]
     predicted_tags = []
     for sentence, word_ids, ids in zip(items, encoded.word_ids, predicted):
         tags = ["O"] * len(sentence.tokens)
@@ -167,7 +167,33 @@ def scores(task: TaskData, split: str, encoded: Encoded, predicted: list[np.ndar
                 seen.add(word)
                 tags[word] = task.labels[int(ids[position])]
         predicted_tags.append(tags)
-    return scoring.entity_scores([list(x.tags) for x in items], predicted_tags, config.scheme)
+    return predicted_tags
+
+
+def gold_labels(task: TaskData, split: str) -> list:
+    """The split's gold labels (classification) or tag lists (ner)."""
+    items = task.splits[split]
+    return [x.label for x in items] if task.type == "classification" else [list(x.tags) for x in items]
+
+
+def scores_of(task: TaskData, split: str, labels: list, config: FinetuneConfig) -> dict:
+    """The split's scores from predicted labels (or tag lists)."""
+    if task.type == "classification":
+        return scoring.classification_scores(gold_labels(task, split), labels, task.labels, config.exclude_labels)
+    return scoring.entity_scores(gold_labels(task, split), labels, config.scheme)
+
+
+def scores(task: TaskData, split: str, encoded: Encoded, predicted: list[np.ndarray], config: FinetuneConfig) -> dict:
+    """The split's scores from predicted label ids."""
+    return scores_of(task, split, predicted_labels(task, split, encoded, predicted), config)
+
+
+def example_counts(task: TaskData, predictions: dict[int, list], config: FinetuneConfig) -> scoring.ExampleCounts:
+    """The test split's per-example counts for the seeds' predictions (seed -> labels or tag lists)."""
+    gold = gold_labels(task, "test")
+    if task.type == "classification":
+        return scoring.classification_sample(gold, predictions, task.labels, config.exclude_labels)
+    return scoring.entity_sample(gold, predictions, config.scheme)
 
 
 def _numbers(values: dict) -> dict:
@@ -247,10 +273,11 @@ def finetune_seed(model_path: Path, task: TaskData, data: dict[str, Encoded], to
     load_model(model, str(root / f"best-epoch-{state['best_epoch']}.safetensors"))
     batch = 2 * config.batch_size
     dev = scores(task, "dev", data["dev"], predict(model, data["dev"], collate, device, batch), config)
-    test = scores(task, "test", data["test"], predict(model, data["test"], collate, device, batch), config)
+    test_predicted = predicted_labels(task, "test", data["test"], predict(model, data["test"], collate, device, batch))
+    test = scores_of(task, "test", test_predicted, config)
     epochs_run = len(state["curve"])
     return SeedResult(seed, state["best_epoch"], epochs_run, stopped_early or epochs_run < config.epochs, dev, test,
-                      state["curve"], time.perf_counter() - began)
+                      state["curve"], time.perf_counter() - began, test_predicted)
 
 
 # --- several seeds -------------------------------------------------------------------------------------
@@ -294,9 +321,13 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
                 os.unlink(weights)
         results.append(SeedResult(**read_json(done)))
     lr = config.learning_rate(_hidden_size(model_path))
+    test = scoring.aggregate([_numbers(r.test) for r in results])
+    if all(r.test_predicted for r in results):  # a seed finished before predictions were kept has none
+        test["ci95"] = scoring.bootstrap_intervals(
+            example_counts(task, {r.seed: r.test_predicted for r in results}, config), scoring.METRICS[task.type])
+        test["bootstrap"] = dict(scoring.BOOTSTRAP)
     return EvaluationResult(
-        metric, lr, scoring.aggregate([_numbers(r.test) for r in results]),
-        scoring.aggregate([_numbers(r.dev) for r in results]), results,
+        metric, lr, test, scoring.aggregate([_numbers(r.dev) for r in results]), results,
         all(r.stopped_early or r.best_epoch < r.epochs_run for r in results), sum(r.seconds for r in results))
 
 

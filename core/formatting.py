@@ -47,3 +47,23 @@ def where_runs_go(pool: list[dict], queue: str = "gpu") -> tuple[str, str]:
                         f"{count(gpus, 'GPU')} (device auto uses them).")
     return "info", (f"Runs go to {count(len(serving), 'worker')} on the {queue} queue, which "
                     f"{'has' if len(serving) == 1 else 'have'} no GPU: they train on its CPU (fine for small runs).")
+
+
+def score_interval(interval) -> str:
+    """'0.7612 to 0.8070' (a 95% interval), or '' when there is none."""
+    return f"{interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
+
+
+def seeds_spread(seeds, std) -> str:
+    """'1 seed' (no spread to show), '3 seeds, ± 0.0123' (standard deviation over the seeds)."""
+    if not seeds:
+        return ""
+    return count(seeds, "seed") + (f", ± {std:.4f}" if seeds > 1 and std is not None else "")
+
+
+def points_difference(difference, interval) -> str:
+    """'+3.1 (+1.2 to +5.0)': a score difference in points (hundredths) with its 95% interval."""
+    if difference is None:
+        return ""
+    text = f"{100 * difference:+.1f}"
+    return text + (f" ({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})" if interval else "")

@@ -8,6 +8,9 @@ import math
 import statistics
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 PRIMARY = {"classification": "macro_f1", "ner": "entity_f1"}
 # The scores of each task type (the keys the score functions return), any of which can select.
@@ -133,7 +136,7 @@ def _is_number(value) -> bool:
 
 
 def aggregate(per_seed: Sequence[dict]) -> dict:
-    """Mean and sample standard deviation (ddof=1; 0.0 for one seed) of every key that is a
+    """Mean and sample standard deviation (ddof=1; None for one seed) of every key that is a
     number in all the dicts, plus the dicts themselves and their count. Keys whose values are
     not numbers everywhere (per_label, per_type...) are not aggregated."""
     per_seed = list(per_seed)
@@ -146,7 +149,146 @@ def aggregate(per_seed: Sequence[dict]) -> dict:
             continue
         values = [float(value) for value in values]
         result[key] = statistics.fmean(values)
-        result[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        # one seed has no spread: None, never a "± 0" that reads as a certainty nothing measured
+        result[key + "_std"] = statistics.stdev(values) if len(values) > 1 else None
     result["per_seed"] = per_seed
     result["seeds"] = len(per_seed)
     return result
+
+
+# --- uncertainty over test examples ---------------------------------------------------------------
+
+BOOTSTRAP = {"resamples": 1000, "level": 0.95, "seed": 0}
+
+
+@dataclass
+class ExampleCounts:
+    """Per test example and seed, the counts every score of a task type adds up from, so that a
+    score on any resample of the examples is a few sums. `counts[name]` is (seeds, examples).
+    Classification keeps each example's (gold, predicted) label; ner keeps per sentence the
+    entities right, predicted and gold, and the tokens right and in all."""
+
+    type: str
+    seeds: list[int]
+    counts: dict[str, np.ndarray]
+    labels: int = 0  # classification: how many labels
+    scored: np.ndarray | None = None  # classification: the labels the F1s average over (bool mask)
+
+    @property
+    def examples(self) -> int:
+        return next(iter(self.counts.values())).shape[1]
+
+    def scores(self, metric: str, index: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
+        """The metric on each resample (a row of example indices), averaged over the seeds."""
+        rows = [self.seeds.index(s) for s in (self.seeds if seeds is None else seeds)]
+        return np.mean([self._score(metric, row, index) for row in rows], axis=0)
+
+    def _score(self, metric: str, row: int, index: np.ndarray) -> np.ndarray:
+        if self.type == "classification":
+            return self._classification(metric, row, index)
+        total = {name: values[row][index].sum(axis=-1).astype(float) for name, values in self.counts.items()}
+        right, predicted, gold = total["right"], total["predicted"], total["gold"]
+        if metric == "entity_precision":
+            return _ratio(right, predicted)
+        if metric == "entity_recall":
+            return _ratio(right, gold)
+        if metric == "entity_f1":
+            return _ratio(2 * right, predicted + gold)
+        if metric == "token_accuracy":
+            return _ratio(total["tokens_right"], total["tokens"])
+        raise ValueError(f"no resampled score for '{metric}'")
+
+    def _classification(self, metric: str, row: int, index: np.ndarray) -> np.ndarray:
+        k = self.labels
+        pairs = self.counts["pair"][row][index]  # (resamples, examples): gold * k + predicted
+        offsets = np.arange(pairs.shape[0])[:, None] * k * k
+        confusion = np.bincount((pairs + offsets).ravel(), minlength=pairs.shape[0] * k * k)
+        confusion = confusion.reshape(pairs.shape[0], k, k).astype(float)  # [resample, gold, predicted]
+        right = np.diagonal(confusion, axis1=1, axis2=2)
+        if metric == "accuracy":
+            return right.sum(axis=1) / pairs.shape[1]
+        predicted, gold = confusion.sum(axis=1), confusion.sum(axis=2)
+        right, predicted, gold = right[:, self.scored], predicted[:, self.scored], gold[:, self.scored]
+        if metric == "macro_f1":
+            return _ratio(2 * right, predicted + gold).mean(axis=1)
+        if metric == "micro_f1":
+            return _ratio(2 * right.sum(axis=1), predicted.sum(axis=1) + gold.sum(axis=1))
+        raise ValueError(f"no resampled score for '{metric}'")
+
+
+def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """top / bottom, 0 where bottom is 0 (as zero_division=0 scores it)."""
+    return np.divide(top, bottom, out=np.zeros_like(top, dtype=float), where=bottom > 0)
+
+
+def classification_sample(gold: Sequence[str], predicted: dict[int, Sequence[str]], labels: Sequence[str],
+                          exclude: Sequence[str] = ()) -> ExampleCounts:
+    """The test sample of a classification task: gold labels and, per seed, the predicted ones."""
+    index = {label: i for i, label in enumerate(labels)}
+    k = len(labels)
+    gold_ids = np.array([index[g] for g in gold])
+    pairs = np.array([gold_ids * k + np.array([index[p] for p in predicted[s]]) for s in predicted])
+    scored = np.array([label in set(_scored_labels(labels, exclude)) for label in labels])
+    return ExampleCounts("classification", list(predicted), {"pair": pairs}, labels=k, scored=scored)
+
+
+def entity_sample(gold: Sequence[Sequence[str]], predicted: dict[int, Sequence[Sequence[str]]],
+                  scheme: str | None = None) -> ExampleCounts:
+    """The test sample of a tagging task: per sentence and seed, the entities found right, predicted
+    and gold, by the same rules as entity_scores (seqeval's default mode, or strict under a scheme)."""
+    gold_entities = _entities(gold, scheme)
+    counts: dict[str, list] = {"right": [], "predicted": [], "gold": [], "tokens_right": [], "tokens": []}
+    for seed, tags in predicted.items():
+        found = _entities(tags, scheme)
+        counts["right"].append([len(g & p) for g, p in zip(gold_entities, found)])
+        counts["predicted"].append([len(p) for p in found])
+        counts["gold"].append([len(g) for g in gold_entities])
+        counts["tokens_right"].append([sum(a == b for a, b in zip(g, p)) for g, p in zip(gold, tags)])
+        counts["tokens"].append([len(g) for g in gold])
+    return ExampleCounts("ner", list(predicted), {name: np.array(rows) for name, rows in counts.items()})
+
+
+def _entities(sentences: Sequence[Sequence[str]], scheme: str | None) -> list[set]:
+    """Per sentence, its entities as (type, start, end)."""
+    scheme_class = _scheme_class(scheme)
+    if scheme_class is None:
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        return [set(get_entities(list(sentence))) for sentence in sentences]
+    from seqeval.scheme import Entities
+
+    found = Entities([list(s) for s in sentences], scheme_class, suffix=False).entities
+    return [{(e.tag, e.start, e.end) for e in sentence} for sentence in found]
+
+
+def resamples(examples: int, count: int = BOOTSTRAP["resamples"], seed: int = BOOTSTRAP["seed"]) -> np.ndarray:
+    """(count, examples) indices drawn with replacement; the same for every model of a task, so
+    two models' scores on one resample are paired."""
+    return np.random.default_rng(seed).integers(0, examples, size=(count, examples))
+
+
+def interval(values: np.ndarray, level: float = BOOTSTRAP["level"]) -> list[float]:
+    """The percentile interval of bootstrap values: [low, high]."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_intervals(sample: ExampleCounts, metrics: Sequence[str]) -> dict[str, list[float]]:
+    """Each metric's 95% interval over test examples (seeded, 1,000 resamples; mean over seeds)."""
+    index = resamples(sample.examples)
+    return {metric: interval(sample.scores(metric, index)) for metric in metrics}
+
+
+def paired_difference(sample: ExampleCounts, reference: ExampleCounts, metric: str) -> dict | None:
+    """sample minus reference on the same test examples and the seeds both have: the difference of
+    the means and its 95% interval over the same resamples of the examples. None when they share
+    no seed or were not scored on the same examples."""
+    seeds = [s for s in sample.seeds if s in reference.seeds]
+    if not seeds or sample.examples != reference.examples:
+        return None
+    whole = np.arange(sample.examples)[None, :]
+    index = resamples(sample.examples)
+    differences = sample.scores(metric, index, seeds) - reference.scores(metric, index, seeds)
+    point = float((sample.scores(metric, whole, seeds) - reference.scores(metric, whole, seeds))[0])
+    return {"difference": point, "ci95": interval(differences), "seeds": len(seeds)}

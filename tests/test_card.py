@@ -47,7 +47,7 @@ def full_info() -> dict:
         "scores": [
             {"task": "ncbi-disease", "task_type": "ner", "task_sha256": "cd" * 32, "metric": "f1", "seeds": 3,
              "per_seed": [0.81234, 0.82345, 0.80123], "metrics": {"f1": 0.81234, "precision": 0.8, "recall": 0.825},
-             "std": {"f1": 0.0111, "precision": 0.01}},
+             "std": {"f1": 0.0111, "precision": 0.01}, "ci95": {"f1": [0.7912, 0.8301]}},
             {"task": "pubmed-rct", "task_type": "classification", "metric": "accuracy", "seeds": 2,
              "per_seed": [0.9, 0.91], "metrics": {"accuracy": 0.905, "macro_f1": 1e-05}, "std": {"accuracy": 0.005}},
         ],
@@ -83,8 +83,8 @@ def test_full_card_has_every_section_and_a_valid_front_matter():
         assert "value: 0.81234" in raw and "value: 1.0e-05" in raw
     # numbers for people
     assert "22,713,216" in text and "90.9 MB" in text and "120,000" in text
-    assert "| ncbi-disease | **f1** | 0.8123 ± 0.0111 | 3 | 0.8123, 0.8235, 0.8012 |" in text
-    assert "| ncbi-disease | recall | 0.825 | 3 | — |" in text
+    assert "| ncbi-disease | **f1** | 0.8123 ± 0.0111 | 0.7912 to 0.8301 | 3 | 0.8123, 0.8235, 0.8012 |" in text
+    assert "| ncbi-disease | recall | 0.825 | — | 3 | — |" in text
     assert "12.35 ms" in text and "1,234.5 sequences/s" in text and "3.46×" in text
     assert "| `train.lr` | 5e-05 |" in text and "`train.epochs`" not in text
     assert f"| Base model | `bundled` ({BUNDLED_HUB_ID}) |" in text

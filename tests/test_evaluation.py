@@ -80,6 +80,10 @@ def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
     metrics = data["metrics"]
     assert {"accuracy", "macro_f1", "micro_f1", "accuracy_std", "macro_f1_std", "per_seed"} <= set(metrics)
     assert len(metrics["per_seed"]) == 2 and data["metric"] == "macro_f1" and data["status"] == "succeeded"
+    for name in ("accuracy", "macro_f1", "micro_f1"):  # every score with its interval over test examples
+        low, high = metrics["ci95"][name]
+        assert 0 <= low <= metrics[name] <= high <= 1, (name, low, high)
+    assert metrics["bootstrap"] == {"resamples": 1000, "level": 0.95, "seed": 0}
     labels = [label for _, label in labelled_examples(240)]
     majority = Counter(labels).most_common(1)[0][1] / len(labels)
     assert metrics["accuracy"] > majority + 0.2
@@ -89,6 +93,9 @@ def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
     excluded = as_json(cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label",
                            "alpha", "--seeds", "1", "--epochs", "1", "--json"))
     assert excluded["metric"] == "micro_f1"  # ChemProt style
+    assert excluded["metrics"]["micro_f1_std"] is None  # one seed: no "± 0"
+    table = cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--seeds", "1", "--epochs", "1")
+    assert "(1 seed," in table.stdout and "± 0" not in table.stdout and "95% interval" in table.stdout
     bad = cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label", "delta", ok=False)
     assert "excluded label(s) delta are not labels of task" in bad.stderr
 
@@ -212,6 +219,17 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
     for row in view["rows"]:
         assert row["score"] is not None and 0 <= row["score"] <= 1, row
         assert row["latency_ms_p50"] > 0 and row["parameters"] > 0, row
+    for row in view["rows"]:  # each score with its interval; each model against the base teacher, paired
+        low, high = row["score_ci95"]
+        assert low <= row["score"] <= high, row
+        if row["role"] == "base teacher":
+            assert row["difference"] is None and row["verdict"] is None
+        else:
+            base = next(r for r in view["rows"] if r["role"] == "base teacher")
+            assert row["difference"] == pytest.approx(row["score"] - base["score"], abs=1e-9), row
+            assert row["difference_ci95"][0] <= row["difference"] <= row["difference_ci95"][1], row
+            assert row["verdict"].startswith(f"the {row['role']} ")
+    assert view["seed_note"].startswith("1 seed")
     students = [r for r in view["rows"] if r["role"] not in ("adapted teacher", "base teacher")]
     teacher_row = view["rows"][0]
     assert teacher_row["speedup"] == 1.0
@@ -259,3 +277,29 @@ def test_an_experiment_that_cannot_work_is_refused_before_anything_is_recorded(s
         create_experiment(sessions, corpus.id, task.id, str(tiny), **change)
     with sessions.begin() as session:
         assert store.list_runs(session) == []
+
+
+def _row(role, score, ci, difference=None, difference_ci=None, converged=True, seeds=3):
+    return {"role": role, "score": score, "score_ci95": ci, "difference": difference,
+            "difference_ci95": difference_ci, "converged": converged, "seeds": seeds}
+
+
+def test_the_verdict_says_better_only_when_the_paired_interval_excludes_zero():
+    from worker.experiments import judgement
+
+    rows = [_row("base teacher", 0.70, [0.66, 0.74]),
+            _row("adapted teacher", 0.731, [0.69, 0.77], 0.031, [0.012, 0.050]),
+            _row("adapt-then-distill", 0.69, [0.65, 0.73], -0.01, [-0.03, 0.01]),
+            _row("general student", 0.60, [0.56, 0.64], -0.10, [-0.14, -0.06], converged=False)]
+    found = judgement(rows)
+    assert rows[1]["verdict"] == "the adapted teacher is better than the base teacher by 3.1 points (+1.2 to +5.0)"
+    assert "not distinguishable with this budget" in rows[2]["verdict"]
+    assert rows[3]["verdict"].startswith("the general student is worse than the base teacher by 10.0 points")
+    assert found["budget_too_small"]
+    assert "general student still improved at the last fine-tuning epoch" in found["summary"]
+    assert "the score intervals of adapted teacher, adapt-then-distill overlap the base teacher's" in found["summary"]
+    assert found["seed_note"] is None
+    apart = [_row("base teacher", 0.5, [0.45, 0.55]), _row("adapted teacher", 0.8, [0.75, 0.85], 0.3, [0.25, 0.35])]
+    assert judgement(apart) == {"summary": None, "budget_too_small": False, "seed_note": None}
+    one = [_row("base teacher", 0.5, [0.45, 0.55], seeds=1)]
+    assert judgement(one)["seed_note"].startswith("1 seed: the intervals cover the choice of test examples")

@@ -6,7 +6,10 @@ import math
 
 import pytest
 
-from core.metrics import aggregate, classification_scores, entity_scores, primary_metric
+import numpy as np
+
+from core.metrics import (aggregate, bootstrap_intervals, classification_sample, classification_scores,
+                          entity_sample, entity_scores, paired_difference, primary_metric, resamples)
 
 # Ten examples, labels A, B and the negative class NEG:
 #   index  0  1  2  3  4    5    6    7    8    9
@@ -162,10 +165,88 @@ def test_aggregate_two_seeds():
 def test_aggregate_one_seed_and_mixed_keys():
     result = aggregate([{"entity_f1": 0.42, "flag": True}])
     assert result["entity_f1"] == pytest.approx(0.42)
-    assert result["entity_f1_std"] == 0.0
+    assert result["entity_f1_std"] is None  # one seed has no spread: never "± 0"
     assert "flag" not in result  # booleans are not averaged
     assert result["seeds"] == 1
     # A key that is not a number in every seed is left out.
     assert "loss" not in aggregate([{"loss": 1.0}, {"loss": None}])
     with pytest.raises(ValueError, match="no seeds"):
         aggregate([])
+
+
+# --- bootstrap over test examples ------------------------------------------------------------------
+
+def _random_labels(rng, n: int, labels: list[str], right: float, gold: list[str] | None = None) -> list[str]:
+    gold = gold or [labels[i] for i in rng.integers(0, len(labels), n)]
+    return [g if rng.random() < right else labels[rng.integers(0, len(labels))] for g in gold]
+
+
+@pytest.mark.parametrize("exclude", [(), ("c",)])
+def test_resampled_classification_scores_on_the_whole_sample_are_sklearns(exclude):
+    rng = np.random.default_rng(3)
+    labels = ["a", "b", "c", "d"]
+    gold = _random_labels(rng, 300, labels, 1.0)
+    predicted = {0: _random_labels(rng, 300, labels, 0.6, gold), 1: _random_labels(rng, 300, labels, 0.4, gold)}
+    sample = classification_sample(gold, predicted, labels, exclude)
+    whole = np.arange(300)[None, :]
+    for metric in ("accuracy", "macro_f1", "micro_f1"):
+        want = np.mean([classification_scores(gold, predicted[s], labels, exclude)[metric] for s in (0, 1)])
+        assert sample.scores(metric, whole)[0] == pytest.approx(want, abs=1e-12), metric
+    # one resample scored by hand: the examples it drew, with repeats, as a new test set
+    index = resamples(300, count=2, seed=9)
+    drawn = [int(i) for i in index[1]]
+    want = classification_scores([gold[i] for i in drawn], [predicted[1][i] for i in drawn], labels, exclude)
+    assert sample.scores("macro_f1", index, seeds=[1])[1] == pytest.approx(want["macro_f1"], abs=1e-12)
+
+
+@pytest.mark.parametrize("scheme", [None, "IOB2"])
+def test_resampled_entity_scores_on_the_whole_sample_are_seqevals(scheme):
+    rng = np.random.default_rng(4)
+    tags = ["O", "B-X", "I-X", "B-Y", "I-Y"]
+    gold = [[tags[i] for i in rng.integers(0, 5, rng.integers(3, 12))] for _ in range(120)]
+    predicted = {7: [[t if rng.random() < 0.7 else tags[rng.integers(0, 5)] for t in s] for s in gold]}
+    sample = entity_sample(gold, predicted, scheme)
+    want = entity_scores(gold, predicted[7], scheme)
+    whole = np.arange(120)[None, :]
+    for metric in ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"):
+        assert sample.scores(metric, whole)[0] == pytest.approx(want[metric], abs=1e-12), metric
+    index = resamples(120, count=1, seed=2)
+    drawn = [int(i) for i in index[0]]
+    again = entity_scores([gold[i] for i in drawn], [predicted[7][i] for i in drawn], scheme)
+    assert sample.scores("entity_f1", index)[0] == pytest.approx(again["entity_f1"], abs=1e-12)
+
+
+def test_bootstrap_interval_holds_the_score_and_narrows_with_more_examples():
+    rng = np.random.default_rng(5)
+    labels = ["a", "b"]
+    widths = []
+    for n in (100, 1600):
+        gold = _random_labels(rng, n, labels, 1.0)
+        sample = classification_sample(gold, {0: _random_labels(rng, n, labels, 0.5, gold)}, labels)
+        low, high = bootstrap_intervals(sample, ["accuracy"])["accuracy"]
+        score = sample.scores("accuracy", np.arange(n)[None, :])[0]
+        assert low < score < high
+        widths.append(high - low)
+    # the standard error of a share falls as 1/sqrt(n): 16 times the examples, about a quarter of the width
+    assert 0.15 < widths[1] / widths[0] < 0.4
+    assert bootstrap_intervals(sample, ["accuracy"]) == bootstrap_intervals(sample, ["accuracy"])  # seeded
+
+
+def test_paired_difference_sees_a_small_consistent_gain_that_unpaired_intervals_overlap():
+    rng = np.random.default_rng(6)
+    labels = ["a", "b", "c"]
+    gold = _random_labels(rng, 400, labels, 1.0)
+    base = _random_labels(rng, 400, labels, 0.6, gold)
+    # better on 16 examples the base got wrong, the same everywhere else
+    wrong = [i for i in range(400) if base[i] != gold[i]][:16]
+    better = [gold[i] if i in wrong else base[i] for i in range(400)]
+    a = classification_sample(gold, {0: better}, labels)
+    b = classification_sample(gold, {0: base}, labels)
+    diff = paired_difference(a, b, "accuracy")
+    assert diff["difference"] == pytest.approx(16 / 400)
+    assert 0 < diff["ci95"][0] < diff["difference"] < diff["ci95"][1]
+    alone_a, alone_b = bootstrap_intervals(a, ["accuracy"])["accuracy"], bootstrap_intervals(b, ["accuracy"])["accuracy"]
+    assert alone_a[0] < alone_b[1]  # apart, the intervals overlap; paired, the gain is clear
+    # no common seed, or other examples: no difference to give
+    assert paired_difference(classification_sample(gold, {1: better}, labels), b, "accuracy") is None
+    assert paired_difference(classification_sample(gold[:10], {0: better[:10]}, labels), b, "accuracy") is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from core.configs import DEVICE_HELP
+from core.formatting import count, points_difference, score_interval
 from worker.cli import Bars, _print, _run_dict, _sessions, command, execute_runs
 
 
@@ -82,7 +83,9 @@ def _evaluation_table(data: dict) -> str:
     names = [k for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")]
     lines = [f"evaluation run {data['run_id']}: {data['model']} on task {data['task_id']} "
              f"({data['seeds']} seed{'s' if data['seeds'] != 1 else ''}, selected by dev {data['metric']})"]
-    lines += [f"  {name:<18} {_mean_std(metrics[name], metrics.get(name + '_std'))}" for name in names]
+    intervals = metrics.get("ci95") or {}
+    lines += [f"  {name:<18} {_mean_std(metrics[name], metrics.get(name + '_std')):<18}"
+              + (f" 95% interval {score_interval(intervals[name])}" if name in intervals else "") for name in names]
     for seed in data["epochs"]:
         lines.append(f"  seed {seed['seed']}: best dev epoch {seed['best_epoch']} of {seed['epochs_run']}"
                      + ("" if seed["stopped_early"] or seed["best_epoch"] < seed["epochs_run"]
@@ -158,14 +161,25 @@ def experiment_table(view: dict) -> str:
     metric = rows[0]["metric"] if rows else "score"
     lines = [f"experiment {view['experiment_id']} · {view['name']} · {view['status']}"
              + (f" · {view['stage']}" if view["status"] == "running" else ""),
-             f"{'model':<22} {metric + ' (mean ± std)':>22} {'params':>8} {'size':>10} {'p50 ms':>8} "
-             f"{'seq/s':>8} {'speed-up':>9}"]
+             f"{'model':<22} {metric + ' (mean ± std)':>22} {'95% interval':>18} {'vs base':>22} {'params':>8} "
+             f"{'size':>10} {'p50 ms':>8} {'seq/s':>8} {'speed-up':>9}"]
     for r in rows:
         score = _mean_std(r["score"], r["score_std"]) if r["score"] is not None else r["evaluation_status"]
+        score += "" if r["converged"] is not False else " *"
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "—"
-        lines.append(f"{r['role']:<22} {score:>22} {_count(r['parameters']):>8} {_mb(r['size_bytes']):>10} "
+        lines.append(f"{r['role']:<22} {score:>22} {score_interval(r['score_ci95']) or '—':>18} "
+                     f"{points_difference(r['difference'], r['difference_ci95']) or '—':>22} "
+                     f"{_count(r['parameters']):>8} {_mb(r['size_bytes']):>10} "
                      f"{_fmt(r['latency_ms_p50']):>8} {_fmt(r['throughput_per_s']):>8} {speed:>9}")
+    seeds = sorted({r["seeds"] for r in rows if r["seeds"]})
+    lines.append("score: test, mean over " + (" or ".join(count(n, "seed") for n in seeds) or "the seeds")
+                 + "; 95% interval over 1,000 bootstrap resamples of the test examples; vs base: the difference "
+                   "from the base teacher in points on the same examples and seeds")
+    if any(r["converged"] is False for r in rows):
+        lines.append("*: still improving at its last fine-tuning epoch (raise --epochs)")
     lines.append("speed-up: p50 latency at batch 1 against the adapted teacher")
+    lines += [f"{v[0].upper()}{v[1:]}." for v in (r.get("verdict") for r in rows) if v]
+    lines += [line for line in (view.get("summary"), view.get("seed_note") and view["seed_note"] + ".") if line]
     return "\n".join(lines)
 
 

@@ -188,6 +188,7 @@ def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
         "evaluation_run": member["evaluation"],
         "evaluation_status": evaluation_.run.status.value if evaluation_ is not None else "task deleted",
         "metric": metric, "score": test.get(metric), "score_std": test.get(f"{metric}_std"),
+        "score_ci95": (test.get("ci95") or {}).get(metric),
         "seeds": test.get("seeds"), "per_seed": [s.get(metric) for s in test.get("per_seed", [])],
         "converged": results.get("converged"), "parameters": record.parameters, "size_bytes": record.size_bytes,
         "latency_ms_p50": speed.get("latency_ms_p50"), "latency_ms_p95": speed.get("latency_ms_p95"),
@@ -206,14 +207,100 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
     p = run.params
     rows = [_member_row(session, member, p.get("benchmark_run")) for member in p.get("members", [])]
     rows.sort(key=lambda r: ROLE_ORDER.index(r["role"]))
+    _add_differences(session, rows)
     children = store.children(session, experiment_id)
     return {"experiment_id": experiment_id, "name": p.get("name"), "status": run.status.value, "stage": run.stage,
             "progress": run.progress, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},
-            "rows": rows, "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
+            "rows": rows, **judgement(rows), "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
                                     "stage": c.stage, "progress": c.progress,
                                     "seconds": (c.finished_at - c.started_at).total_seconds()
                                     if c.finished_at and c.started_at else None,
                                     "strategy": (c.params or {}).get("strategy")} for c in children]}
+
+
+# --- what the scores support -------------------------------------------------------------------------
+
+_COUNTS: dict[tuple, object] = {}  # (evaluation run, its finish time) -> its test example counts
+
+
+def _example_counts(evaluation_: Evaluation, task):
+    """The per-example counts of a finished evaluation's test predictions (None without them);
+    kept in memory, as a finished evaluation does not change."""
+    from core.finetune import example_counts
+
+    run = evaluation_.run
+    key = (run.id, run.finished_at)
+    if key not in _COUNTS:
+        seeds = (evaluation_.results or {}).get("seeds") or []
+        predictions = {s["seed"]: s.get("test_predicted") for s in seeds}
+        _COUNTS[key] = example_counts(task, predictions, evaluation.finetune_config(evaluation_.settings)) \
+            if predictions and all(predictions.values()) else None
+    return _COUNTS[key]
+
+
+def _add_differences(session: Session, rows: list[dict]) -> None:
+    """Each row's paired difference against the base teacher on the same test examples and seeds
+    ("difference" and its "difference_ci95"), once both evaluations have succeeded."""
+    from core.metrics import paired_difference
+    from core.tasks import load_task
+
+    for row in rows:
+        row["difference"] = row["difference_ci95"] = None
+    base = next((r for r in rows if r["role"] == BASE and r["evaluation_status"] == "succeeded"), None)
+    if base is None:
+        return
+    evaluations = {r["role"]: session.scalar(select(Evaluation).where(Evaluation.run_id == r["evaluation_run"]))
+                   for r in rows if r["evaluation_status"] == "succeeded"}
+    task = load_task(evaluations[BASE].task.path)
+    reference = _example_counts(evaluations[BASE], task)
+    if reference is None:
+        return
+    for row in rows:
+        counts = _example_counts(evaluations[row["role"]], task) if row["role"] in evaluations else None
+        if counts is not None and row["role"] != BASE:
+            found = paired_difference(counts, reference, row["metric"])
+            if found is not None:
+                row["difference"], row["difference_ci95"] = found["difference"], found["ci95"]
+
+
+def _points(value: float) -> str:
+    return f"{100 * abs(value):.1f} point{'' if round(100 * abs(value), 1) == 1 else 's'}"
+
+
+def verdict(row: dict) -> str | None:
+    """What the paired difference against the base teacher supports, in words (None before it exists)."""
+    if row.get("difference_ci95") is None:
+        return None
+    low, high = row["difference_ci95"]
+    interval = f"({100 * low:+.1f} to {100 * high:+.1f})"
+    if low > 0 or high < 0:
+        better = "better" if low > 0 else "worse"
+        return f"the {row['role']} is {better} than the base teacher by {_points(row['difference'])} {interval}"
+    return f"the {row['role']} and the base teacher are not distinguishable with this budget {interval}"
+
+
+def judgement(rows: list[dict]) -> dict:
+    """The experiment's summary: each row's verdict, and whether the budget is too small to conclude
+    anything (a member still improving at its last epoch, or a score interval that overlaps the base
+    teacher's)."""
+    for row in rows:
+        row["verdict"] = verdict(row)
+    scored = [r for r in rows if r["score"] is not None]
+    base = next((r for r in scored if r["role"] == BASE), None)
+    reasons = []
+    unconverged = [r["role"] for r in scored if r["converged"] is False]
+    if unconverged:
+        reasons.append(f"{', '.join(unconverged)} still improved at the last fine-tuning epoch")
+    if base is not None and base.get("score_ci95"):
+        overlapping = [r["role"] for r in scored if r is not base and r.get("score_ci95")
+                       and r["score_ci95"][0] <= base["score_ci95"][1] and base["score_ci95"][0] <= r["score_ci95"][1]]
+        if overlapping:
+            reasons.append(f"the score intervals of {', '.join(overlapping)} overlap the base teacher's")
+    summary = "The budget is too small to conclude anything: " + "; ".join(reasons) + "." if reasons else None
+    one_seed = bool(scored) and all(r["seeds"] == 1 for r in scored)
+    return {"summary": summary, "budget_too_small": bool(reasons),
+            "seed_note": "1 seed: the intervals cover the choice of test examples, not how much another "
+                         "fine-tuning seed would move a score" if one_seed else None}
 
 
 def list_experiments(session: Session) -> list[dict]:

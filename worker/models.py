@@ -200,7 +200,7 @@ def model_summary(session: Session, record: ModelRecord) -> dict:
         scores.append({"evaluation_run": evaluation.run_id, "task_id": evaluation.task_id,
                        "task": evaluation.task.name, "metric": evaluation.metric,
                        "mean": test.get(evaluation.metric), "std": test.get(f"{evaluation.metric}_std"),
-                       "seeds": evaluation.seeds})
+                       "ci95": (test.get("ci95") or {}).get(evaluation.metric), "seeds": evaluation.seeds})
     return {
         "model_id": record.id, "spec": record.spec, "label": _short(record.spec), "name": record.name,
         "kind": record.kind,
@@ -255,7 +255,8 @@ def card_info(session: Session, record: ModelRecord, path: Path | None = None) -
         scores.append({"task": evaluation.task.name, "task_type": evaluation.task.type,
                        "task_sha256": evaluation.task.sha256, "metric": evaluation.metric, "seeds": evaluation.seeds,
                        "per_seed": [s.get(evaluation.metric) for s in test.get("per_seed", [])],
-                       "metrics": numbers, "std": {k: test.get(f"{k}_std") for k in numbers}})
+                       "metrics": numbers, "std": {k: test.get(f"{k}_std") for k in numbers},
+                       "ci95": dict(test.get("ci95") or {})})
     if scores:
         info["scores"] = scores
     if summary["speed"]:

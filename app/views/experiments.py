@@ -8,7 +8,7 @@ import streamlit as st
 from app import charts, connections, data, experiments_data, tasks_data, ui
 from app.connections import sessions
 from core.configs import STRATEGIES
-from core.formatting import count
+from core.formatting import count, points_difference, score_interval, seeds_spread
 
 FLASH = "experiments_flash"
 ACTIVE = ("queued", "running")
@@ -77,20 +77,39 @@ def result_table(view: dict) -> None:
     rows = view["rows"]
     metric = rows[0]["metric"] if rows else "score"
     st.dataframe(
-        [{"model": r["role"], "run": r["model"], metric: r["score"], "± std": r["score_std"], "seeds": r["seeds"],
+        [{"model": r["role"], "run": r["model"], metric: r["score"], "95% interval": score_interval(r["score_ci95"]),
+          "seeds": seeds_spread(r["seeds"], r["score_std"]),
+          "vs base teacher": points_difference(r["difference"], r["difference_ci95"]),
           "parameters": r["parameters"], "size": r["size_bytes"], "p50 ms": r["latency_ms_p50"],
           "seq/s": r["throughput_per_s"], "speed-up": r["speedup"],
           "state": r["evaluation_status"] if r["score"] is None else
-          ("converged" if r["converged"] else "still improving")} for r in rows],
+          ("converged" if r["converged"] else "⚠ still improving")} for r in rows],
         hide_index=True, width="stretch", placeholder="", key="experiments_table",
         column_config={metric: st.column_config.NumberColumn(format="%.4f", help="test, mean over seeds"),
-                       "± std": st.column_config.NumberColumn(format="%.4f"),
+                       "95% interval": st.column_config.TextColumn(
+                           help="over the test examples: 1,000 seeded bootstrap resamples of them, the mean over "
+                                "seeds scored on each"),
+                       "seeds": st.column_config.TextColumn(help="fine-tuning seeds, and the standard deviation of "
+                                                                 "the score over them"),
+                       "vs base teacher": st.column_config.TextColumn(
+                           help="the score minus the base teacher's, in points (hundredths), on the same test "
+                                "examples and seeds, with its 95% interval over the same resamples"),
                        "parameters": st.column_config.NumberColumn(format="compact"),
                        "size": st.column_config.NumberColumn(format="bytes"),
                        "p50 ms": st.column_config.NumberColumn(format="%.2f", help="latency at batch 1"),
                        "seq/s": st.column_config.NumberColumn(format="%.1f", help="throughput at batch 32"),
                        "speed-up": st.column_config.NumberColumn(format="%.2fx",
-                                                                 help="p50 latency against the adapted teacher")})
+                                                                 help="p50 latency against the adapted teacher"),
+                       "state": st.column_config.TextColumn(
+                           help="still improving: the best dev epoch of a seed was its last; more epochs could "
+                                "change the score")})
+    verdicts = [r["verdict"] for r in rows if r.get("verdict")]
+    if verdicts:
+        st.markdown("\n".join(f"- {v[0].upper()}{v[1:]}." for v in verdicts))
+    if view.get("summary"):
+        st.warning(view["summary"], icon=":material/balance:")
+    if view.get("seed_note"):
+        st.caption(view["seed_note"][0].upper() + view["seed_note"][1:] + ".")
     figure = charts.tradeoff_figure(experiments_data.chart_rows([view]), metric)
     if figure is not None:
         st.plotly_chart(figure, key="experiments_chart", config={"displaylogo": False})
@@ -161,6 +180,7 @@ if len(experiments) > 1:
         if figure is not None:
             st.plotly_chart(figure, key="experiments_compare_chart", config={"displaylogo": False})
         st.dataframe([{"experiment": v["experiment_id"], "model": r["role"], metric: r["score"],
-                       "± std": r["score_std"], "p50 ms": r["latency_ms_p50"], "parameters": r["parameters"]}
+                       "95% interval": score_interval(r["score_ci95"]), "seeds": seeds_spread(r["seeds"], r["score_std"]),
+                       "p50 ms": r["latency_ms_p50"], "parameters": r["parameters"]}
                       for v in views for r in v["rows"]], hide_index=True, width="stretch", placeholder="",
                      key="experiments_compare_table")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import charts, connections, data, ui
 from app.connections import sessions
+from core.formatting import score_interval, seeds_spread
 from worker.queues import redis_url
 
 FLASH = "runs_flash"
@@ -108,12 +109,17 @@ def body(view: dict) -> None:
 def evaluation_results(result: dict) -> None:
     test, metric = result["test"], result["metric"]
     names = [k for k, v in test.items() if isinstance(v, float) and not k.endswith("_std")]
+    intervals = test.get("ci95") or {}
     cols = st.columns(max(1, len(names)))
     for col, name in zip(cols, names):
-        std = test.get(f"{name}_std")
         col.metric(f"Test {name}" + (" (selects)" if name == metric else ""), f"{test[name]:.4f}",
-                   delta=f"± {std:.4f} over {test.get('seeds', 1)} seeds" if std else None,
-                   delta_color="off", delta_arrow="off")
+                   delta=seeds_spread(test.get("seeds"), test.get(f"{name}_std")) or None,
+                   delta_color="off", delta_arrow="off",
+                   help=f"95% interval over the test examples: {score_interval(intervals[name])}"
+                   if name in intervals else None)
+    if intervals:
+        st.caption(f"95% interval of the {metric}: {score_interval(intervals.get(metric))}, over 1,000 seeded "
+                   f"bootstrap resamples of the test examples.")
     st.caption(f"Learning rate {result['lr']:.1e}; " + ("every seed reached its best dev epoch before the last."
                                                         if result.get("converged") else
                                                         "a seed was still improving at its last epoch: more epochs "
