@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from core.contamination import TextIndex
 from core.errors import ConfigError, CorpusError
 
 # Preference order for the task's labels; the first installed ones with enough docstrings win.
@@ -249,12 +250,15 @@ class _Contains:
 
 
 def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random) -> list[str]:
-    """Docstrings of the installed packages, none of them a task example's source or holding a
-    task text, drawn from the files in a seeded order until there are max_bytes of them, shuffled
-    and cut to max_bytes. Reading stops early: parsing all of site-packages takes minutes."""
+    """Docstrings of the installed packages, none of them a task example's source, holding a task
+    text, equal to one after normalization or sharing a 13-word span with one (core.contamination:
+    the check evaluations make), drawn from the files in a seeded order until there are max_bytes
+    of them, shuffled and cut to max_bytes. Reading stops early: parsing all of site-packages takes
+    minutes."""
     files = sorted({(path, name) for name in site_packages_names() for path in package_files(name)})
     rng.shuffle(files)
     leaks = _Contains(set(task))
+    overlaps = TextIndex(list(task))
     seen: set[str] = set()
     kept: list[str] = []
     size = 0
@@ -266,7 +270,7 @@ def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random) -> l
             if not text or len(text) < MIN_DOCSTRING_CHARS or text in seen:
                 continue
             seen.add(text)
-            if example_text(docstring, package) in task or leaks(text):
+            if example_text(docstring, package) in task or leaks(text) or overlaps.touches(text):
                 continue
             kept.append(text)
             size += len(text.encode("utf-8")) + 1

@@ -160,3 +160,31 @@ def test_build_demo_needs_two_packages(tmp_path, monkeypatch):
     with pytest.raises(CorpusError, match=r"needs 2 installed packages .* found numpy \(10\+\)"):
         build_demo(tmp_path, labels=2, examples_per_label=5)
     assert not (tmp_path / "task.csv").exists()
+
+
+def test_build_demo_corpus_holds_no_task_text(demo_builds):
+    """No task text (train, dev or test) in the corpus: none is a whole line after normalization,
+    none shares a 13-word span with a line (the check evaluations make, core.contamination)."""
+    from core.contamination import find_in_corpus
+
+    data, _ = demo_builds
+    with open(data.task_path, encoding="utf-8", newline="") as source:
+        texts = [row["text"] for row in csv.DictReader(source)]
+    result = find_in_corpus(data.corpus_path.read_text(encoding="utf-8").splitlines(), {"task": texts})
+    assert result.documents == data.corpus_documents and result.splits["task"].examples == 90
+    assert (result.splits["task"].exact, result.splits["task"].ngram) == (0, 0)
+
+
+def test_corpus_lines_drop_a_docstring_sharing_13_words_with_a_task_text():
+    import random
+
+    from core.contamination import TextIndex, words
+
+    size = 100_000
+    before = demo._corpus_lines({"placeholder text of no docstring at all": "x"}, size, random.Random(3))
+    line = next(line for line in before if len(words(line)) >= 20)
+    # 13 of its words, written differently: no longer a substring, still the same span
+    text = " , ".join(words(line)[2:15]).upper()
+    after = demo._corpus_lines({text: "x"}, size, random.Random(3))
+    assert line not in after and not any(TextIndex([text]).touches(other) for other in after)
+    assert len(after) >= len(before) - 5  # only that docstring (and its near copies) is gone
