@@ -8,6 +8,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.formatting import score_interval
 from core.vocab import CurvePoint, pick
 
 CURVE = "#1f5fbf"
@@ -236,12 +237,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
 
 def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None) -> go.Figure | None:
     """Score against latency at batch 1 (log axis): a bubble per model sized by its parameters,
-    error bars of the standard deviation over seeds, the Pareto front drawn through the models no
-    other beats on both. rows: {label, score, score_std, latency_ms_p50, parameters[, group_key]}.
+    error bars of the 95% interval over test examples, the Pareto front drawn through the models no
+    other beats on both. rows: {label, score, score_ci95, latency_ms_p50, parameters[, group_key][,
+    context]}: rows that carry the speed context they were measured in must share it (latencies
+    from different devices, shapes or threads never go on one axis); it is named under the axis.
     None when no row has both a score and a latency."""
     rows = [r for r in rows if r.get("score") is not None and r.get("latency_ms_p50")]
     if not rows:
         return None
+    contexts = {r["context"] for r in rows if r.get("context")}
+    if len(contexts) > 1:
+        raise ValueError(f"latencies measured in different contexts cannot share an axis: {sorted(contexts)}")
     front = pareto_front([(r["latency_ms_p50"], r["score"]) for r in rows])
     largest = max(r.get("parameters") or 1 for r in rows)
     fastest, slowest = (math.log10(f([r["latency_ms_p50"] for r in rows])) for f in (min, max))
@@ -262,19 +268,23 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
             textposition=[side_of[id(r)] for r in members], cliponaxis=False,
             marker=dict(size=[12 + 38 * ((r.get("parameters") or 1) / largest) ** 0.5 for r in members],
                         color=POINT_COLORS[g % len(POINT_COLORS)], opacity=0.75, line=dict(color="white", width=1)),
-            error_y=dict(type="data", array=[r.get("score_std") or 0 for r in members], visible=True,
-                         color="#999", thickness=1),
-            customdata=[[r.get("parameters") or 0, r.get("score_std") or 0] for r in members],
-            hovertemplate=(f"%{{text}}<br>{metric} %{{y:.4f}} ± %{{customdata[1]:.4f}}<br>%{{x:.2f}} ms at batch 1"
-                           "<br>%{customdata[0]:,} parameters<extra></extra>"),
+            # the 95% interval over test examples where there is one; none rather than a made-up "± 0"
+            error_y=dict(type="data", symmetric=False, visible=True, color="#999", thickness=1,
+                         array=[r["score_ci95"][1] - r["score"] if r.get("score_ci95") else 0 for r in members],
+                         arrayminus=[r["score"] - r["score_ci95"][0] if r.get("score_ci95") else 0 for r in members]),
+            customdata=[[r.get("parameters") or 0, score_interval(r.get("score_ci95")) or "not computed"]
+                        for r in members],
+            hovertemplate=(f"%{{text}}<br>{metric} %{{y:.4f}}, 95% interval %{{customdata[1]}}<br>%{{x:.2f}} ms at "
+                           "batch 1<br>%{customdata[0]:,} parameters<extra></extra>"),
         ))
     best = sorted(((r["latency_ms_p50"], r["score"]) for r, on in zip(rows, front) if on))
     fig.add_trace(go.Scatter(x=[p[0] for p in best], y=[p[1] for p in best], mode="lines", name="Pareto front",
                              line=dict(color=PARETO, dash="dot", width=2), hoverinfo="skip"))
     fig.update_layout(height=440, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
-    fig.update_xaxes(title_text="latency at batch 1 (ms, log scale): lower is faster", type="log", showgrid=True,
-                     gridcolor="#eee", automargin=True, range=[fastest - x_pad, slowest + x_pad])
+    measured_in = f"<br>measured in {next(iter(contexts))}" if contexts else ""
+    fig.update_xaxes(title_text=f"latency at batch 1 (ms, log scale): lower is faster{measured_in}", type="log",
+                     showgrid=True, gridcolor="#eee", automargin=True, range=[fastest - x_pad, slowest + x_pad])
     fig.update_yaxes(title_text=f"{metric} on test (mean over seeds)", range=[min(scores) - y_pad, max(scores) + y_pad],
                      showgrid=True, gridcolor="#eee", automargin=True)
     return fig

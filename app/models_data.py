@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.data import metric_history
-from db.models import Evaluation, Run, Task
+from core.formatting import count, score_interval, seeds_spread
+from db.models import Evaluation, Measurement, Run, Task
 from worker import evaluation, models
 
 
@@ -35,28 +36,122 @@ def score_on(model: dict, task_id: int | None) -> dict | None:
     return max(found, key=lambda s: s["evaluation_run"]) if found else None
 
 
-def table_rows(rows: list[dict], task_id: int | None) -> list[dict]:
-    """The models table: what each model is, how big, how good on the task, how fast."""
+# --- speed, compared only within one context ---------------------------------------------------------
+# A context is the device, sequence length, batch and threads a benchmark ran with
+# (worker.evaluation.speed_context): latencies from different contexts never share a table or an axis.
+
+NOISY = "⚠"
+
+
+def speed_measurements(sessions: sessionmaker[Session]) -> list[dict]:
+    """Every speed measurement, newest first: {model_id, context, run_id, values} (one query)."""
+    with sessions.begin() as session:
+        found = session.execute(select(Measurement.model_id, Measurement.context, Measurement.run_id,
+                                       Measurement.values).where(Measurement.kind == "speed")
+                                .order_by(Measurement.created_at.desc(), Measurement.id.desc())).all()
+        return [{"model_id": model_id, "context": context, "run_id": run_id, "values": dict(values or {})}
+                for model_id, context, run_id, values in found]
+
+
+def speed_in(measurements: list[dict], context: str | None) -> dict[int, dict]:
+    """Per model id, its latest speed measurement in the context (its values, with run_id)."""
+    found: dict[int, dict] = {}
+    for m in measurements:
+        if m["context"] == context and m["model_id"] not in found:
+            found[m["model_id"]] = {**m["values"], "run_id": m["run_id"]}
+    return found
+
+
+def speed_contexts(rows: list[dict], measurements: list[dict], task_id: int | None) -> list[str]:
+    """The contexts speed was measured in: first the one with the most models scored on the task
+    (the chart's), then by the number of models measured; the latest measured first on a tie."""
+    order = list(dict.fromkeys(m["context"] for m in measurements))
+    scored = {m["model_id"] for m in rows if score_on(m, task_id)}
+    return sorted(order, key=lambda c: (-len(scored & set(speed_in(measurements, c))),
+                                        -len(speed_in(measurements, c)), order.index(c)))
+
+
+def context_label(context: str, measurements: list[dict]) -> str:
+    """A context as the selector shows it, with how many models were measured in it."""
+    models = len(speed_in(measurements, context))
+    recorded = "" if "thread" in context else " · threads not recorded (measured before they were)"
+    return f"{context}{recorded} ({count(models, 'model')})"
+
+
+def noisy_note(speed: dict | None) -> str:
+    """"⚠ why" for a measurement flagged noisy, "" otherwise (and for one measured before the flag)."""
+    if not speed or not speed.get("noisy"):
+        return ""
+    return f"{NOISY} {speed.get('noisy_reason') or 'noisy'}"
+
+
+def how_measured(speeds: list[dict]) -> str:
+    """How the numbers of a context were taken, from what the measurements recorded."""
+    recorded = [v for v in speeds if v.get("threads") is not None]
+    if not recorded:
+        return ("Measured before threads, repeats and the machine's load were recorded: compare these only with "
+                "each other, and benchmark again for numbers taken the way the others are.")
+
+    def values(key: str) -> str:
+        found = sorted({str(v.get(key)) for v in recorded if v.get(key) not in (None, "")})
+        return " or ".join(found) if found else "?"
+
+    return (f"Each benchmark times its models side by side on the same token ids: {values('warmup')} warm-up forwards "
+            f"per model, then {values('latency_repeats')} batch-1 forwards per model interleaved across the models "
+            f"(latency: p50 and p95 over them; IQR, their spread, is p75 - p25) and {values('throughput_repeats')} "
+            f"batch forwards (throughput: sequences per second of the median one), with torch pinned to "
+            f"{values('threads')} thread(s); torch {values('torch_version')} on {values('cpu_model')}. "
+            f"{NOISY} marks a noisy measurement: its p95 over 3x its p50, or, by the machine's load average, other "
+            f"work started, stopped or crowded the cores while it ran. Parameters are the encoder's, what is timed; "
+            f"size is the folder on disk.")
+
+
+def table_rows(rows: list[dict], task_id: int | None, speed: dict[int, dict]) -> list[dict]:
+    """The models table: what each model is, how big, how good on the task, how fast in the
+    chosen speed context (speed: speed_in of it)."""
     out = []
     for m in rows:
         score = score_on(m, task_id)
-        speed = m["speed"] or {}
+        measured = speed.get(m["model_id"]) or {}
         out.append({"id": m["model_id"], "model": m["name"], "kind": m["kind"], "parameters": m["parameters"],
                     "size": m["size_bytes"], "score": score["mean"] if score else None,
-                    "± std": score["std"] if score else None, "seeds": score["seeds"] if score else None,
-                    "p50 ms": speed.get("latency_ms_p50"), "seq/s": speed.get("throughput_per_s"),
+                    "95% interval": score_interval(score.get("ci95")) if score else None,
+                    "seeds": seeds_spread(score["seeds"], score["std"]) if score else None,
+                    "p50 ms": measured.get("latency_ms_p50"), "seq/s": measured.get("throughput_per_s"),
+                    "noisy": NOISY if measured.get("noisy") else None,
                     "tokens/word": (m["intrinsic"] or {}).get("tokens_per_word"), "spec": m["spec"]})
     return out
 
 
-def tradeoff_rows(rows: list[dict], task_id: int | None) -> list[dict]:
-    """The chart's points: models with a score on the task and a speed measurement."""
+def speed_rows(rows: list[dict], speed: dict[int, dict]) -> list[dict]:
+    """The speed table of one context: each measured model with the parameters of what was timed
+    (the encoder) beside its folder's size, latency p50/p95/IQR, throughput and the noisy flag.
+    Measurements from before the encoder was counted show no parameters (theirs were the checkpoint's)."""
+    out = []
+    for m in rows:
+        v = speed.get(m["model_id"])
+        if v is None:
+            continue
+        out.append({"model": m["name"], "encoder parameters": v.get("params") if "threads" in v else None,
+                    "size": v.get("size_bytes", m["size_bytes"]), "threads": v.get("threads"),
+                    "p50 ms": v.get("latency_ms_p50"), "p95 ms": v.get("latency_ms_p95"),
+                    "IQR ms": v.get("latency_ms_iqr"), "seq/s": v.get("throughput_per_s"),
+                    "batch": v.get("batch_size"), "noisy": noisy_note(v) or None, "benchmark run": v.get("run_id")})
+    return out
+
+
+def tradeoff_rows(rows: list[dict], task_id: int | None, speed: dict[int, dict], context: str | None) -> list[dict]:
+    """The chart's points: models with a score on the task and a speed measurement in the one
+    context (a noisy one marked ⚠ beside its label)."""
     points = []
     for m in rows:
         score = score_on(m, task_id)
-        if score and m["speed"]:
-            points.append({"label": m["label"], "score": score["mean"], "score_std": score["std"],
-                           "latency_ms_p50": m["speed"]["latency_ms_p50"], "parameters": m["parameters"]})
+        measured = speed.get(m["model_id"])
+        if score and measured and measured.get("latency_ms_p50"):
+            points.append({"label": m["label"] + (f" {NOISY}" if measured.get("noisy") else ""),
+                           "score": score["mean"], "score_ci95": score.get("ci95"),
+                           "latency_ms_p50": measured["latency_ms_p50"], "parameters": m["parameters"],
+                           "context": context})
     return points
 
 
@@ -68,6 +163,7 @@ def model_detail(sessions: sessionmaker[Session], spec: str) -> dict:
                         "status": e.run.status.value, "seeds": e.seeds,
                         "mean": (e.results or {}).get("test", {}).get(e.metric),
                         "std": (e.results or {}).get("test", {}).get(f"{e.metric}_std"),
+                        "ci95": ((e.results or {}).get("test", {}).get("ci95") or {}).get(e.metric),
                         "converged": (e.results or {}).get("converged")}
                        for e in sorted(record.evaluations, key=lambda e: e.run_id, reverse=True)]
         return {**models.model_summary(session, record), "lineage": models.lineage(session, record),
@@ -86,12 +182,13 @@ def start_evaluation(sessions: sessionmaker[Session], connection: Redis, spec: s
 
 
 def start_benchmark(sessions: sessionmaker[Session], connection: Redis, specs: list[str],
-                    corpus_id: int | None = None) -> int:
-    """Queue a benchmark of the models side by side (the first is the reference); its run id."""
+                    corpus_id: int | None = None, threads: int | None = None) -> int:
+    """Queue a benchmark of the models side by side (the first is the reference), with torch pinned
+    to `threads` (None: the default, one); its run id."""
     from worker.submit import submit_runs
 
     connection.ping()
-    run = evaluation.create_benchmark(sessions, specs, None, corpus_id)
+    run = evaluation.create_benchmark(sessions, specs, {"threads": threads}, corpus_id)
     submit_runs(sessions, connection, [run])
     return run.id
 

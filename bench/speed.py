@@ -2,6 +2,7 @@
 side by side (core.speed.measure_speed).
 
     python bench/speed.py --device cpu --seq-len 128 --batch-size 32 --repeats 30
+    python bench/speed.py --threads 1,2 --rounds 3 --no-bundled   # the ratio at 1 and 2 threads, 3 times
 
 By default it builds, with random weights in a temporary folder, the AdaLM paper's shapes:
 BERT-base (12 layers x 768 hidden x 12 heads x 3072 FFN) and its student (6 x 384 x 12 heads x
@@ -9,7 +10,13 @@ BERT-base (12 layers x 768 hidden x 12 heads x 3072 FFN) and its student (6 x 38
 --model NAME=FOLDER; and times them with BERT-base first, so the speed-ups are against it.
 Random weights time the same as trained ones: the forward does the same arithmetic. Every
 model sees the same token ids; repetitions are interleaved across the models; latency is one
-sequence (batch 1), throughput is sequences per second at --batch-size (median forward)."""
+sequence (batch 1), throughput is sequences per second at --batch-size (median forward).
+
+torch is pinned to each of --threads (default 1) for a whole measurement. With several thread
+counts or --rounds above 1, the measurements alternate (round 1 at each thread count, then round
+2, ...) so that a change in the machine's load hits every setting alike, and a second table gives
+each model's speed-up against the first as the mean and the range (min-max) over the rounds.
+Each row carries the 1-minute load average before and after it and is flagged when noisy."""
 
 from __future__ import annotations
 
@@ -44,7 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 forwards per model (default 30)")
     parser.add_argument("--throughput-repeats", type=int, default=5, help="timed batch forwards per model (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per model and batch shape")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads for the measurement")
+    parser.add_argument("--threads", default="1", help="torch threads, pinned for a whole measurement; several "
+                                                         "comma-separated (1,2) are measured in turn (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="times to repeat every measurement (default 1)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                         help="another model folder to time (repeatable)")
     parser.add_argument("--no-paper-shapes", action="store_true", help="skip the random BERT-base and student")
@@ -57,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--model takes NAME=FOLDER, got '{spec}'")
         extra.append((name, Path(folder).expanduser()))
     args.extra = extra
+    try:
+        args.threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads takes whole numbers separated by commas (1,2), got '{args.threads}'")
+    if any(t < 1 for t in args.threads) or args.rounds < 1:
+        parser.error("--threads and --rounds must be at least 1")
     if args.no_paper_shapes and args.no_bundled and not extra:
         parser.error("nothing to time: drop --no-paper-shapes or --no-bundled, or pass --model NAME=FOLDER")
     return args
@@ -77,27 +92,76 @@ def build_paper_shapes(root: Path) -> list[tuple[str, Path]]:
     return models
 
 
+def _noisy(r: SpeedResult) -> str:
+    return f"noisy: {r.noisy_reason}" if r.noisy else ""
+
+
+def _load(r: SpeedResult) -> str:
+    return "?" if r.load_before is None else f"{r.load_before:.2f} → {r.load_after:.2f}"
+
+
 def table(results: list[SpeedResult]) -> list[str]:
     batch = results[0].batch_size
     lines = [
-        f"| model | parameters | size MB | p50 ms | p95 ms | sequences/s at batch {batch} "
-        f"| speed-up at batch 1 | speed-up at batch {batch} |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| model | encoder parameters | size MB | p50 ms | p95 ms | IQR ms | sequences/s at batch {batch} "
+        f"| speed-up at batch 1 | speed-up at batch {batch} | noisy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         lines.append(f"| {r.name} | {r.params / 1e6:.1f}M | {r.size_bytes / 1e6:.1f} | {r.latency_ms_p50:.1f} "
-                     f"| {r.latency_ms_p95:.1f} | {r.throughput_per_s:.1f} | {r.speedup_vs_first:.2f}x "
-                     f"| {r.throughput_speedup_vs_first:.2f}x |")
+                     f"| {r.latency_ms_p95:.1f} | {r.latency_ms_iqr:.1f} | {r.throughput_per_s:.1f} "
+                     f"| {r.speedup_vs_first:.2f}x | {r.throughput_speedup_vs_first:.2f}x | {_noisy(r)} |")
     return lines
 
 
-def machine_line(args: argparse.Namespace, device: torch.device) -> str:
-    threads = args.threads or torch.get_num_threads()
-    return (f"machine: {platform.machine()} {platform.processor() or ''}".rstrip()
-            + f", {os.cpu_count()} cores, torch threads {threads}, device {device}; torch {torch.__version__}, "
-            f"transformers {transformers.__version__}; seq-len {args.seq_len}, {args.repeats} batch-1 and "
-            f"{args.throughput_repeats} batch-{args.batch_size} forwards per model, interleaved, "
-            f"after {args.warmup} warm-up forwards")
+def rounds_table(measured: list[tuple[int, int, list[SpeedResult]]]) -> list[str]:
+    """A row per thread count, round and model: (threads, round, results) in the order measured."""
+    batch = measured[0][2][0].batch_size
+    lines = [
+        f"| threads | round | model | p50 ms | p95 ms | IQR ms | sequences/s at batch {batch} | speed-up at batch 1 "
+        f"| speed-up at batch {batch} | load average before → after | noisy |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for threads, round_, results in measured:
+        for r in results:
+            lines.append(f"| {threads} | {round_} | {r.name} | {r.latency_ms_p50:.1f} | {r.latency_ms_p95:.1f} "
+                         f"| {r.latency_ms_iqr:.1f} | {r.throughput_per_s:.1f} | {r.speedup_vs_first:.2f}x "
+                         f"| {r.throughput_speedup_vs_first:.2f}x | {_load(r)} | {_noisy(r)} |")
+    return lines
+
+
+def _spread(values: list[float], digits: int = 2, unit: str = "") -> str:
+    return f"{sum(values) / len(values):.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def summary_table(measured: list[tuple[int, int, list[SpeedResult]]]) -> list[str]:
+    """Per thread count and model: p50, throughput and the speed-ups against the first model as the
+    mean (min-max) over the rounds."""
+    rounds = len({round_ for _, round_, _ in measured})
+    batch = measured[0][2][0].batch_size
+    lines = [
+        f"| threads | model | p50 ms | sequences/s at batch {batch} | speed-up at batch 1 | speed-up at batch {batch} "
+        f"| noisy rounds |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for threads in dict.fromkeys(t for t, _, _ in measured):
+        runs = [results for t, _, results in measured if t == threads]
+        for i, first in enumerate(runs[0]):
+            same = [results[i] for results in runs]
+            lines.append(f"| {threads} | {first.name} | {_spread([r.latency_ms_p50 for r in same], 1)} "
+                         f"| {_spread([r.throughput_per_s for r in same], 1)} "
+                         f"| {_spread([r.speedup_vs_first for r in same], unit='x')} "
+                         f"| {_spread([r.throughput_speedup_vs_first for r in same], unit='x')} "
+                         f"| {sum(r.noisy for r in same)} of {rounds} |")
+    return lines
+
+
+def machine_line(args: argparse.Namespace, device: torch.device, first: SpeedResult) -> str:
+    return (f"machine: {first.cpu_model}, {os.cpu_count()} cores ({platform.machine()}), device {device}; "
+            f"torch {first.torch_version}, transformers {transformers.__version__}; seq-len {args.seq_len}, "
+            f"{args.repeats} batch-1 and {args.throughput_repeats} batch-{args.batch_size} forwards per model, "
+            f"interleaved, after {args.warmup} warm-up forwards; torch threads {','.join(map(str, args.threads))}"
+            + (f", {args.rounds} rounds alternating the thread counts" if args.rounds > 1 else ""))
 
 
 def progress_printer():
@@ -116,12 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_bundled:
             models.append(("bundled all-MiniLM-L6-v2", bundled_path()))
         models += args.extra
-        results = measure_speed(models, device=str(device), seq_len=args.seq_len, batch_size=args.batch_size,
-                                latency_repeats=args.repeats, throughput_repeats=args.throughput_repeats,
-                                warmup=args.warmup, threads=args.threads, progress=progress_printer())
+        measured = []
+        for round_ in range(1, args.rounds + 1):
+            for threads in args.threads:
+                results = measure_speed(models, device=str(device), seq_len=args.seq_len, batch_size=args.batch_size,
+                                        latency_repeats=args.repeats, throughput_repeats=args.throughput_repeats,
+                                        warmup=args.warmup, threads=threads, progress=progress_printer())
+                measured.append((threads, round_, results))
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print("\n".join(table(results) + ["", machine_line(args, device)]))
+    first = measured[0][2][0]
+    if len(measured) == 1:
+        lines = table(measured[0][2]) + ["", f"load average {_load(first)}"]
+    else:
+        lines = rounds_table(measured) + [""] + summary_table(measured)
+    print("\n".join(lines + ["", machine_line(args, device, first)]))
     return 0
 
 

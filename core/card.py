@@ -287,10 +287,13 @@ def _evaluation(info: dict) -> list[str]:
 
 def _speed(info: dict) -> list[str]:
     return _table(["measure", "value"], _pairs([
-        ("Device", "device", str), ("Sequence length", "seq_len", _int), ("Batch size", "batch_size", _int),
+        ("Device", "device", str), ("CPU", "cpu_model", str), ("Threads", "threads", _int),
+        ("Sequence length", "seq_len", _int), ("Batch size", "batch_size", _int),
         ("Latency p50 (batch 1)", "latency_ms_p50", lambda v: f"{v:,.2f} ms"),
         ("Latency p95 (batch 1)", "latency_ms_p95", lambda v: f"{v:,.2f} ms"),
+        ("Latency spread p75 - p25", "latency_ms_iqr", lambda v: f"{v:,.2f} ms"),
         ("Throughput", "throughput_per_s", lambda v: f"{v:,.1f} sequences/s"),
+        ("Noisy measurement", "noisy_reason", str),
         ("Speed-up vs the teacher", "speedup_vs_teacher", lambda v: f"{v:.2f}×"),
     ], info.get("speed") or {}))
 

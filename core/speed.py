@@ -2,34 +2,55 @@
 every model, warm-up forwards first, then interleaved repetitions (model 1, model 2, ...,
 model 1, model 2, ...) so that a burst of other load on the machine hits every model alike,
 and medians rather than means. Latency is one sequence (batch 1); throughput is sequences per
-second at a batch size. What is timed is the encoder forward (AutoModel), what serving runs."""
+second at a batch size. What is timed is the encoder forward (AutoModel), what serving runs.
+
+Measured as a serving engineer would: torch is pinned to a number of threads (one by default:
+what one serving worker gets) for the whole measurement; at least MIN_LATENCY_REPEATS batch-1
+forwards per model; p50, p95 and the interquartile range (p75 - p25) of the latency; the threads,
+torch version, CPU model and 1-minute load average before and after are recorded; and a model's
+result is flagged noisy (noise_reason) when its p95 is over NOISY_TAIL times its p50, when the
+load on the machine changed during the measurement, or when other work beside it wanted more than
+the cores. torch is imported when measuring, so that
+the settings' checks can use this module without it."""
 
 from __future__ import annotations
 
+import math
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from core.errors import Cancelled, ConfigError, ModelError
-from core.models import count_parameters, folder_size
-from core.training import resolve_device
+from core.models import folder_size
+
+if TYPE_CHECKING:
+    import torch
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 CancelCheck = Callable[[], bool]
 
 STAGE = "measuring speed"
+MIN_LATENCY_REPEATS = 30  # fewer and the p95 is one or two forwards: noise, not a tail
+NOISY_TAIL = 3.0  # p95 over 3x p50: something else ran during the slow forwards
+# The rest of the machine's load changing by more than half a core's worth of runnable threads
+# while a measurement runs (noise_reason says how that is told from the 1-minute load average).
+NOISY_LOAD = 0.5
+LOAD_TIME_CONSTANT_S = 60.0  # Linux's 1-minute load average: exponential, 60 s time constant
+LOAD_SECONDS = 15.0  # three of its 5-second updates: shorter, what others did meanwhile is not told
 
 
 @dataclass
 class SpeedResult:
     name: str
     path: str
-    params: int
-    size_bytes: int
+    params: int  # of the encoder that is timed (AutoModel as loaded), not of the checkpoint on disk
+    size_bytes: int  # the folder on disk
     device: str
     seq_len: int
     batch_size: int
@@ -38,25 +59,91 @@ class SpeedResult:
     throughput_per_s: float  # sequences per second at batch_size
     speedup_vs_first: float  # the first model's p50 latency / this one's
     throughput_speedup_vs_first: float  # this throughput / the first model's
+    latency_ms_iqr: float = 0.0  # the spread: p75 - p25 of the batch-1 latencies
+    threads: int = 1  # torch threads for the whole measurement
+    latency_repeats: int = 0  # timed batch-1 forwards per model
+    throughput_repeats: int = 0  # timed batch forwards per model
+    warmup: int = 0  # untimed forwards per model and shape
+    torch_version: str = ""
+    cpu_model: str = ""
+    load_before: float | None = None  # 1-minute load average (None where the system has none)
+    load_after: float | None = None
+    seconds: float = 0.0  # wall time of the whole measurement, loading included
+    noisy: bool = False
+    noisy_reason: str = ""  # "" when not noisy, else why: "p95 is 4.2x p50", the load change
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average; None where the system keeps none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def noise_reason(p50: float, p95: float, load_before: float | None, load_after: float | None, seconds: float,
+                 busy_threads: int, cores: int | None = None) -> str:
+    """Why a measurement is noisy, "" when it is not: a p95 over NOISY_TAIL x the p50, or other work
+    on the machine changed, or crowded it, while it ran. The 1-minute load average L moves toward
+    the number n of runnable threads with a 60 s time constant: after t seconds L = L0 d + n (1 - d),
+    d = exp(-t / 60). So the measurement's own busy threads raise it by at most busy (1 - d): a rise
+    of more than NOISY_LOAD beyond that is other work that started. Solved for n, the same formula
+    gives the other threads' average meanwhile (n - busy), which tells a fall of more than
+    NOISY_LOAD that is other work stopping (others over NOISY_LOAD) from earlier work winding down,
+    ours included, which does not compete; and it flags others that, beside our threads, wanted
+    more than the cores (by NOISY_LOAD). Those need a few of the kernel's 5-second updates, so they
+    are judged on measurements of LOAD_SECONDS or more."""
+    reasons = []
+    if p50 > 0 and p95 > NOISY_TAIL * p50:
+        reasons.append(f"p95 is {p95 / p50:.1f}x p50")
+    if load_before is None or load_after is None:
+        return "; ".join(reasons)
+    decay = math.exp(-max(seconds, 0.0) / LOAD_TIME_CONSTANT_S)
+    own = busy_threads * (1.0 - decay)
+    others = (load_after - load_before * decay) / (1.0 - decay) - busy_threads if seconds >= LOAD_SECONDS else 0.0
+    if load_after - load_before - own > NOISY_LOAD:
+        reasons.append(f"the load average rose from {load_before:.2f} to {load_after:.2f}, more than the "
+                       f"measurement itself explains ({own:+.2f})")
+    elif load_before - load_after > NOISY_LOAD and others > NOISY_LOAD:
+        reasons.append(f"the load average fell from {load_before:.2f} to {load_after:.2f}: other work "
+                       f"(about {others:.1f} threads) ran and stopped meanwhile")
+    elif cores and others + busy_threads > cores + NOISY_LOAD:
+        reasons.append(f"the machine was crowded: about {others:.1f} other threads ran beside its {busy_threads} "
+                       f"on {cores} cores (load average {load_before:.2f} to {load_after:.2f})")
+    return "; ".join(reasons)
+
+
 def _check_options(seq_len: int, batch_size: int, latency_repeats: int, throughput_repeats: int, warmup: int,
-                   threads: int | None) -> None:
+                   threads: int) -> None:
     for option, value, least in (("seq-len", seq_len, 1), ("batch-size", batch_size, 1),
-                                 ("latency repeats", latency_repeats, 1), ("throughput repeats", throughput_repeats, 1),
-                                 ("warmup", warmup, 0)):
+                                 ("throughput repeats", throughput_repeats, 1), ("warmup", warmup, 0),
+                                 ("threads", threads, 1)):
         if value < least:
             raise ConfigError(f"{option} must be at least {least}, got {value}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {threads}")
+    if latency_repeats < MIN_LATENCY_REPEATS:
+        raise ConfigError(f"latency repeats must be at least {MIN_LATENCY_REPEATS} (fewer batch-1 forwards give no "
+                          f"real p95), got {latency_repeats}: raise them to {MIN_LATENCY_REPEATS} or more")
 
 
 def _load(name: str, path: Path, device: torch.device, seq_len: int):
     """The encoder of a model folder in fp32 (one precision for all: a fair comparison), in
     eval mode on the device."""
+    import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -82,8 +169,16 @@ def _load(name: str, path: Path, device: torch.device, seq_len: int):
     return model.eval().to(device)
 
 
+def encoder_parameters(model) -> int:
+    """Parameters of the loaded encoder, what is timed: an MLM head on disk is not, a pooler the
+    checkpoint lacks is (AutoModel adds one)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def _inputs(vocab_size: int, seq_len: int, batch_size: int, device: torch.device) -> tuple[dict, dict]:
     """(one sequence, a batch): token ids from a fixed generator, so every model sees the same."""
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator)
     batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
@@ -93,6 +188,8 @@ def _inputs(vocab_size: int, seq_len: int, batch_size: int, device: torch.device
 
 def _seconds(model, inputs: dict, cuda: bool) -> float:
     """Wall seconds of one forward; on a GPU the queued work is waited for on both sides."""
+    import torch
+
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -107,51 +204,76 @@ def _check(cancel: CancelCheck | None) -> None:
         raise Cancelled("cancelled")
 
 
+@dataclass
+class _Setting:
+    """How a measurement was taken, recorded in each result."""
+    device: str
+    seq_len: int
+    batch_size: int
+    threads: int
+    latency_repeats: int
+    throughput_repeats: int
+    warmup: int
+    load_before: float | None
+    load_after: float | None
+    seconds: float
+
+
 def measure_speed(
     models: Sequence[tuple[str, str | Path]],
     device: str = "cpu",
     seq_len: int = 128,
     batch_size: int = 32,
-    latency_repeats: int = 30,
+    latency_repeats: int = MIN_LATENCY_REPEATS,
     throughput_repeats: int = 5,
     warmup: int = 3,
-    threads: int | None = None,
+    threads: int = 1,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> list[SpeedResult]:
     """Latency (batch 1) and throughput (batch_size) of each (name, folder), in the given
-    order; the speed-ups are relative to the first model."""
+    order, with torch pinned to `threads` for the whole measurement (restored after; on a GPU
+    they matter only for the CPU side); the speed-ups are relative to the first model."""
+    import torch
+
+    from core.training import resolve_device
+
     models = [(name, Path(path)) for name, path in models]
     if not models:
         raise ConfigError("no models to measure: pass at least one model folder")
     _check_options(seq_len, batch_size, latency_repeats, throughput_repeats, warmup, threads)
     target = resolve_device(device)
     cuda = target.type == "cuda"
+    load_before, started = load_average(), time.perf_counter()
     previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         loaded = []
         for name, path in models:
             _check(cancel)
             loaded.append(_load(name, path, target, seq_len))
+        params = [encoder_parameters(model) for model in loaded]
         vocab = min(int(model.config.vocab_size) for model in loaded)
         single, batch = _inputs(vocab, seq_len, batch_size, target)
         latencies, batches = _time_models(loaded, single, batch, warmup, latency_repeats, throughput_repeats, cuda,
                                           progress, cancel)
     finally:
-        if threads is not None:
-            torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous_threads)
+    setting = _Setting(str(target), seq_len, batch_size, threads, latency_repeats, throughput_repeats, warmup,
+                       load_before, load_average(), time.perf_counter() - started)
     del loaded
     if cuda:
         torch.cuda.empty_cache()
-    return _results(models, latencies, batches, str(target), seq_len, batch_size)
+    # On a GPU one CPU thread waits for each forward; on the CPU all the pinned threads work.
+    return _results(models, params, latencies, batches, setting, busy_threads=1 if cuda else threads)
 
 
 def _time_models(loaded: list, single: dict, batch: dict, warmup: int, latency_repeats: int,
                  throughput_repeats: int, cuda: bool, progress: Progress | None,
                  cancel: CancelCheck | None) -> tuple[list[list[float]], list[list[float]]]:
     """Per model, the seconds of each timed batch-1 forward and of each batch forward."""
+    import torch
+
     batch_size = batch["input_ids"].shape[0]
     # Progress counts sequences pushed through the models: a batch forward weighs batch_size.
     total = len(loaded) * (warmup * (1 + batch_size) + latency_repeats + throughput_repeats * batch_size)
@@ -188,16 +310,25 @@ def _time_models(loaded: list, single: dict, batch: dict, warmup: int, latency_r
     return latencies, batches
 
 
-def _results(models: list[tuple[str, Path]], latencies: list[list[float]], batches: list[list[float]],
-             device: str, seq_len: int, batch_size: int) -> list[SpeedResult]:
+def _results(models: list[tuple[str, Path]], params: list[int], latencies: list[list[float]],
+             batches: list[list[float]], setting: _Setting, busy_threads: int) -> list[SpeedResult]:
+    import torch
+
     results = []
-    for (name, path), seconds, batch_seconds in zip(models, latencies, batches):
-        p50, p95 = np.percentile(np.array(seconds) * 1000.0, [50, 95])
+    cpu = cpu_model()
+    for (name, path), count, seconds, batch_seconds in zip(models, params, latencies, batches):
+        p25, p50, p75, p95 = np.percentile(np.array(seconds) * 1000.0, [25, 50, 75, 95])
+        reason = noise_reason(float(p50), float(p95), setting.load_before, setting.load_after, setting.seconds,
+                              busy_threads, os.cpu_count())
         results.append(SpeedResult(
-            name=name, path=str(path), params=count_parameters(path), size_bytes=folder_size(path), device=device,
-            seq_len=seq_len, batch_size=batch_size, latency_ms_p50=float(p50), latency_ms_p95=float(p95),
-            throughput_per_s=batch_size / float(np.median(batch_seconds)),
-            speedup_vs_first=0.0, throughput_speedup_vs_first=0.0,
+            name=name, path=str(path), params=count, size_bytes=folder_size(path), device=setting.device,
+            seq_len=setting.seq_len, batch_size=setting.batch_size, latency_ms_p50=float(p50),
+            latency_ms_p95=float(p95), throughput_per_s=setting.batch_size / float(np.median(batch_seconds)),
+            speedup_vs_first=0.0, throughput_speedup_vs_first=0.0, latency_ms_iqr=float(p75 - p25),
+            threads=setting.threads, latency_repeats=setting.latency_repeats,
+            throughput_repeats=setting.throughput_repeats, warmup=setting.warmup, torch_version=torch.__version__,
+            cpu_model=cpu, load_before=setting.load_before, load_after=setting.load_after,
+            seconds=round(setting.seconds, 3), noisy=bool(reason), noisy_reason=reason,
         ))
     first = results[0]
     for result in results:

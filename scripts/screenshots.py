@@ -247,7 +247,7 @@ class Scenario:
                                  strategies=("adapt-then-distill",), adapt=small, distill=small,
                                  finetune={"seeds": 1, "epochs": 14, "patience": 0, "lr": 1e-3, "batch_size": 16,
                                            "max_length": 32, "device": "cpu"},
-                                 bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                                 bench={"latency_repeats": 30, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
                                  vocab=VOCAB, name="tiny experiment")
         self.ids["experiment"] = runs[0].id
         submit_runs(self.sessions, self.redis, runs)

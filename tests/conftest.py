@@ -107,7 +107,7 @@ def tiny_experiment(sessions, tmp_path: Path, seeds: int = 1):
     small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
     return create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
                              finetune={"seeds": seeds, "epochs": 2, "max_length": 32},
-                             bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                             bench={"latency_repeats": 30, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
                              vocab={"step": 20, "max_added": 40}, name="tiny")
 
 

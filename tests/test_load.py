@@ -101,7 +101,7 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
     for i in range(3):
         create_experiment(sessions, corpora[i % 2], task.id, str(tiny), adapt=small, distill=small,
                           finetune={"seeds": 3, "epochs": 2, "max_length": 32},
-                          bench={"latency_repeats": 3, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
+                          bench={"latency_repeats": 30, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
                           vocab={"step": 20, "max_added": 40 + 20 * i}, name=f"experiment {i}")
     for i in range(40):
         strategy = ("adapt-then-distill", "distill-then-adapt")[i % 2]

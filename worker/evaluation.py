@@ -16,14 +16,17 @@ from core.configs import FinetuneConfig, check_device
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.metrics import METRICS, primary_metric
+from core.speed import MIN_LATENCY_REPEATS
 from db import store
 from db.models import Evaluation, Measurement, Run, RunKind, Task
 from worker.models import ensure_model, model_path, model_summary, refresh_cards
 from worker.service import Reporter, _execute, insert_once
 
 FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
-BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": 30, "throughput_repeats": 5,
-                  "warmup": 3}
+# One torch thread by default: batch-1 latency as one serving worker sees it, and the same number
+# whatever the machine's core count (core.speed pins it for the whole measurement).
+BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": MIN_LATENCY_REPEATS,
+                  "throughput_repeats": 5, "warmup": 3, "threads": 1}
 
 
 # --- tasks ------------------------------------------------------------------------------------------
@@ -104,6 +107,7 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
     def body(run: Run) -> None:
         from core.finetune import evaluate_model
         from core.tasks import load_task
+        from worker.contamination import for_model
         from worker.training import Heartbeat, run_dir
 
         with sessions.begin() as session:
@@ -112,12 +116,15 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
             path = model_path(session, evaluation.model)
             task_path, metric = Path(evaluation.task.path), evaluation.metric
             config = finetune_config({**run.params, "metric": metric})
+            spec, task_id = evaluation.model.spec, evaluation.task_id
         task = load_task(task_path)
         with Heartbeat(sessions, run_id):
+            # dev or test text in a corpus behind the model inflates its scores: found before fine-tuning
+            contamination = for_model(sessions, spec, task_id, report)
             result = evaluate_model(path, task, run_dir(run_id) / "seeds", config, progress=report,
                                     cancel=report.cancelled, on_metrics=report.metrics)
         report.flush()
-        data = result.to_dict()
+        data = {**result.to_dict(), "contamination": contamination}
         with sessions.begin() as session:
             evaluation = store.evaluation_for_run(session, run_id)
             evaluation.results = data
@@ -144,6 +151,7 @@ def evaluation_dict(session: Session, run_id: int) -> dict:
             "metrics": results.get("test", {}), "dev": {k: v for k, v in results.get("dev", {}).items()
                                                            if k != "per_seed"},
             "converged": results.get("converged"), "lr": results.get("lr"),
+            "contamination": results.get("contamination"),
             "epochs": [{"seed": s["seed"], "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
                         "stopped_early": s["stopped_early"]} for s in results.get("seeds", [])]}
 
@@ -175,9 +183,13 @@ def bench_params(params: dict | None) -> dict:
     unknown = sorted(set(params) - set(BENCH_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown benchmark setting(s) {', '.join(unknown)}: use {', '.join(BENCH_DEFAULTS)}")
-    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats"):
+    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats", "threads"):
         if not isinstance(params[key], int) or params[key] < 1:
             raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
+    if params["latency_repeats"] < MIN_LATENCY_REPEATS:
+        raise ConfigError(f"latency-repeats must be at least {MIN_LATENCY_REPEATS} (fewer batch-1 forwards give no "
+                          f"real p95), got {params['latency_repeats']}: raise it (bench --repeats) to "
+                          f"{MIN_LATENCY_REPEATS} or more")
     if not isinstance(params["warmup"], int) or params["warmup"] < 0:
         raise ConfigError(f"warmup must be a whole number >= 0, got {params['warmup']}")
     params["device"] = check_device(params["device"])
@@ -203,10 +215,11 @@ def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Repo
 def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, Path]], report) -> None:
     from core.speed import measure_speed
 
+    threads = params.get("threads", BENCH_DEFAULTS["threads"])  # a run queued before threads were a setting
     results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
                             params["latency_repeats"], params["throughput_repeats"], params["warmup"],
-                            progress=report, cancel=report.cancelled)
-    context = f"{results[0].device} · seq {params['seq_len']} · batch 1 and {params['batch_size']}"
+                            threads=threads, progress=report, cancel=report.cancelled)
+    context = speed_context(results[0].device, params["seq_len"], params["batch_size"], threads)
     with sessions.begin() as session:
         for result in results:
             record = ensure_model(session, result.name)
@@ -214,6 +227,12 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
                                     values=result.to_dict()))
         run = store.get_run(session, run_id)
         run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
+
+
+def speed_context(device: str, seq_len: int, batch_size: int, threads: int) -> str:
+    """What makes speed measurements comparable: only those with the same context are put side by
+    side (measurements stored before threads were recorded have no "thread" in theirs)."""
+    return f"{device} · seq {seq_len} · batch 1 and {batch_size} · {threads} thread{'s' if threads != 1 else ''}"
 
 
 def _measure_on_corpus(sessions, run_id: int, corpus_id: int, paths: list[tuple[str, Path]], report) -> None:
@@ -234,7 +253,14 @@ def bench_row(result: dict) -> dict:
             "latency_ms_p50": result["latency_ms_p50"], "latency_ms_p95": result["latency_ms_p95"],
             "throughput_per_s": result["throughput_per_s"], "speedup_vs_first": result["speedup_vs_first"],
             "throughput_speedup_vs_first": result["throughput_speedup_vs_first"], "device": result["device"],
-            "seq_len": result["seq_len"], "batch_size": result["batch_size"]}
+            "seq_len": result["seq_len"], "batch_size": result["batch_size"],
+            **{key: result.get(key) for key in BENCH_MEASUREMENT_KEYS}}
+
+
+# How a measurement was taken (core.speed.SpeedResult): added to `bench --json` after the keys above.
+BENCH_MEASUREMENT_KEYS = ("latency_ms_iqr", "threads", "latency_repeats", "throughput_repeats", "warmup",
+                          "torch_version", "cpu_model", "load_before", "load_after", "seconds", "noisy",
+                          "noisy_reason")
 
 
 def measure_intrinsic(sessions: sessionmaker[Session], spec: str, corpus_id: int, run_id: int | None = None,

@@ -260,8 +260,9 @@ def card_info(session: Session, record: ModelRecord, path: Path | None = None) -
     if scores:
         info["scores"] = scores
     if summary["speed"]:
-        info["speed"] = {k: summary["speed"].get(k) for k in ("device", "seq_len", "batch_size", "latency_ms_p50",
-                                                              "latency_ms_p95", "throughput_per_s")}
+        info["speed"] = {k: summary["speed"].get(k) for k in ("device", "seq_len", "batch_size", "threads",
+                                                              "cpu_model", "latency_ms_p50", "latency_ms_p95",
+                                                              "latency_ms_iqr", "throughput_per_s", "noisy_reason")}
     if summary["intrinsic"]:
         info["intrinsic"] = {**summary["intrinsic"], "corpus": summary["intrinsic"].get("context")}
     return info

@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import charts, connections, data, models_data, tasks_data, ui
 from app.connections import sessions
-from core.formatting import count
+from core.formatting import count, score_interval, seeds_spread
 
 FLASH = "models_flash"
 NO_TASK = -1
@@ -15,7 +15,8 @@ sm = sessions()
 st.title("Models")
 st.caption("Every model adapt-distill knows: the bundled one, every model a run wrote, and folders you evaluated. "
            "Scores are test scores of the best dev epoch, mean ± standard deviation over fine-tuning seeds; speed "
-           "is the encoder's latency at batch 1 and throughput at batch 32, measured side by side.")
+           "is the encoder's latency at batch 1 and throughput at a batch, measured side by side, and only "
+           "measurements taken in the same context (device, sequence length, batch, threads) are compared.")
 ui.show_flash(FLASH)
 
 rows = models_data.list_models(sm)
@@ -27,9 +28,22 @@ by_spec = {m["spec"]: m for m in rows}
 task_options = list(task_names) or [NO_TASK]
 if st.session_state.get("models_task") not in task_options:
     st.session_state.models_task = task_options[0]
-task_id = st.selectbox("Scores on task", task_options, key="models_task",
-                       format_func=lambda t: task_names.get(t, "no task yet: add one on the Tasks page"))
-table = models_data.table_rows(rows, None if task_id == NO_TASK else task_id)
+task_column, context_column = st.columns(2)
+task_id = task_column.selectbox("Scores on task", task_options, key="models_task",
+                                format_func=lambda t: task_names.get(t, "no task yet: add one on the Tasks page"))
+# Speed only within one context: latencies on another device, shape or thread count are another table.
+measurements = models_data.speed_measurements(sm)
+contexts = models_data.speed_contexts(rows, measurements, task_id)
+context_options = contexts or [None]
+if st.session_state.get("models_speed_context") not in context_options:
+    st.session_state.models_speed_context = context_options[0]
+context = context_column.selectbox(
+    "Speed measured in", context_options, key="models_speed_context",
+    format_func=lambda c: "no speed measured yet" if c is None else models_data.context_label(c, measurements),
+    help="Device · sequence length · batch sizes · torch threads. Only measurements taken in the same context are "
+         "compared: choose another to see its models.")
+speed = models_data.speed_in(measurements, context)
+table = models_data.table_rows(rows, None if task_id == NO_TASK else task_id, speed)
 st.dataframe(
     [{k: v for k, v in r.items() if k != "spec"} for r in table], hide_index=True, width="stretch", placeholder="",
     key="models_table",
@@ -39,22 +53,58 @@ st.dataframe(
         "parameters": st.column_config.NumberColumn("parameters", format="compact"),
         "size": st.column_config.NumberColumn("size", format="bytes"),
         "score": st.column_config.NumberColumn("score", format="%.4f", help="test score, mean over seeds"),
-        "± std": st.column_config.NumberColumn("± std", format="%.4f"),
-        "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="latency at batch 1"),
-        "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at batch 32"),
+        "95% interval": st.column_config.TextColumn("95% interval", help="of the score, over the test examples "
+                                                                           "(1,000 seeded bootstrap resamples)"),
+        "seeds": st.column_config.TextColumn("seeds", help="fine-tuning seeds, and the score's standard deviation "
+                                                           "over them"),
+        "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="latency at batch 1, in the context "
+                                                                                "chosen above"),
+        "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at the context's "
+                                                                             "batch"),
+        "noisy": st.column_config.TextColumn("noisy", width="small", help="a noisy speed measurement: why is in "
+                                                                            "the speed table below"),
         "tokens/word": st.column_config.NumberColumn("tokens/word", format="%.3f",
                                                      help="WordPiece pieces per word on the corpus it was measured on"),
     },
 )
 metric = next((s["metric"] for m in rows if (s := models_data.score_on(m, task_id))), "score")
-figure = charts.tradeoff_figure(models_data.tradeoff_rows(rows, task_id), metric)
+figure = charts.tradeoff_figure(models_data.tradeoff_rows(rows, task_id, speed, context), metric)
 if figure is not None:
     st.plotly_chart(figure, key="models_chart", config={"displaylogo": False})
-    st.caption("Up and to the left is better. Bubbles grow with the parameters; bars are ± one standard deviation "
-               "over seeds; the dotted line joins the models no other model beats on both score and speed.")
+    st.caption(f"Up and to the left is better. Bubbles grow with the parameters; bars are ± one standard deviation "
+               f"over seeds; the dotted line joins the models no other model beats on both score and speed. Only "
+               f"latencies measured in {context} are drawn; {models_data.NOISY} marks a noisy measurement.")
 else:
     st.info("Evaluate models on this task and benchmark them (the tabs below, or an experiment) to see score "
             "against latency here.", icon=":material/scatter_plot:")
+
+if speed:
+    st.subheader("Speed", anchor=False)
+    st.caption(f"In {context}. " + models_data.how_measured(list(speed.values())))
+    st.dataframe(
+        models_data.speed_rows(rows, speed), hide_index=True, width="stretch", placeholder="", key="models_speed",
+        column_config={
+            "model": st.column_config.TextColumn("model", width="medium"),
+            "encoder parameters": st.column_config.NumberColumn(
+                "encoder parameters", format="compact", help="of the encoder that is timed (an MLM head is not)"),
+            "size": st.column_config.NumberColumn("size", format="bytes", help="the model folder on disk"),
+            "threads": st.column_config.NumberColumn("threads", format="%d", width="small"),
+            "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="median latency at batch 1"),
+            "p95 ms": st.column_config.NumberColumn("p95 ms", format="%.2f", help="95th percentile latency at batch 1"),
+            "IQR ms": st.column_config.NumberColumn("IQR ms", format="%.2f",
+                                                    help="the spread of the batch-1 latencies: p75 - p25"),
+            "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at the batch"),
+            "batch": st.column_config.NumberColumn("batch", format="%d", width="small"),
+            "noisy": st.column_config.TextColumn("noisy", width="medium",
+                                                 help="p95 over 3x p50, or other work started, stopped or crowded "
+                                                      "the cores meanwhile (by the load average)"),
+            "benchmark run": st.column_config.NumberColumn("benchmark run", format="%d", width="small"),
+        },
+    )
+    others = [c for c in contexts if c != context]
+    if others:
+        st.caption("Also measured in " + "; ".join(models_data.context_label(c, measurements) for c in others)
+                   + ": choose one above to see those numbers (never mixed with these).")
 
 specs = list(by_spec)
 label = lambda s: by_spec[s]["name"]  # noqa: E731
@@ -74,6 +124,12 @@ with one_tab:
         cols[1].metric("Size on disk", ui.human_bytes(detail["size_bytes"]) if detail["size_bytes"] else "?")
         cols[2].metric("Latency, batch 1", f"{detail['speed']['latency_ms_p50']:.2f} ms" if detail["speed"] else "—")
         cols[3].metric("Throughput", f"{detail['speed']['throughput_per_s']:,.1f}/s" if detail["speed"] else "—")
+        if detail["speed"]:
+            measured = detail["speed"]
+            encoder = (f"; {data.count(measured['params'])} parameters in the encoder that was timed"
+                       if measured.get("threads") is not None and measured.get("params") else "")
+            st.caption(f"Speed: the latest measurement, in {measured['context']}{encoder}. "
+                       + models_data.noisy_note(measured))
         if detail["intrinsic"]:
             i = detail["intrinsic"]
             st.caption(f"On {i['context']}: {i['tokens_per_word']:.3f} tokens per word, {i['unknown_rate']:.3%} "
@@ -82,11 +138,11 @@ with one_tab:
                        + ". Perplexities of models with different vocabularies are not comparable.")
         if detail["evaluations"]:
             st.dataframe([{"run": e["run_id"], "task": e["task"], "status": e["status"], "metric": e["metric"],
-                           "mean": e["mean"], "± std": e["std"], "seeds": e["seeds"],
+                           "mean": e["mean"], "95% interval": score_interval(e["ci95"]),
+                           "seeds": seeds_spread(e["seeds"], e["std"]),
                            "converged": {True: "yes", False: "still improving", None: ""}[e["converged"]]}
                           for e in detail["evaluations"]], hide_index=True, width="stretch", placeholder="", key="models_evaluations",
-                         column_config={"mean": st.column_config.NumberColumn(format="%.4f"),
-                                        "± std": st.column_config.NumberColumn(format="%.4f")})
+                         column_config={"mean": st.column_config.NumberColumn(format="%.4f")})
             chosen = detail["evaluations"][0]
             curve = charts.dev_curves_figure(models_data.evaluation_history(sm, chosen["run_id"]), chosen["metric"])
             if curve is not None:
@@ -152,12 +208,17 @@ with bench_tab:
     chosen_specs = st.multiselect("Models (the first is the reference)", specs, key="models_bench_models",
                                   format_func=label)
     corpora = {c["id"]: c["name"] for c in data.list_corpora(sm)}
-    corpus = st.selectbox("Also measure on corpus", [None, *corpora], key="models_bench_corpus",
-                          format_func=lambda c: "no corpus" if c is None else f"{c} · {corpora[c]}",
-                          help="Tokens per word, unknown rate and MLM perplexity on the corpus.")
+    corpus_column, threads_column = st.columns([3, 1])
+    corpus = corpus_column.selectbox("Also measure on corpus", [None, *corpora], key="models_bench_corpus",
+                                     format_func=lambda c: "no corpus" if c is None else f"{c} · {corpora[c]}",
+                                     help="Tokens per word, unknown rate and MLM perplexity on the corpus.")
+    threads = threads_column.number_input("Threads", 1, 256, 1, key="models_bench_threads",
+                                          help="torch threads pinned for the whole measurement; 1 is batch-1 "
+                                               "latency as one serving worker sees it. Another number is "
+                                               "another context, compared apart.")
     if st.button("Benchmark", key="models_bench_launch", icon=":material/speed:", disabled=not chosen_specs):
         with ui.reported():
-            run_id = models_data.start_benchmark(sm, connections.redis(), chosen_specs, corpus)
+            run_id = models_data.start_benchmark(sm, connections.redis(), chosen_specs, corpus, int(threads))
             ui.flash(FLASH, "success", f"Benchmark queued as run {run_id}: "
                                        f"{count(len(chosen_specs), 'model')} side by side.")
             st.rerun()
