@@ -24,7 +24,7 @@ from db import store
 from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis
 from worker import service
 from worker.models import BUNDLED_LABEL, model_name
-from worker.progress import active_steps, pipeline_progress
+from worker.progress import active_steps, parent_progress
 from worker.shapes import RUN_PREFIX, folder_shape
 
 UPLOAD_TYPES = ["txt", "jsonl", "csv", "tsv", "gz"]
@@ -580,7 +580,7 @@ def run_row(run: Run, steps: list[Run] | None = None) -> dict:
     running = run.status.value == "running"
     progress, eta, guess = float(run.progress or 0.0), run.eta_seconds if running else None, bool(run.eta_guess)
     if steps and run.status.value in ACTIVE:
-        progress, eta, guess = pipeline_progress(run, steps)
+        progress, eta, guess = parent_progress(run, steps)
     return {
         "id": run.id, "kind": run.kind.value, "status": run.status.value, "stage": run.stage,
         "progress": min(max(progress, 0.0), 1.0), "step": run.step, "total_steps": run.total_steps,

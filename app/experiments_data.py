@@ -3,6 +3,8 @@ and put several experiments side by side."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,7 +68,20 @@ def experiment_view(sessions: sessionmaker[Session], experiment_id: int) -> dict
 
 
 def chart_rows(views: list[dict]) -> list[dict]:
-    """The trade-off chart's points of one or several experiments."""
-    return [{"label": r["role"], "score": r["score"], "score_std": r["score_std"], "latency_ms_p50": r["latency_ms_p50"],
-             "parameters": r["parameters"], "experiment": f"{v['experiment_id']} · {v['name']}"}
+    """The trade-off chart's points of one or several experiments, each with the context its speed
+    was measured in (the chart puts only one context on its axis)."""
+    return [{"label": r["role"] + (" ⚠" if r.get("noisy") else ""), "score": r["score"],
+             "score_ci95": r.get("score_ci95"), "latency_ms_p50": r["latency_ms_p50"], "parameters": r["parameters"],
+             "context": r.get("speed_context"), "experiment": f"{v['experiment_id']} · {v['name']}"}
             for v in views for r in v["rows"]]
+
+
+def one_context(points: list[dict]) -> tuple[list[dict], list[str]]:
+    """(the points measured in the context most of them share, the other contexts): latencies from
+    different devices, shapes or threads never share an axis."""
+    timed = [p for p in points if p.get("latency_ms_p50")]
+    contexts = Counter(p.get("context") for p in timed)
+    if not contexts:
+        return points, []
+    main = contexts.most_common(1)[0][0]
+    return [p for p in points if p.get("context") == main], [str(c) for c in contexts if c != main]

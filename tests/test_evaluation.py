@@ -117,7 +117,7 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (big / name).write_text((tiny / name).read_text())
     result = as_json(cli("bench", "--model", str(big), "--model", str(tiny), "--seq-len", "64", "--batch-size", "8",
-                         "--repeats", "10", "--json"))
+                         "--repeats", "30", "--json"))
     first, second = result["models"]
     assert set(first) >= {"model", "params", "size_bytes", "latency_ms_p50", "latency_ms_p95", "throughput_per_s",
                           "speedup_vs_first"}
@@ -230,6 +230,10 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
             assert row["difference_ci95"][0] <= row["difference"] <= row["difference_ci95"][1], row
             assert row["verdict"].startswith(f"the {row['role']} ")
     assert view["seed_note"].startswith("1 seed")
+    with sessions.begin() as session:
+        task = store.get_task(session, view["settings"]["task_id"])
+        majority = max(task.label_counts["train"].items(), key=lambda kv: (kv[1], kv[0]))[0]
+        assert view["baseline"]["label"] == majority and view["baseline"]["test_examples"] == task.sizes["test"]
     students = [r for r in view["rows"] if r["role"] not in ("adapted teacher", "base teacher")]
     teacher_row = view["rows"][0]
     assert teacher_row["speedup"] == 1.0
@@ -301,5 +305,70 @@ def test_the_verdict_says_better_only_when_the_paired_interval_excludes_zero():
     assert found["seed_note"] is None
     apart = [_row("base teacher", 0.5, [0.45, 0.55]), _row("adapted teacher", 0.8, [0.75, 0.85], 0.3, [0.25, 0.35])]
     assert judgement(apart) == {"summary": None, "budget_too_small": False, "seed_note": None}
+    floor = {"label": "alpha", "score": 0.46}
+    found = judgement(apart + [_row("general student", 0.49, [0.44, 0.54], -0.01, [-0.05, 0.03])], floor)
+    assert "; base teacher, general student cannot be told apart from always answering 'alpha' (0.4600)." \
+        in found["summary"]  # the adapted teacher's interval (0.75 to 0.85) is clear of the floor
     one = [_row("base teacher", 0.5, [0.45, 0.55], seeds=1)]
     assert judgement(one)["seed_note"].startswith("1 seed: the intervals cover the choice of test examples")
+
+
+def test_an_experiment_progresses_by_the_time_its_runs_take_and_says_how_long_is_left(sessions):
+    from datetime import timedelta
+
+    from db.models import RunStatus, utcnow
+    from worker.progress import experiment_progress
+
+    with sessions.begin() as session:
+        parent = store.create_run(session, RunKind.experiment, {})
+        kinds = [RunKind.adaptation, RunKind.evaluation, RunKind.evaluation, RunKind.evaluation, RunKind.benchmark]
+        steps = [store.create_run(session, kind, {}, parent_id=parent.id) for kind in kinds]
+        assert experiment_progress(parent, steps) == (0.0, None, True)  # nothing measured: no invented ETA
+        now = utcnow()
+        for step, seconds in ((steps[0], 300), (steps[1], 60)):
+            store.start_run(session, step)
+            step.started_at, step.finished_at = now - timedelta(seconds=seconds), now
+            store.finish_run(session, step, RunStatus.succeeded)
+        running = steps[2]
+        store.start_run(session, running)
+        running.started_at, running.eta_seconds, running.eta_guess = now - timedelta(seconds=20), 40.0, False
+        progress, eta, guess = experiment_progress(parent, steps)
+        # finished 300 + 60 s; running 20 s spent, 40 s left; queued: an evaluation as the measured one (60 s)
+        # and a benchmark, of a kind never finished here, at the mean of the finished runs (180 s): a first guess
+        assert eta == pytest.approx(40 + 60 + 180, abs=1)
+        assert progress == pytest.approx((300 + 60 + 20) / (300 + 60 + 60 + 60 + 180), abs=1e-3)
+        assert guess
+        store.finish_run(session, steps[4], RunStatus.cancelled)  # a run that will not run counts for nothing
+        progress, eta, guess = experiment_progress(parent, steps)
+        assert eta == pytest.approx(40 + 60, abs=1) and not guess
+
+
+def test_an_experiment_weighs_its_queued_runs_by_their_cost_at_the_rate_measured(sessions):
+    from datetime import timedelta
+
+    from db.models import RunStatus, utcnow
+    from worker.progress import experiment_progress
+
+    with sessions.begin() as session:
+        parent = store.create_run(session, RunKind.experiment, {})
+        done, small, large = [store.create_run(session, RunKind.evaluation, {}, parent_id=parent.id) for _ in range(3)]
+        parent.params = {"step_costs": {str(done.id): 1e12, str(small.id): 5e11, str(large.id): 4e12}}
+        store.start_run(session, done)
+        done.started_at, done.finished_at = utcnow() - timedelta(seconds=100), utcnow()
+        store.finish_run(session, done, RunStatus.succeeded)
+        progress, eta, guess = experiment_progress(parent, [done, small, large])
+    # 100 s per 1e12 FLOPs: the small one 50 s, the large one 400 s, not the 100 s each of a plain mean
+    assert eta == pytest.approx(450, abs=1) and not guess
+    assert progress == pytest.approx(100 / 550, abs=1e-3)
+
+
+def test_an_experiment_recorded_with_fewer_latency_repeats_reruns_with_thirty(sessions, tmp_path):
+    from worker.experiments import rerun
+
+    parent = tiny_experiment(sessions, tmp_path)[0]
+    with sessions.begin() as session:  # as the demo recorded it before 30 batch-1 forwards were the least
+        run = store.get_run(session, parent.id)
+        run.params = {**run.params, "bench": {"latency_repeats": 10, "throughput_repeats": 3, "warmup": 2}}
+    again = rerun(sessions, parent.id)
+    benchmark = next(r for r in again if r.kind == RunKind.benchmark)
+    assert benchmark.params["latency_repeats"] == 30 and benchmark.params["throughput_repeats"] == 3

@@ -515,7 +515,7 @@ def cmd_pipeline(args) -> None:
 
 def cmd_runs_list(args) -> None:
     from db import store
-    from worker.progress import active_steps, pipeline_progress, stage_note
+    from worker.progress import active_steps, parent_progress, stage_note
     from worker.training import find_dead_runs
 
     sessions = _sessions()
@@ -524,7 +524,7 @@ def cmd_runs_list(args) -> None:
         runs = list(store.list_runs(session, limit=args.limit))
         steps = active_steps(session, runs)
         rows = [_run_dict(r) | {"stage": r.stage, "parent_id": r.parent_id,
-                                "progress": pipeline_progress(r, steps[r.id])[0] if r.id in steps else r.progress}
+                                "progress": parent_progress(r, steps[r.id])[0] if r.id in steps else r.progress}
                 for r in runs]
     lines = [f"{'id':>4} {'kind':<13} {'status':<10} {'progress':>8}  stage"]
     lines += [f"{r['run_id']:>4} {r['kind']:<13} {r['status']:<10} {r['progress']:>8.0%}  "

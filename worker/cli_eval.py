@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from core.configs import DEVICE_HELP
 from core.formatting import count, points_difference, score_interval
+from worker.demo import DEMO_MINUTES
 from worker.cli import Bars, _print, _run_dict, _sessions, command, execute_runs
 
 
@@ -113,6 +116,18 @@ def cmd_evaluate(args) -> None:
     with sessions.begin() as session:
         data = evaluation_dict(session, run.id)
     _print(args, data, _evaluation_table(data))
+    _warn_contamination(args, data["contamination"])
+
+
+def _warn_contamination(args, found: dict | None) -> None:
+    """A line on stderr per corpus and split holding task text (the --json output has the counts)."""
+    import sys
+
+    from core.contamination import warning_lines
+
+    if not args.json:
+        for line in warning_lines(found):
+            print(f"warning: {line}", file=sys.stderr)
 
 
 def raise_config(message: str) -> None:
@@ -126,14 +141,31 @@ def raise_config(message: str) -> None:
 def _bench_table(rows: list[dict]) -> str:
     if not rows:
         return "no results"
-    batch = rows[0]["batch_size"]
-    lines = [f"{'model':<40} {'params':>8} {'size':>10} {'p50 ms':>8} {'p95 ms':>8} {f'seq/s @{batch}':>10} "
-             f"{'x batch 1':>9} {f'x batch {batch}':>10}"]
+    first = rows[0]
+    batch = first["batch_size"]
+    lines = [f"{'model':<40} {'params':>8} {'size':>10} {'p50 ms':>8} {'p95 ms':>8} {'IQR ms':>8} "
+             f"{f'seq/s @{batch}':>10} {'x batch 1':>9} {f'x batch {batch}':>10}"]
     for r in rows:
+        iqr = r.get("latency_ms_iqr")
         lines.append(f"{r['model'][:40]:<40} {_count(r['params']):>8} {_mb(r['size_bytes']):>10} "
-                     f"{r['latency_ms_p50']:>8.2f} {r['latency_ms_p95']:>8.2f} {r['throughput_per_s']:>10.1f} "
-                     f"{r['speedup_vs_first']:>8.2f}x {r['throughput_speedup_vs_first']:>9.2f}x")
-    lines.append(f"device {rows[0]['device']}, sequence length {rows[0]['seq_len']}; speed-ups against the first model")
+                     f"{r['latency_ms_p50']:>8.2f} {r['latency_ms_p95']:>8.2f} "
+                     f"{'—' if iqr is None else f'{iqr:.2f}':>8} {r['throughput_per_s']:>10.1f} "
+                     f"{r['speedup_vs_first']:>8.2f}x {r['throughput_speedup_vs_first']:>9.2f}x"
+                     + ("  NOISY" if r.get("noisy") else ""))
+    threads = first.get("threads")
+    lines.append(f"device {first['device']}, sequence length {first['seq_len']}"
+                 + (f", {threads} torch thread{'s' if threads != 1 else ''}, {first['latency_repeats']} batch-1 and "
+                    f"{first['throughput_repeats']} batch-{batch} forwards per model interleaved after "
+                    f"{first['warmup']} warm-up, torch {first['torch_version']} on {first['cpu_model']}, "
+                    f"load average {_fmt(first['load_before'], 3)} -> {_fmt(first['load_after'], 3)}"
+                    if threads is not None else ", threads not recorded"))
+    lines.append("params: of the encoder that is timed; size: the folder on disk; IQR: p75 - p25 of the batch-1 "
+                 "latencies; speed-ups against the first model")
+    reasons = list(dict.fromkeys(r["noisy_reason"] for r in rows if r.get("noisy")))
+    if len(reasons) == 1 and all(r.get("noisy") for r in rows):
+        lines.append(f"NOISY: {reasons[0]}: measure again on a quieter machine")
+    else:
+        lines += [f"NOISY {r['model']}: {r['noisy_reason']}" for r in rows if r.get("noisy")]
     return "\n".join(lines)
 
 
@@ -143,7 +175,7 @@ def cmd_bench(args) -> None:
 
     sessions = _sessions()
     params = {"device": args.device, "seq_len": args.seq_len, "batch_size": args.batch_size,
-              "latency_repeats": args.repeats}
+              "latency_repeats": args.repeats, "threads": args.threads}
     run = create_benchmark(sessions, args.model, params, args.corpus)
     execute_runs(args, [run])
     if args.queue and not args.wait:
@@ -166,7 +198,7 @@ def experiment_table(view: dict) -> str:
     for r in rows:
         score = _mean_std(r["score"], r["score_std"]) if r["score"] is not None else r["evaluation_status"]
         score += "" if r["converged"] is not False else " *"
-        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "—"
+        speed = (f"{r['speedup']:.2f}x" if r["speedup"] else "—") + (" noisy" if r.get("noisy") else "")
         lines.append(f"{r['role']:<22} {score:>22} {score_interval(r['score_ci95']) or '—':>18} "
                      f"{points_difference(r['difference'], r['difference_ci95']) or '—':>22} "
                      f"{_count(r['parameters']):>8} {_mb(r['size_bytes']):>10} "
@@ -177,9 +209,17 @@ def experiment_table(view: dict) -> str:
                    "from the base teacher in points on the same examples and seeds")
     if any(r["converged"] is False for r in rows):
         lines.append("*: still improving at its last fine-tuning epoch (raise --epochs)")
-    lines.append("speed-up: p50 latency at batch 1 against the adapted teacher")
+    contexts = sorted({r["speed_context"] for r in rows if r.get("speed_context")})
+    lines.append("speed-up: p50 latency at batch 1 against the adapted teacher"
+                 + (f", measured in {' and '.join(contexts)}" if contexts else "")
+                 + ("; noisy: other work changed the load, or p95 over 3x p50 (benchmark again)"
+                    if any(r.get("noisy") for r in rows) else ""))
     lines += [f"{v[0].upper()}{v[1:]}." for v in (r.get("verdict") for r in rows) if v]
     lines += [line for line in (view.get("summary"), view.get("seed_note") and view["seed_note"] + ".") if line]
+    if view.get("baseline"):
+        b = view["baseline"]
+        lines.append(f"floor: always answering '{b['label']}' scores {metric} {b['score']:.4f} "
+                     f"on the {b['test_examples']:,} test examples")
     return "\n".join(lines)
 
 
@@ -229,6 +269,7 @@ def _run_experiment(args, sessions, runs) -> None:
         view = experiment_view(session, experiment_id)
     view["failures"] = failures
     _print(args, view, experiment_table(view) + "".join(f"\nfailed: {f}" for f in failures))
+    _warn_contamination(args, view["contamination"])
 
 
 def cmd_experiments_list(args) -> None:
@@ -246,6 +287,7 @@ def cmd_experiments_show(args) -> None:
     with _sessions().begin() as session:
         view = experiment_view(session, args.id)
     _print(args, view, experiment_table(view))
+    _warn_contamination(args, view["contamination"])
 
 
 def cmd_experiments_rerun(args) -> None:
@@ -315,6 +357,9 @@ def cmd_demo(args) -> None:
 
     sessions = _sessions()
     bars = Bars(not args.json)
+    if not args.json:
+        print(f"the demo took about {DEMO_MINUTES} minutes on a quiet 2-core CPU; --queue runs it on workers",
+              file=sys.stderr)
     bars("building the sample corpus and task", 0.0)
     runs = create_demo(sessions)
     bars.close()
@@ -384,7 +429,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--batch-size", type=int, default=32, help="batch for throughput (default 32)")
-    p.add_argument("--repeats", type=int, default=30, help="timed batch-1 forwards per model (default 30)")
+    p.add_argument("--repeats", type=int, default=30, help="timed batch-1 forwards per model, at least 30 (default 30)")
+    # None: worker.evaluation.BENCH_DEFAULTS decides (not imported here: it would slow every command's start)
+    p.add_argument("--threads", type=int, help="torch threads pinned for the whole measurement (default one: "
+                                               "batch-1 latency as one serving worker sees it)")
     p.add_argument("--queue", action="store_true", help="run on a worker (gpu queue) instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the result")
 
@@ -440,6 +488,7 @@ def register(sub) -> None:
     p.add_argument("model", help="a model id or run:ID")
 
     p = command(sub, "demo", cmd_demo, "add a sample corpus and task built from the docstrings of installed "
-                                       "packages and run a tiny experiment on them (minutes on a CPU)")
+                                       f"packages and run a small experiment on them (about {DEMO_MINUTES} minutes "
+                                       "on a quiet 2-core CPU)")
     p.add_argument("--queue", action="store_true", help="run on workers instead of inline")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for every run")

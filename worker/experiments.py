@@ -23,8 +23,9 @@ from core.configs import STRATEGIES
 from core.errors import ConfigError
 from core.vocab import VocabConfig
 from db import store
-from db.models import Evaluation, Run, RunKind
-from worker import evaluation, service, training
+from db.models import Evaluation, Run, RunKind, Task
+from worker import contamination, evaluation, service, training
+from worker.progress import ACTIVE, experiment_progress
 from worker.shapes import RUN_PREFIX, run_id_of
 
 EXPAND_CHOICES = ("pick", "none")
@@ -152,9 +153,30 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
                                                   parent_id, model_runs))
     with sessions.begin() as session:
         parent = store.get_run(session, parent_id)
+        costs = {str(r.id): step_cost(session, store.get_run(session, r.id)) for r in runs}
         parent.params = {**parent.params, "members": members, "benchmark_run": benchmark.id,
-                         "analysis_id": analysis_id, "expanded_teacher": expanded}
+                         "analysis_id": analysis_id, "expanded_teacher": expanded,
+                         "step_costs": {k: v for k, v in costs.items() if v}}
         return [parent] + [store.get_run(session, r.id) for r in runs]
+
+
+def step_cost(session: Session, run: Run) -> float | None:
+    """The FLOPs a run of an experiment will spend, to weigh it in the experiment's progress: a
+    training run's (training.training_cost); an evaluation's fine-tuning, 6 per parameter and token
+    of its most epochs over train, once per seed; None for the runs too small to matter or unknown."""
+    from worker.shapes import spec_shape
+
+    if run.kind in (RunKind.adaptation, RunKind.distillation):
+        return training.training_cost(session, run)
+    if run.kind != RunKind.evaluation:
+        return None
+    p, config = run.params, evaluation.finetune_config(run.params)
+    shape = spec_shape(session, p["model"])
+    task = session.get(Task, p["task_id"])
+    if not shape or task is None:
+        return None
+    tokens = float(task.sizes.get("train", 0)) * config.max_length * config.epochs * config.seeds
+    return 6.0 * shape["parameters"] * tokens or None
 
 
 def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
@@ -164,8 +186,11 @@ def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
         if run.kind != RunKind.experiment:
             raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
         p = dict(run.params)
+    # a benchmark recorded before batch-1 latency needed 30 forwards gets them now
+    bench = {**p["bench"], "latency_repeats": max(p["bench"].get("latency_repeats") or 0,
+                                                  evaluation.BENCH_DEFAULTS["latency_repeats"])}
     return create_experiment(sessions, p["corpus_id"], p["task_id"], p["teacher"], p["strategies"], p["student"],
-                             p["student_init"], p["adapt"], p["distill"], p["finetune"], p["bench"], p["expand"],
+                             p["student_init"], p["adapt"], p["distill"], p["finetune"], bench, p["expand"],
                              p["vocab"], f"{p['name']} (again)")
 
 
@@ -178,7 +203,8 @@ def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
     results = (evaluation_.results if evaluation_ is not None else None) or {}
     test = results.get("test", {})
     metric = evaluation_.metric if evaluation_ is not None else "score"
-    speed = next((m.values for m in record.measurements if m.kind == "speed" and m.run_id == bench_id), {})
+    measured = next((m for m in record.measurements if m.kind == "speed" and m.run_id == bench_id), None)
+    speed = measured.values if measured is not None else {}
     intrinsic = next((m.values for m in sorted(record.measurements, key=lambda m: m.id, reverse=True)
                       if m.kind == "intrinsic"), {})
     model_run = store.get_run(session, member["run"]) if member["run"] else None
@@ -191,6 +217,7 @@ def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
         "score_ci95": (test.get("ci95") or {}).get(metric),
         "seeds": test.get("seeds"), "per_seed": [s.get(metric) for s in test.get("per_seed", [])],
         "converged": results.get("converged"), "parameters": record.parameters, "size_bytes": record.size_bytes,
+        "speed_context": measured.context if measured is not None else None, "noisy": speed.get("noisy"),
         "latency_ms_p50": speed.get("latency_ms_p50"), "latency_ms_p95": speed.get("latency_ms_p95"),
         "throughput_per_s": speed.get("throughput_per_s"), "speedup": speed.get("speedup_vs_first"),
         "throughput_speedup": speed.get("throughput_speedup_vs_first"),
@@ -208,10 +235,16 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
     rows = [_member_row(session, member, p.get("benchmark_run")) for member in p.get("members", [])]
     rows.sort(key=lambda r: ROLE_ORDER.index(r["role"]))
     _add_differences(session, rows)
+    task = session.get(Task, p.get("task_id"))
+    floor = baseline(task, rows[0]["metric"], p.get("finetune", {}).get("exclude_labels") or ()) \
+        if task is not None and rows and rows[0]["metric"] in ("accuracy", "macro_f1", "micro_f1") else None
     children = store.children(session, experiment_id)
+    progress, eta, guess = (experiment_progress(run, children) if run.status in ACTIVE
+                            else (run.progress, None, False))
     return {"experiment_id": experiment_id, "name": p.get("name"), "status": run.status.value, "stage": run.stage,
-            "progress": run.progress, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},
-            "rows": rows, **judgement(rows), "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
+            "contamination": contamination.for_experiment(session, p),  # task text found in the corpora
+            "progress": progress, "eta_seconds": eta, "eta_guess": guess, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},
+            "rows": rows, "baseline": floor, **judgement(rows, floor), "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
                                     "stage": c.stage, "progress": c.progress,
                                     "seconds": (c.finished_at - c.started_at).total_seconds()
                                     if c.finished_at and c.started_at else None,
@@ -223,7 +256,19 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
 _COUNTS: dict[tuple, object] = {}  # (evaluation run, its finish time) -> its test example counts
 
 
-def _example_counts(evaluation_: Evaluation, task):
+class _Lazy:
+    """A value made on first use."""
+
+    def __init__(self, make):
+        self.make, self.made = make, None
+
+    def __call__(self):
+        if self.made is None:
+            self.made = self.make()
+        return self.made
+
+
+def _example_counts(evaluation_: Evaluation, task: _Lazy):
     """The per-example counts of a finished evaluation's test predictions (None without them);
     kept in memory, as a finished evaluation does not change."""
     from core.finetune import example_counts
@@ -233,9 +278,23 @@ def _example_counts(evaluation_: Evaluation, task):
     if key not in _COUNTS:
         seeds = (evaluation_.results or {}).get("seeds") or []
         predictions = {s["seed"]: s.get("test_predicted") for s in seeds}
-        _COUNTS[key] = example_counts(task, predictions, evaluation.finetune_config(evaluation_.settings)) \
+        _COUNTS[key] = example_counts(task(), predictions, evaluation.finetune_config(evaluation_.settings)) \
             if predictions and all(predictions.values()) else None
     return _COUNTS[key]
+
+
+def baseline(task: Task, metric: str, exclude=()) -> dict | None:
+    """What always answering train's most common label scores on test (classification only):
+    the floor a model must clear to have learnt anything."""
+    from core.metrics import classification_scores
+
+    counts = task.label_counts or {}
+    if task.type != "classification" or not counts.get("train") or not counts.get("test"):
+        return None
+    majority = max(task.labels, key=lambda label: (counts["train"].get(label, 0), label))
+    gold = [label for label, n in counts["test"].items() for _ in range(n)]
+    scores = classification_scores(gold, [majority] * len(gold), task.labels, exclude)
+    return {"label": majority, "score": scores[metric], "accuracy": scores["accuracy"], "test_examples": len(gold)}
 
 
 def _add_differences(session: Session, rows: list[dict]) -> None:
@@ -251,7 +310,7 @@ def _add_differences(session: Session, rows: list[dict]) -> None:
         return
     evaluations = {r["role"]: session.scalar(select(Evaluation).where(Evaluation.run_id == r["evaluation_run"]))
                    for r in rows if r["evaluation_status"] == "succeeded"}
-    task = load_task(evaluations[BASE].task.path)
+    task = _Lazy(lambda: load_task(evaluations[BASE].task.path))  # read only for counts not yet kept
     reference = _example_counts(evaluations[BASE], task)
     if reference is None:
         return
@@ -279,12 +338,14 @@ def verdict(row: dict) -> str | None:
     return f"the {row['role']} and the base teacher are not distinguishable with this budget {interval}"
 
 
-def judgement(rows: list[dict]) -> dict:
+def judgement(rows: list[dict], floor: dict | None = None) -> dict:
     """The experiment's summary: each row's verdict, and whether the budget is too small to conclude
     anything (a member still improving at its last epoch, or a score interval that overlaps the base
-    teacher's)."""
+    teacher's); a model whose interval reaches down to the majority-label floor is named too."""
     for row in rows:
         row["verdict"] = verdict(row)
+        interval = row.get("score_ci95")
+        row["at_floor"] = bool(floor and interval and interval[0] <= floor["score"])
     scored = [r for r in rows if r["score"] is not None]
     base = next((r for r in scored if r["role"] == BASE), None)
     reasons = []
@@ -296,6 +357,10 @@ def judgement(rows: list[dict]) -> dict:
                        and r["score_ci95"][0] <= base["score_ci95"][1] and base["score_ci95"][0] <= r["score_ci95"][1]]
         if overlapping:
             reasons.append(f"the score intervals of {', '.join(overlapping)} overlap the base teacher's")
+    floored = [r["role"] for r in scored if r.get("at_floor")]
+    if floored:
+        reasons.append(f"{', '.join(floored)} cannot be told apart from always answering '{floor['label']}' "
+                       f"({floor['score']:.4f})")
     summary = "The budget is too small to conclude anything: " + "; ".join(reasons) + "." if reasons else None
     one_seed = bool(scored) and all(r["seeds"] == 1 for r in scored)
     return {"summary": summary, "budget_too_small": bool(reasons),

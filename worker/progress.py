@@ -57,3 +57,64 @@ def pipeline_progress(pipeline: Run, steps: list[Run]) -> tuple[float, float | N
     waiting = sum(weight[s.id] for s in steps if s.status == RunStatus.queued)
     eta = current.eta_seconds + waiting * sum(rates) / len(rates) if rates else None
     return progress, eta, bool(current.eta_guess) or (waiting > 0 and not measured)
+
+
+def _seconds(run: Run) -> float | None:
+    if run.started_at is None or run.finished_at is None:
+        return None
+    return (_naive(run.finished_at) - _naive(run.started_at)).total_seconds()
+
+
+def experiment_progress(experiment: Run, steps: list[Run]) -> tuple[float, float | None, bool]:
+    """(progress, ETA seconds, first guess) of an experiment: its runs weighed by how long each
+    takes. A finished run counts its wall time, a running one its time so far plus its own ETA. A
+    queued one with a cost (the FLOPs recorded at creation: training and fine-tuning) counts that
+    cost at the seconds per FLOP the finished runs with a cost measured; otherwise the mean time of
+    the finished runs of its kind; otherwise of any kind (a first guess, as is a rate not measured
+    yet). The ETA adds the running and queued runs' time left, as one worker runs them one after
+    another; None until a run has finished."""
+    costs = (experiment.params or {}).get("step_costs") or {}
+    by_kind: dict[str, list[float]] = {}
+    spent_on_costs = counted_costs = 0.0
+    for step in steps:
+        if step.status == RunStatus.succeeded and (seconds := _seconds(step)) is not None:
+            by_kind.setdefault(step.kind.value, []).append(seconds)
+            if costs.get(str(step.id)):
+                spent_on_costs, counted_costs = spent_on_costs + seconds, counted_costs + costs[str(step.id)]
+    finished = [s for times in by_kind.values() for s in times]
+    if not finished:  # nothing measured: count runs, and give no ETA rather than an invented one
+        done = sum(1.0 if s.status == RunStatus.succeeded else float(s.progress or 0.0)
+                   if s.status == RunStatus.running else 0.0 for s in steps)
+        return done / (len(steps) or 1), None, True
+    rate = spent_on_costs / counted_costs if counted_costs else None
+
+    def expected(step: Run) -> tuple[float, bool]:  # (seconds, a guess)
+        if costs.get(str(step.id)) and rate is not None:
+            return costs[str(step.id)] * rate, False
+        known = by_kind.get(step.kind.value)
+        return (sum(known) / len(known), False) if known else (sum(finished) / len(finished), True)
+
+    guess = False
+    total = spent = left = 0.0
+    now = _naive(utcnow())
+    for step in steps:
+        if step.status == RunStatus.succeeded:
+            seconds = _seconds(step) or 0.0
+            total, spent = total + seconds, spent + seconds
+        elif step.status == RunStatus.running and step.started_at is not None:
+            elapsed = (now - _naive(step.started_at)).total_seconds()
+            if step.eta_seconds is not None:
+                remaining, guessed = step.eta_seconds, bool(step.eta_guess)
+            else:
+                whole, guessed = expected(step)
+                remaining, guessed = max(whole - elapsed, 0.0), True
+            total, spent, left, guess = total + elapsed + remaining, spent + elapsed, left + remaining, guess or guessed
+        elif step.status in ACTIVE:
+            seconds, guessed = expected(step)
+            total, left, guess = total + seconds, left + seconds, guess or guessed
+    return (spent / total if total else 0.0), left, guess
+
+
+def parent_progress(parent: Run, steps: list[Run]) -> tuple[float, float | None, bool]:
+    """(progress, ETA seconds, first guess) of a pipeline or an experiment from its steps."""
+    return (experiment_progress if parent.kind == RunKind.experiment else pipeline_progress)(parent, steps)

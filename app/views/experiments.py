@@ -8,6 +8,7 @@ import streamlit as st
 from app import charts, connections, data, experiments_data, tasks_data, ui
 from app.connections import sessions
 from core.configs import STRATEGIES
+from core.contamination import warning_lines
 from core.formatting import count, points_difference, score_interval, seeds_spread
 
 FLASH = "experiments_flash"
@@ -81,7 +82,7 @@ def result_table(view: dict) -> None:
           "seeds": seeds_spread(r["seeds"], r["score_std"]),
           "vs base teacher": points_difference(r["difference"], r["difference_ci95"]),
           "parameters": r["parameters"], "size": r["size_bytes"], "p50 ms": r["latency_ms_p50"],
-          "seq/s": r["throughput_per_s"], "speed-up": r["speedup"],
+          "seq/s": r["throughput_per_s"], "speed-up": r["speedup"], "noisy": "⚠" if r.get("noisy") else "",
           "state": r["evaluation_status"] if r["score"] is None else
           ("converged" if r["converged"] else "⚠ still improving")} for r in rows],
         hide_index=True, width="stretch", placeholder="", key="experiments_table",
@@ -103,6 +104,14 @@ def result_table(view: dict) -> None:
                        "state": st.column_config.TextColumn(
                            help="still improving: the best dev epoch of a seed was its last; more epochs could "
                                 "change the score")})
+    contexts = sorted({r["speed_context"] for r in rows if r.get("speed_context")})
+    if contexts:
+        noisy = [r["role"] for r in rows if r.get("noisy")]
+        st.caption(f"Speed measured in {' and '.join(contexts)}: at least 30 batch-1 forwards per model, the models "
+                   "interleaved after a warm-up, torch pinned to those threads. "
+                   + (f"⚠ Noisy (other work changed the machine's load, or p95 over 3x p50): {', '.join(noisy)}; "
+                      "benchmark again on a quiet machine before comparing their speed." if noisy else
+                      "No measurement was flagged noisy."))
     verdicts = [r["verdict"] for r in rows if r.get("verdict")]
     if verdicts:
         st.markdown("\n".join(f"- {v[0].upper()}{v[1:]}." for v in verdicts))
@@ -110,6 +119,10 @@ def result_table(view: dict) -> None:
         st.warning(view["summary"], icon=":material/balance:")
     if view.get("seed_note"):
         st.caption(view["seed_note"][0].upper() + view["seed_note"][1:] + ".")
+    if view.get("baseline"):
+        b = view["baseline"]
+        st.caption(f"The floor: always answering train's most common label, '{b['label']}', scores {metric} "
+                   f"{b['score']:.4f} (accuracy {b['accuracy']:.4f}) on the {b['test_examples']:,} test examples.")
     figure = charts.tradeoff_figure(experiments_data.chart_rows([view]), metric)
     if figure is not None:
         st.plotly_chart(figure, key="experiments_chart", config={"displaylogo": False})
@@ -126,11 +139,16 @@ def runs_table(view: dict) -> None:
 def experiment_body(experiment_id: int) -> dict:
     view = experiments_data.experiment_view(sm, experiment_id)
     if view["status"] in ACTIVE:
+        eta = view["eta_seconds"]
+        left = (f" · about {data.duration(eta)} left" + (" (first guess)" if view["eta_guess"] else "")
+                if eta is not None else " · time left: known once its first run finishes")
         st.progress(min(max(view["progress"] or 0.0, 0.0), 1.0),
-                    text=f"Experiment {experiment_id} · {view['status']} · {view['stage']}")
+                    text=f"Experiment {experiment_id} · {view['status']} · {view['stage']}{left}")
     elif view["error"]:
         st.warning(f"Experiment {experiment_id} {view['status']}: {view['error']}. The rows that finished are shown; "
                    f"resume the failed run on the Runs page.")
+    if found := warning_lines(view.get("contamination")):  # the task's dev or test text in a corpus behind the models
+        st.warning("  \n".join(found), icon=":material/content_copy:")
     result_table(view)
     with st.expander("Its runs", icon=":material/list:"):
         runs_table(view)
@@ -176,9 +194,12 @@ if len(experiments) > 1:
     if picked:
         views = [experiments_data.experiment_view(sm, i) for i in picked]
         metric = next((r["metric"] for v in views for r in v["rows"]), "score")
-        figure = charts.tradeoff_figure(experiments_data.chart_rows(views), metric, group_key="experiment")
+        points, others = experiments_data.one_context(experiments_data.chart_rows(views))
+        figure = charts.tradeoff_figure(points, metric, group_key="experiment")
         if figure is not None:
             st.plotly_chart(figure, key="experiments_compare_chart", config={"displaylogo": False})
+        if others:
+            st.caption("Not on this chart, as their speed was measured otherwise: " + "; ".join(others) + ".")
         st.dataframe([{"experiment": v["experiment_id"], "model": r["role"], metric: r["score"],
                        "95% interval": score_interval(r["score_ci95"]), "seeds": seeds_spread(r["seeds"], r["score_std"]),
                        "p50 ms": r["latency_ms_p50"], "parameters": r["parameters"]}
