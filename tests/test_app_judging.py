@@ -181,7 +181,9 @@ def test_the_demo_button_builds_the_sample_and_queues_an_experiment(sessions, re
         corpora, tasks = store.list_corpora(session), store.list_tasks(session)
         experiment = store.list_runs(session, RunKind.experiment)[0]
     assert corpora[0].name.startswith("demo") and tasks[0].type == "classification" and len(tasks[0].labels) == 4
+    assert tasks[0].sizes == {"train": 720, "dev": 120, "test": 360}  # a test split wide enough for intervals
     assert experiment.params["teacher"] == "bundled" and len(experiment.params["members"]) == 6
+    assert experiment.params["finetune"]["seeds"] == 2
 
 
 def tree(node, parent=None):

@@ -5,6 +5,7 @@ import streamlit as st
 from app import connections, data, experiments_data, ui
 from app.connections import sessions
 from core import settings
+from worker.demo import DEMO_EXPERIMENT, DEMO_MINUTES
 
 sm = sessions()
 st.title("adapt-distill")
@@ -19,7 +20,9 @@ st.markdown(
 with st.container(border=True):
     st.markdown("**No data of your own yet?** The demo builds a corpus and a labelled task on this machine from the "
                 "docstrings of the installed Python packages (which package is this docstring from?) and queues a "
-                "tiny experiment on them: all three strategies on the bundled model, minutes on a CPU.")
+                "small experiment on them: all three strategies on the bundled model, each model fine-tuned with "
+                f"{DEMO_EXPERIMENT['finetune']['seeds']} seeds. It took **about {DEMO_MINUTES} minutes** on a quiet "
+                "2-core CPU (a GPU worker is faster; other work on the machine makes it slower).")
     if st.button("Try the demo", key="home_demo", icon=":material/play_circle:"):
         with ui.reported(), st.spinner("Building the sample corpus and task from the installed packages…"):
             experiment_id = experiments_data.start_demo(sm, connections.redis())
