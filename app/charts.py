@@ -270,8 +270,10 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
                         color=POINT_COLORS[g % len(POINT_COLORS)], opacity=0.75, line=dict(color="white", width=1)),
             # the 95% interval over test examples where there is one; none rather than a made-up "± 0"
             error_y=dict(type="data", symmetric=False, visible=True, color="#999", thickness=1,
-                         array=[r["score_ci95"][1] - r["score"] if r.get("score_ci95") else 0 for r in members],
-                         arrayminus=[r["score"] - r["score_ci95"][0] if r.get("score_ci95") else 0 for r in members]),
+                         array=[max(0.0, r["score_ci95"][1] - r["score"]) if r.get("score_ci95") else 0
+                                for r in members],
+                         arrayminus=[max(0.0, r["score"] - r["score_ci95"][0]) if r.get("score_ci95") else 0
+                                     for r in members]),
             customdata=[[r.get("parameters") or 0, score_interval(r.get("score_ci95")) or "not computed"]
                         for r in members],
             hovertemplate=(f"%{{text}}<br>{metric} %{{y:.4f}}, 95% interval %{{customdata[1]}}<br>%{{x:.2f}} ms at "

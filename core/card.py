@@ -266,7 +266,9 @@ def _evaluation(info: dict) -> list[str]:
         for metric, mean in _score_metrics(score):
             if not isinstance(mean, (int, float)) or not _present(mean):
                 continue
-            value = _score(mean) + (f" ± {_score(spread[metric])}" if _present(spread.get(metric)) else "")
+            # an evaluation stored before one seed's spread became None has 0.0 there: never "± 0"
+            several = not _present(score.get("seeds")) or score["seeds"] > 1
+            value = _score(mean) + (f" ± {_score(spread[metric])}" if several and _present(spread.get(metric)) else "")
             interval = (score.get("ci95") or {}).get(metric)
             per_seed = score.get("per_seed") if metric == primary else None
             rows.append([task, f"**{metric}**" if metric == primary else metric, value,
@@ -278,7 +280,8 @@ def _evaluation(info: dict) -> list[str]:
     if not rows:
         return []
     lines = ["Each task is fine-tuned once per seed: the mean ± standard deviation over the seeds (none with one "
-             "seed), the 95% interval over the test examples (1,000 seeded bootstrap resamples), the primary metric "
+             "seed), the 95% interval over the test examples and seeds (1,000 seeded bootstrap resamples), the "
+             "primary metric "
              "in bold.", "", *_table(["task", "metric", "mean ± std", "95% interval", "seeds", "per seed"], rows)]
     if hashes:
         lines += ["", "Task data (SHA-256):", "", *hashes]

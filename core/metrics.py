@@ -178,10 +178,15 @@ class ExampleCounts:
     def examples(self) -> int:
         return next(iter(self.counts.values())).shape[1]
 
-    def scores(self, metric: str, index: np.ndarray, seeds: Sequence[int] | None = None) -> np.ndarray:
-        """The metric on each resample (a row of example indices), averaged over the seeds."""
+    def scores(self, metric: str, index: np.ndarray, seeds: Sequence[int] | None = None,
+               draws: np.ndarray | None = None) -> np.ndarray:
+        """The metric on each resample (a row of example indices), averaged over the seeds, or over
+        the seeds each resample drew (draws: a row of positions in `seeds` per resample)."""
         rows = [self.seeds.index(s) for s in (self.seeds if seeds is None else seeds)]
-        return np.mean([self._score(metric, row, index) for row in rows], axis=0)
+        per_seed = np.array([self._score(metric, row, index) for row in rows])  # (seeds, resamples)
+        if draws is None:
+            return per_seed.mean(axis=0)
+        return per_seed[draws.T, np.arange(index.shape[0])].mean(axis=0)
 
     def _score(self, metric: str, row: int, index: np.ndarray) -> np.ndarray:
         if self.type == "classification":
@@ -267,6 +272,13 @@ def resamples(examples: int, count: int = BOOTSTRAP["resamples"], seed: int = BO
     return np.random.default_rng(seed).integers(0, examples, size=(count, examples))
 
 
+def seed_resamples(seeds: int, count: int = BOOTSTRAP["resamples"], seed: int = BOOTSTRAP["seed"]) -> np.ndarray:
+    """(count, seeds) positions of fine-tuning seeds drawn with replacement, from a stream of its
+    own: a resample that draws the seeds as well as the examples carries the variation between
+    fine-tuning runs into the interval (with one seed there is none to carry)."""
+    return np.random.default_rng([seed, 1]).integers(0, seeds, size=(count, seeds))
+
+
 def interval(values: np.ndarray, level: float = BOOTSTRAP["level"]) -> list[float]:
     """The percentile interval of bootstrap values: [low, high]."""
     tail = 100 * (1 - level) / 2
@@ -275,20 +287,22 @@ def interval(values: np.ndarray, level: float = BOOTSTRAP["level"]) -> list[floa
 
 
 def bootstrap_intervals(sample: ExampleCounts, metrics: Sequence[str]) -> dict[str, list[float]]:
-    """Each metric's 95% interval over test examples (seeded, 1,000 resamples; mean over seeds)."""
-    index = resamples(sample.examples)
-    return {metric: interval(sample.scores(metric, index)) for metric in metrics}
+    """Each metric's 95% interval over test examples and seeds (seeded, 1,000 resamples, each of
+    the examples and of the seeds, scored as the mean over the drawn seeds)."""
+    index, draws = resamples(sample.examples), seed_resamples(len(sample.seeds))
+    return {metric: interval(sample.scores(metric, index, draws=draws)) for metric in metrics}
 
 
 def paired_difference(sample: ExampleCounts, reference: ExampleCounts, metric: str) -> dict | None:
     """sample minus reference on the same test examples and the seeds both have: the difference of
-    the means and its 95% interval over the same resamples of the examples. None when they share
-    no seed or were not scored on the same examples."""
+    the means and its 95% interval over the same resamples of the examples and of the seeds (a seed
+    drawn for one model is drawn for the other). None when they share no seed or were not scored
+    on the same examples."""
     seeds = [s for s in sample.seeds if s in reference.seeds]
     if not seeds or sample.examples != reference.examples:
         return None
     whole = np.arange(sample.examples)[None, :]
-    index = resamples(sample.examples)
-    differences = sample.scores(metric, index, seeds) - reference.scores(metric, index, seeds)
+    index, draws = resamples(sample.examples), seed_resamples(len(seeds))
+    differences = sample.scores(metric, index, seeds, draws) - reference.scores(metric, index, seeds, draws)
     point = float((sample.scores(metric, whole, seeds) - reference.scores(metric, whole, seeds))[0])
     return {"difference": point, "ci95": interval(differences), "seeds": len(seeds)}

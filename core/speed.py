@@ -319,7 +319,7 @@ def _results(models: list[tuple[str, Path]], params: list[int], latencies: list[
     for (name, path), count, seconds, batch_seconds in zip(models, params, latencies, batches):
         p25, p50, p75, p95 = np.percentile(np.array(seconds) * 1000.0, [25, 50, 75, 95])
         reason = noise_reason(float(p50), float(p95), setting.load_before, setting.load_after, setting.seconds,
-                              busy_threads, os.cpu_count())
+                              busy_threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         results.append(SpeedResult(
             name=name, path=str(path), params=count, size_bytes=folder_size(path), device=setting.device,
             seq_len=setting.seq_len, batch_size=setting.batch_size, latency_ms_p50=float(p50),

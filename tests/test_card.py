@@ -172,3 +172,14 @@ def test_sizes_and_counts_read_as_in_the_dashboard():
     assert "on the corpus `notes` (1 document)" in text
     assert "| Size | 2.5 kB |" in text and "| Size on disk | 750 B |" in text
     assert "(4,321 documents)" in model_card({"name": "big", "corpus": {"name": "notes", "documents": 4_321}})
+
+
+def test_a_score_of_one_seed_shows_no_spread_even_as_stored_before_it_was_none():
+    info = {"name": "m", "scores": [
+        {"task": "old", "task_type": "classification", "metric": "accuracy", "seeds": 1, "per_seed": [0.7],
+         "metrics": {"accuracy": 0.7}, "std": {"accuracy": 0.0}},
+        {"task": "new", "task_type": "classification", "metric": "accuracy", "seeds": 2, "per_seed": [0.7, 0.8],
+         "metrics": {"accuracy": 0.75}, "std": {"accuracy": 0.0707}}]}
+    text = model_card(info)
+    assert "| old | **accuracy** | 0.7 | — | 1 |" in text and "± 0.0" not in text.split("| new |")[0]
+    assert "| new | **accuracy** | 0.75 ± 0.0707 |" in text

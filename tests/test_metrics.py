@@ -250,3 +250,20 @@ def test_paired_difference_sees_a_small_consistent_gain_that_unpaired_intervals_
     # no common seed, or other examples: no difference to give
     assert paired_difference(classification_sample(gold, {1: better}, labels), b, "accuracy") is None
     assert paired_difference(classification_sample(gold[:10], {0: better[:10]}, labels), b, "accuracy") is None
+
+
+def test_the_interval_carries_the_spread_between_seeds_too():
+    rng = np.random.default_rng(7)
+    labels = ["a", "b"]
+    gold = _random_labels(rng, 2000, labels, 1.0)
+    good, poor = _random_labels(rng, 2000, labels, 0.8, gold), _random_labels(rng, 2000, labels, 0.0, gold)
+    one = classification_sample(gold, {0: good}, labels)
+    two = classification_sample(gold, {0: good, 1: poor}, labels)
+    low, high = bootstrap_intervals(one, ["accuracy"])["accuracy"]
+    assert high - low < 0.05  # 2,000 examples, one seed: only the examples vary
+    accuracy = {s: classification_scores(gold, p, labels)["accuracy"] for s, p in ((0, good), (1, poor))}
+    low, high = bootstrap_intervals(two, ["accuracy"])["accuracy"]
+    # seeds 0.9 and 0.5 apart: a resample that draws one seed twice scores near it, so the interval spans both
+    assert low < accuracy[1] + 0.02 and high > accuracy[0] - 0.02, (low, high, accuracy)
+    diff = paired_difference(two, classification_sample(gold, {0: good, 1: good}, labels), "accuracy")
+    assert diff["ci95"][0] < -0.3 and diff["ci95"][1] > -0.05  # the poor seed alone would make it -0.4

@@ -205,7 +205,7 @@ def experiment_table(view: dict) -> str:
                      f"{_fmt(r['latency_ms_p50']):>8} {_fmt(r['throughput_per_s']):>8} {speed:>9}")
     seeds = sorted({r["seeds"] for r in rows if r["seeds"]})
     lines.append("score: test, mean over " + (" or ".join(count(n, "seed") for n in seeds) or "the seeds")
-                 + "; 95% interval over 1,000 bootstrap resamples of the test examples; vs base: the difference "
+                 + "; 95% interval over 1,000 bootstrap resamples of the test examples and seeds; vs base: the difference "
                    "from the base teacher in points on the same examples and seeds")
     if any(r["converged"] is False for r in rows):
         lines.append("*: still improving at its last fine-tuning epoch (raise --epochs)")
@@ -302,7 +302,8 @@ def cmd_experiments_rerun(args) -> None:
 def _model_line(m: dict) -> str:
     best = max((s for s in m["scores"] if s["mean"] is not None), key=lambda s: s["mean"], default=None)
     score = f"  {best['metric']} {best['mean']:.4f} on {best['task']}" if best else ""
-    speed = f"  {m['speed']['latency_ms_p50']:.1f} ms" if m["speed"] else ""
+    speed = f"  {m['speed']['latency_ms_p50']:.1f} ms ({m['speed']['context']}" \
+        + (", noisy)" if m["speed"].get("noisy") else ")") if m["speed"] else ""
     return f"{m['model_id']:>4} {m['spec'][:28]:<28} {_count(m['parameters']):>8} {_mb(m['size_bytes']):>10}  " \
            f"{m['name'][:50]}{score}{speed}"
 
@@ -327,7 +328,8 @@ def cmd_models_show(args) -> None:
               f"{s['evaluation_run']})" for s in data["scores"]]
     if data["speed"]:
         lines.append(f"  speed ({data['speed']['context']}): p50 {data['speed']['latency_ms_p50']:.2f} ms, "
-                     f"{data['speed']['throughput_per_s']:.1f} sequences/s")
+                     f"{data['speed']['throughput_per_s']:.1f} sequences/s"
+                     + (f"  NOISY: {data['speed']['noisy_reason']}" if data["speed"].get("noisy") else ""))
     if data["intrinsic"]:
         i = data["intrinsic"]
         lines.append(f"  on {i['context']}: {i['tokens_per_word']:.3f} tokens/word, {i['unknown_rate']:.3%} unknown"

@@ -125,6 +125,8 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
                                     cancel=report.cancelled, on_metrics=report.metrics)
         report.flush()
         data = {**result.to_dict(), "contamination": contamination}
+        for seed in data["seeds"]:  # kept in the seed's result.json (test_predictions); the store stays small
+            seed.pop("test_predicted", None)
         with sessions.begin() as session:
             evaluation = store.evaluation_for_run(session, run_id)
             evaluation.results = data
@@ -138,6 +140,21 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
         refresh_cards(sessions, [spec])
 
     _execute(sessions, run_id, body)
+
+
+def test_predictions(run_id: int, seeds: list[int]) -> dict[int, list] | None:
+    """seed -> the test predictions of a finished evaluation run, from its seeds' result.json files;
+    None when a seed has none (it finished before predictions were kept, or its files are gone)."""
+    from core.training import read_json
+
+    found = {}
+    for seed in seeds:
+        folder = settings.runs_dir() / str(run_id) / "seeds" / f"seed-{seed}"
+        predicted = (read_json(folder / "result.json") or {}).get("test_predicted")
+        if not predicted:
+            return None
+        found[seed] = predicted
+    return found or None
 
 
 def evaluation_dict(session: Session, run_id: int) -> dict:
@@ -217,8 +234,9 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
 
     threads = params.get("threads", BENCH_DEFAULTS["threads"])  # a run queued before threads were a setting
     results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
-                            params["latency_repeats"], params["throughput_repeats"], params["warmup"],
-                            threads=threads, progress=report, cancel=report.cancelled)
+                            # a run queued before 30 forwards were the least gets them when it runs
+                            max(params["latency_repeats"], MIN_LATENCY_REPEATS), params["throughput_repeats"],
+                            params["warmup"], threads=threads, progress=report, cancel=report.cancelled)
     context = speed_context(results[0].device, params["seq_len"], params["batch_size"], threads)
     with sessions.begin() as session:
         for result in results:

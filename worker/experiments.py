@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import STRATEGIES
-from core.errors import ConfigError
+from core.errors import AdaptDistillError, ConfigError
+from core.formatting import points_difference
 from core.vocab import VocabConfig
 from db import store
 from db.models import Evaluation, Run, RunKind, Task
@@ -171,7 +172,10 @@ def step_cost(session: Session, run: Run) -> float | None:
     if run.kind != RunKind.evaluation:
         return None
     p, config = run.params, evaluation.finetune_config(run.params)
-    shape = spec_shape(session, p["model"])
+    try:
+        shape = spec_shape(session, p["model"])
+    except (AdaptDistillError, KeyError, OSError):  # a weight for progress only: never a reason to fail
+        return None
     task = session.get(Task, p["task_id"])
     if not shape or task is None:
         return None
@@ -254,6 +258,7 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
 # --- what the scores support -------------------------------------------------------------------------
 
 _COUNTS: dict[tuple, object] = {}  # (evaluation run, its finish time) -> its test example counts
+_DIFFERENCES: dict[tuple, dict | None] = {}  # (base evaluation, evaluation, metric) -> paired difference
 
 
 class _Lazy:
@@ -276,10 +281,10 @@ def _example_counts(evaluation_: Evaluation, task: _Lazy):
     run = evaluation_.run
     key = (run.id, run.finished_at)
     if key not in _COUNTS:
-        seeds = (evaluation_.results or {}).get("seeds") or []
-        predictions = {s["seed"]: s.get("test_predicted") for s in seeds}
+        seeds = [s["seed"] for s in (evaluation_.results or {}).get("seeds") or []]
+        predictions = evaluation.test_predictions(run.id, seeds)
         _COUNTS[key] = example_counts(task(), predictions, evaluation.finetune_config(evaluation_.settings)) \
-            if predictions and all(predictions.values()) else None
+            if predictions else None
     return _COUNTS[key]
 
 
@@ -314,12 +319,18 @@ def _add_differences(session: Session, rows: list[dict]) -> None:
     reference = _example_counts(evaluations[BASE], task)
     if reference is None:
         return
+    base_key = (evaluations[BASE].run.id, evaluations[BASE].run.finished_at)
     for row in rows:
-        counts = _example_counts(evaluations[row["role"]], task) if row["role"] in evaluations else None
-        if counts is not None and row["role"] != BASE:
-            found = paired_difference(counts, reference, row["metric"])
-            if found is not None:
-                row["difference"], row["difference_ci95"] = found["difference"], found["ci95"]
+        if row["role"] == BASE or row["role"] not in evaluations:
+            continue
+        run = evaluations[row["role"]].run
+        key = (base_key, run.id, run.finished_at, row["metric"])
+        if key not in _DIFFERENCES:  # 1,000 resamples: once per pair of finished evaluations
+            counts = _example_counts(evaluations[row["role"]], task)
+            _DIFFERENCES[key] = paired_difference(counts, reference, row["metric"]) if counts is not None else None
+        found = _DIFFERENCES[key]
+        if found is not None:
+            row["difference"], row["difference_ci95"] = found["difference"], found["ci95"]
 
 
 def _points(value: float) -> str:
@@ -331,7 +342,7 @@ def verdict(row: dict) -> str | None:
     if row.get("difference_ci95") is None:
         return None
     low, high = row["difference_ci95"]
-    interval = f"({100 * low:+.1f} to {100 * high:+.1f})"
+    interval = points_difference(row["difference"], row["difference_ci95"]).split(" ", 1)[1]
     if low > 0 or high < 0:
         better = "better" if low > 0 else "worse"
         return f"the {row['role']} is {better} than the base teacher by {_points(row['difference'])} {interval}"
@@ -352,11 +363,16 @@ def judgement(rows: list[dict], floor: dict | None = None) -> dict:
     unconverged = [r["role"] for r in scored if r["converged"] is False]
     if unconverged:
         reasons.append(f"{', '.join(unconverged)} still improved at the last fine-tuning epoch")
-    if base is not None and base.get("score_ci95"):
-        overlapping = [r["role"] for r in scored if r is not base and r.get("score_ci95")
-                       and r["score_ci95"][0] <= base["score_ci95"][1] and base["score_ci95"][0] <= r["score_ci95"][1]]
-        if overlapping:
-            reasons.append(f"the score intervals of {', '.join(overlapping)} overlap the base teacher's")
+    if base is not None:
+        # the paired interval where there is one: two models' own intervals can overlap while the
+        # difference on the same examples and seeds is clear; their overlap only where it is missing
+        undecided = [r["role"] for r in scored if r is not base and (
+            r["difference_ci95"][0] <= 0 <= r["difference_ci95"][1] if r.get("difference_ci95") else
+            r.get("score_ci95") and base.get("score_ci95") and r["score_ci95"][0] <= base["score_ci95"][1]
+            and base["score_ci95"][0] <= r["score_ci95"][1])]
+        if undecided:
+            reasons.append(f"{', '.join(undecided)} cannot be told apart from the base teacher (the 95% interval "
+                           f"of the difference holds zero)")
     floored = [r["role"] for r in scored if r.get("at_floor")]
     if floored:
         reasons.append(f"{', '.join(floored)} cannot be told apart from always answering '{floor['label']}' "

@@ -88,8 +88,8 @@ def result_table(view: dict) -> None:
         hide_index=True, width="stretch", placeholder="", key="experiments_table",
         column_config={metric: st.column_config.NumberColumn(format="%.4f", help="test, mean over seeds"),
                        "95% interval": st.column_config.TextColumn(
-                           help="over the test examples: 1,000 seeded bootstrap resamples of them, the mean over "
-                                "seeds scored on each"),
+                           help="over the test examples and seeds: 1,000 seeded bootstrap resamples of both, the "
+                                "mean over the drawn seeds scored on the drawn examples"),
                        "seeds": st.column_config.TextColumn(help="fine-tuning seeds, and the standard deviation of "
                                                                  "the score over them"),
                        "vs base teacher": st.column_config.TextColumn(

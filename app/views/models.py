@@ -54,7 +54,8 @@ st.dataframe(
         "size": st.column_config.NumberColumn("size", format="bytes"),
         "score": st.column_config.NumberColumn("score", format="%.4f", help="test score, mean over seeds"),
         "95% interval": st.column_config.TextColumn("95% interval", help="of the score, over the test examples "
-                                                                           "(1,000 seeded bootstrap resamples)"),
+                                                                           "and seeds (1,000 seeded bootstrap "
+                                                                           "resamples)"),
         "seeds": st.column_config.TextColumn("seeds", help="fine-tuning seeds, and the score's standard deviation "
                                                            "over them"),
         "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="latency at batch 1, in the context "
@@ -71,8 +72,8 @@ metric = next((s["metric"] for m in rows if (s := models_data.score_on(m, task_i
 figure = charts.tradeoff_figure(models_data.tradeoff_rows(rows, task_id, speed, context), metric)
 if figure is not None:
     st.plotly_chart(figure, key="models_chart", config={"displaylogo": False})
-    st.caption(f"Up and to the left is better. Bubbles grow with the parameters; bars are ± one standard deviation "
-               f"over seeds; the dotted line joins the models no other model beats on both score and speed. Only "
+    st.caption(f"Up and to the left is better. Bubbles grow with the parameters; bars are the 95% interval of the "
+               f"score over test examples and seeds; the dotted line joins the models no other model beats on both score and speed. Only "
                f"latencies measured in {context} are drawn; {models_data.NOISY} marks a noisy measurement.")
 else:
     st.info("Evaluate models on this task and benchmark them (the tabs below, or an experiment) to see score "

@@ -115,11 +115,11 @@ def evaluation_results(result: dict) -> None:
         col.metric(f"Test {name}" + (" (selects)" if name == metric else ""), f"{test[name]:.4f}",
                    delta=seeds_spread(test.get("seeds"), test.get(f"{name}_std")) or None,
                    delta_color="off", delta_arrow="off",
-                   help=f"95% interval over the test examples: {score_interval(intervals[name])}"
+                   help=f"95% interval over the test examples and seeds: {score_interval(intervals[name])}"
                    if name in intervals else None)
     if intervals:
         st.caption(f"95% interval of the {metric}: {score_interval(intervals.get(metric))}, over 1,000 seeded "
-                   f"bootstrap resamples of the test examples.")
+                   f"bootstrap resamples of the test examples and the seeds.")
     st.caption(f"Learning rate {result['lr']:.1e}; " + ("every seed reached its best dev epoch before the last."
                                                         if result.get("converged") else
                                                         "a seed was still improving at its last epoch: more epochs "
