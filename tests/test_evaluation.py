@@ -374,3 +374,24 @@ def test_an_experiment_recorded_with_fewer_latency_repeats_reruns_with_thirty(se
     again = rerun(sessions, parent.id)
     benchmark = next(r for r in again if r.kind == RunKind.benchmark)
     assert benchmark.params["latency_repeats"] == 30 and benchmark.params["throughput_repeats"] == 3
+
+
+@pytest.mark.tried("a model folder holds links to files and folders outside it; the model is exported as a zip")
+def test_an_export_holds_the_model_folders_own_files_never_what_its_links_point_at(sessions, tmp_path, home):
+    from conftest import build_tiny_bert
+    from worker.models import export_zip
+
+    model = build_tiny_bert(tmp_path / "model")
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "passwd").write_text("root:x:0:0\n")
+    (model / "notes.txt").symlink_to(secret / "passwd")
+    (model / "elsewhere").symlink_to(secret, target_is_directory=True)
+    (model / "extra").mkdir()
+    (model / "extra" / "kept.txt").write_text("a regular file of the folder\n")
+    out = export_zip(sessions, str(model), tmp_path / "m.zip")
+    with zipfile.ZipFile(out) as archive:
+        names = [n.split("/", 1)[1] for n in archive.namelist()]
+        assert not any("root:x" in archive.read(n).decode("utf-8", "replace") for n in archive.namelist())
+    assert "extra/kept.txt" in names and "config.json" in names
+    assert not any(n.startswith(("notes.txt", "elsewhere")) for n in names), names

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import uuid
 import zipfile
 from collections.abc import Sequence
@@ -317,6 +318,16 @@ def refresh_cards(sessions: sessionmaker[Session], specs: list[str]) -> None:
                 log.warning("the model card of %s could not be written: %s", spec, exc)
 
 
+def model_files(folder: Path) -> list[Path]:
+    """The regular files inside a model folder, sorted: a link (to a file or a folder, inside or out)
+    is never followed, so an export holds what the folder holds and nothing it points at."""
+    found = []
+    for root, folders, files in os.walk(folder, followlinks=False):
+        folders[:] = [f for f in folders if not os.path.islink(os.path.join(root, f))]
+        found += [Path(root, f) for f in files if stat.S_ISREG(os.lstat(os.path.join(root, f)).st_mode)]
+    return sorted(found)
+
+
 def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None) -> Path:
     """A zip of the model folder (checkpoints left out) with a fresh model card, written under a
     temporary name and renamed; the zip's path."""
@@ -336,9 +347,9 @@ def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | Non
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for file in sorted(path.rglob("*")):
+            for file in model_files(path):
                 relative = file.relative_to(path)
-                if file.is_file() and relative.parts[0] not in ("checkpoints",) and file.name != "README.md":
+                if relative.parts[0] not in ("checkpoints",) and file.name != "README.md":
                     archive.write(file, f"{name}/{relative.as_posix()}")
             archive.writestr(f"{name}/README.md", model_card(info))
         os.replace(tmp, out)
