@@ -67,3 +67,9 @@ def points_difference(difference, interval) -> str:
         return ""
     text = f"{100 * difference:+.1f}"
     return text + (f" ({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})" if interval else "")
+
+
+def printable(text: str) -> str:
+    """The text with every character a terminal would act on written as its escape ('\\x1b[31m',
+    '\\n'): a name can never colour, move or clear a terminal, or pass for another line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

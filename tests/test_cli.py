@@ -248,3 +248,14 @@ def test_the_train_page_says_where_runs_go():
         "info", "Runs go to 1 worker on the gpu queue, which has no GPU: they train on its CPU (fine for small runs).")
     assert where_runs_go([{"queues": ["gpu"], "cuda": 2}, {"queues": ["gpu"], "cuda": 2}])[1].startswith(
         "Runs go to 2 workers on the gpu queue with 4 GPUs")
+
+
+@pytest.mark.tried("a corpus named with terminal escape codes and a newline, then listed")
+def test_a_name_with_terminal_escapes_is_printed_as_text_never_acted_on(cli, corpus_file):
+    name = "evil\x1b[2J\x1b[31mred\nsecond line\x07"
+    cli("corpus", "add", str(corpus_file), "--name", name)
+    listed = cli("corpus", "list").stdout
+    assert "\x1b" not in listed and "\x07" not in listed  # nothing a terminal would act on
+    (line,) = [x for x in listed.splitlines() if "evil" in x]  # the newline did not start a line of its own
+    assert "evil\\x1b[2J\\x1b[31mred\\nsecond line\\x07" in line
+    assert "second line" not in listed.replace(line, "")

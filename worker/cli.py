@@ -54,7 +54,11 @@ def _sessions():
 
 
 def _print(args, data: dict, human: str) -> None:
-    print(json.dumps(data) if args.json else human)
+    """--json as it is (JSON escapes what it holds), else the human lines with any character a
+    terminal would act on escaped: a stored name is data, never a command to the terminal."""
+    from core.formatting import printable
+
+    print(json.dumps(data) if args.json else "\n".join(printable(line) for line in human.split("\n")))
 
 
 def _quiet_hf() -> None:

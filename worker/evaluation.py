@@ -15,6 +15,7 @@ from core import settings
 from core.configs import FinetuneConfig, check_device
 from core.corpus import read_documents
 from core.errors import ConfigError
+from core.formatting import printable
 from core.metrics import METRICS, primary_metric
 from core.speed import MIN_LATENCY_REPEATS
 from db import store
@@ -43,7 +44,7 @@ def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev:
     stats = ingested.stats
     names = {split: Path(path).name for split, path in (("train", train), ("dev", dev), ("test", test)) if path}
     return insert_once(sessions, lambda session: store.task_by_sha(session, ingested.sha256), lambda: Task(
-        name=(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type, path=str(ingested.path),
+        name=printable(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type, path=str(ingested.path),
         source_names=names, labels=stats.labels, sizes=stats.sizes, label_counts=stats.label_counts,
         origin=stats.origin, has_pair=stats.has_pair))
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import STRATEGIES
 from core.errors import AdaptDistillError, ConfigError
-from core.formatting import points_difference
+from core.formatting import points_difference, printable
 from core.vocab import VocabConfig
 from db import store
 from db.models import Evaluation, Run, RunKind, Task
@@ -85,7 +85,7 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
         training.student_params(session, base, {**distill, "init": student_init} if student_init else distill)
     with sessions.begin() as session:
         parent = store.create_run(session, RunKind.experiment, {
-            "name": name or f"experiment on corpus {corpus_id}, task {task_id}", "corpus_id": corpus_id,
+            "name": printable(name) if name else f"experiment on corpus {corpus_id}, task {task_id}", "corpus_id": corpus_id,
             "task_id": task_id, "teacher": teacher, "strategies": list(strategies), "student": student or {},
             "student_init": student_init, "adapt": adapt, "distill": {k: v for k, v in distill.items()
                                                                       if k not in (student or {})},

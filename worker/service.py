@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import settings
 from core.corpus import ingest, read_documents
 from core.errors import Cancelled, ConfigError, user_error
+from core.formatting import printable
 from core.models import BUNDLED, folder_size, inspect_model, resolve_model
 from core.vocab import CurvePoint, VocabConfig, pick
 from db import store
@@ -141,7 +142,7 @@ def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | No
     stats = ingested.stats
     source_name = source_name or path.name
     return insert_once(sessions, lambda session: store.corpus_by_sha(session, ingested.sha256), lambda: Corpus(
-        name=(name or source_name)[:200], sha256=ingested.sha256, path=str(ingested.path),
+        name=printable(name or source_name)[:200], sha256=ingested.sha256, path=str(ingested.path),
         source_name=source_name[:500], format=ingested.format, bytes=stats.bytes, source_bytes=stats.source_bytes,
         documents=stats.documents, words=stats.words, distinct_words=stats.distinct_words,
         duplicate_documents=stats.duplicate_documents, mean_length=stats.mean_length))
