@@ -85,7 +85,7 @@ def _evaluation_table(data: dict) -> str:
     metrics = data["metrics"]
     names = [k for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")]
     lines = [f"evaluation run {data['run_id']}: {data['model']} on task {data['task_id']} "
-             f"({data['seeds']} seed{'s' if data['seeds'] != 1 else ''}, selected by dev {data['metric']})"]
+             f"({count(data['seeds'], 'seed')}, selected by dev {data['metric']})"]
     intervals = metrics.get("ci95") or {}
     lines += [f"  {name:<18} {_mean_std(metrics[name], metrics.get(name + '_std')):<18}"
               + (f" 95% interval {score_interval(intervals[name])}" if name in intervals else "") for name in names]
@@ -154,7 +154,7 @@ def _bench_table(rows: list[dict]) -> str:
                      + ("  NOISY" if r.get("noisy") else ""))
     threads = first.get("threads")
     lines.append(f"device {first['device']}, sequence length {first['seq_len']}"
-                 + (f", {threads} torch thread{'s' if threads != 1 else ''}, {first['latency_repeats']} batch-1 and "
+                 + (f", {count(threads, 'torch thread')}, {first['latency_repeats']} batch-1 and "
                     f"{first['throughput_repeats']} batch-{batch} forwards per model interleaved after "
                     f"{first['warmup']} warm-up, torch {first['torch_version']} on {first['cpu_model']}, "
                     f"load average {_fmt(first['load_before'], 3)} -> {_fmt(first['load_after'], 3)}"

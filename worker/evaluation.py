@@ -15,7 +15,7 @@ from core import settings
 from core.configs import FinetuneConfig, check_device
 from core.corpus import read_documents
 from core.errors import ConfigError
-from core.formatting import printable
+from core.formatting import count, printable
 from core.metrics import METRICS, primary_metric
 from core.speed import MIN_LATENCY_REPEATS
 from db import store
@@ -251,7 +251,7 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
 def speed_context(device: str, seq_len: int, batch_size: int, threads: int) -> str:
     """What makes speed measurements comparable: only those with the same context are put side by
     side (measurements stored before threads were recorded have no "thread" in theirs)."""
-    return f"{device} · seq {seq_len} · batch 1 and {batch_size} · {threads} thread{'s' if threads != 1 else ''}"
+    return f"{device} · seq {seq_len} · batch 1 and {batch_size} · {count(threads, 'thread')}"
 
 
 def _measure_on_corpus(sessions, run_id: int, corpus_id: int, paths: list[tuple[str, Path]], report) -> None:

@@ -26,7 +26,7 @@ from core.vocab import VocabConfig
 from db import store
 from db.models import Evaluation, Run, RunKind, Task
 from worker import contamination, evaluation, service, training
-from worker.progress import ACTIVE, experiment_progress
+from worker.progress import ACTIVE, experiment_progress, wall_seconds
 from worker.shapes import RUN_PREFIX, run_id_of
 
 EXPAND_CHOICES = ("pick", "none")
@@ -250,8 +250,7 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
             "progress": progress, "eta_seconds": eta, "eta_guess": guess, "error": run.error, "settings": {k: v for k, v in p.items() if k != "members"},
             "rows": rows, "baseline": floor, **judgement(rows, floor), "runs": [{"run_id": c.id, "kind": c.kind.value, "status": c.status.value,
                                     "stage": c.stage, "progress": c.progress,
-                                    "seconds": (c.finished_at - c.started_at).total_seconds()
-                                    if c.finished_at and c.started_at else None,
+                                    "seconds": wall_seconds(c),
                                     "strategy": (c.params or {}).get("strategy")} for c in children]}
 
 

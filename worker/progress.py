@@ -48,7 +48,7 @@ def pipeline_progress(pipeline: Run, steps: list[Run]) -> tuple[float, float | N
     current = next((s for s in steps if s.status == RunStatus.running), None)
     if current is None or current.eta_seconds is None:
         return progress, None, True
-    rates = [(_naive(s.finished_at) - _naive(s.started_at)).total_seconds() / weight[s.id] for s in steps
+    rates = [wall_seconds(s) / weight[s.id] for s in steps
              if s.status == RunStatus.succeeded and s.started_at and s.finished_at]
     measured = bool(rates)
     if not rates and current.started_at is not None:
@@ -59,7 +59,8 @@ def pipeline_progress(pipeline: Run, steps: list[Run]) -> tuple[float, float | N
     return progress, eta, bool(current.eta_guess) or (waiting > 0 and not measured)
 
 
-def _seconds(run: Run) -> float | None:
+def wall_seconds(run: Run) -> float | None:
+    """How long a finished run took; None before it has started and finished."""
     if run.started_at is None or run.finished_at is None:
         return None
     return (_naive(run.finished_at) - _naive(run.started_at)).total_seconds()
@@ -77,7 +78,7 @@ def experiment_progress(experiment: Run, steps: list[Run]) -> tuple[float, float
     by_kind: dict[str, list[float]] = {}
     spent_on_costs = counted_costs = 0.0
     for step in steps:
-        if step.status == RunStatus.succeeded and (seconds := _seconds(step)) is not None:
+        if step.status == RunStatus.succeeded and (seconds := wall_seconds(step)) is not None:
             by_kind.setdefault(step.kind.value, []).append(seconds)
             if costs.get(str(step.id)):
                 spent_on_costs, counted_costs = spent_on_costs + seconds, counted_costs + costs[str(step.id)]
@@ -99,7 +100,7 @@ def experiment_progress(experiment: Run, steps: list[Run]) -> tuple[float, float
     now = _naive(utcnow())
     for step in steps:
         if step.status == RunStatus.succeeded:
-            seconds = _seconds(step) or 0.0
+            seconds = wall_seconds(step) or 0.0
             total, spent = total + seconds, spent + seconds
         elif step.status == RunStatus.running and step.started_at is not None:
             elapsed = (now - _naive(step.started_at)).total_seconds()
