@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from core import access, settings
+from app import access
+from db import settings
 from core.errors import ConfigError
 
 COOKIE = "adapt_distill_session"

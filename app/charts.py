@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.formatting import score_interval
-from core.vocab import CurvePoint, pick
+from core.vocab.curve import CurvePoint, pick
 
 CURVE = "#1f5fbf"
 GAIN = "rgba(242, 142, 43, 0.45)"

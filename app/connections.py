@@ -7,7 +7,7 @@ import streamlit as st
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from worker import queues
 
 

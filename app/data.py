@@ -14,12 +14,12 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from core.configs import (PRESETS, STRATEGIES, AdaptConfig, DistillConfig, bert_parameters, check_device,
                           default_student)
 from core.corpus import preview
 from core.errors import CorpusError
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import Corpus, Metric, Run, RunKind, RunStatus, Task, VocabAnalysis
 from worker import service
@@ -133,7 +133,7 @@ def upload_limit_mb() -> int:
 def importable_files() -> tuple[list[dict], bool]:
     """([{name, size}], truncated): the files a worker can import from ADAPT_DISTILL_IMPORT_DIR,
     by name. Raises ConfigError when the variable is unset or names no folder."""
-    from core.imports import list_importable
+    from worker.imports import list_importable
 
     files, truncated = list_importable(service.import_folder())
     return [{"name": f.name, "size": f.size} for f in files], truncated
@@ -352,7 +352,7 @@ def model_choices(sessions: sessionmaker[Session]) -> list[dict]:
 def check_readable(*specs: str | None) -> None:
     """Refuse a model folder typed in the dashboard outside the data folder, the bundled model and
     ADAPT_DISTILL_MODEL_DIRS (the command line reads any folder: its user is on the machine)."""
-    from core.models import check_model_root
+    from core.model_io import check_model_root
 
     for spec in specs:
         if spec and spec.strip():
@@ -362,7 +362,7 @@ def check_readable(*specs: str | None) -> None:
 def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
     """The local folder of a model spec; None for a hub id that is not downloaded yet."""
     from core.errors import ConfigError
-    from core.models import BUNDLED, names_folder, resolve_model
+    from core.model_io import BUNDLED, hub_allowed, names_folder, resolve_model
 
     spec = spec.strip()
     check_readable(spec)
@@ -376,7 +376,7 @@ def _model_folder(sessions: sessionmaker[Session], spec: str) -> Path | None:
             if run.status != RunStatus.succeeded or not run.output_dir:
                 raise ConfigError(f"run {run_id} has no finished model yet ({run.status.value})")
             return Path(run.output_dir)
-    if spec == BUNDLED or names_folder(spec) or not settings.hub_allowed():
+    if spec == BUNDLED or names_folder(spec) or not hub_allowed():
         return resolve_model(spec)  # raises ModelError with what to do
     from huggingface_hub import try_to_load_from_cache
 

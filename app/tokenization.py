@@ -1,5 +1,5 @@
 """Base and expanded tokenizers for the side-by-side comparison. The expanded one is built in
-memory (base WordPiece vocabulary + the first k incremental tokens, as core.expand writes it),
+memory (base WordPiece vocabulary + the first k incremental tokens, as core.vocab.expand writes it),
 so any size can be tried before a model is written."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def expand_backend(backend, new_tokens: list[str]):
     (ids from the base size on; base ids unchanged)."""
     from tokenizers import Tokenizer
 
-    from core.expand import append_wordpiece_tokens
+    from core.vocab.expand import append_wordpiece_tokens
 
     spec = json.loads(backend.to_str())
     append_wordpiece_tokens(spec, new_tokens)
@@ -26,7 +26,7 @@ def expand_backend(backend, new_tokens: list[str]):
 def _unpadded(tokenizer):
     # Exported tokenizers may pad or truncate to a fixed length (all-MiniLM-L6-v2: 128); here we
     # show the text's own tokens, with "[MASK]" in the text read as text, as training reads it.
-    from core.models import plain_text
+    from core.model_io import plain_text
 
     return plain_text(tokenizer)
 
@@ -36,7 +36,7 @@ def base_tokenizer(base: str):
     """The base model's fast tokenizer backend (a tokenizers.Tokenizer)."""
     from tokenizers import Tokenizer
 
-    from core.models import load_tokenizer, resolve_model
+    from core.model_io import load_tokenizer, resolve_model
 
     return _unpadded(Tokenizer.from_str(load_tokenizer(resolve_model(base)).backend_tokenizer.to_str()))
 

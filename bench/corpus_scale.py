@@ -5,7 +5,7 @@
 
 For each size it generates a synthetic corpus (bench/make_corpus.py), then in a fresh process each:
 - adaptation, cold: a short CPU adaptation of the bundled model (5 steps, batch 8, 128 tokens) that
-  first tokenizes the corpus into the token cache (core.tokens) and memory-maps it;
+  first tokenizes the corpus into the token cache (core.train.tokens) and memory-maps it;
 - adaptation, warm: the same run again, which finds the cache and starts training at once;
 - adaptation, in memory: the same run on the plain text, tokenized into memory as before the cache
   (the comparison: what the cache saves);
@@ -36,22 +36,23 @@ MODES = ("cold", "warm", "memory", "analysis")
 def child(mode: str, corpus: Path, sha: str, documents: int, cache: Path) -> dict:
     """One measurement, in this (fresh) process."""
     began = time.perf_counter()
-    from core.models import BUNDLED, resolve_model
+    from core.model_io import BUNDLED, resolve_model
 
     model = resolve_model(BUNDLED)
     if mode == "analysis":
         from core.corpus import read_documents
-        from core.models import load_tokenizer
-        from core.vocab import VocabConfig, analyze
+        from core.model_io import load_tokenizer
+        from core.configs import VocabConfig
+        from core.vocab.curve import analyze
 
         analyze(lambda: read_documents(corpus), load_tokenizer(model), VocabConfig(step=1000, max_added=2000), 384,
                 corpus.stat().st_size)
         first = time.perf_counter() - began
     else:
-        from core.adapt import adapt
+        from core.train.adapt import adapt
         from core.configs import AdaptConfig, TrainConfig
         from core.corpus import read_documents
-        from core.tokens import CachedCorpus
+        from core.train.tokens import CachedCorpus
 
         source = (lambda: read_documents(corpus)) if mode == "memory" else CachedCorpus(corpus, sha, documents, cache)
         seen: list[float] = []

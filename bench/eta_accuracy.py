@@ -6,9 +6,9 @@ held-out evaluations and checkpoints on the way, watched at every report:
 
 At 10%, 25%, 50% and 75% of the steps it prints the time the run then really had left (to the last
 step's report) beside two estimates made at that moment from the same run:
-- counted (core.eta, what the dashboard shows): steps left at the measured seconds per step, plus
+- counted (core.train.eta, what the dashboard shows): steps left at the measured seconds per step, plus
   the evaluations and checkpoints still due at their measured cost, and whether it was a first guess;
-- steps only (the estimate before core.eta): seconds since the first step / steps done x steps left,
+- steps only (the estimate before core.train.eta): seconds since the first step / steps done x steps left,
   which spreads the evaluations and checkpoints done so far over the steps and knows nothing of
   the ones to come.
 """

@@ -28,13 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.adapt import adapt  # noqa: E402
+from core.train.adapt import adapt  # noqa: E402
 from core.configs import AdaptConfig, TrainConfig  # noqa: E402
-from core.models import load_mlm, resolve_model  # noqa: E402
+from core.model_io import load_mlm, resolve_model  # noqa: E402
 
 
 def demo_corpus(mb: float) -> Path:
-    from core.demo import build_demo
+    from worker.demo_data import build_demo
 
     folder = Path(__file__).parent / "data" / f"demo-{mb:g}mb"
     if not (folder / "corpus.txt").is_file():

@@ -1,5 +1,5 @@
 """Benchmark inference speed: the paper's teacher and student shapes and the bundled model,
-side by side (core.speed.measure_speed).
+side by side (core.judge.speed.measure_speed).
 
     python bench/speed.py --device cpu --seq-len 128 --batch-size 32 --repeats 30
     python bench/speed.py --threads 1,2 --rounds 3 --no-bundled   # the ratio at 1 and 2 threads, 3 times
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import transformers  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from core.models import bundled_path  # noqa: E402
-from core.speed import SpeedResult, measure_speed  # noqa: E402
-from core.training import resolve_device  # noqa: E402
+from core.model_io import bundled_path  # noqa: E402
+from core.judge.speed import SpeedResult, measure_speed  # noqa: E402
+from core.devices import resolve_device  # noqa: E402
 
 VOCAB = 30522
 # (name, layers, hidden, heads, FFN): the AdaLM paper's teacher and student.

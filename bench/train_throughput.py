@@ -5,14 +5,14 @@ distillation against a student-only masked-LM step.
 
 On the same model folder, corpus, batch size, sequence length and machine it times:
 
-  (a) ours:      core.adapt.adapt (core.training.run_loop over core.mlm.pack_documents blocks,
+  (a) ours:      core.train.adapt.adapt (core.train.loop.run_loop over core.train.mlm.pack_documents blocks,
                  Masker, masked_lm_loss, AdamW); every token of a packed block is real;
   (b) baseline:  transformers.Trainer + DataCollatorForLanguageModeling (mlm_probability 0.15)
                  on documents tokenized one by one, truncated and padded to seq-len, the same
                  AutoModelForMaskedLM class; tokens/s counts the real (non-padding) tokens;
-  (c) distill:   core.distill.distill (teacher forward in inference mode, student forward,
+  (c) distill:   core.train.distill.distill (teacher forward in inference mode, student forward,
                  MiniLMv2 relation loss, backward, AdamW) into a random --student;
-  (d) student:   core.adapt.adapt of a random student of the same shape (masked_lm_loss only).
+  (d) student:   core.train.adapt.adapt of a random student of the same shape (masked_lm_loss only).
 
 Each run does --steps optimizer steps; the first --warmup-steps are excluded. The clock reads
 at the end of each optimizer step (run_loop's per-step metrics hook, the Trainer's
@@ -52,11 +52,14 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.make_corpus import generate  # noqa: E402
-from core.adapt import AdaptConfig, adapt  # noqa: E402
+from core.configs import AdaptConfig  # noqa: E402
+from core.train.adapt import adapt  # noqa: E402
 from core.corpus import read_documents  # noqa: E402
-from core.distill import PRESETS, DistillConfig, StudentShape, build_student, distill  # noqa: E402
-from core.models import load_mlm, load_tokenizer, resolve_model  # noqa: E402
-from core.training import TrainConfig, autocast_dtype, resolve_device  # noqa: E402
+from core.configs import PRESETS, DistillConfig, StudentShape  # noqa: E402
+from core.train.distill import build_student, distill  # noqa: E402
+from core.model_io import load_mlm, load_tokenizer, resolve_model  # noqa: E402
+from core.configs import TrainConfig  # noqa: E402
+from core.devices import autocast_dtype, resolve_device  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TINY_HELDOUT = 1e-9  # split_heldout keeps one block: the held-out evaluations stay negligible
@@ -225,7 +228,7 @@ def packed_measurement(name: str, clock: StepClock, args) -> Measurement:
 
 
 def measure_adapt(name: str, model_path: Path, corpus: Path, args, device: torch.device) -> Measurement:
-    """core.adapt.adapt with a step clock; packed blocks, so every token is real."""
+    """core.train.adapt.adapt with a step clock; packed blocks, so every token is real."""
     clock = StepClock(device)
     config = AdaptConfig(seq_len=args.seq_len, heldout_fraction=TINY_HELDOUT, train=train_config(args, ADAPT_LR))
     torch.manual_seed(args.seed)
@@ -270,7 +273,7 @@ def measure_baseline(model_path: Path, corpus: Path, args, device: torch.device)
 
 
 def measure_distill(model_path: Path, corpus: Path, args, device: torch.device) -> Measurement:
-    """core.distill.distill (MiniLMv2, last teacher layer) into a random student."""
+    """core.train.distill.distill (MiniLMv2, last teacher layer) into a random student."""
     clock = StepClock(device)
     config = DistillConfig(student=StudentShape.parse(args.student), seq_len=args.seq_len,
                            heldout_fraction=TINY_HELDOUT, train=train_config(args, DISTILL_LR))
@@ -281,7 +284,7 @@ def measure_distill(model_path: Path, corpus: Path, args, device: torch.device) 
 
 
 def measure_student_mlm(model_path: Path, corpus: Path, args, device: torch.device) -> Measurement:
-    """The same student shape trained by core.adapt (masked_lm_loss), from a saved random init."""
+    """The same student shape trained by core.train.adapt (masked_lm_loss), from a saved random init."""
     teacher, _ = load_mlm(model_path)
     torch.manual_seed(args.seed)
     student = build_student(teacher, StudentShape.parse(args.student), "random")
@@ -295,7 +298,7 @@ def measure_rounds(model_path: Path, corpus: Path, args, device: torch.device) -
     """(ours, baseline, distill, student-only), each pooled over --rounds alternating runs."""
     runs: list[list[Measurement]] = [[], [], [], []]
     for _ in range(args.rounds):
-        runs[0].append(measure_adapt("ours: adapt, packed (core.adapt)", model_path, corpus, args, device))
+        runs[0].append(measure_adapt("ours: adapt, packed (core.train.adapt)", model_path, corpus, args, device))
         runs[1].append(measure_baseline(model_path, corpus, args, device))
         runs[2].append(measure_distill(model_path, corpus, args, device))
         runs[3].append(measure_student_mlm(model_path, corpus, args, device))

@@ -35,18 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tokenizers import Tokenizer, models  # noqa: E402
 
 from core.corpus import read_documents  # noqa: E402
-from core.models import load_tokenizer, resolve_model  # noqa: E402
-from core.vocab import (  # noqa: E402
-    VocabConfig,
-    backend_parts,
-    candidate_sizes,
-    count_words,
-    incremental_vocab,
-    incremental_vocabulary,
-    literal_log_occurrence,
-    score_vocab,
-    train_vocab,
-)
+from core.model_io import load_tokenizer, resolve_model  # noqa: E402
+from core.configs import VocabConfig
+from core.vocab.ranking import candidate_sizes
+from core.vocab.counting import backend_parts, count_words
+from core.vocab.ranking import (incremental_vocab, incremental_vocabulary, literal_log_occurrence, score_vocab,
+    train_vocab)
 
 RTOL = 1e-9
 ENCODE_BATCH_DOCS = 10_000

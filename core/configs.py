@@ -339,3 +339,27 @@ class FinetuneConfig:
 
     def learning_rate(self, hidden: int) -> float:
         return self.lr if self.lr is not None else finetune_lr(hidden)
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """How the incremental vocabulary is searched (defaults from the AdaLM paper)."""
+
+    step: int = 10_000
+    """Tokens added from one candidate to the next."""
+    max_added: int = 40_000
+    """Largest number of tokens added to the base vocabulary."""
+    threshold: float = 0.01
+    """Pick the first candidate whose relative gain in P(D) is at most this."""
+    min_frequency: int = 2
+    """A word must occur this often for the trainer to learn merges from it."""
+
+    def __post_init__(self):
+        if self.step < 1:
+            raise ConfigError(f"step must be a positive number of tokens, got {self.step}")
+        if self.max_added < self.step:
+            raise ConfigError(f"max-added ({self.max_added}) must be at least step ({self.step})")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold must be between 0 and 1 (0.01 is 1%), got {self.threshold}")
+        if self.min_frequency < 1:
+            raise ConfigError(f"min-frequency must be at least 1, got {self.min_frequency}")

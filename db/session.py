@@ -9,7 +9,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 
 BUSY_TIMEOUT_MS = 60_000
 

@@ -175,7 +175,7 @@ class Scenario:
         from transformers.utils import logging as hf_logging
 
         from conftest import build_tiny_bert
-        from core.vocab import VocabConfig
+        from core.configs import VocabConfig
         from test_app import COMMON
         from worker.submit import submit_analysis
 

@@ -6,11 +6,14 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from conftest import build_tiny_bert, write_corpus
-from core.adapt import AdaptConfig, adapt
+from core.configs import AdaptConfig
+from core.train.adapt import adapt
 from core.errors import Cancelled, ConfigError
-from core.mlm import IGNORE, Masker, pack_documents, split_heldout
-from core.models import load_tokenizer
-from core.training import TrainConfig, batch_indices, lr_factor
+from core.train.mlm import IGNORE, Masker, pack_documents, split_heldout
+from core.model_io import load_tokenizer
+from core.configs import TrainConfig
+from core.seeds import batch_indices
+from core.train.loop import lr_factor
 
 WORDS = ["ka", "##lo", "##ma", "the", "of", "and", "in", "with", "was"]
 
@@ -120,7 +123,7 @@ def test_epochs_decide_the_number_of_steps(teacher, documents, tmp_path):
 
 
 def test_seed_streams_are_independent():
-    from core.training import STREAMS, stream_seed
+    from core.seeds import STREAMS, stream_seed
 
     assert stream_seed(1, "dropout", 0) != stream_seed(0, "dropout", 7_919)  # the old seed * 7919 + step
     assert stream_seed(1, "mask", 0) != stream_seed(0, "mask", 1_000_003)

@@ -16,7 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.errors import ConfigError
-from core.vocab import CurvePoint, VocabConfig, pick
+from core.vocab.curve import CurvePoint, pick
+from core.configs import VocabConfig
 from db import store
 from db.models import CurvePointRow, RunStatus
 from worker import service
@@ -191,9 +192,9 @@ def test_upload_is_stored_listed_previewed_and_deleted(sessions, home, corpus_by
     # The Tokenized tab lists the corpus's token streams and drops them.
     assert any("Not tokenized yet" in c for c in texts(at.caption))
     from conftest import build_tiny_bert
-    from core import settings
-    from core.models import load_tokenizer
-    from core.tokens import CachedCorpus
+    from db import settings
+    from core.model_io import load_tokenizer
+    from core.train.tokens import CachedCorpus
 
     tokenizer = load_tokenizer(build_tiny_bert(home / "tiny"))
     with sessions.begin() as session:
@@ -403,9 +404,9 @@ def test_size_follows_the_pick_and_tokenizations_are_side_by_side(analysed):
     assert any(f"**{len(before)}** tokens" in m for m in texts(at.markdown))
     assert any(f"**{len(after)}** tokens" in m for m in texts(at.markdown))
 
-    # Independently: the tokenizer core.expand writes for the model gives the same tokens.
-    from core.expand import _expanded_tokenizer_files
-    from core.models import load_tokenizer, resolve_model
+    # Independently: the tokenizer core.vocab.expand writes for the model gives the same tokens.
+    from core.vocab.expand import _expanded_tokenizer_files
+    from core.model_io import load_tokenizer, resolve_model
 
     with analysed.sessions.begin() as session:
         tokens = service.read_tokens(store.get_analysis(session, aid))

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import auth
-from core import access
+from app import access
 from core.errors import ConfigError
 from test_app import MAIN
 

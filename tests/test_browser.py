@@ -188,7 +188,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def locked_dashboard(home):
     """The dashboard alone, with a password: ADAPT_DISTILL_PASSWORD_HASH in its environment."""
-    from core.access import PASSWORD_ENV, hash_password
+    from app.access import PASSWORD_ENV, hash_password
 
     yield from lone_dashboard(home, **{PASSWORD_ENV: hash_password(PASSWORD, n=16)})
 

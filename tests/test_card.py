@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from core.card import BUNDLED_HUB_ID, base_model_id, library_versions, model_card, write_model_card
+from core.judge.card import BUNDLED_HUB_ID, base_model_id, library_versions, model_card, write_model_card
 from core.errors import ModelError
-from core.measures import IntrinsicMeasures
+from core.judge.measures import IntrinsicMeasures
 
 try:
     import yaml

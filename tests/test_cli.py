@@ -129,7 +129,7 @@ def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
 
 
 def test_a_login_lets_the_dashboard_listen_beyond_this_machine(monkeypatch, tmp_path):
-    from core.access import PASSWORD_ENV, hash_password
+    from app.access import PASSWORD_ENV, hash_password
     from core.errors import ConfigError
     from worker.cli import check_host
 
@@ -157,7 +157,7 @@ def test_a_login_lets_the_dashboard_listen_beyond_this_machine(monkeypatch, tmp_
 
 
 def test_hash_password_prints_the_line_for_the_environment(cli):
-    from core.access import verify_password
+    from app.access import verify_password
 
     result = subprocess.run([sys.executable, "-m", "worker.cli", "hash-password"], input="correct horse battery\n",
                             capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""Task text in a corpus: the check itself (core.contamination: exact normalized lines and shared
+"""Task text in a corpus: the check itself (core.judge.contamination: exact normalized lines and shared
 13-word spans), the corpora behind a model, and the warning an evaluation and an experiment give
 when a model was trained on a corpus that holds the task's test examples."""
 
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import build_tiny_bert, write_corpus, write_task_csv
-from core.contamination import (NGRAM, TextIndex, example_text, find_in_corpus, ngrams, normalize, warning_lines,
-                                words)
+from core.judge.contamination import (NGRAM, TextIndex, example_text, find_in_corpus, ngrams, normalize, warning_lines,
+    words)
 from core.errors import Cancelled
 
 SENTENCE = ("the lens equation maps every point of the source plane onto the image plane of a thin gravitational "
@@ -131,7 +131,7 @@ def leaky_corpus(path, texts: list[str]):
 
 
 def test_an_evaluation_finds_test_text_in_the_adaptation_corpus_and_the_cli_warns(sessions, cli, tmp_path):
-    from core.tasks import load_task
+    from core.judge.tasks import load_task
     from db import store
     from db.models import RunKind
     from worker import contamination, evaluation, service, training
@@ -169,8 +169,8 @@ def test_an_evaluation_finds_test_text_in_the_adaptation_corpus_and_the_cli_warn
 
 def test_an_experiment_shows_the_check_of_its_corpus_and_every_corpus_behind_its_models(sessions, redis, cli,
                                                                                       tmp_path):
-    from core.tasks import load_task
-    from core.vocab import VocabConfig
+    from core.judge.tasks import load_task
+    from core.configs import VocabConfig
     from db import store
     from worker import contamination, evaluation, service
     from worker.experiments import create_experiment, experiment_view

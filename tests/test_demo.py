@@ -1,4 +1,4 @@
-"""core.demo: docstrings read with ast from a fake package (never imported), and the demo
+"""worker.demo_data: docstrings read with ast from a fake package (never imported), and the demo
 task and corpus built from the packages really installed in the virtualenv."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core import demo
-from core.demo import DEMO_PACKAGES, build_demo, collect_docstrings, example_text, site_packages_names
+from worker import demo_data as demo
+from worker.demo_data import DEMO_PACKAGES, build_demo, collect_docstrings, example_text, site_packages_names
 from core.errors import CorpusError
 
 FAKE = "fakepkg_lensing"
@@ -164,8 +164,8 @@ def test_build_demo_needs_two_packages(tmp_path, monkeypatch):
 
 def test_build_demo_corpus_holds_no_task_text(demo_builds):
     """No task text (train, dev or test) in the corpus: none is a whole line after normalization,
-    none shares a 13-word span with a line (the check evaluations make, core.contamination)."""
-    from core.contamination import find_in_corpus
+    none shares a 13-word span with a line (the check evaluations make, core.judge.contamination)."""
+    from core.judge.contamination import find_in_corpus
 
     data, _ = demo_builds
     with open(data.task_path, encoding="utf-8", newline="") as source:
@@ -178,7 +178,7 @@ def test_build_demo_corpus_holds_no_task_text(demo_builds):
 def test_corpus_lines_drop_a_docstring_sharing_13_words_with_a_task_text():
     import random
 
-    from core.contamination import TextIndex, words
+    from core.judge.contamination import TextIndex, words
 
     size = 100_000
     before = demo._corpus_lines({"placeholder text of no docstring at all": "x"}, size, random.Random(3))

@@ -4,11 +4,12 @@ from transformers import AutoModelForMaskedLM
 
 from conftest import build_tiny_bert, write_corpus
 from core.configs import default_student
-from core.distill import DistillConfig, StudentShape, build_student, capture_qkv, distill, relation_heads_for
+from core.configs import DistillConfig, StudentShape
+from core.train.distill import build_student, capture_qkv, distill, relation_heads_for
 from core.errors import ConfigError
-from core.losses import relation_kl
-from core.models import load_mlm
-from core.training import TrainConfig
+from core.train.losses import relation_kl
+from core.model_io import load_mlm
+from core.configs import TrainConfig
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_v1_and_mlm_term(teacher, documents, tmp_path):
 
 
 def test_stopping_after_the_projections_captures_the_same_tensors(teacher):
-    from core.distill import forward_until_captured
+    from core.train.distill import forward_until_captured
 
     model, _ = load_mlm(teacher)
     model.eval()
@@ -117,7 +118,7 @@ def test_stopping_after_the_projections_captures_the_same_tensors(teacher):
 
 
 def test_teacher_layers_are_evenly_spaced_and_end_at_the_last():
-    from core.distill import teacher_layers_for
+    from core.train.distill import teacher_layers_for
 
     assert teacher_layers_for(12, 6) == [1, 3, 5, 7, 9, 11]
     assert teacher_layers_for(6, 4) == [1, 2, 4, 5]

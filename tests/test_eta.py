@@ -2,11 +2,11 @@
 
 import pytest
 
-from core.eta import CHECKPOINTING, EVALUATING, SETTLING_STEPS, TRAINING, Clock
+from core.train.eta import CHECKPOINTING, EVALUATING, SETTLING_STEPS, TRAINING, Clock
 
 
 def drive(clock: Clock, steps: int, step_s: float, eval_s: float, checkpoint_s: float, now: float = 0.0) -> float:
-    """Replay a loop as core.training.run_loop reports it: an evaluation before the first step,
+    """Replay a loop as core.train.loop.run_loop reports it: an evaluation before the first step,
     then each step, an evaluation every eval_every and at the last, a checkpoint every
     checkpoint_every before the last."""
     clock.observe(EVALUATING, 0, now)

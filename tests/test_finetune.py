@@ -12,9 +12,10 @@ import pytest
 from conftest import build_tiny_bert, labelled_examples, tagged_sentences
 from core.configs import FinetuneConfig, finetune_lr
 from core.errors import Cancelled, ConfigError
-from core.finetune import encode, epoch_batches, evaluate_model
-from core.models import load_tokenizer
-from core.tasks import Example, TaggedSentence, build_task
+from core.judge.finetune import encode, epoch_batches, evaluate_model
+from core.model_io import load_tokenizer
+from core.judge.task_files import Example, TaggedSentence
+from core.judge.tasks import build_task
 
 def classification_task(n: int = 240, seed: int = 0):
     examples = [Example(text, label) for text, label in labelled_examples(n, seed)]

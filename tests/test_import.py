@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import stop_process, write_corpus, wait_for_run
 from core.errors import ConfigError, CorpusError
 from core.formatting import human_bytes
-from core.imports import list_importable, resolve_import
+from worker.imports import list_importable, resolve_import
 from db import store
 from db.models import RunKind, RunStatus
 from worker import service

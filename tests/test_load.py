@@ -26,7 +26,7 @@ from sqlalchemy import event, func, insert, select
 from streamlit.testing.v1 import AppTest
 
 from conftest import build_tiny_bert, stop_process, write_corpus, write_task_csv
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import (Artifact, CurvePointRow, Evaluation, Measurement, Metric, ModelRecord, Run, RunKind, RunStatus,
                        VocabAnalysis, utcnow)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from core.losses import masked_kl, minilm_v1_loss, minilm_v2_loss, relation_kl, relation_logits
+from core.train.losses import masked_kl, minilm_v1_loss, minilm_v2_loss, relation_kl, relation_logits
 
 
 def loop_relation_kl(student, teacher, mask, heads):

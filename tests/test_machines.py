@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_tiny_bert, stop_process, write_corpus, wait_for_run
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import RunStatus
 
@@ -155,9 +155,9 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
     from rq import Worker
     from streamlit.testing.v1 import AppTest
 
-    from core import settings
-    from core.models import load_tokenizer
-    from core.tokens import list_streams, tokenizer_key
+    from db import settings
+    from core.model_io import load_tokenizer
+    from core.train.tokens import list_streams, tokenizer_key
     from db.session import get_sessionmaker
     from worker import service, training
     from worker.submit import submit_analysis, submit_runs

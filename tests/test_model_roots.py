@@ -11,7 +11,7 @@ import pytest
 from app import data
 from conftest import build_tiny_bert, write_corpus
 from core.errors import ModelError
-from core.models import BUNDLED, bundled_path, check_model_root, inspect_model, resolve_model
+from core.model_io import BUNDLED, bundled_path, check_model_root, inspect_model, resolve_model
 from db import store
 from test_app import open_page
 from worker import service

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from core.errors import ModelError
-from core.models import BUNDLED, inspect_model, resolve_model
+from core.model_io import BUNDLED, inspect_model, resolve_model
 
 
 def test_bundled_is_the_real_minilm_bert():

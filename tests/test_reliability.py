@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_tiny_bert, stop_process, wait_for_run, write_corpus
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import Run, RunStatus, VocabAnalysis
 from worker import service
@@ -135,10 +135,10 @@ def test_the_reconciler_queues_lost_runs_and_each_runs_once(home, sessions, redi
 
 @pytest.mark.tried("a training run fails mid-way (an error in its progress report)")
 def test_a_failure_mid_run_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, corpus_file):
-    from core.adapt import adapt
+    from core.train.adapt import adapt
     from core.configs import AdaptConfig, TrainConfig
     from core.corpus import read_documents
-    from core.training import latest_checkpoint
+    from core.train.checkpoints import latest_checkpoint
 
     teacher = build_tiny_bert(tmp_path / "teacher")
     config = AdaptConfig(seq_len=32, head_warmup=0,
@@ -227,7 +227,7 @@ def wide_bert(folder: Path) -> Path:
 def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_checkpoint(
         tmp_path, small_disk, corpus_file):
     from db.session import get_sessionmaker
-    from core.training import latest_checkpoint
+    from core.train.checkpoints import latest_checkpoint
 
     disk = small_disk("disk", 64)
     home = disk / "home"
@@ -304,7 +304,7 @@ def test_a_full_disk_is_one_line_for_corpus_add_and_expand(tmp_path, small_disk,
 
 def _submit(url: str, home: str, corpus_id: int, model: str, barrier, out) -> None:
     os.environ["ADAPT_DISTILL_HOME"] = home
-    from core.models import inspect_model
+    from core.model_io import inspect_model
     from db.session import get_sessionmaker
 
     sessions = get_sessionmaker(url)
@@ -404,7 +404,7 @@ def test_a_device_no_worker_has_is_refused_before_anything_is_recorded(home, ses
 @pytest.mark.tried("the worker is stopped (SIGTERM, as docker-compose stop does) in the middle of a training run")
 def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(home, sessions, redis, redis_url,
                                                                               tmp_path, corpus_file):
-    from core.training import latest_checkpoint
+    from core.train.checkpoints import latest_checkpoint
     from worker.submit import submit_runs
 
     teacher = build_tiny_bert(tmp_path / "teacher")

@@ -1,4 +1,4 @@
-"""core.speed on tiny random BERTs built on the fly: one clearly bigger than the other; how a
+"""core.judge.speed on tiny random BERTs built on the fly: one clearly bigger than the other; how a
 measurement is taken (threads, repeats, noise) and how the Models page keeps contexts apart."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from core.errors import Cancelled, ConfigError, ModelError
-from core.models import count_parameters, folder_size
-from core.speed import MIN_LATENCY_REPEATS, SpeedResult, measure_speed, noise_reason
+from core.model_io import count_parameters, folder_size
+from core.judge.speed import MIN_LATENCY_REPEATS, SpeedResult, measure_speed, noise_reason
 
 VOCAB = 100
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import TaskError
-from core.tasks import (Example, TaggedSentence, build_task, count_entities, ingest_task, load_files, load_task,
-                        read_classification, read_conll, stratified_split)
+from core.judge.task_files import Example, TaggedSentence, load_files, read_classification, read_conll
+from core.judge.tasks import build_task, count_entities, ingest_task, load_task, stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -304,7 +304,7 @@ def test_build_task_carves_test_then_dev_of_the_original_size():
 
 HASH_SCRIPT = """
 import sys
-from core.tasks import ingest_task
+from core.judge.tasks import ingest_task
 print(ingest_task("classification", sys.argv[1], sys.argv[2], seed=7).sha256)
 """
 

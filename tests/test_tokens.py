@@ -14,10 +14,10 @@ import pytest
 from conftest import build_tiny_bert, write_corpus
 from core.corpus import read_documents
 from core.errors import Cancelled
-from core.mlm import pack_documents, split_heldout
-from core.models import load_tokenizer
-from core.tokens import (Blocks, CachedCorpus, blocks_of, build_stream, cached_stream, list_streams, open_stream,
-                         stream_dtype, stream_path, tokenizer_key)
+from core.train.mlm import pack_documents, split_heldout
+from core.model_io import load_tokenizer
+from core.train.tokens import (Blocks, CachedCorpus, blocks_of, build_stream, cached_stream, list_streams, open_stream,
+    stream_dtype, stream_path, tokenizer_key)
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_a_corpus_is_tokenized_once_per_tokenizer(tmp_path, tokenizer):
 
 def test_training_on_the_cached_stream_matches_training_on_text_and_reuses_it(home, sessions, tmp_path,
                                                                              tiny_bert):
-    from core import settings
-    from core.adapt import adapt
+    from db import settings
+    from core.train.adapt import adapt
     from core.configs import AdaptConfig, TrainConfig
     from worker import service
 

@@ -189,7 +189,7 @@ def test_the_student_shape_is_resolved_against_the_teacher_when_the_run_is_creat
 def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(sessions, tmp_path, corpus_file):
     """The teacher is an expansion made by the vocabulary workflow; the small pretrained student has
     the base vocabulary and gets the same new tokens before it is adapted."""
-    from core.vocab import VocabConfig
+    from core.configs import VocabConfig
 
     base = build_tiny_bert(tmp_path / "base", words=["the", "of", "and", "in", "with", "was"])
     student = build_tiny_bert(tmp_path / "student", words=["the", "of", "and", "in", "with", "was"], seed=1)

@@ -5,9 +5,12 @@ from collections import Counter
 import pytest
 
 from core.errors import ConfigError
-from core.models import bundled_path, load_tokenizer
-from core.vocab import (CurvePoint, VocabConfig, analyze, backend_parts, candidate_sizes, count_words,
-                        literal_log_occurrence, pick, score_vocab)
+from core.model_io import bundled_path, load_tokenizer
+from core.vocab.curve import CurvePoint, analyze, pick
+from core.configs import VocabConfig
+from core.vocab.ranking import candidate_sizes
+from core.vocab.counting import backend_parts, count_words
+from core.vocab.ranking import literal_log_occurrence, score_vocab
 from conftest import build_tiny_bert
 
 TRICKY = ["Ärger über ΣΟΦΙΑ σοφίας", "中文字符 mixed中text", "non\u00a0breaking\u2003space", "ctrl\x1cchar here",
@@ -67,7 +70,7 @@ def test_curve_equals_the_literal_definition(which, request):
 
 
 def test_incremental_vocabulary_is_new_tokens_ranked_by_what_they_save(bundled):
-    from core.vocab import incremental_vocab
+    from core.vocab.ranking import incremental_vocab
 
     assert incremental_vocab(["[UNK]", "zz", "the", "##yx", "a", "qq"], ["[UNK]", "the", "a"]) == ["zz", "##yx", "qq"]
     docs = generated() + ["a rare glyph ʘ once"]
@@ -83,7 +86,7 @@ def test_incremental_vocabulary_is_new_tokens_ranked_by_what_they_save(bundled):
 
 def per_size_build(docs, tokenizer, added: int) -> list[str]:
     """A vocabulary of `added` new tokens trained for that size alone (the trainer's own order)."""
-    from core.vocab import incremental_vocab, train_vocab
+    from core.vocab.ranking import incremental_vocab, train_vocab
 
     normalizer, pre_tokenizer, settings, base = backend_parts(tokenizer)
     target = len(base) + added
@@ -108,7 +111,7 @@ def test_every_candidate_is_at_least_as_good_as_a_separate_build_of_its_size(bun
 
 
 def test_the_ranking_is_deterministic(bundled):
-    from core.vocab import rank_incremental
+    from core.vocab.ranking import rank_incremental
 
     docs = generated(800)
     normalizer, pre_tokenizer, settings, base = backend_parts(bundled)
@@ -127,8 +130,8 @@ def test_two_runs_of_an_analysis_give_the_same_vocabulary_in_any_process(tmp_pat
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(generated(3000, seed=11)), encoding="utf-8")
-    code = ("import sys; from core.models import bundled_path, load_tokenizer; from core.vocab import VocabConfig, "
-            "analyze; docs = open(sys.argv[1], encoding='utf-8').read().splitlines(); "
+    code = ("import sys; from core.model_io import bundled_path, load_tokenizer; from core.configs import VocabConfig; "
+            "from core.vocab.curve import analyze; docs = open(sys.argv[1], encoding='utf-8').read().splitlines(); "
             "r = analyze(lambda: iter(docs), load_tokenizer(bundled_path()), VocabConfig(step=200, max_added=800), 384); "
             "sys.stdout.write('\\n'.join(r.incremental_tokens))")
     outputs = {subprocess.run([sys.executable, "-c", code, str(corpus)], capture_output=True, check=True,
@@ -171,7 +174,7 @@ def test_unknown_words_count_as_one_unk_token(cased):
     normalizer, pre_tokenizer, settings, base = backend_parts(cased)
     docs = ["ka ka ☃☃ lo", "the ☃ of ka"] * 5
     counts = count_words(iter(docs), normalizer, pre_tokenizer)
-    from core.vocab import score_vocab
+    from core.vocab.ranking import score_vocab
 
     value, per_word, _ = score_vocab(base, counts, settings)
     literal = literal_log_occurrence(docs, base, normalizer, pre_tokenizer, settings)
@@ -191,8 +194,8 @@ def test_a_small_corpus_ends_the_curve_where_its_new_tokens_run_out(bundled):
 def test_special_token_strings_are_plain_text_in_the_curve_and_in_training(bundled):
     """A literal "[MASK]" or "[SEP]" in a document is text everywhere: training packs the same
     tokens the analysis counted, and never a special id."""
-    from core.mlm import pack_documents
-    from core.models import plain_text_backend
+    from core.train.mlm import pack_documents
+    from core.model_io import plain_text_backend
 
     docs = ["the [MASK] token and a [SEP] inside", "[CLS] starts, [PAD] and [UNK] follow [mask]"] * 3
     normalizer, pre_tokenizer, settings, base = backend_parts(bundled)

@@ -8,7 +8,7 @@ import time
 import pytest
 from rq.job import Job
 
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import RunStatus
 from worker import service

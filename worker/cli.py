@@ -106,7 +106,7 @@ def check_host(host: str, allow_remote: bool) -> str:
     a login configured (ADAPT_DISTILL_PASSWORD_HASH, or OIDC in the Streamlit secrets), or when the
     user says the network is trusted with --allow-remote. A password hash that is set must be valid."""
     import app
-    from core.access import login_method, secrets_files
+    from app.access import login_method, secrets_files
 
     host = (host or "127.0.0.1").strip()
     login = login_method(os.environ, secrets_files(Path(app.__file__).parent))
@@ -120,7 +120,7 @@ def check_host(host: str, allow_remote: bool) -> str:
 
 def cmd_hash_password(args) -> None:
     """Read a password (asked twice on a terminal, else one line of stdin); print the environment line."""
-    from core.access import PASSWORD_ENV, hash_password
+    from app.access import PASSWORD_ENV, hash_password
 
     if sys.stdin.isatty():
         import getpass
@@ -137,7 +137,7 @@ def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The streamlit command line; the largest browser upload is ADAPT_DISTILL_UPLOAD_MB (default 200;
     larger files go through the import folder, ADAPT_DISTILL_IMPORT_DIR)."""
     import app
-    from core.settings import upload_mb
+    from db.settings import upload_mb
 
     main = Path(app.__file__).parent / "main.py"
     return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
@@ -308,7 +308,7 @@ def _curve_table(summary: dict) -> str:
 
 
 def cmd_vocab_analyze(args) -> None:
-    from core.vocab import VocabConfig
+    from core.configs import VocabConfig
     from db import store
     from worker import service
 
@@ -474,7 +474,7 @@ def _check_device(args) -> None:
 
         check_device_served(connect(), GPU, device, getattr(args, "processes", None) or 1)
     elif device not in ("auto", "cpu"):
-        from core.training import resolve_device
+        from core.devices import resolve_device
 
         resolve_device(device)
         processes = getattr(args, "processes", None) or 1

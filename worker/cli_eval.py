@@ -123,7 +123,7 @@ def _warn_contamination(args, found: dict | None) -> None:
     """A line on stderr per corpus and split holding task text (the --json output has the counts)."""
     import sys
 
-    from core.contamination import warning_lines
+    from core.judge.contamination import warning_lines
 
     if not args.json:
         for line in warning_lines(found):

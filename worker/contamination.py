@@ -1,4 +1,4 @@
-"""Are a task's dev and test texts in the corpora a model was trained on? (core.contamination.) An
+"""Are a task's dev and test texts in the corpora a model was trained on? (core.judge.contamination.) An
 evaluation checks every corpus behind its model before fine-tuning and stores the result with its
 scores; an experiment shows the check of its corpus against its task. A result is kept next to
 the task's stored files, one JSON file per corpus content hash, so a corpus is scanned once per task."""
@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.contamination import NGRAM
+from core.judge.contamination import NGRAM
 from db import store
 from db.models import Corpus, Evaluation, Run, RunKind, Task, VocabAnalysis
 from worker.shapes import run_id_of
@@ -72,13 +72,13 @@ def cached(task_path: str | Path, corpus_sha256: str) -> dict | None:
 def check(corpus_path: str | Path, corpus_sha256: str, corpus_bytes: int | None, task_path: str | Path,
           progress=None, cancel=None) -> dict:
     """The task's dev and test texts looked for in the corpus (a stored result when there is
-    one), as core.contamination's to_dict(); the result is stored for the next time."""
+    one), as core.judge.contamination's to_dict(); the result is stored for the next time."""
     result = cached(task_path, corpus_sha256)
     if result is not None:
         return result
-    from core.contamination import example_text, find_in_corpus
+    from core.judge.contamination import example_text, find_in_corpus
     from core.corpus import read_documents
-    from core.tasks import load_task
+    from core.judge.tasks import load_task
 
     task = load_task(task_path)
     texts = {split: [example_text(x) for x in task.splits[split]] for split in SPLITS}

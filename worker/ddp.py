@@ -14,9 +14,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from core import distributed
+    from core.train import distributed
     from core.errors import Cancelled, user_error
-    from core.training import resolve_device
+    from core.devices import resolve_device
     from db import store
     from db.session import get_sessionmaker
     from worker import service, training

@@ -1,12 +1,12 @@
 """Try it with no data of one's own: a corpus and a labelled task built on this machine from the
-docstrings of the installed Python packages (core.demo), added to the store, and a tiny experiment
+docstrings of the installed Python packages (worker.demo_data), added to the store, and a tiny experiment
 on them that a CPU finishes in minutes."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from db.models import Corpus, Run, Task
 
 # Sized for a quiet 2-core CPU in about 20 minutes (README: "The demo's budget") while the teacher
@@ -26,7 +26,7 @@ DEMO_EXPERIMENT = {
 
 def prepare_demo(sessions: sessionmaker[Session]) -> tuple[Corpus, Task]:
     """Build the docstring corpus and the which-package task (once; the same content is reused)."""
-    from core.demo import build_demo
+    from worker.demo_data import build_demo
     from worker.evaluation import add_task
     from worker.service import add_corpus
 

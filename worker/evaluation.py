@@ -11,13 +11,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from core.configs import FinetuneConfig, check_device
 from core.corpus import read_documents
 from core.errors import ConfigError
 from core.formatting import count, printable
-from core.metrics import METRICS, primary_metric
-from core.speed import MIN_LATENCY_REPEATS
+from core.judge.metrics import METRICS, primary_metric
+from core.judge.speed import MIN_LATENCY_REPEATS
 from db import store
 from db.models import Evaluation, Measurement, Run, RunKind, Task
 from worker.models import ensure_model, model_path, model_summary, refresh_cards
@@ -25,7 +25,7 @@ from worker.service import Reporter, _execute, insert_once
 
 FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
 # One torch thread by default: batch-1 latency as one serving worker sees it, and the same number
-# whatever the machine's core count (core.speed pins it for the whole measurement).
+# whatever the machine's core count (core.judge.speed pins it for the whole measurement).
 BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": MIN_LATENCY_REPEATS,
                   "throughput_repeats": 5, "warmup": 3, "threads": 1}
 
@@ -37,7 +37,7 @@ def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev:
              text_field: str = "text", pair_field: str = "text_pair", label_field: str = "label", seed: int = 0,
              dev_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[Task, bool]:
     """(task, created): validate and store a labelled task; the same content twice is one task."""
-    from core.tasks import ingest_task
+    from core.judge.tasks import ingest_task
 
     ingested = ingest_task(type, train, settings.tasks_dir(), dev, test, format, text_field, pair_field, label_field,
                            seed, dev_fraction, test_fraction)
@@ -106,8 +106,8 @@ def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int,
 
 def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> None:
     def body(run: Run) -> None:
-        from core.finetune import evaluate_model
-        from core.tasks import load_task
+        from core.judge.finetune import evaluate_model
+        from core.judge.tasks import load_task
         from worker.contamination import for_model
         from worker.training import Heartbeat, run_dir
 
@@ -146,7 +146,7 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
 def test_predictions(run_id: int, seeds: list[int]) -> dict[int, list] | None:
     """seed -> the test predictions of a finished evaluation run, from its seeds' result.json files;
     None when a seed has none (it finished before predictions were kept, or its files are gone)."""
-    from core.training import read_json
+    from core.train.checkpoints import read_json
 
     found = {}
     for seed in seeds:
@@ -231,7 +231,7 @@ def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Repo
 
 
 def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, Path]], report) -> None:
-    from core.speed import measure_speed
+    from core.judge.speed import measure_speed
 
     threads = params.get("threads", BENCH_DEFAULTS["threads"])  # a run queued before threads were a setting
     results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
@@ -276,7 +276,7 @@ def bench_row(result: dict) -> dict:
             **{key: result.get(key) for key in BENCH_MEASUREMENT_KEYS}}
 
 
-# How a measurement was taken (core.speed.SpeedResult): added to `bench --json` after the keys above.
+# How a measurement was taken (core.judge.speed.SpeedResult): added to `bench --json` after the keys above.
 BENCH_MEASUREMENT_KEYS = ("latency_ms_iqr", "threads", "latency_repeats", "throughput_repeats", "warmup",
                           "torch_version", "cpu_model", "load_before", "load_after", "seconds", "noisy",
                           "noisy_reason")
@@ -287,7 +287,7 @@ def measure_intrinsic(sessions: sessionmaker[Session], spec: str, corpus_id: int
     """Parameters, size, tokens per word and unknown rate on the corpus, and MLM perplexity on
     its held-out blocks when the model has a trained MLM head; stored as a measurement. `path`
     is the folder, for a run measuring the model it has just written (not yet succeeded)."""
-    from core.measures import intrinsic_measures
+    from core.judge.measures import intrinsic_measures
 
     with sessions.begin() as session:
         record = ensure_model(session, spec)

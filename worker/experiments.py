@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.configs import STRATEGIES
 from core.errors import AdaptDistillError, ConfigError
 from core.formatting import points_difference, printable
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from db.models import Evaluation, Run, RunKind, Task
 from worker import contamination, evaluation, service, training
@@ -275,7 +275,7 @@ class _Lazy:
 def _example_counts(evaluation_: Evaluation, task: _Lazy):
     """The per-example counts of a finished evaluation's test predictions (None without them);
     kept in memory, as a finished evaluation does not change."""
-    from core.finetune import example_counts
+    from core.judge.finetune import example_counts
 
     run = evaluation_.run
     key = (run.id, run.finished_at)
@@ -290,7 +290,7 @@ def _example_counts(evaluation_: Evaluation, task: _Lazy):
 def baseline(task: Task, metric: str, exclude=()) -> dict | None:
     """What always answering train's most common label scores on test (classification only):
     the floor a model must clear to have learnt anything."""
-    from core.metrics import classification_scores
+    from core.judge.metrics import classification_scores
 
     counts = task.label_counts or {}
     if task.type != "classification" or not counts.get("train") or not counts.get("test"):
@@ -304,8 +304,8 @@ def baseline(task: Task, metric: str, exclude=()) -> dict | None:
 def _add_differences(session: Session, rows: list[dict]) -> None:
     """Each row's paired difference against the base teacher on the same test examples and seeds
     ("difference" and its "difference_ci95"), once both evaluations have succeeded."""
-    from core.metrics import paired_difference
-    from core.tasks import load_task
+    from core.judge.metrics import paired_difference
+    from core.judge.tasks import load_task
 
     for row in rows:
         row["difference"] = row["difference_ci95"] = None

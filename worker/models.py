@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from core import settings
+from db import settings
 from core.errors import ConfigError, ModelError, NotFound
-from core.models import BUNDLED, count_parameters, folder_size, inspect_model, resolve_model
+from core.model_io import BUNDLED, count_parameters, folder_size, inspect_model, resolve_model
 from db import store
 from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus
 from worker.shapes import RUN_PREFIX, folder_shape, run_id_of
@@ -220,8 +220,8 @@ def model_summary(session: Session, record: ModelRecord) -> dict:
 def card_info(session: Session, record: ModelRecord, path: Path | None = None) -> dict:
     """What the model card says: lineage, data, vocabulary, training, scores, speed, versions.
     `path` is the folder, for a run describing the model it has just written."""
-    from core.card import library_versions
-    from core.training import read_json
+    from core.judge.card import library_versions
+    from core.train.checkpoints import read_json
 
     path = path or model_path(session, record)
     meta = read_json(path / "adapt_distill.json")
@@ -294,7 +294,7 @@ def strategy_of(session: Session, record: ModelRecord) -> str | None:
 
 def write_card(sessions: sessionmaker[Session], spec: str, path: Path | None = None) -> Path:
     """(Re)write the model card README.md in the folder of a model adapt-distill made; its path."""
-    from core.card import write_model_card
+    from core.judge.card import write_model_card
 
     with sessions.begin() as session:
         record = ensure_model(session, spec)
@@ -331,7 +331,7 @@ def model_files(folder: Path) -> list[Path]:
 def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None) -> Path:
     """A zip of the model folder (checkpoints left out) with a fresh model card, written under a
     temporary name and renamed; the zip's path."""
-    from core.card import model_card
+    from core.judge.card import model_card
 
     with sessions.begin() as session:
         record = ensure_model(session, spec)

@@ -17,12 +17,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from core.corpus import ingest, read_documents
 from core.errors import Cancelled, ConfigError, user_error
 from core.formatting import printable
-from core.models import BUNDLED, folder_size, inspect_model, resolve_model
-from core.vocab import CurvePoint, VocabConfig, pick
+from core.model_io import BUNDLED, folder_size, inspect_model, resolve_model
+from core.vocab.curve import CurvePoint, pick
+from core.configs import VocabConfig
 from db import store
 from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis, utcnow
 
@@ -150,7 +151,7 @@ def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | No
 
 def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
     """The corpus row, its stored text and its tokenized streams."""
-    from core.tokens import delete_streams
+    from core.train.tokens import delete_streams
 
     with sessions.begin() as session:
         corpus = store.get_corpus(session, corpus_id)
@@ -162,7 +163,7 @@ def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
 
 def token_caches(sessions: sessionmaker[Session], corpus_id: int | None = None) -> list[dict]:
     """The tokenized streams of the stored corpora (of one when given): corpus, tokenizer, size."""
-    from core.tokens import list_streams
+    from core.train.tokens import list_streams
 
     with sessions.begin() as session:
         corpora = {c.sha256: (c.id, c.name) for c in store.list_corpora(session)
@@ -175,7 +176,7 @@ def token_caches(sessions: sessionmaker[Session], corpus_id: int | None = None) 
 
 def delete_token_caches(sessions: sessionmaker[Session], corpus_id: int) -> int:
     """Drop a corpus's tokenized streams (the next run tokenizes again); the bytes freed."""
-    from core.tokens import delete_streams
+    from core.train.tokens import delete_streams
 
     with sessions.begin() as session:
         sha = store.get_corpus(session, corpus_id).sha256
@@ -189,7 +190,7 @@ IMPORT_AGAIN = "import the file again to start over"
 
 def import_folder() -> Path:
     """The import folder of this process (ADAPT_DISTILL_IMPORT_DIR); ConfigError when unset."""
-    from core.imports import IMPORT_ENV
+    from worker.imports import IMPORT_ENV
 
     folder = settings.import_dir()
     if folder is None:
@@ -203,7 +204,7 @@ def create_import(sessions: sessionmaker[Session], file: str, name: str | None =
     """(run, reused): a queued import of `file` (relative to the import folder), checked now; an
     import of the same file with the same options that is queued or running is reused."""
     from core.corpus import detect_format
-    from core.imports import resolve_import
+    from worker.imports import resolve_import
 
     file = (file or "").strip()
     path = resolve_import(import_folder(), file)
@@ -224,7 +225,7 @@ def execute_import(sessions: sessionmaker[Session], run_id: int, report: Reporte
     """Read the file into a corpus (the same content is the corpus that exists), reporting the share
     of the file read; the corpus id goes into the run's params."""
     def body(run: Run) -> None:
-        from core.imports import resolve_import
+        from worker.imports import resolve_import
         from worker.training import Heartbeat
 
         params = dict(run.params)
@@ -401,8 +402,8 @@ def _execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run],
 
 def execute_analysis(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
-        from core.models import load_tokenizer
-        from core.vocab import analyze
+        from core.model_io import load_tokenizer
+        from core.vocab.curve import analyze
 
         with sessions.begin() as session:
             analysis = store.analysis_for_run(session, run_id)
@@ -533,7 +534,7 @@ def picked_size(analysis: VocabAnalysis, threshold: float | None) -> int:
 
 def execute_expansion(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
-        from core.expand import expand_model
+        from core.vocab.expand import expand_model
         from worker.models import register_run_model
 
         with sessions.begin() as session:

@@ -86,7 +86,7 @@ def student_of(params: dict, teacher: dict | None) -> StudentShape:
 def spec_shape(session: Session, spec: str, depth: int = 0) -> dict | None:
     """The shape of the model a spec names, or will name once its run has finished; None when it
     cannot be known without downloading (a hub id not in the cache)."""
-    from core.models import BUNDLED, resolve_model
+    from core.model_io import BUNDLED, resolve_model
 
     if depth > 20:
         raise ConfigError(f"'{spec}' refers to runs in a cycle")

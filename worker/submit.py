@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.vocab import VocabConfig
+from core.configs import VocabConfig
 from db import store
 from core.errors import ConfigError
 from db.models import Run, RunKind, RunStatus, VocabAnalysis

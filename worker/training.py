@@ -16,13 +16,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import settings
+from db import settings
 from core.configs import (ADAPT_LR, DISTILL_LR, INITS, PRESETS, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig,
                           check_student_smaller)
 from core.errors import AdaptDistillError, ConfigError
-from core.eta import PHASES, Clock
-from core.models import inspect_model, resolve_model
-from core.tokens import CachedCorpus
+from core.train.eta import PHASES, Clock
+from core.model_io import inspect_model, resolve_model
+from core.train.tokens import CachedCorpus
 from db import store
 from db.models import Run, RunKind, RunStatus, utcnow
 from worker.service import Reporter, _execute, _finish, file_sha256, folder_size, next_attempt
@@ -35,7 +35,7 @@ RESUMED = "resumed"  # a metric at the step a resumed attempt went on from; its 
 
 
 class TrainingReporter(Reporter):
-    """Progress plus training detail: step of total, ETA (core.eta: steps, evaluations and
+    """Progress plus training detail: step of total, ETA (core.train.eta: steps, evaluations and
     checkpoints timed as they happen), latest loss, the metric history and a log. Before the first
     step (loading, tokenizing) the bar stays at the step the run starts from, a resumed run's
     checkpoint, and the stage says how far the setup is."""
@@ -204,8 +204,9 @@ def align_vocabulary(session: Session, model: Path, reference: Path, out: Path) 
     """The model itself when its vocabulary is the reference's (same tokens, same ids); else, when
     the reference's vocabulary is the model's followed by more tokens (an expansion of the same
     base), the model expanded with those tokens in that order, written to `out` once."""
-    from core.expand import METADATA_FILE, expand_model
-    from core.models import vocabulary, vocabulary_difference
+    from core.model_io import METADATA_FILE
+    from core.vocab.expand import expand_model
+    from core.model_io import vocabulary, vocabulary_difference
 
     mine, theirs = vocabulary(model), vocabulary(reference)
     if vocabulary_difference(mine, theirs) is None:
@@ -242,7 +243,7 @@ TRAINABLE = "bert"  # adaptation and distillation train BertForMaskedLM (encoder
 def check_trainable(session: Session, spec: str, what: str) -> dict | None:
     """The shape of the model `spec` names, after refusing one the training code cannot train (by
     its architecture); None when it cannot be known yet (a hub id not downloaded)."""
-    from core.models import names_folder
+    from core.model_io import names_folder
 
     shape = spec_shape(session, spec)
     if shape is None and not spec.startswith(RUN_PREFIX) and names_folder(spec):
@@ -466,11 +467,11 @@ def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter
         kind = store.get_run(session, run_id).kind
     progress = dict(progress=report, cancel=report.cancelled, on_metrics=report.metrics) if report else {}
     if kind == RunKind.adaptation:
-        from core.adapt import adapt
+        from core.train.adapt import adapt
 
         params, out, model, corpus = _inputs(sessions, run_id, "model")
         return adapt(model, corpus, out, adapt_config(params), metadata={"run_id": run_id}, **progress)
-    from core.distill import distill
+    from core.train.distill import distill
 
     params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
     config = distill_config(params)
@@ -569,7 +570,7 @@ def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter
     total = int(params.get("steps") or TrainConfig().steps)  # epochs and evaluations say theirs when they start
     if not trains:
         return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
-    from core.training import checkpoint_step, latest_checkpoint
+    from core.train.checkpoints import checkpoint_step, latest_checkpoint
 
     config = TrainConfig()
     checkpoint = latest_checkpoint(Path(out)) if out else None

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import connections, data, ui
 from app.connections import sessions
-from core import settings
+from db import settings
 from core.corpus import FORMATS
 from core.formatting import count
 from db.models import RunKind

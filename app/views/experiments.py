@@ -8,7 +8,7 @@ import streamlit as st
 from app import charts, connections, data, experiments_data, tasks_data, ui
 from app.connections import sessions
 from core.configs import STRATEGIES
-from core.contamination import warning_lines
+from core.judge.contamination import warning_lines
 from core.formatting import count, points_difference, score_interval, seeds_spread
 
 FLASH = "experiments_flash"

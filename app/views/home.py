@@ -4,7 +4,7 @@ import streamlit as st
 
 from app import connections, data, experiments_data, ui
 from app.connections import sessions
-from core import settings
+from db import settings
 from worker.demo import DEMO_EXPERIMENT, DEMO_MINUTES
 
 sm = sessions()

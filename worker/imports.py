@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError, CorpusError
-from core.settings import IMPORT_DIR_ENV as IMPORT_ENV
+from db.settings import IMPORT_DIR_ENV as IMPORT_ENV
 
 MAX_LISTED = 500
 

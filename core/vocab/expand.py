@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.models import (METADATA_FILE, check_written, load_mlm, load_tokenizer,  # noqa: F401  (re-exported)
-                         open_to_group, scrub_remote_code, untie_head_bias)
+from core.model_io import (METADATA_FILE, check_written, load_mlm, load_tokenizer, open_to_group, scrub_remote_code,
+    untie_head_bias)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from core.adapt import heldout_loss
+from core.train.adapt import heldout_loss
 from core.errors import Cancelled, ConfigError, CorpusError
-from core.mlm import Masker, mlm_parts, split_heldout
-from core.tokens import corpus_blocks
-from core.models import METADATA_FILE, count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
-from core.training import resolve_device
+from core.train.mlm import Masker, mlm_parts, split_heldout
+from core.train.tokens import corpus_blocks
+from core.model_io import METADATA_FILE, count_parameters, folder_size, load_mlm, load_tokenizer, plain_text_backend
+from core.devices import resolve_device
 
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 CancelCheck = Callable[[], bool]

@@ -34,7 +34,7 @@ STALE_AFTER_S = 600  # an unfinished build untouched this long was killed
 def tokenizer_key(tokenizer) -> str:
     """A short hash of what decides the ids of a text: the tokenizer's vocabulary, normalizer and
     pre-tokenizer (its full serialized form, special tokens as plain text) and its [SEP] id."""
-    from core.models import plain_text_backend
+    from core.model_io import plain_text_backend
 
     spec = plain_text_backend(tokenizer).to_str()
     return hashlib.sha256(f"{spec}\0{tokenizer.sep_token_id}".encode()).hexdigest()[:16]
@@ -93,7 +93,7 @@ def build_stream(documents: Iterable[str], tokenizer, path: Path, corpus_sha256:
                  cancel: Callable[[], bool] | None = None, batch: int = 2000) -> TokenStream:
     """Tokenize `documents` into `path`, in batches (the fast tokenizer spreads each batch over the
     machine's cores), reporting the share of `total_documents` done."""
-    from core.models import plain_text_backend
+    from core.model_io import plain_text_backend
 
     dtype = stream_dtype(plain_text_backend(tokenizer).get_vocab_size(with_added_tokens=True))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def encoded_batches(documents: Iterable[str], tokenizer, batch: int = 2000,
                     cancel: Callable[[], bool] | None = None) -> Iterable[list[np.ndarray]]:
     """Each batch of documents as arrays of ids + [SEP] (int32), encoded by the fast tokenizer in one
     call (which spreads a batch over the machine's cores). Special-token strings are plain text."""
-    from core.models import plain_text_backend
+    from core.model_io import plain_text_backend
 
     backend = plain_text_backend(tokenizer)  # a "[MASK]" in the text is text, not a mask
     sep = tokenizer.sep_token_id

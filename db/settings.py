@@ -30,7 +30,7 @@ def runs_dir() -> Path:
 
 
 def token_cache_dir() -> Path:
-    """Tokenized corpora, one memory-mapped stream per corpus and tokenizer (core.tokens)."""
+    """Tokenized corpora, one memory-mapped stream per corpus and tokenizer (core.train.tokens)."""
     path = home() / "cache" / "tokens"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -49,20 +49,12 @@ def model_dirs() -> list[Path]:
     return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
 
 
-HUB_ENV = "ADAPT_DISTILL_ALLOW_HUB"
-
-
-def hub_allowed() -> bool:
-    """Whether a hub id may be fetched from the model hub (ADAPT_DISTILL_ALLOW_HUB=1); off by default."""
-    return os.environ.get(HUB_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
 IMPORT_DIR_ENV = "ADAPT_DISTILL_IMPORT_DIR"
 
 
 def import_dir() -> Path | None:
     """ADAPT_DISTILL_IMPORT_DIR: the server-side folder whose files the dashboard imports as corpora
-    on a worker (core.imports); None when unset."""
+    on a worker (worker.imports); None when unset."""
     value = os.environ.get(IMPORT_DIR_ENV, "").strip()
     return Path(value).expanduser() if value else None
 

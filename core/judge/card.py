@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.errors import ConfigError, ModelError
 from core.formatting import count, human_bytes
-from core.models import BUNDLED
+from core.model_io import BUNDLED
 
 CARD_FILE = "README.md"
 BUNDLED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the bundled package ships

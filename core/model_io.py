@@ -5,12 +5,12 @@ Only BERT-family models with a WordPiece tokenizer and safetensors weights are a
 from __future__ import annotations
 
 import json
+import os
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import settings
 from core.errors import ModelError
 
 BUNDLED = "bundled"
@@ -30,6 +30,14 @@ class ModelInfo:
     lowercase: bool
 
 
+HUB_ENV = "ADAPT_DISTILL_ALLOW_HUB"
+
+
+def hub_allowed() -> bool:
+    """Whether a hub id may be fetched from the model hub (ADAPT_DISTILL_ALLOW_HUB=1); off by default."""
+    return os.environ.get(HUB_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def bundled_path() -> Path:
     """The folder of the bundled all-MiniLM-L6-v2 model (6 layers, 384 hidden, no MLM head)."""
     try:
@@ -40,9 +48,9 @@ def bundled_path() -> Path:
 
 
 def _download(spec: str) -> Path:
-    if not settings.hub_allowed():
+    if not hub_allowed():
         raise ModelError(f"'{spec}' is not a local folder, and fetching models from the hub is off: pass a local "
-                         f"model folder (or 'bundled'), or set {settings.HUB_ENV}=1 to let adapt-distill fetch it")
+                         f"model folder (or 'bundled'), or set {HUB_ENV}=1 to let adapt-distill fetch it")
     try:
         from huggingface_hub import snapshot_download
 
@@ -185,7 +193,7 @@ def load_mlm(path: str | Path, seed: int = 0):
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from core.training import seeded
+    from core.seeds import seeded
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the fresh head; we say it once ourselves

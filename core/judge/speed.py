@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import Cancelled, ConfigError, ModelError
-from core.models import folder_size
+from core.model_io import folder_size
 
 if TYPE_CHECKING:
     import torch
@@ -236,7 +236,7 @@ def measure_speed(
     they matter only for the CPU side); the speed-ups are relative to the first model."""
     import torch
 
-    from core.training import resolve_device
+    from core.devices import resolve_device
 
     models = [(name, Path(path)) for name, path in models]
     if not models:

@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import metrics as scoring
+from core.judge import metrics as scoring
 from core.configs import FinetuneConfig, TrainConfig
 from core.errors import Cancelled, ConfigError, ModelError
-from core.models import load_tokenizer
-from core.tasks import TaskData
-from core.training import (autocast_dtype, checkpoint_dir, latest_checkpoint, load_checkpoint, optimizer_for,
-                           read_json, resolve_device, save_checkpoint, seeded, stream_seed, write_json)
+from core.model_io import load_tokenizer
+from core.judge.tasks import TaskData
+from core.devices import autocast_dtype, resolve_device
+from core.train.checkpoints import (checkpoint_dir, latest_checkpoint, load_checkpoint, read_json, save_checkpoint,
+    write_json)
+from core.train.loop import optimizer_for
+from core.seeds import seeded, stream_seed
 
 IGNORE = -100
 LENGTH_WINDOW = 50  # batches per window of similar lengths: padding stays small, the order stays random

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.errors import Cancelled, ConfigError, ModelError
+from core.errors import ConfigError, ModelError
 
 IGNORE = -100
 
@@ -19,8 +19,8 @@ def pack_documents(documents: Iterable[str], tokenizer, block_size: int, batch: 
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """(n_blocks, block_size) int32: [CLS] + tokens + [SEP], documents joined by [SEP]. The tail
     that does not fill a block is dropped. Special-token strings in the text are plain text.
-    In memory; training reads the same blocks from a memory-mapped stream (core.tokens)."""
-    from core.tokens import blocks_of, token_array
+    In memory; training reads the same blocks from a memory-mapped stream (core.train.tokens)."""
+    from core.train.tokens import blocks_of, token_array
 
     if block_size < 8:
         raise ConfigError(f"sequence length must be at least 8, got {block_size}")
@@ -33,7 +33,7 @@ def split_heldout(blocks: np.ndarray, fraction: float, limit: int = 512) -> tupl
         raise ConfigError(f"the corpus fills only {len(blocks)} block(s) of this length: add text or shorten "
                           f"the sequence length")
     n = min(max(1, int(len(blocks) * fraction)), limit, len(blocks) - 1)
-    from core.tokens import Blocks
+    from core.train.tokens import Blocks
 
     if isinstance(blocks, Blocks):  # the training blocks stay on disk; the held-out ones (few) are read
         return blocks.range(0, len(blocks) - n), blocks.range(len(blocks) - n, len(blocks))[:]
@@ -110,7 +110,7 @@ def shard_of(inputs: torch.Tensor, labels: torch.Tensor, shard) -> tuple[torch.T
     mean losses the mean over the whole batch's masked tokens."""
     if shard is None or shard.world == 1:
         return inputs, labels, 1.0
-    from core.distributed import share_weight
+    from core.train.distributed import share_weight
 
     total = int((labels != IGNORE).sum())
     inputs, labels = inputs[shard.rows], labels[shard.rows]

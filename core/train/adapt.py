@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from core.configs import AdaptConfig, TrainConfig  # noqa: F401  (re-exported)
-from core.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts, shard_of
-from core.models import METADATA_FILE, head_untrained, load_mlm
-from core.training import (Prepared, finish, fit_and_save, latest_checkpoint, micro_generator, prepare, read_json,
-                           run_loop, stream_seed)
+from core.train.mlm import IGNORE, Masker, masked_lm_loss, mlm_parts, shard_of
+from core.model_io import METADATA_FILE, head_untrained, load_mlm
+from core.train.loop import Prepared, finish, fit_and_save, prepare, run_loop
+from core.train.checkpoints import latest_checkpoint, read_json
+from core.seeds import micro_generator, stream_seed
 
 HEAD_WARMUP_DIR = "head-warmup"  # the head's own checkpoints, under the output folder while it runs
 

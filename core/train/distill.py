@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 
 from core.errors import ConfigError
-from core.losses import minilm_v1_loss, minilm_v2_loss
-from core.mlm import Masker, masked_lm_loss, shard_of
-from core.models import METADATA_FILE, load_mlm, vocabulary, vocabulary_difference
+from core.train.losses import minilm_v1_loss, minilm_v2_loss
+from core.train.mlm import Masker, masked_lm_loss, shard_of
+from core.model_io import METADATA_FILE, load_mlm, vocabulary, vocabulary_difference
 from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
                           check_student_smaller, default_student)
-from core.training import finish, fit_and_save, prepare, read_json, seeded
+from core.train.loop import finish, fit_and_save, prepare
+from core.train.checkpoints import read_json
+from core.seeds import seeded
 
 @dataclass
 class DistillResult:

@@ -5,56 +5,39 @@ evaluation, and checkpoints (safetensors weights + a weights-only trainer state)
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from core import distributed
-from core.configs import SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
-from core.errors import Cancelled, ConfigError, DiskFull, is_disk_full
-from core.eta import CHECKPOINTING, EVALUATING, TRAINING
-from core.mlm import split_heldout
-from core.tokens import Blocks, corpus_blocks
-from core.models import METADATA_FILE, check_written, load_tokenizer, open_to_group, scrub_remote_code
+from core.configs import TrainConfig
+from core.devices import autocast_dtype, resolve_device
+from core.errors import Cancelled, DiskFull, is_disk_full
+from core.model_io import METADATA_FILE, check_written, load_tokenizer, open_to_group, scrub_remote_code
+from core.seeds import batch_indices, micro_generator, stream_seed
+from core.train import distributed
+from core.train.checkpoints import (
+    checkpoint_dir,
+    disk_full,
+    latest_checkpoint,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+    write_json,
+)
+from core.train.eta import CHECKPOINTING, EVALUATING, TRAINING
+from core.train.mlm import split_heldout
+from core.train.tokens import Blocks, corpus_blocks
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name} asked for, but no CUDA GPU is visible: use --device cpu")
-    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name} asked for, but only {torch.cuda.device_count()} GPU(s) are visible "
-                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device mps asked for, but this machine has no Apple GPU: use --device cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the GPU supports it; None means plain fp32."""
-    if precision == "fp32" or device.type != "cuda":
-        if precision == "bf16" and device.type != "cuda":
-            raise ConfigError("bf16 needs a GPU here: use --precision fp32 on the CPU")
-        return None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if precision == "bf16":
-        raise ConfigError("this GPU has no bf16: use --precision fp32")
-    return None
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -67,128 +50,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     if config.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return max(0.0, 1 - progress)
-
-
-# Every random draw of a run comes from its own stream, named here: the data order, the masking,
-# dropout, the held-out masking, a new student's or MLM head's initialisation, a task head, and the
-# seed of an MLM head's warm-up (whose order, masking and dropout then derive from it).
-STREAMS = {"order": 1, "mask": 2, "dropout": 3, "heldout-mask": 4, "student-init": 5, "mlm-head": 6,
-           "task-head": 7, "head-warmup": 8}
-
-
-def stream_seed(seed: int, stream: str, *index: int) -> int:
-    """The seed of one independent random stream of a run: a hash of (seed, stream, index...), so
-    distinct tuples never share a stream (as seed * k + step would: seed 1 step 0 = seed 0 step k)."""
-    if seed < 0 or any(i < 0 for i in index):
-        raise ConfigError(f"seeds and indices must be >= 0, got seed {seed}, index {index}")
-    return int(np.random.SeedSequence([seed, STREAMS[stream], *index]).generate_state(1, np.uint64)[0] >> 1)
-
-
-@contextmanager
-def seeded(seed: int, stream: str, *index: int):
-    """Run a block (e.g. a model's initialisation) under torch's global RNG seeded from one stream,
-    leaving the caller's RNG state as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(seed, stream, *index))
-        yield
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the n blocks in one epoch (computed once per epoch, not once per step: n is in
-    the millions for a corpus of gigabytes)."""
-    order = np.random.default_rng(stream_seed(seed, "order", epoch)).permutation(n)
-    order.flags.writeable = False
-    return order
-
-
-def batch_indices(n: int, micro_step: int, batch_size: int, seed: int) -> np.ndarray:
-    """Indices of the blocks of one micro-batch: the stream of per-epoch permutations, so the order
-    depends only on (seed, micro_step)."""
-    positions = np.arange(micro_step * batch_size, (micro_step + 1) * batch_size)
-    out = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(positions // n):
-        permutation = epoch_order(n, seed, int(epoch))
-        here = positions // n == epoch
-        out[here] = permutation[positions[here] % n]
-    return out
-
-
-def micro_generator(seed: int, micro_step: int, stream: str = "mask") -> torch.Generator:
-    """The generator of one micro-step's draws (masking) in a run."""
-    return torch.Generator().manual_seed(stream_seed(seed, stream, micro_step))
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-def checkpoint_dir(root: Path) -> Path:
-    return root / "checkpoints"
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    pointer = checkpoint_dir(root) / "latest"
-    if not pointer.is_file():
-        return None
-    path = checkpoint_dir(root) / pointer.read_text().strip()
-    return path if (path / "trainer.pt").is_file() else None
-
-
-def checkpoint_step(path: Path) -> int:
-    """The step a checkpoint folder (step-0000020) was written at."""
-    return int(path.name.removeprefix("step-"))
-
-
-def disk_full(doing: str, root: Path) -> DiskFull:
-    """The one line for a write that found the disk full, saying which checkpoint is left."""
-    previous = latest_checkpoint(root)
-    kept = f"the checkpoint of {previous.name} is intact" if previous else "there is no checkpoint to resume from"
-    return DiskFull(f"no space left on device {doing}: {kept}; free some space, then resume")
-
-
-def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], optimizer, scheduler,
-                    keep: int, state: dict | None = None) -> Path:
-    """Weights (safetensors), optimizer and schedule, and the caller's `state` (state.json), written
-    under a temporary name and renamed, then pointed to by checkpoints/latest. A write that fails
-    (a full disk) leaves no partial file and the previous checkpoint as it was: DiskFull says so."""
-    from safetensors.torch import save_model
-
-    folder = checkpoint_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:07d}"
-    tmp, pointer = folder / f".tmp-{name}", folder / "latest.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        for key, module in modules.items():
-            save_model(module, str(tmp / f"{key}.safetensors"))
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "trainer.pt")
-        if state is not None:
-            write_json(tmp / "state.json", state)
-        pointer.write_text(name)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pointer.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise disk_full(f"writing the checkpoint of step {step} in {folder}", root) from None
-        raise
-    shutil.rmtree(folder / name, ignore_errors=True)
-    os.replace(tmp, folder / name)
-    os.replace(pointer, folder / "latest")
-    for old in sorted(p for p in folder.glob("step-*") if p.name != name)[:-max(keep - 1, 0) or None]:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder / name
-
-
-def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer, scheduler) -> int:
-    from safetensors.torch import load_model
-
-    for key, module in modules.items():
-        load_model(module, str(path / f"{key}.safetensors"))
-    state = torch.load(path / "trainer.pt", weights_only=True)  # our own file; still no pickle code
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return int(state["step"])
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -416,13 +277,3 @@ def finish(out_dir: Path, metadata: dict) -> None:
     """Write the folder's metadata and drop the checkpoints (the optimizer state is 3x the model)."""
     write_json(out_dir / METADATA_FILE, metadata)
     shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)

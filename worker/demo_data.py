@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.contamination import TextIndex
+from core.judge.contamination import TextIndex
 from core.errors import ConfigError, CorpusError
 
 # Preference order for the task's labels; the first installed ones with enough docstrings win.
@@ -251,7 +251,7 @@ class _Contains:
 
 def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random) -> list[str]:
     """Docstrings of the installed packages, none of them a task example's source, holding a task
-    text, equal to one after normalization or sharing a 13-word span with one (core.contamination:
+    text, equal to one after normalization or sharing a 13-word span with one (core.judge.contamination:
     the check evaluations make), drawn from the files in a seeded order until there are max_bytes
     of them, shuffled and cut to max_bytes. Reading stops early: parsing all of site-packages takes
     minutes."""

@@ -1,0 +1,1 @@
+"""Judging models: tasks, fine-tuning, metrics, intrinsic measures, speed, contamination, model cards."""
