@@ -36,22 +36,22 @@ MODES = ("cold", "warm", "memory", "analysis")
 def child(mode: str, corpus: Path, sha: str, documents: int, cache: Path) -> dict:
     """One measurement, in this (fresh) process."""
     began = time.perf_counter()
-    from core.model_io import BUNDLED, resolve_model
+    from core.model_io import bundled_path
 
-    model = resolve_model(BUNDLED)
+    model = bundled_path()
     if mode == "analysis":
+        from core.configs import VocabConfig
         from core.corpus import read_documents
         from core.model_io import load_tokenizer
-        from core.configs import VocabConfig
         from core.vocab.curve import analyze
 
         analyze(lambda: read_documents(corpus), load_tokenizer(model), VocabConfig(step=1000, max_added=2000), 384,
                 corpus.stat().st_size)
         first = time.perf_counter() - began
     else:
-        from core.train.adapt import adapt
         from core.configs import AdaptConfig, TrainConfig
         from core.corpus import read_documents
+        from core.train.adapt import adapt
         from core.train.tokens import CachedCorpus
 
         source = (lambda: read_documents(corpus)) if mode == "memory" else CachedCorpus(corpus, sha, documents, cache)

@@ -54,15 +54,15 @@ def main() -> None:
     os.environ.pop("DATABASE_URL", None)
     from db.migrate import upgrade
     from db.session import get_sessionmaker
-    from worker import service, training
+    from worker import corpora, lifecycle, training
 
     upgrade()
     sessions = get_sessionmaker()
-    added, _ = service.add_corpus(sessions, corpus(home / "notes.txt"))
+    added, _ = corpora.add_corpus(sessions, corpus(home / "notes.txt"))
     run = training.create_adaptation(sessions, added.id, "bundled", {
         "steps": args.steps, "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "device": "cpu", "heldout_fraction": 0.2})
-    report = training.reporter_for(sessions, run.id)
+    report = lifecycle.reporter_for(sessions, run.id)
     seen: list[tuple[float, int, float | None, bool]] = []  # (time, step, counted ETA, first guess)
 
     class Watched:

@@ -28,9 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.train.adapt import adapt  # noqa: E402
 from core.configs import AdaptConfig, TrainConfig  # noqa: E402
-from core.model_io import load_mlm, resolve_model  # noqa: E402
+from core.model_io import load_mlm  # noqa: E402
+from worker.specs import ModelSpec  # noqa: E402
+from core.train.adapt import adapt  # noqa: E402
 
 
 def demo_corpus(mb: float) -> Path:
@@ -67,7 +68,7 @@ def main() -> None:
 
     corpus = args.corpus or demo_corpus(args.corpus_mb)
     lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if len(line) >= 5]
-    model = resolve_model(args.model)
+    model = ModelSpec.parse(args.model).path()
     source = {k: v.clone() for k, v in load_mlm(model)[0].state_dict().items()}
     warm = AdaptConfig(head_warmup=args.head_warmup).head_warmup_steps(args.steps)
     runs = [("(a) cold", 0, args.steps), ("(b) warm", args.head_warmup, args.steps),

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import transformers  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from core.model_io import bundled_path  # noqa: E402
-from core.judge.speed import SpeedResult, measure_speed  # noqa: E402
 from core.devices import resolve_device  # noqa: E402
+from core.judge.speed import SpeedResult, measure_speed  # noqa: E402
+from core.model_io import bundled_path  # noqa: E402
 
 VOCAB = 30522
 # (name, layers, hidden, heads, FFN): the AdaLM paper's teacher and student.

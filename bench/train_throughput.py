@@ -52,14 +52,19 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.make_corpus import generate  # noqa: E402
-from core.configs import AdaptConfig  # noqa: E402
-from core.train.adapt import adapt  # noqa: E402
+from core.configs import (  # noqa: E402
+    PRESETS,
+    AdaptConfig,  # noqa: E402
+    DistillConfig,
+    StudentShape,
+    TrainConfig,  # noqa: E402
+)
 from core.corpus import read_documents  # noqa: E402
-from core.configs import PRESETS, DistillConfig, StudentShape  # noqa: E402
-from core.train.distill import build_student, distill  # noqa: E402
-from core.model_io import load_mlm, load_tokenizer, resolve_model  # noqa: E402
-from core.configs import TrainConfig  # noqa: E402
 from core.devices import autocast_dtype, resolve_device  # noqa: E402
+from core.model_io import load_mlm, load_tokenizer  # noqa: E402
+from worker.specs import ModelSpec  # noqa: E402
+from core.train.adapt import adapt  # noqa: E402
+from core.train.distill import build_student, distill  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TINY_HELDOUT = 1e-9  # split_heldout keeps one block: the held-out evaluations stay negligible
@@ -359,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model_path = resolve_model(args.model)
+    model_path = ModelSpec.parse(args.model).path()
     corpus = ensure_corpus(args.corpus, args.corpus_mb)
     ours, baseline, distilled, student = measure_rounds(model_path, corpus, args, device)
     print("\n".join(header(args, model_path, corpus, device) + [""] + table([ours, baseline], baseline) + [""]

@@ -34,13 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenizers import Tokenizer, models  # noqa: E402
 
-from core.corpus import read_documents  # noqa: E402
-from core.model_io import load_tokenizer, resolve_model  # noqa: E402
 from core.configs import VocabConfig
-from core.vocab.ranking import candidate_sizes
+from core.corpus import read_documents  # noqa: E402
+from core.model_io import load_tokenizer  # noqa: E402
+from worker.specs import ModelSpec  # noqa: E402
 from core.vocab.counting import backend_parts, count_words
-from core.vocab.ranking import (incremental_vocab, incremental_vocabulary, literal_log_occurrence, score_vocab,
-    train_vocab)
+from core.vocab.ranking import (
+    candidate_sizes,
+    incremental_vocab,
+    incremental_vocabulary,
+    literal_log_occurrence,
+    score_vocab,
+    train_vocab,
+)
 
 RTOL = 1e-9
 ENCODE_BATCH_DOCS = 10_000
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         out("no documents of 5+ characters")
         return 1
 
-    base_tokenizer = load_tokenizer(resolve_model(args.base))
+    base_tokenizer = load_tokenizer(ModelSpec.parse(args.base).path())
     normalizer, pre_tokenizer, settings, base_vocab = backend_parts(base_tokenizer)
     config = VocabConfig(step=args.step, max_added=args.step * args.candidates, min_frequency=args.min_frequency)
 

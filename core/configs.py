@@ -40,6 +40,27 @@ def check_device(name: str) -> str:
     return name
 
 
+def check_number(name: str, value: float, least: float = 0.0, above: bool = False) -> None:
+    """A finite number >= `least` (> `least` with `above`), else a ConfigError naming the option."""
+    if not math.isfinite(value) or value < least or (above and value == least):
+        bound = "a positive number" if above and least == 0 else f"a number {'>' if above else '>='} {least:g}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def check_sequence(name: str, value: int) -> None:
+    """Tokens per sequence: 8 to 8192."""
+    if not 8 <= value <= 8192:
+        raise ConfigError(f"{name} must be between 8 and 8192, got {value}")
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def check_precision(value: str) -> None:
+    if value not in PRECISIONS:
+        raise ConfigError(f"precision must be auto, bf16 or fp32, got '{value}'")
+
+
 SCHEDULES = ("linear", "cosine", "constant")
 
 
@@ -83,21 +104,16 @@ class TrainConfig:
         if self.batch_size % self.processes:
             raise ConfigError(f"batch-size {self.batch_size} does not split among {self.processes} processes: use a "
                               f"multiple of {self.processes}")
-        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise ConfigError(f"epochs must be a positive number, got {self.epochs}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.warmup) and self.warmup >= 0):
-            raise ConfigError(f"warmup must be a number >= 0, got {self.warmup}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight-decay must be a number >= 0, got {self.weight_decay}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
-            raise ConfigError(f"max-grad-norm must be a positive number, got {self.max_grad_norm}")
+        if self.epochs is not None:
+            check_number("epochs", self.epochs, above=True)
+        check_number("lr", self.lr, above=True)
+        check_number("warmup", self.warmup)
+        check_number("weight-decay", self.weight_decay)
+        check_number("max-grad-norm", self.max_grad_norm, above=True)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         self.device = check_device(self.device)
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+        check_precision(self.precision)
 
     def for_blocks(self, blocks: int) -> "TrainConfig":
         """This config with `steps` set from `epochs` for a number of training blocks."""
@@ -133,12 +149,9 @@ class AdaptConfig:
         return int(self.head_warmup * steps) if self.head_warmup < 1 else int(self.head_warmup)
 
     def __post_init__(self):
-        if not math.isfinite(self.head_warmup) or self.head_warmup < 0:
-            raise ConfigError(f"head-warmup must be >= 0 (a fraction of the steps, or steps), got {self.head_warmup}")
-        if not math.isfinite(self.head_lr) or self.head_lr <= 0:
-            raise ConfigError(f"head-lr must be positive, got {self.head_lr}")
-        if not 8 <= self.seq_len <= 8192:
-            raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
+        check_number("head-warmup (a fraction of the steps, or steps)", self.head_warmup)
+        check_number("head-lr", self.head_lr, above=True)
+        check_sequence("seq-len", self.seq_len)
         check_heldout_fraction(self.heldout_fraction)
         if not 0 < self.mask_probability < 1:
             raise ConfigError(f"mask-probability must be between 0 and 1, got {self.mask_probability}")
@@ -219,16 +232,23 @@ def bert_parameters(vocab_size: int, hidden: int, layers: int, intermediate: int
     return embeddings + layers * layer + head
 
 
+def student_not_smaller(student: int, teacher: int, student_name: str, suggestion: str | None) -> str | None:
+    """What is wrong with a student that is not smaller than its teacher in parameters; None when it is."""
+    if student < teacher:
+        return None
+    hint = f"pick a smaller shape (the default for this teacher is {suggestion})" if suggestion else \
+        "pick a smaller student"
+    return (f"the student {student_name} has {student:,} parameters, not fewer than the teacher's {teacher:,}: "
+            f"distilling into it compresses nothing. {hint[0].upper() + hint[1:]}, or allow a student that is not "
+            f"smaller (--allow-larger-student; on the Train page, its tick box)")
+
+
 def check_student_smaller(student: int, teacher: int, student_name: str, suggestion: str | None,
                           allow_larger: bool) -> None:
     """Refuse a student that is not smaller than its teacher in parameters, unless allowed."""
-    if allow_larger or student < teacher:
-        return
-    hint = f"pick a smaller shape (the default for this teacher is {suggestion})" if suggestion else \
-        "pick a smaller student"
-    raise ConfigError(f"the student {student_name} has {student:,} parameters, not fewer than the teacher's "
-                      f"{teacher:,}: distilling into it compresses nothing. {hint[0].upper() + hint[1:]}, or pass "
-                      f"--allow-larger-student to do it anyway")
+    problem = None if allow_larger else student_not_smaller(student, teacher, student_name, suggestion)
+    if problem:
+        raise ConfigError(problem)
 
 
 @dataclass
@@ -256,13 +276,9 @@ class DistillConfig:
     def __post_init__(self):
         if self.version not in ("v1", "v2"):
             raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
-        if not (math.isfinite(self.mlm_weight) and self.mlm_weight >= 0):
-            raise ConfigError(f"mlm-weight must be a number >= 0, got {self.mlm_weight}")
-        if not 8 <= self.seq_len <= 8192:
-            raise ConfigError(f"seq-len must be between 8 and 8192, got {self.seq_len}")
+        check_number("mlm-weight", self.mlm_weight)
+        check_sequence("seq-len", self.seq_len)
         check_heldout_fraction(self.heldout_fraction)
-
-
 
 
 TASK_TYPES = ("classification", "ner")
@@ -323,19 +339,15 @@ class FinetuneConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value}")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise ConfigError(f"patience must be a whole number >= 0, got {self.patience}")
-        if not 8 <= self.max_length <= 8192:
-            raise ConfigError(f"max-length must be between 8 and 8192, got {self.max_length}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if not math.isfinite(self.warmup) or self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        check_sequence("max-length", self.max_length)
+        if self.lr is not None:
+            check_number("lr", self.lr, above=True)
+        check_number("warmup", self.warmup)
+        check_number("weight-decay", self.weight_decay)
         if self.scheme is not None and self.scheme.upper() not in TAG_SCHEMES:
             raise ConfigError(f"scheme must be one of {', '.join(TAG_SCHEMES)}, got '{self.scheme}'")
         self.device = check_device(self.device)
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+        check_precision(self.precision)
 
     def learning_rate(self, hidden: int) -> float:
         return self.lr if self.lr is not None else finetune_lr(hidden)
@@ -363,3 +375,17 @@ class VocabConfig:
             raise ConfigError(f"threshold must be between 0 and 1 (0.01 is 1%), got {self.threshold}")
         if self.min_frequency < 1:
             raise ConfigError(f"min-frequency must be at least 1, got {self.min_frequency}")
+
+
+MIN_LATENCY_REPEATS = 30  # fewer and the p95 is one or two forwards: noise, not a tail
+# How speed is measured unless told otherwise (`adapt-distill bench`, evaluations, experiments). One
+# torch thread: batch-1 latency as one serving worker sees it, and the same number whatever the
+# machine's core count (core.judge.speed pins it for the whole measurement).
+BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": MIN_LATENCY_REPEATS,
+                  "throughput_repeats": 5, "warmup": 3, "threads": 1}
+
+# How a labelled task file is read and split when the user does not say (`adapt-distill task add`,
+# core.judge.tasks.ingest_task, worker.evaluation.add_task): the fields of CSV/TSV/JSONL rows, and
+# the seeded, stratified share of train split off as dev and as test when those files are not given.
+TASK_FILE_DEFAULTS = {"text_field": "text", "pair_field": "text_pair", "label_field": "label", "seed": 0,
+                      "dev_fraction": 0.1, "test_fraction": 0.1}

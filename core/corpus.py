@@ -10,11 +10,13 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from core.errors import CorpusError
 
@@ -41,12 +43,34 @@ class CorpusStats:
         return asdict(self)
 
 
+S = TypeVar("S")
+
+
 @dataclass(frozen=True)
-class IngestedCorpus:
+class Stored(Generic[S]):
+    """What ingesting wrote under its content hash: the hash, where it lies, its stats, and the
+    format it was read from (a corpus's; a task's files may have several)."""
+
     sha256: str
     path: Path
-    format: str
-    stats: CorpusStats
+    stats: S
+    format: str | None = None
+
+
+def place(tmp: Path, final: Path) -> None:
+    """Move a finished file or folder into its content-hash name, unless the same content is there
+    already (another ingest of it got there first): then the new copy is dropped."""
+    if not final.exists():
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError:
+            if not final.exists():  # not a concurrent ingest of the same content
+                raise
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def detect_format(path: str | Path, format: str | None = None) -> tuple[str, bool]:
@@ -218,7 +242,7 @@ def ingest(
     format: str | None = None,
     text_field: str = "text",
     progress: Progress | None = None,
-) -> IngestedCorpus:
+) -> Stored[CorpusStats]:
     """Normalize a corpus file into dest_dir/<sha256>.txt and compute its stats.
 
     Nothing is left behind on error; the same content ingested twice maps to the same file."""
@@ -256,10 +280,7 @@ def ingest(
             )
         sha = digest.hexdigest()
         final = dest_dir / f"{sha}.txt"
-        if final.exists():
-            tmp.unlink()
-        else:
-            os.replace(tmp, final)
+        place(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -272,7 +293,7 @@ def ingest(
         duplicate_documents=documents - len(set(hashes)),
         mean_length=chars / documents,
     )
-    return IngestedCorpus(sha256=sha, path=final, format=fmt, stats=stats)
+    return Stored(sha256=sha, path=final, stats=stats, format=fmt)
 
 
 def read_documents(path: str | Path, min_chars: int = MIN_DOCUMENT_CHARS) -> Iterator[str]:

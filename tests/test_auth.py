@@ -9,11 +9,10 @@ import stat
 
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from app import auth
-from app import access
-from core.errors import ConfigError
 from test_app import MAIN
+
+from app import access, auth
+from core.errors import ConfigError
 
 PASSWORD = "correct horse battery"
 FAST = {"n": 16, "r": 8, "p": 1}  # the real cost (2**15) takes 0.1-0.3 s a try; the format is the same

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from core.judge.card import BUNDLED_HUB_ID, base_model_id, library_versions, model_card, write_model_card
 from core.errors import ModelError
+from core.judge.card import BUNDLED_HUB_ID, base_model_id, library_versions, model_card, write_model_card
 from core.judge.measures import IntrinsicMeasures
 
 try:

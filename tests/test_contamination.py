@@ -11,11 +11,20 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import build_tiny_bert, write_corpus, write_task_csv
-from core.judge.contamination import (NGRAM, TextIndex, example_text, find_in_corpus, ngrams, normalize, warning_lines,
-    words)
+
 from core.errors import Cancelled
+from core.judge.contamination import (
+    NGRAM,
+    TextIndex,
+    example_text,
+    find_in_corpus,
+    ngrams,
+    normalize,
+    warning_lines,
+    words,
+)
+from db.models import Run
 
 SENTENCE = ("the lens equation maps every point of the source plane onto the image plane of a thin gravitational "
             "lens with an einstein radius")  # 23 words
@@ -113,7 +122,7 @@ def cli(home):
     env.pop("DATABASE_URL", None)
 
     def run(*args):
-        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
+        result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
                                 timeout=600)
         assert result.returncode == 0, result.stderr
         return result
@@ -134,12 +143,12 @@ def test_an_evaluation_finds_test_text_in_the_adaptation_corpus_and_the_cli_warn
     from core.judge.tasks import load_task
     from db import store
     from db.models import RunKind
-    from worker import contamination, evaluation, service, training
-    from worker.jobs import execute_run
+    from worker import contamination, corpora, evaluation, training
+    from worker.lifecycle import execute_run
 
     task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
     test_texts = [x.text for x in load_task(task.path).splits["test"]]
-    corpus, _ = service.add_corpus(sessions, leaky_corpus(tmp_path / "c.txt", test_texts[:3]))
+    corpus, _ = corpora.add_corpus(sessions, leaky_corpus(tmp_path / "c.txt", test_texts[:3]))
     teacher = build_tiny_bert(tmp_path / "tiny")
     adapted = training.create_adaptation(sessions, corpus.id, str(teacher), {"steps": 2, "seq_len": 32,
                                                                              "batch_size": 4, "eval_every": 2})
@@ -151,7 +160,7 @@ def test_an_evaluation_finds_test_text_in_the_adaptation_corpus_and_the_cli_warn
                f"shared 13-word span): the scores on it may be inflated")
     assert result.stderr.splitlines() == [warning], result.stderr
     with sessions.begin() as session:
-        (run,) = store.list_runs(session, RunKind.evaluation)
+        (run,) = store.rows(session, Run, kind=RunKind.evaluation, limit=100)
         data = evaluation.evaluation_dict(session, run.id)  # what `evaluate --json` prints
     found = data["contamination"][str(corpus.id)]
     assert found["splits"]["test"] == {"examples": 24, "exact": 3, "ngram": 0, "found": 3, "short": 24,
@@ -169,25 +178,25 @@ def test_an_evaluation_finds_test_text_in_the_adaptation_corpus_and_the_cli_warn
 
 def test_an_experiment_shows_the_check_of_its_corpus_and_every_corpus_behind_its_models(sessions, redis, cli,
                                                                                       tmp_path):
-    from core.judge.tasks import load_task
     from core.configs import VocabConfig
+    from core.judge.tasks import load_task
     from db import store
-    from worker import contamination, evaluation, service
+    from worker import contamination, corpora, evaluation, vocabulary
     from worker.experiments import create_experiment, experiment_view
 
     task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
     test_texts = [x.text for x in load_task(task.path).splits["test"]]
-    corpus, _ = service.add_corpus(sessions, leaky_corpus(tmp_path / "c.txt", test_texts[:3]))
-    other, _ = service.add_corpus(sessions, write_corpus(tmp_path / "other.txt", documents=300, seed=1))
+    corpus, _ = corpora.add_corpus(sessions, leaky_corpus(tmp_path / "c.txt", test_texts[:3]))
+    other, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "other.txt", documents=300, seed=1))
     teacher = build_tiny_bert(tmp_path / "teacher", words=["the", "of", "and", "in", "with", "was"])
-    analysis, _ = service.create_analysis(sessions, other.id, str(teacher), VocabConfig(step=20, max_added=40))
-    expansion = service.create_expansion(sessions, analysis.id, service.PICK)
+    analysis, _ = vocabulary.create_analysis(sessions, other.id, str(teacher), VocabConfig(step=20, max_added=40))
+    expansion = vocabulary.create_expansion(sessions, analysis.id, vocabulary.PICK)
     small = {"steps": 2, "seq_len": 32, "batch_size": 4, "eval_every": 2}
     runs = create_experiment(sessions, corpus.id, task.id, f"run:{expansion.id}", adapt=small, distill=small,
                              finetune={"seeds": 1, "epochs": 1, "max_length": 32}, name="leaky")
     experiment_id = runs[0].id
     with sessions.begin() as session:
-        members = {m["role"]: m["model"] for m in store.get_run(session, experiment_id).params["members"]}
+        members = {m["role"]: m["model"] for m in store.get(session, Run, experiment_id).params["members"]}
         assert contamination.lineage_corpora(session, members["base teacher"]) == []
         assert contamination.lineage_corpora(session, members["general student"]) == [corpus.id]
         # adapted from the expansion (the other corpus's analysis), and distilled into the adapted student

@@ -6,7 +6,7 @@ from sqlalchemy import func, inspect, select, text
 from core.errors import NotFound
 from db import store
 from db.migrate import upgrade
-from db.models import Artifact, Corpus, CurvePointRow, Metric, RunKind, RunStatus, VocabAnalysis
+from db.models import Artifact, Corpus, CurvePointRow, Metric, Run, RunKind, RunStatus, VocabAnalysis
 from db.session import get_engine, get_sessionmaker
 
 TABLES = {"corpora", "vocab_analyses", "curve_points", "runs", "run_dependencies", "metrics", "artifacts",
@@ -84,13 +84,13 @@ def test_runs_metrics_artifacts_and_lineage(db_url):
         store.add_artifact(session, child.id, "model", "/m", 123, "f" * 64)
         child_id, parent_id = child.id, parent.id
     with sessions.begin() as session:
-        child = store.get_run(session, child_id)
+        child = store.get(session, Run, child_id)
         assert child.status == RunStatus.running and child.started_at is not None
         assert [d.id for d in child.depends_on] == [parent_id] and child.parent_id == parent_id
         assert [(m.step, m.value) for m in sorted(child.metrics, key=lambda m: m.step)] == [(1, 2.5), (2, 1.5)]
         store.finish_run(session, child, RunStatus.failed, "boom: do X")
     with sessions.begin() as session:
-        child = store.get_run(session, child_id)
+        child = store.get(session, Run, child_id)
         assert (child.status, child.error, child.stage) == (RunStatus.failed, "boom: do X", "failed")
         assert child.finished_at >= child.started_at
         session.delete(child)
@@ -98,7 +98,7 @@ def test_runs_metrics_artifacts_and_lineage(db_url):
         assert session.scalar(select(func.count()).select_from(Metric)) == 0
         assert session.scalar(select(func.count()).select_from(Artifact)) == 0
         with pytest.raises(NotFound):
-            store.get_run(session, child_id)
+            store.get(session, Run, child_id)
 
 
 def test_corpus_delete_cascades_to_analyses_and_points(db_url):
@@ -114,7 +114,7 @@ def test_corpus_delete_cascades_to_analyses_and_points(db_url):
                                   relative_gain=None, tokens_per_word=1.0, split_word_share=0.0, embedding_params=0))
         corpus_id = corpus.id
     with sessions.begin() as session:
-        session.delete(store.get_corpus(session, corpus_id))
+        session.delete(store.get(session, Corpus, corpus_id))
     with sessions.begin() as session:
         assert session.scalar(select(func.count()).select_from(VocabAnalysis)) == 0
         assert session.scalar(select(func.count()).select_from(CurvePointRow)) == 0
@@ -136,7 +136,7 @@ def _writer(url, run_id, n, queue):
         sessions = get_sessionmaker(url)
         for step in range(n):
             with sessions.begin() as session:  # a read, then a write: the classic lock upgrade
-                run = store.get_run(session, run_id)
+                run = store.get(session, Run, run_id)
                 store.set_progress(session, run_id, "writing", step / n)
                 store.add_metric(session, run.id, step, "loss", float(step))
         queue.put(None)

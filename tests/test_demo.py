@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import CorpusError
 from worker import demo_data as demo
 from worker.demo_data import DEMO_PACKAGES, build_demo, collect_docstrings, example_text, site_packages_names
-from core.errors import CorpusError
 
 FAKE = "fakepkg_lensing"
 

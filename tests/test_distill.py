@@ -1,15 +1,13 @@
 import pytest
 import torch
+from conftest import build_tiny_bert, write_corpus
 from transformers import AutoModelForMaskedLM
 
-from conftest import build_tiny_bert, write_corpus
-from core.configs import default_student
-from core.configs import DistillConfig, StudentShape
-from core.train.distill import build_student, capture_qkv, distill, relation_heads_for
+from core.configs import DistillConfig, StudentShape, TrainConfig, default_student
 from core.errors import ConfigError
-from core.train.losses import relation_kl
 from core.model_io import load_mlm
-from core.configs import TrainConfig
+from core.train.distill import build_student, capture_qkv, distill, relation_heads_for
+from core.train.losses import relation_kl
 
 
 @pytest.fixture

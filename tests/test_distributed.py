@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import build_tiny_bert, write_corpus
+
 from db import store
-from db.models import RunStatus
+from db.models import Run, RunStatus
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def dropout_free_bert(folder):
 
 def losses(sessions, run_id: int) -> dict[int, float]:
     with sessions.begin() as session:
-        return {m.step: m.value for m in store.get_run(session, run_id).metrics if m.name == "loss"}
+        return {m.step: m.value for m in store.get(session, Run, run_id).metrics if m.name == "loss"}
 
 
 @pytest.mark.tried("a run on 2 data-parallel processes, cancelled mid-way and resumed on 1")
@@ -38,7 +38,7 @@ def test_two_processes_follow_one_and_resume_with_another_count(home, sessions, 
         env.pop(key, None)
 
     def cli(*args, background=False):
-        command = [sys.executable, "-m", "worker.cli", *args]
+        command = [sys.executable, "-m", "app.cli", *args]
         if background:
             return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -64,7 +64,7 @@ def test_two_processes_follow_one_and_resume_with_another_count(home, sessions, 
 
     # cancelled on 2 processes, resumed on 1: the same curve (a constant schedule, so that a shorter
     # uninterrupted run is the reference)
-    from worker.training import request_cancel
+    from worker.run_state import request_cancel
 
     steady = [*common, "--schedule", "constant", "--warmup", "0", "--checkpoint-every", "100000"]
     third = cli(*steady, "--steps", "1500", "--gpus", "2", background=True)
@@ -72,8 +72,8 @@ def test_two_processes_follow_one_and_resume_with_another_count(home, sessions, 
     deadline = time.monotonic() + 300
     while True:
         with sessions.begin() as session:
-            ids = [r.id for r in store.list_runs(session)]
-            step = store.get_run(session, run_id).step if run_id in ids else None
+            ids = [r.id for r in store.rows(session, Run, limit=100)]
+            step = store.get(session, Run, run_id).step if run_id in ids else None
         if (step or 0) >= 3:
             break
         assert third.poll() is None and time.monotonic() < deadline, third.communicate()
@@ -81,13 +81,13 @@ def test_two_processes_follow_one_and_resume_with_another_count(home, sessions, 
     request_cancel(sessions, run_id)
     third.communicate(timeout=300)
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         assert run.status == RunStatus.cancelled and run.step < 1500, (run.status, run.step)
     resumed = cli("runs", "resume", str(run_id), "--gpus", "1", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["runs"][0]["status"] == "succeeded"
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         resumed_from = run.params["result"]["resumed_from"]
         assert run.params["processes"] == 1 and 3 <= resumed_from < 1500
     after = losses(sessions, run_id)

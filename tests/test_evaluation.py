@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import subprocess
 import sys
 import zipfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
+from conftest import (
+    build_tiny_bert,
+    labelled_examples,
+    stop_process,
+    tiny_experiment,
+    write_conll,
+    write_corpus,
+    write_task_csv,
+)
 
-from conftest import (build_tiny_bert, labelled_examples, stop_process, tiny_experiment, write_conll, write_corpus,
-                      write_task_csv)
 from db import store
-from db.models import RunKind, RunStatus
+from db.models import Run, RunKind, RunStatus, Task
 
 FAST_FINETUNE = ["--epochs", "14", "--lr", "1e-3", "--max-length", "32", "--patience", "0"]
 
@@ -28,7 +35,7 @@ def cli(home):
     env.pop("DATABASE_URL", None)
 
     def run(*args, ok=True):
-        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
+        result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
                                 timeout=600)
         if ok:
             assert result.returncode == 0, result.stderr
@@ -153,8 +160,8 @@ def test_a_cancelled_evaluation_resumes_and_scores(sessions, tiny, tmp_path):
     import time
 
     from worker import evaluation
-    from worker.jobs import execute_run
-    from worker.training import prepare_resume, request_cancel
+    from worker.lifecycle import execute_run
+    from worker.run_state import prepare_resume, request_cancel
 
     task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
     run = evaluation.create_evaluation(sessions, str(tiny), task.id, {"seeds": 2, "epochs": 12, "patience": 0,
@@ -164,14 +171,14 @@ def test_a_cancelled_evaluation_resumes_and_scores(sessions, tiny, tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with sessions.begin() as session:
-            current = store.get_run(session, run.id)
+            current = store.get(session, Run, run.id)
             if current.stage == "training" and (current.step or 0) > 0:
                 break
         time.sleep(0.05)
     request_cancel(sessions, run.id)  # the job sees it at its next progress report and saves a checkpoint
     worker.join(120)
     with sessions.begin() as session:
-        stopped = store.get_run(session, run.id)
+        stopped = store.get(session, Run, run.id)
         assert stopped.status == RunStatus.cancelled and stopped.step < stopped.total_steps
     (queued,) = prepare_resume(sessions, run.id)
     execute_run(sessions, queued.id)
@@ -184,7 +191,7 @@ def test_a_cancelled_evaluation_resumes_and_scores(sessions, tiny, tmp_path):
 def start_worker(home, redis_url):
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -193,7 +200,7 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
     import time
 
     from worker.experiments import experiment_view
-    from worker.submit import submit_runs
+    from worker.queueing.submit import submit_runs
 
     runs = tiny_experiment(sessions, tmp_path)
     kinds = Counter(r.kind for r in runs[1:])
@@ -205,7 +212,7 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             with sessions.begin() as session:
-                status = store.get_run(session, runs[0].id).status
+                status = store.get(session, Run, runs[0].id).status
             if status.finished:
                 break
             time.sleep(0.5)
@@ -231,7 +238,7 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
             assert row["verdict"].startswith(f"the {row['role']} ")
     assert view["seed_note"].startswith("1 seed")
     with sessions.begin() as session:
-        task = store.get_task(session, view["settings"]["task_id"])
+        task = store.get(session, Task, view["settings"]["task_id"])
         majority = max(task.label_counts["train"].items(), key=lambda kv: (kv[1], kv[0]))[0]
         assert view["baseline"]["label"] == majority and view["baseline"]["test_examples"] == task.sizes["test"]
     students = [r for r in view["rows"] if r["role"] not in ("adapted teacher", "base teacher")]
@@ -239,7 +246,7 @@ def test_a_tiny_experiment_runs_end_to_end_through_a_real_worker(sessions, redis
     assert teacher_row["speedup"] == 1.0
     assert all(r["parameters"] < teacher_row["parameters"] for r in students)  # the default shape compresses
     with sessions.begin() as session:
-        expansion = next(store.get_run(session, r["run_id"]) for r in view["runs"] if r["kind"] == "expansion")
+        expansion = next(store.get(session, Run, r["run_id"]) for r in view["runs"] if r["kind"] == "expansion")
         assert isinstance(expansion.params["vocab_size"], int)  # the pick, resolved when it ran
         assert expansion.status == RunStatus.succeeded
     assert "Traceback" not in log, log[-3000:]
@@ -250,7 +257,7 @@ def test_an_experiment_is_never_taken_for_a_dead_worker(sessions):
     from datetime import timedelta
 
     from db.models import utcnow
-    from worker.training import find_dead_runs
+    from worker.run_state import find_dead_runs
 
     with sessions.begin() as session:
         parent = store.create_run(session, RunKind.experiment, {})
@@ -272,15 +279,15 @@ def test_an_experiment_is_never_taken_for_a_dead_worker(sessions):
 def test_an_experiment_that_cannot_work_is_refused_before_anything_is_recorded(sessions, tiny, tmp_path, change,
                                                                               message):
     from core.errors import ConfigError
-    from worker import evaluation, service
+    from worker import corpora, evaluation
     from worker.experiments import create_experiment
 
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt"))
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "c.txt"))
     task, _ = evaluation.add_task(sessions, write_task_csv(tmp_path / "t.csv"), "classification")
     with pytest.raises(ConfigError, match=message):
         create_experiment(sessions, corpus.id, task.id, str(tiny), **change)
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
 
 
 def _row(role, score, ci, difference=None, difference_ci=None, converged=True, seeds=3):
@@ -369,7 +376,7 @@ def test_an_experiment_recorded_with_fewer_latency_repeats_reruns_with_thirty(se
 
     parent = tiny_experiment(sessions, tmp_path)[0]
     with sessions.begin() as session:  # as the demo recorded it before 30 batch-1 forwards were the least
-        run = store.get_run(session, parent.id)
+        run = store.get(session, Run, parent.id)
         run.params = {**run.params, "bench": {"latency_repeats": 10, "throughput_repeats": 3, "warmup": 2}}
     again = rerun(sessions, parent.id)
     benchmark = next(r for r in again if r.kind == RunKind.benchmark)
@@ -379,7 +386,8 @@ def test_an_experiment_recorded_with_fewer_latency_repeats_reruns_with_thirty(se
 @pytest.mark.tried("a model folder holds links to files and folders outside it; the model is exported as a zip")
 def test_an_export_holds_the_model_folders_own_files_never_what_its_links_point_at(sessions, tmp_path, home):
     from conftest import build_tiny_bert
-    from worker.models import export_zip
+
+    from worker.catalogue import export_zip
 
     model = build_tiny_bert(tmp_path / "model")
     secret = tmp_path / "outside"

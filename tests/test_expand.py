@@ -5,9 +5,8 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from core.errors import ConfigError
-from core.model_io import METADATA_FILE
+from core.model_io import METADATA_FILE, bundled_path, load_mlm, load_tokenizer
 from core.vocab.expand import expand_model, wordpiece_split
-from core.model_io import bundled_path, load_mlm, load_tokenizer
 
 NEW = ["kalo", "##lom", "cytokine", "##kine"]
 
@@ -106,9 +105,8 @@ def test_existing_output_and_duplicate_tokens_are_refused(tiny_bert, tmp_path):
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_expansion_keeps_every_trained_weight_of_the_source(tmp_path, tied):
-    from transformers import AutoModelForSequenceClassification, BertForPreTraining
-
     from conftest import build_tiny_bert
+    from transformers import AutoModelForSequenceClassification, BertForPreTraining
 
     base = build_tiny_bert(tmp_path / "base", pooler=True, tied=tied)
     source = BertForPreTraining.from_pretrained(base).eval()
@@ -131,8 +129,9 @@ def test_expansion_keeps_every_trained_weight_of_the_source(tmp_path, tied):
 
 def test_a_weight_lost_on_the_way_to_disk_fails_the_expansion(tmp_path, monkeypatch):
     from conftest import build_tiny_bert
-    from core.vocab import expand
+
     from core.errors import ModelError
+    from core.vocab import expand
 
     base = build_tiny_bert(tmp_path / "base", tied=False)
     monkeypatch.setattr(expand, "untie_head_bias", lambda model: None)  # transformers' own behaviour
@@ -154,9 +153,8 @@ def test_a_new_mlm_head_is_seeded(tmp_path):
 
 @pytest.mark.tried('an input model folder carries auto_map / trust_remote_code')
 def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path):
-    from core.configs import AdaptConfig
+    from core.configs import AdaptConfig, TrainConfig
     from core.train.adapt import adapt
-    from core.configs import TrainConfig
 
     for name in ("config.json", "tokenizer_config.json"):
         file = tiny_bert / name
@@ -177,9 +175,8 @@ def test_written_models_are_readable_by_the_group_as_the_umask_allows(tiny_bert,
     """transformers writes model.safetensors 0600; a worker of the group on another machine must read it."""
     import os
 
-    from core.configs import AdaptConfig
+    from core.configs import AdaptConfig, TrainConfig
     from core.train.adapt import adapt
-    from core.configs import TrainConfig
 
     previous = os.umask(0o027)  # group may read, others nothing
     try:

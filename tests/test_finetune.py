@@ -8,14 +8,15 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from conftest import build_tiny_bert, labelled_examples, tagged_sentences
+
 from core.configs import FinetuneConfig, finetune_lr
 from core.errors import Cancelled, ConfigError
 from core.judge.finetune import encode, epoch_batches, evaluate_model
-from core.model_io import load_tokenizer
 from core.judge.task_files import Example, TaggedSentence
 from core.judge.tasks import build_task
+from core.model_io import load_tokenizer
+
 
 def classification_task(n: int = 240, seed: int = 0):
     examples = [Example(text, label) for text, label in labelled_examples(n, seed)]

@@ -21,15 +21,26 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_bert, stop_process, write_corpus, write_task_csv
 from rq.job import Job
 from sqlalchemy import event, func, insert, select
 from streamlit.testing.v1 import AppTest
 
-from conftest import build_tiny_bert, stop_process, write_corpus, write_task_csv
 from core.configs import VocabConfig
 from db import store
-from db.models import (Artifact, CurvePointRow, Evaluation, Measurement, Metric, ModelRecord, Run, RunKind, RunStatus,
-                       VocabAnalysis, utcnow)
+from db.models import (
+    Artifact,
+    CurvePointRow,
+    Evaluation,
+    Measurement,
+    Metric,
+    ModelRecord,
+    Run,
+    RunKind,
+    RunStatus,
+    VocabAnalysis,
+    utcnow,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "app" / "main.py"
@@ -72,23 +83,24 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
     creates them, then analyses (with their curves), expansions, adaptations, distillations,
     evaluations (with scores) and benchmarks (with speed measurements) inserted in bulk up to
     `runs` runs; statuses spread over every state; `metrics` metric rows. Returns ids the test uses."""
-    from worker import evaluation, service, training
+    from worker import corpora as corpora_
+    from worker import evaluation, lifecycle, training, vocabulary
+    from worker.catalogue import list_models
     from worker.experiments import create_experiment
-    from worker.models import list_models
 
     rng = random.Random(0)
     root.mkdir(parents=True, exist_ok=True)
     tiny = build_tiny_bert(root / "tiny", words=["the", "of", "and", "in", "with", "was", "ka", "##lo"])
-    corpora = [service.add_corpus(sessions, write_corpus(root / f"corpus{i}.txt", documents=300, seed=i),
+    corpora = [corpora_.add_corpus(sessions, write_corpus(root / f"corpus{i}.txt", documents=300, seed=i),
                                   f"corpus {i}")[0].id for i in range(4)]
     newest_corpus = corpora[-1]
     task, _ = evaluation.add_task(sessions, write_task_csv(root / "task.csv", n=160), "classification")
 
     # One analysis really run: every generated analysis shows its curve and its incremental vocabulary.
-    real, _ = service.create_analysis(sessions, newest_corpus, str(tiny), VocabConfig(step=20, max_added=60))
-    service.execute_analysis(sessions, real.run_id, service.Reporter(sessions, real.run_id))
+    real, _ = vocabulary.create_analysis(sessions, newest_corpus, str(tiny), VocabConfig(step=20, max_added=60))
+    vocabulary.execute_analysis(sessions, real.run_id, lifecycle.Reporter(sessions, real.run_id))
     with sessions.begin() as session:
-        real = store.get_analysis(session, real.id)
+        real = store.get(session, VocabAnalysis, real.id)
         points = [{c: getattr(p, c) for c in ("vocab_size", "added_tokens", "log_occurrence", "relative_gain",
                                               "tokens_per_word", "split_word_share", "embedding_params")}
                   for p in real.points]
@@ -304,7 +316,7 @@ def test_every_page_renders_quickly_with_a_full_store(db_url, redis, tmp_path, m
         timings.append((page + (f"?run={query['run']}" if query else ""), seconds))
     # The Models page summarises every model with its evaluations: a fixed number of statements,
     # not one (or two) per evaluation.
-    from app import models_data
+    from app.data import models as models_data
     from db.session import get_engine
 
     statements: list[str] = []
@@ -335,7 +347,7 @@ WORKER_RUNS = 50
 
 
 def _start_worker(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
@@ -348,16 +360,16 @@ def test_two_workers_serve_fifty_queued_runs_each_exactly_once(db_url, redis, re
     from rq import Worker
 
     from db.session import get_sessionmaker
-    from worker import service
-    from worker.queues import SERIALIZER, get_queue
-    from worker.submit import submit_analysis
+    from worker import corpora as corpora_
+    from worker.queueing.queues import SERIALIZER, get_queue
+    from worker.vocabulary import submit_analysis
 
     home = tmp_path / "home"
     monkeypatch.setenv("ADAPT_DISTILL_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", db_url)
     sessions = get_sessionmaker(db_url)
     tiny = build_tiny_bert(home / "models" / "tiny")
-    corpora = [service.add_corpus(sessions, write_corpus(tmp_path / f"c{i}.txt", documents=150, seed=i))[0].id
+    corpora = [corpora_.add_corpus(sessions, write_corpus(tmp_path / f"c{i}.txt", documents=150, seed=i))[0].id
                for i in range(5)]
     settings = [VocabConfig(step=step, max_added=max_added, min_frequency=min_frequency)
                 for step, max_added in ((10, 30), (20, 60), (15, 45), (25, 50), (30, 60))
@@ -412,12 +424,12 @@ def test_two_workers_serve_fifty_queued_runs_each_exactly_once(db_url, redis, re
     with sessions.begin() as session:
         by_worker: dict[str, list[int]] = {}
         for analysis_id, run_id, config in analyses:
-            run = store.get_run(session, run_id)
+            run = store.get(session, Run, run_id)
             assert run.status == RunStatus.succeeded, f"run {run_id}: {run.status.value}: {run.error}"
             assert run.worker in names, f"run {run_id} ran on {run.worker!r}, not one of the two workers"
             by_worker.setdefault(run.worker, []).append(run_id)
             # A run executed twice would have saved its curve and its vocabulary artifact twice.
-            analysis = store.get_analysis(session, analysis_id)
+            analysis = store.get(session, VocabAnalysis, analysis_id)
             assert [p.added_tokens for p in analysis.points] == \
                 list(range(0, config.max_added + 1, config.step)), f"run {run_id}: {len(analysis.points)} points"
             assert [a.kind for a in run.artifacts] == ["incremental_vocab"], f"run {run_id}: {run.artifacts}"

@@ -33,11 +33,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_bert, stop_process, wait_for_run, write_corpus
 
-from conftest import build_tiny_bert, stop_process, write_corpus, wait_for_run
 from core.configs import VocabConfig
 from db import store
-from db.models import RunStatus
+from db.models import Run, RunStatus
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def separate_accounts(place: Path) -> bool:
     if os.geteuid() != 0:
         return False
     try:
-        probe = subprocess.run([sys.executable, "-c", "import worker.cli"], user=ACCOUNTS["gpu"], group=GROUP,
+        probe = subprocess.run([sys.executable, "-c", "import app.cli.parser"], user=ACCOUNTS["gpu"], group=GROUP,
                                extra_groups=[], cwd=place, env={"PATH": os.environ["PATH"], "HOME": str(place)},
                                capture_output=True, text=True, timeout=120)
     except OSError:  # the interpreter lies in a folder only its owner may enter
@@ -127,7 +127,7 @@ def start_worker(spec: dict, queues: str) -> subprocess.Popen:
     """`adapt-distill worker --queues QUEUES` on a machine: its umask set by a wrapper, as a service
     unit or a login shell would."""
     command = ["sh", "-c", f'umask {spec["umask"]:03o} && exec "$@"', "sh",
-               sys.executable, "-m", "worker.cli", "worker", "--queues", queues]
+               sys.executable, "-m", "app.cli", "worker", "--queues", queues]
     account = {"user": spec["account"], "group": GROUP, "extra_groups": []} if spec["accounts"] else {}
     return subprocess.Popen(command, cwd=spec["folder"] / "work", env=spec["env"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **account)
@@ -155,12 +155,13 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
     from rq import Worker
     from streamlit.testing.v1 import AppTest
 
-    from db import settings
     from core.model_io import load_tokenizer
     from core.train.tokens import list_streams, tokenizer_key
+    from db import settings
     from db.session import get_sessionmaker
-    from worker import service, training
-    from worker.submit import submit_analysis, submit_runs
+    from worker import corpora, training, vocabulary
+    from worker.queueing.submit import submit_runs
+    from worker.vocabulary import submit_analysis
 
     rooted, accounts = os.geteuid() == 0, separate_accounts(place)
     shared = place / "shared"
@@ -183,7 +184,7 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
             # model (transformers writes model.safetensors 0600: one copied in by hand needs chmod -R g+rX).
             base = build_tiny_bert(shared / "models" / "base")
             subprocess.run(["chmod", "-R", "g+rX", str(base)], check=True)
-            corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "domain.txt"))
+            corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "domain.txt"))
 
             deadline = time.monotonic() + 120
             while len(registered := {tuple(w.queue_names()): w.name for w in Worker.all(connection=redis)}) < 2:
@@ -195,7 +196,7 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
 
             # The chain as the product submits it: each run waits for the one it needs.
             analysis, _ = submit_analysis(sessions, redis, corpus.id, str(base), VocabConfig(step=20, max_added=40))
-            expansion = service.create_expansion(sessions, analysis.id, service.PICK)
+            expansion = vocabulary.create_expansion(sessions, analysis.id, vocabulary.PICK)
             adaptation = training.create_adaptation(
                 sessions, corpus.id, f"run:{expansion.id}",
                 {"steps": 4, "seq_len": 32, "batch_size": 4, "device": "cpu", "head_warmup": 0},
@@ -220,7 +221,7 @@ def test_workers_on_two_machines_share_redis_postgres_and_the_data_folder(postgr
         for folder in (expanded, adapted):
             assert folder.is_relative_to(shared) and (folder / "model.safetensors").is_file(), folder
         with sessions.begin() as session:
-            artifacts = [a.path for r in runs.values() for a in store.get_run(session, r.id).artifacts]
+            artifacts = [a.path for r in runs.values() for a in store.get(session, Run, r.id).artifacts]
         assert artifacts and all(Path(p).is_relative_to(shared) for p in artifacts), artifacts
         for folder, spec in ((expanded, machines["cpu"]), (adapted, machines["gpu"])):
             files = [p for p in folder.rglob("*") if p.is_file()]

@@ -2,14 +2,13 @@ import json
 import math
 
 import pytest
-
 from conftest import build_tiny_bert, write_corpus
-from core.train.adapt import heldout_loss
+
 from core.errors import Cancelled, CorpusError
-from core.model_io import METADATA_FILE
 from core.judge.measures import head_is_trained, intrinsic_measures, tokenizer_measures
+from core.model_io import METADATA_FILE, count_parameters, folder_size, load_mlm, load_tokenizer
+from core.train.adapt import heldout_loss
 from core.train.mlm import Masker, pack_documents, split_heldout
-from core.model_io import count_parameters, folder_size, load_mlm, load_tokenizer
 
 WORDS = ["the", "ka", "##lo"]
 

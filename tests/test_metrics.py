@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-import numpy as np
-
-from core.judge.metrics import (aggregate, bootstrap_intervals, classification_sample, classification_scores,
-    entity_sample, entity_scores, paired_difference, primary_metric, resamples)
+from core.judge.metrics import (
+    aggregate,
+    bootstrap_intervals,
+    classification_sample,
+    classification_scores,
+    entity_sample,
+    entity_scores,
+    paired_difference,
+    primary_metric,
+    resamples,
+)
 
 # Ten examples, labels A, B and the negative class NEG:
 #   index  0  1  2  3  4    5    6    7    8    9

@@ -3,17 +3,18 @@ import json
 import pytest
 
 from core.errors import ModelError
-from core.model_io import BUNDLED, inspect_model, resolve_model
+from core.model_io import BUNDLED
+from worker.specs import ModelSpec
 
 
 def test_bundled_is_the_real_minilm_bert():
-    info = inspect_model(BUNDLED)
+    info = ModelSpec.parse(BUNDLED).inspect()
     assert (info.model_type, info.vocab_size, info.hidden_size, info.lowercase) == ("bert", 30522, 384, True)
-    assert (resolve_model(BUNDLED) / "model.safetensors").is_file()
+    assert (ModelSpec.parse(BUNDLED).path() / "model.safetensors").is_file()
 
 
 def test_local_folder(tiny_bert):
-    info = inspect_model(str(tiny_bert))
+    info = ModelSpec.parse(str(tiny_bert)).inspect()
     assert info.path == tiny_bert.resolve()
     assert info.hidden_size == 32
 
@@ -23,28 +24,28 @@ def test_not_a_bert_folder_is_refused(tiny_bert):
     config["model_type"] = "gpt2"
     (tiny_bert / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="'gpt2' model; adapt-distill needs a BERT-family model"):
-        inspect_model(str(tiny_bert))
+        ModelSpec.parse(str(tiny_bert)).inspect()
 
 
 def test_pickled_weights_are_never_loaded(tiny_bert):
     (tiny_bert / "model.safetensors").rename(tiny_bert / "pytorch_model.bin")
     with pytest.raises(ModelError, match="no .safetensors weights"):
-        inspect_model(str(tiny_bert))
+        ModelSpec.parse(str(tiny_bert)).inspect()
 
 
 def test_missing_things_have_clear_errors(tmp_path):
     with pytest.raises(ModelError, match="no such model folder"):
-        resolve_model(str(tmp_path / "nope"))
+        ModelSpec.parse(str(tmp_path / "nope")).path()
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="has no config.json"):
-        inspect_model(str(tmp_path / "empty"))
+        ModelSpec.parse(str(tmp_path / "empty")).inspect()
     (tmp_path / "file.bin").write_bytes(b"x")
     with pytest.raises(ModelError, match="is a file"):
-        resolve_model(str(tmp_path / "file.bin"))
+        ModelSpec.parse(str(tmp_path / "file.bin")).path()
 
 
 def test_hub_id_offline_fails_fast_and_says_what_to_do(monkeypatch):
     monkeypatch.setenv("ADAPT_DISTILL_ALLOW_HUB", "1")  # off by default: see test_model_roots.py
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="could not be fetched from the model hub .*'bundled'"):
-        resolve_model("some-org/some-bert")
+        ModelSpec.parse("some-org/some-bert").path()

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import build_tiny_bert, stop_process, wait_for_run, write_corpus
+
 from core.configs import VocabConfig
 from db import store
-from db.models import Run, RunStatus, VocabAnalysis
-from worker import service
+from db.models import Corpus, Run, RunStatus, VocabAnalysis
+from worker import corpora, vocabulary
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +45,12 @@ def long_adaptation(sessions, corpus_id: int, teacher: Path, steps: int, checkpo
 
 
 def start_worker(env: dict, queues: str = "cpu,gpu") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues], env=env,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -61,8 +61,9 @@ STEPS = 800  # still running after the outage on a slow machine; a fast one may 
 
 @pytest.mark.tried("Redis stopped for 8 s while a training run works, then started again empty")
 def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, sessions, tmp_path, corpus_file):
-    from worker.embedded import EmbeddedValkey
-    from worker.submit import submit_analysis, submit_runs
+    from worker.queueing.embedded import EmbeddedValkey
+    from worker.queueing.submit import submit_runs
+    from worker.vocabulary import submit_analysis
 
     valkey = EmbeddedValkey().start()
     worker = None
@@ -72,14 +73,14 @@ def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, 
         connection = Redis.from_url(valkey.url)
         worker = start_worker(worker_env(home, valkey.url, ADAPT_DISTILL_RECONCILE_S="2"))
         teacher = build_tiny_bert(tmp_path / "teacher")
-        corpus, _ = service.add_corpus(sessions, corpus_file)
+        corpus, _ = corpora.add_corpus(sessions, corpus_file)
         run = long_adaptation(sessions, corpus.id, teacher, steps=STEPS, checkpoint_every=500)
         submit_runs(sessions, connection, [run])
         started = wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) > 0)
         valkey.stop()
         time.sleep(8)
         with sessions.begin() as session:
-            during = store.get_run(session, run.id)
+            during = store.get(session, Run, run.id)
             # it went on without Redis: still working, or (on a fast machine) already done, never failed
             assert during.status in (RunStatus.running, RunStatus.succeeded), during.error
             assert during.step > started.step, "no step was recorded while Redis was away"
@@ -106,12 +107,12 @@ def test_a_redis_outage_neither_fails_a_training_run_nor_stops_the_worker(home, 
 
 @pytest.mark.tried("runs recorded as queued but never put in Redis (lost enqueue, FLUSHALL) while a worker runs")
 def test_the_reconciler_queues_lost_runs_and_each_runs_once(home, sessions, redis, redis_url, tmp_path):
-    from worker.submit import enqueue
+    from worker.queueing.submit import enqueue
 
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
     teacher = build_tiny_bert(tmp_path / "teacher")
     # recorded in the store only: their enqueue was lost
-    analyses = [service.create_analysis(sessions, corpus.id, str(teacher), VocabConfig(step=20, max_added=40 + 10 * i))[0]
+    analyses = [vocabulary.create_analysis(sessions, corpus.id, str(teacher), VocabConfig(step=20, max_added=40 + 10 * i))[0]
                 for i in range(3)]
     worker = start_worker(worker_env(home, redis_url, ADAPT_DISTILL_RECONCILE_S="1", ADAPT_DISTILL_LOST_AFTER_S="0"))
     try:
@@ -123,7 +124,7 @@ def test_the_reconciler_queues_lost_runs_and_each_runs_once(home, sessions, redi
         enqueue(sessions, analyses[0].run_id, redis)
         time.sleep(4)
         with sessions.begin() as session:
-            again = store.get_run(session, analyses[0].run_id)
+            again = store.get(session, Run, analyses[0].run_id)
             assert again.status == RunStatus.succeeded and again.started_at == started[again.id]
     finally:
         out = stop_process(worker)
@@ -135,9 +136,9 @@ def test_the_reconciler_queues_lost_runs_and_each_runs_once(home, sessions, redi
 
 @pytest.mark.tried("a training run fails mid-way (an error in its progress report)")
 def test_a_failure_mid_run_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, corpus_file):
-    from core.train.adapt import adapt
     from core.configs import AdaptConfig, TrainConfig
     from core.corpus import read_documents
+    from core.train.adapt import adapt
     from core.train.checkpoints import latest_checkpoint
 
     teacher = build_tiny_bert(tmp_path / "teacher")
@@ -226,8 +227,8 @@ def wide_bert(folder: Path) -> Path:
 @pytest.mark.tried("the disk fills while a training run writes a checkpoint")
 def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_checkpoint(
         tmp_path, small_disk, corpus_file):
-    from db.session import get_sessionmaker
     from core.train.checkpoints import latest_checkpoint
+    from db.session import get_sessionmaker
 
     disk = small_disk("disk", 64)
     home = disk / "home"
@@ -237,7 +238,7 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_ch
     command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
                "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
                "--head-warmup", "0", "--device", "cpu", "--json"]
-    process = subprocess.Popen([sys.executable, "-m", "worker.cli", *command], env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", *command], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     checkpoints = home / "runs"
     deadline = time.monotonic() + 180
@@ -257,7 +258,7 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_ch
     assert kept is not None and (kept / "trainer.pt").is_file() and (kept / "model.safetensors").is_file()
     sessions = get_sessionmaker(f"sqlite:///{home / 'adapt-distill.db'}")
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         assert run.status == RunStatus.failed and "no space left on device" in run.error
         step_kept = int(kept.name.split("-")[1])
         assert run.step >= step_kept
@@ -265,7 +266,7 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_ch
     resumed = cli(env, "runs", "resume", str(run_id), "--json")
     assert resumed.returncode == 0, resumed.stderr
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         assert run.status == RunStatus.succeeded
         assert run.params["result"]["resumed_from"] == step_kept
     sessions.kw["bind"].dispose()
@@ -304,15 +305,15 @@ def test_a_full_disk_is_one_line_for_corpus_add_and_expand(tmp_path, small_disk,
 
 def _submit(url: str, home: str, corpus_id: int, model: str, barrier, out) -> None:
     os.environ["ADAPT_DISTILL_HOME"] = home
-    from core.model_io import inspect_model
     from db.session import get_sessionmaker
+    from worker.specs import ModelSpec
 
     sessions = get_sessionmaker(url)
     with sessions.begin() as session:  # connected and warm: the eight meet at the same moment
-        store.get_corpus(session, corpus_id)
-    inspect_model(model)
+        store.get(session, Corpus, corpus_id)
+    ModelSpec.parse(model).inspect()
     barrier.wait()
-    analysis, reused = service.create_analysis(sessions, corpus_id, model, VocabConfig(step=20, max_added=40))
+    analysis, reused = vocabulary.create_analysis(sessions, corpus_id, model, VocabConfig(step=20, max_added=40))
     out.put((analysis.id, reused))
 
 
@@ -324,7 +325,7 @@ def test_identical_analyses_submitted_at_once_are_one(db_url, home, tmp_path, co
 
     monkeypatch.setenv("DATABASE_URL", db_url)
     sessions = get_sessionmaker(db_url)
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     teacher = build_tiny_bert(tmp_path / "teacher")
     context = mp.get_context("spawn")
     barrier, out = context.Barrier(8), context.Queue()
@@ -359,8 +360,8 @@ def test_a_model_of_another_architecture_is_refused_when_the_run_is_created(sess
     ElectraForMaskedLM(ElectraConfig(vocab_size=vocab, embedding_size=32, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=64,
                                      max_position_embeddings=128)).save_pretrained(str(electra))
-    corpus, _ = service.add_corpus(sessions, corpus_file)
-    service.create_analysis(sessions, corpus.id, str(electra), VocabConfig(step=20, max_added=40))  # it can be analysed
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    vocabulary.create_analysis(sessions, corpus.id, str(electra), VocabConfig(step=20, max_added=40))  # it can be analysed
     student = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
     for make in (lambda: training.create_adaptation(sessions, corpus.id, str(electra), {}),
                  lambda: training.create_distillation(sessions, corpus.id, str(electra), student),
@@ -369,7 +370,7 @@ def test_a_model_of_another_architecture_is_refused_when_the_run_is_created(sess
         with pytest.raises(ConfigError, match="is a 'electra' model: adaptation and distillation train BERT"):
             make()
     with sessions.begin() as session:
-        assert [r.kind.value for r in store.list_runs(session)] == ["analysis"]
+        assert [r.kind.value for r in store.rows(session, Run, limit=100)] == ["analysis"]
 
 
 @pytest.mark.tried("a run asks for a GPU that no worker (and not this machine) has")
@@ -398,17 +399,17 @@ def test_a_device_no_worker_has_is_refused_before_anything_is_recorded(home, ses
     finally:
         stop_process(worker)
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
 
 
 @pytest.mark.tried("the worker is stopped (SIGTERM, as docker-compose stop does) in the middle of a training run")
 def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(home, sessions, redis, redis_url,
                                                                               tmp_path, corpus_file):
     from core.train.checkpoints import latest_checkpoint
-    from worker.submit import submit_runs
+    from worker.queueing.submit import submit_runs
 
     teacher = build_tiny_bert(tmp_path / "teacher")
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     run = long_adaptation(sessions, corpus.id, teacher, steps=600, checkpoint_every=1000)
     submit_runs(sessions, redis, [run])
     env = worker_env(home, redis_url)
@@ -420,7 +421,7 @@ def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(h
     finally:
         out = stop_process(first)
     with sessions.begin() as session:
-        stopped = store.get_run(session, run.id)
+        stopped = store.get(session, Run, run.id)
         assert stopped.status == RunStatus.queued, (stopped.status, stopped.error, out)
         assert stopped.params["attempt"] == 2 and stopped.step < 600
     checkpoint = latest_checkpoint(Path(stopped.output_dir))

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from core.errors import Cancelled, ConfigError, ModelError
+from core.configs import MIN_LATENCY_REPEATS
+from core.judge.speed import SpeedResult, measure_speed, noise_reason
 from core.model_io import count_parameters, folder_size
-from core.judge.speed import MIN_LATENCY_REPEATS, SpeedResult, measure_speed, noise_reason
 
 VOCAB = 100
 
@@ -189,14 +190,14 @@ def test_a_folder_without_weights_is_a_model_error(pair, tmp_path):
 def test_the_models_page_compares_speed_only_within_one_context(sessions, tmp_path):
     """Two real benchmarks (1 and 2 threads) and a measurement stored before threads were recorded:
     three contexts, each its own table, never mixed; a noisy row is flagged."""
-    from sqlalchemy import select
-
     from conftest import build_tiny_bert
-    from db.models import Measurement
+    from sqlalchemy import select
     from test_app_judging import frame, open_page
+
+    from db.models import Measurement
+    from worker.catalogue import ensure_model
     from worker.evaluation import create_benchmark
-    from worker.jobs import execute_run
-    from worker.models import ensure_model
+    from worker.lifecycle import execute_run
 
     first, second = (str(build_tiny_bert(tmp_path / name, seed=seed)) for seed, name in enumerate(("first", "second")))
     settings = {"device": "cpu", "seq_len": 16, "batch_size": 2, "throughput_repeats": 1, "warmup": 0}
@@ -241,7 +242,7 @@ def test_the_models_page_compares_speed_only_within_one_context(sessions, tmp_pa
 
 
 def test_the_chart_never_puts_two_contexts_on_one_axis():
-    from app import models_data
+    from app.data import models as models_data
     from app.charts import tradeoff_figure
 
     rows = [{"model_id": i, "label": f"m{i}", "parameters": 10 * i, "scores": [

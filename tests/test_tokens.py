@@ -10,14 +10,24 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import build_tiny_bert, write_corpus
+
 from core.corpus import read_documents
 from core.errors import Cancelled
-from core.train.mlm import pack_documents, split_heldout
 from core.model_io import load_tokenizer
-from core.train.tokens import (Blocks, CachedCorpus, blocks_of, build_stream, cached_stream, list_streams, open_stream,
-    stream_dtype, stream_path, tokenizer_key)
+from core.train.mlm import pack_documents, split_heldout
+from core.train.tokens import (
+    Blocks,
+    CachedCorpus,
+    blocks_of,
+    build_stream,
+    cached_stream,
+    list_streams,
+    open_stream,
+    stream_dtype,
+    stream_path,
+    tokenizer_key,
+)
 
 
 @pytest.fixture
@@ -90,13 +100,13 @@ def test_a_corpus_is_tokenized_once_per_tokenizer(tmp_path, tokenizer):
 
 def test_training_on_the_cached_stream_matches_training_on_text_and_reuses_it(home, sessions, tmp_path,
                                                                              tiny_bert):
-    from db import settings
-    from core.train.adapt import adapt
     from core.configs import AdaptConfig, TrainConfig
-    from worker import service
+    from core.train.adapt import adapt
+    from db import settings
+    from worker import corpora
 
     corpus_file = write_corpus(tmp_path / "c.txt", documents=400)
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     source = CachedCorpus(tmp_path / "home" / "corpora" / f"{corpus.sha256}.txt", corpus.sha256, corpus.documents,
                           settings.token_cache_dir())
     config = AdaptConfig(seq_len=32, head_warmup=0, train=TrainConfig(steps=6, batch_size=4, eval_every=3,
@@ -112,12 +122,12 @@ def test_training_on_the_cached_stream_matches_training_on_text_and_reuses_it(ho
     built_at = stream.path.stat().st_mtime_ns
     adapt(tiny_bert, source, tmp_path / "c", config)  # a later run maps the same stream
     assert list_streams(settings.token_cache_dir()) == [stream] and stream.path.stat().st_mtime_ns == built_at
-    listed = service.token_caches(sessions)
+    listed = corpora.token_caches(sessions)
     assert [(c["corpus_id"], c["tokens"], c["bytes"]) for c in listed] == [(corpus.id, stream.tokens, stream.bytes)]
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
     env.pop("DATABASE_URL", None)
-    cli = [sys.executable, "-m", "worker.cli", "corpus"]
+    cli = [sys.executable, "-m", "app.cli", "corpus"]
     shown = json.loads(subprocess.run(cli + ["caches", "--json"], env=env, capture_output=True, text=True).stdout)
     assert shown["caches"][0]["bytes"] == stream.bytes
-    service.delete_corpus(sessions, corpus.id)  # its streams go with it
+    corpora.delete_corpus(sessions, corpus.id)  # its streams go with it
     assert not stream.path.exists() and list(settings.token_cache_dir().iterdir()) == []

@@ -10,13 +10,13 @@ import time
 
 import psutil
 import pytest
-
 from conftest import build_tiny_bert, stop_process, wait_for_run
+
 from core.errors import ConfigError
 from db import store
-from db.models import RunKind, RunStatus
-from worker import service, training
-from worker.submit import cancel, resume, submit_runs
+from db.models import Run, RunKind, RunStatus, VocabAnalysis
+from worker import corpora, kinds, lifecycle, run_state, training, vocabulary
+from worker.queueing.submit import cancel, resume, submit_runs
 
 pytestmark = pytest.mark.integration
 TINY_STUDENT = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}
@@ -30,7 +30,7 @@ def tiny(tmp_path):
 def start_worker(home, redis_url, queues="gpu,cpu"):
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "ADAPT_DISTILL_HEARTBEAT_S": "0.5"}
     env.pop("DATABASE_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues], env=env,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -39,7 +39,7 @@ def wait_until(sessions, run_id, condition, timeout=120):
 
 
 def test_worker_parent_never_imports_torch():
-    code = "import sys, worker.cli, worker.queues, worker.submit; sys.exit('torch' in sys.modules)"
+    code = "import sys, app.cli.parser, worker.queueing.queues, worker.queueing.submit; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -48,7 +48,7 @@ def test_pipeline_inline_from_the_cli(home, tiny, corpus_file):
     env.pop("DATABASE_URL", None)
 
     def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "worker.cli", *args, "--json"], env=env, capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "app.cli", *args, "--json"], env=env, capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
@@ -64,13 +64,13 @@ def test_pipeline_inline_from_the_cli(home, tiny, corpus_file):
     from transformers import AutoModelForMaskedLM
 
     assert AutoModelForMaskedLM.from_pretrained(adapted["output_dir"]).config.hidden_size == 16
-    bad = subprocess.run([sys.executable, "-m", "worker.cli", "pipeline", "--strategy", "adapt-and-distill",
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "pipeline", "--strategy", "adapt-and-distill",
                           "--corpus", str(corpus), "--teacher", str(tiny)], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "pass --student-init" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_pipeline_through_a_real_worker_produces_a_student(sessions, redis, redis_url, home, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     runs = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny),
                                     {"steps": 6, "seq_len": 32, "batch_size": 8},
                                     {"steps": 6, "seq_len": 32, "batch_size": 8, **TINY_STUDENT})
@@ -93,7 +93,7 @@ def test_a_pipeline_through_a_real_worker_produces_a_student(sessions, redis, re
 
 
 def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_url, home, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     run = training.create_adaptation(sessions, corpus.id, str(tiny), {"steps": 3000, "seq_len": 32, "batch_size": 4,
                                                                       "checkpoint_every": 10_000})
     worker = start_worker(home, redis_url)
@@ -105,7 +105,7 @@ def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_
         assert stopped.step < 3000
         from rq.job import Job
 
-        from worker.queues import SERIALIZER
+        from worker.queueing.queues import SERIALIZER
 
         job = Job.fetch(stopped.job_id, connection=redis, serializer=SERIALIZER)
         deadline = time.monotonic() + 20
@@ -114,7 +114,7 @@ def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_
         assert job.get_status() != "started"
         assert (home / "runs" / str(run.id) / "model" / "checkpoints" / "latest").is_file()
         with sessions.begin() as session:
-            store.get_run(session, run.id).params = {**stopped.params, "steps": stopped.step + 20}
+            store.get(session, Run, run.id).params = {**stopped.params, "steps": stopped.step + 20}
         resume(sessions, redis, run.id)
         done = wait_until(sessions, run.id, lambda r: r.status.finished)
         assert done.status == RunStatus.succeeded, done.error
@@ -125,7 +125,7 @@ def test_cancel_stops_a_running_job_and_resume_continues(sessions, redis, redis_
 
 @pytest.mark.tried('the worker running a training run is SIGKILLed')
 def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_url, home, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     run = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 3000, "seq_len": 32, "batch_size": 4,
                                                                         "checkpoint_every": 10, **TINY_STUDENT})
     worker = start_worker(home, redis_url)
@@ -135,9 +135,9 @@ def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_
         process.send_signal(signal.SIGKILL)
     stop_process(worker)
     time.sleep(2)
-    assert training.find_dead_runs(sessions, stale_after=1.5) == [run.id]
+    assert run_state.find_dead_runs(sessions, stale_after=1.5) == [run.id]
     with sessions.begin() as session:
-        dead = store.get_run(session, run.id)
+        dead = store.get(session, Run, run.id)
         assert dead.status == RunStatus.abandoned and "resume continues" in dead.error
         dead.params = {**dead.params, "steps": dead.step + 15}
     worker = start_worker(home, redis_url)
@@ -151,29 +151,29 @@ def test_a_killed_worker_is_detected_and_the_run_resumed(sessions, redis, redis_
 
 
 def test_short_adapt_and_distill_on_the_bundled_model(sessions, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
     with pytest.raises(ConfigError, match="not fewer than the teacher's"):  # the same model compresses nothing
         training.create_pipeline(sessions, "adapt-and-distill", corpus.id, "bundled", small,
                                  {**small, "relation_heads": 12}, student_init="bundled")
     with sessions.begin() as session:
-        assert store.list_runs(session) == []  # refused before anything was recorded
+        assert store.rows(session, Run, limit=100) == []  # refused before anything was recorded
     runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, "bundled", small,
                                     {**small, "relation_heads": 12, "allow_larger_student": True},
                                     student_init="bundled")
     for run in runs[1:]:
-        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+        kinds.executor(run.kind)(sessions, run.id, lifecycle.reporter_for(sessions, run.id))
     with sessions.begin() as session:
-        pipeline = store.get_run(session, runs[0].id)
+        pipeline = store.get(session, Run, runs[0].id)
         assert pipeline.status == RunStatus.succeeded
-        kinds = [r.kind for r in store.children(session, runs[0].id)]
-        assert kinds == [RunKind.adaptation, RunKind.adaptation, RunKind.distillation]
+        made = [r.kind for r in store.children(session, runs[0].id)]
+        assert made == [RunKind.adaptation, RunKind.adaptation, RunKind.distillation]
     meta = json.loads((__import__("pathlib").Path(pipeline.output_dir) / "adapt_distill.json").read_text())
     assert meta["kind"] == "student" and meta["relation_heads"] == 12
 
 
 def test_the_student_shape_is_resolved_against_the_teacher_when_the_run_is_created(sessions, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     derived = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 2})
     assert {k: derived.params[k] for k in ("layers", "hidden", "heads", "intermediate")} == \
         {"layers": 1, "hidden": 16, "heads": 1, "intermediate": 32}  # half of the 2 x 32 teacher
@@ -193,19 +193,19 @@ def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(session
 
     base = build_tiny_bert(tmp_path / "base", words=["the", "of", "and", "in", "with", "was"])
     student = build_tiny_bert(tmp_path / "student", words=["the", "of", "and", "in", "with", "was"], seed=1)
-    corpus, _ = service.add_corpus(sessions, corpus_file)
-    analysis, _ = service.create_analysis(sessions, corpus.id, str(base), VocabConfig(step=20, max_added=40))
-    service.execute_analysis(sessions, analysis.run_id, service.Reporter(sessions, analysis.run_id))
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    analysis, _ = vocabulary.create_analysis(sessions, corpus.id, str(base), VocabConfig(step=20, max_added=40))
+    vocabulary.execute_analysis(sessions, analysis.run_id, lifecycle.Reporter(sessions, analysis.run_id))
     with sessions.begin() as session:
-        size = store.get_analysis(session, analysis.id).base_vocab_size + 40
-    expansion = service.create_expansion(sessions, analysis.id, size, tmp_path / "expanded")
-    service.execute_expansion(sessions, expansion.id, service.Reporter(sessions, expansion.id))
+        size = store.get(session, VocabAnalysis, analysis.id).base_vocab_size + 40
+    expansion = vocabulary.create_expansion(sessions, analysis.id, size, tmp_path / "expanded")
+    vocabulary.execute_expansion(sessions, expansion.id, lifecycle.Reporter(sessions, expansion.id))
     small = {"seq_len": 32, "batch_size": 4, "steps": 2, "eval_every": 100}
     runs = training.create_pipeline(sessions, "adapt-and-distill", corpus.id, f"run:{expansion.id}", small,
                                     {**small, "relation_heads": 2, "allow_larger_student": True},
                                     student_init=str(student))
     for run in runs[1:]:
-        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+        kinds.executor(run.kind)(sessions, run.id, lifecycle.reporter_for(sessions, run.id))
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     with sessions.begin() as session:
@@ -219,27 +219,27 @@ def test_adapt_and_distill_expands_the_student_like_the_expanded_teacher(session
 
 
 def test_a_failed_step_cancels_what_waits_on_it_and_resume_revives_the_pipeline(sessions, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     small = {"steps": 3, "seq_len": 32, "batch_size": 4}
     pipeline, adapted, student = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny),
                                                           small, {**small, **TINY_STUDENT})
-    training.request_cancel(sessions, adapted.id)  # the user cancels the first step only
+    run_state.request_cancel(sessions, adapted.id)  # the user cancels the first step only
     with sessions.begin() as session:
-        assert store.get_run(session, student.id).status == RunStatus.cancelled
-        assert store.get_run(session, pipeline.id).status == RunStatus.cancelled
-    revived = training.prepare_resume(sessions, adapted.id)
+        assert store.get(session, Run, student.id).status == RunStatus.cancelled
+        assert store.get(session, Run, pipeline.id).status == RunStatus.cancelled
+    revived = run_state.prepare_resume(sessions, adapted.id)
     assert [r.id for r in revived] == [adapted.id, student.id]
     for run in revived:
-        training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+        kinds.executor(run.kind)(sessions, run.id, lifecycle.reporter_for(sessions, run.id))
     with sessions.begin() as session:
-        assert store.get_run(session, pipeline.id).status == RunStatus.succeeded
+        assert store.get(session, Run, pipeline.id).status == RunStatus.succeeded
 
 
 @pytest.mark.tried('NaN, infinite and out-of-range settings; seq-len, teacher layer, relation heads, init that cannot work')
 def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
     from core.errors import ConfigError
 
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     with pytest.raises(ConfigError, match="not divisible"):
         training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny), {"steps": 2},
                                  {"steps": 2, "hidden": 30, "heads": 4})
@@ -264,7 +264,7 @@ def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
     for params, message in (({"seq_len": 256}, "longer than the teacher can read"),
                             ({"teacher_layer": 2}, "teacher-layer 2 is out of range: the teacher has 2 layers"),
                             ({"teacher_layer": -3}, "teacher-layer -3 is out of range"),
-                            ({"init": "teacher"}, "init 'teacher' needs the teacher's width"),
+                            ({"init": "teacher"}, "init 'teacher' copies every k-th teacher layer"),
                             ({"relation_heads": 5}, "relation-heads 5 must divide")):
         with pytest.raises(ConfigError, match=message):
             training.create_distillation(sessions, corpus.id, str(tiny), {**student, **params})
@@ -272,18 +272,18 @@ def test_bad_settings_record_nothing(sessions, tiny, corpus_file):
             training.create_pipeline(sessions, "adapt-then-distill", corpus.id, str(tiny), {"steps": 2},
                                      {**student, **params})
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
 
 
 def test_runs_commands(home, sessions, tiny, corpus_file):
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     run = training.create_adaptation(sessions, corpus.id, str(tiny), {"steps": 3, "seq_len": 32, "batch_size": 4})
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
     for key in ("DATABASE_URL", "REDIS_URL"):
         env.pop(key, None)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "worker.cli", "runs", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "app.cli", "runs", *args], env=env, capture_output=True,
                               text=True, timeout=300)
 
     assert json.loads(cli("cancel", str(run.id), "--json").stdout)["status"] == "cancelled"

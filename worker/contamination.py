@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.judge.contamination import NGRAM
 from db import store
 from db.models import Corpus, Evaluation, Run, RunKind, Task, VocabAnalysis
-from worker.shapes import run_id_of
+from worker.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 SPLITS = ("dev", "test")  # train text in a corpus inflates nothing: fine-tuning sees it anyway
@@ -34,7 +34,7 @@ def lineage_corpora(session: Session, spec: str) -> list[int]:
     todo, seen = [spec], set()
     while todo:
         spec = todo.pop()
-        run_id = run_id_of(spec) if isinstance(spec, str) else None
+        run_id = ModelSpec.parse(spec).run_id if isinstance(spec, str) and spec.strip() else None
         if run_id is None or run_id in seen:
             continue
         seen.add(run_id)
@@ -76,8 +76,8 @@ def check(corpus_path: str | Path, corpus_sha256: str, corpus_bytes: int | None,
     result = cached(task_path, corpus_sha256)
     if result is not None:
         return result
-    from core.judge.contamination import example_text, find_in_corpus
     from core.corpus import read_documents
+    from core.judge.contamination import example_text, find_in_corpus
     from core.judge.tasks import load_task
 
     task = load_task(task_path)
@@ -100,7 +100,7 @@ def for_model(sessions: sessionmaker[Session], spec: str, task_id: int, report=N
     """{corpus id: result} for every corpus behind the model (see lineage_corpora), checked now
     or read from the stored results; a corpus deleted since says so."""
     with sessions.begin() as session:
-        task_path = store.get_task(session, task_id).path
+        task_path = store.get(session, Task, task_id).path
         corpora = {}
         for corpus_id in lineage_corpora(session, spec):
             corpus = session.get(Corpus, corpus_id)

@@ -9,25 +9,26 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from db.models import Run
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from core.train import distributed
-    from core.errors import Cancelled, user_error
     from core.devices import resolve_device
+    from core.errors import Cancelled, user_error
+    from core.train import distributed
     from db import store
     from db.session import get_sessionmaker
-    from worker import service, training
+    from worker import lifecycle, run_state, training
 
     run_id = int((argv if argv is not None else sys.argv[1:])[0])
-    signal.signal(signal.SIGTERM, lambda signum, frame: service.STOPPING.set())  # torchrun passes a stop on
+    signal.signal(signal.SIGTERM, lambda signum, frame: lifecycle.STOPPING.set())  # torchrun passes a stop on
     sessions = get_sessionmaker()
     with sessions.begin() as session:
-        device = store.get_run(session, run_id).params.get("device") or "auto"
+        device = store.get(session, Run, run_id).params.get("device") or "auto"
     shard = distributed.init_from_env(resolve_device(device).type)
-    outcome = training.run_dir(run_id) / training.PROCESSES_RESULT
+    outcome = run_state.run_dir(run_id) / training.PROCESSES_RESULT
 
     def hand_back(data: dict) -> None:
         if shard.main:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
-        report = training.reporter_for(sessions, run_id) if shard.main else None
+        report = lifecycle.reporter_for(sessions, run_id) if shard.main else None
         hand_back({"result": training.train(sessions, run_id, report).to_dict()})
     except Cancelled as exc:
         hand_back({"cancelled": str(exc)})

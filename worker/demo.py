@@ -26,9 +26,9 @@ DEMO_EXPERIMENT = {
 
 def prepare_demo(sessions: sessionmaker[Session]) -> tuple[Corpus, Task]:
     """Build the docstring corpus and the which-package task (once; the same content is reused)."""
+    from worker.corpora import add_corpus
     from worker.demo_data import build_demo
     from worker.evaluation import add_task
-    from worker.service import add_corpus
 
     folder = settings.home() / "demo"
     data = build_demo(folder, **DEMO_DATA)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.judge.contamination import TextIndex
 from core.errors import ConfigError, CorpusError
+from core.judge.contamination import TextIndex
 
 # Preference order for the task's labels; the first installed ones with enough docstrings win.
 DEMO_PACKAGES = ("numpy", "pandas", "torch", "sqlalchemy", "transformers", "streamlit", "plotly", "scipy", "sklearn",

@@ -5,37 +5,37 @@ measures on a corpus), and the intrinsic measures every model-making run records
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import settings
-from core.configs import FinetuneConfig, check_device
+from core.configs import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_FILE_DEFAULTS, FinetuneConfig, check_device
 from core.corpus import read_documents
-from core.errors import ConfigError
+from core.errors import AdaptDistillError, ConfigError
 from core.formatting import count, printable
 from core.judge.metrics import METRICS, primary_metric
-from core.judge.speed import MIN_LATENCY_REPEATS
-from db import store
-from db.models import Evaluation, Measurement, Run, RunKind, Task
-from worker.models import ensure_model, model_path, model_summary, refresh_cards
-from worker.service import Reporter, _execute, insert_once
+from db import settings, store
+from db.models import Corpus, Evaluation, Measurement, Run, RunKind, Task
+from worker.catalogue import ensure_model, model_path, model_summary, refresh_cards
+from worker.lifecycle import Reporter, execute
+from worker.specs import ModelSpec
+
+log = logging.getLogger(__name__)
 
 FINETUNE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig))
-# One torch thread by default: batch-1 latency as one serving worker sees it, and the same number
-# whatever the machine's core count (core.judge.speed pins it for the whole measurement).
-BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": MIN_LATENCY_REPEATS,
-                  "throughput_repeats": 5, "warmup": 3, "threads": 1}
 
 
 # --- tasks ------------------------------------------------------------------------------------------
 
 def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev: str | Path | None = None,
              test: str | Path | None = None, name: str | None = None, format: str | None = None,
-             text_field: str = "text", pair_field: str = "text_pair", label_field: str = "label", seed: int = 0,
-             dev_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[Task, bool]:
+             text_field: str = TASK_FILE_DEFAULTS["text_field"], pair_field: str = TASK_FILE_DEFAULTS["pair_field"],
+             label_field: str = TASK_FILE_DEFAULTS["label_field"], seed: int = TASK_FILE_DEFAULTS["seed"],
+             dev_fraction: float = TASK_FILE_DEFAULTS["dev_fraction"],
+             test_fraction: float = TASK_FILE_DEFAULTS["test_fraction"]) -> tuple[Task, bool]:
     """(task, created): validate and store a labelled task; the same content twice is one task."""
     from core.judge.tasks import ingest_task
 
@@ -43,7 +43,7 @@ def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev:
                            seed, dev_fraction, test_fraction)
     stats = ingested.stats
     names = {split: Path(path).name for split, path in (("train", train), ("dev", dev), ("test", test)) if path}
-    return insert_once(sessions, lambda session: store.task_by_sha(session, ingested.sha256), lambda: Task(
+    return store.insert_once(sessions, lambda session: store.task_by_sha(session, ingested.sha256), lambda: Task(
         name=printable(name or Path(train).name)[:200], sha256=ingested.sha256, type=stats.type, path=str(ingested.path),
         source_names=names, labels=stats.labels, sizes=stats.sizes, label_counts=stats.label_counts,
         origin=stats.origin, has_pair=stats.has_pair))
@@ -52,7 +52,7 @@ def add_task(sessions: sessionmaker[Session], train: str | Path, type: str, dev:
 def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:
     """Delete a task, its stored files and its evaluations."""
     with sessions.begin() as session:
-        task = store.get_task(session, task_id)
+        task = store.get(session, Task, task_id)
         path = Path(task.path)
         session.delete(task)
     shutil.rmtree(path, ignore_errors=True)
@@ -74,7 +74,7 @@ def finetune_config(params: dict) -> FinetuneConfig:
 def check_finetune(session: Session, task_id: int, params: dict) -> tuple[FinetuneConfig, str]:
     """The fine-tuning settings for a task and the metric that selects: checked against the task."""
     config = finetune_config(params)
-    task = store.get_task(session, task_id)
+    task = store.get(session, Task, task_id)
     unknown = sorted(set(config.exclude_labels) - set(task.labels))
     if unknown:
         raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of task {task_id} "
@@ -95,7 +95,7 @@ def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int,
         run = store.create_run(session, RunKind.evaluation,
                                {**{k: v for k, v in params.items() if k in FINETUNE_FIELDS},
                                 "model": record.spec, "task_id": task_id},
-                               parent_id=parent_id, depends_on=[store.get_run(session, r.id) for r in depends_on])
+                               parent_id=parent_id, depends_on=[store.get(session, Run, r.id) for r in depends_on])
         run.job_id = f"run-{run.id}"
         settings_ = dataclasses.asdict(config)
         session.add(Evaluation(run_id=run.id, model_id=record.id, task_id=task_id, metric=metric,
@@ -109,10 +109,11 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
         from core.judge.finetune import evaluate_model
         from core.judge.tasks import load_task
         from worker.contamination import for_model
-        from worker.training import Heartbeat, run_dir
+        from worker.lifecycle import Heartbeat
+        from worker.run_state import run_dir
 
         with sessions.begin() as session:
-            run = store.get_run(session, run_id)
+            run = store.get(session, Run, run_id)
             evaluation = store.evaluation_for_run(session, run_id)
             path = model_path(session, evaluation.model)
             task_path, metric = Path(evaluation.task.path), evaluation.metric
@@ -131,7 +132,7 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
         with sessions.begin() as session:
             evaluation = store.evaluation_for_run(session, run_id)
             evaluation.results = data
-            run = store.get_run(session, run_id)
+            run = store.get(session, Run, run_id)
             test = result.test
             run.params = {**run.params, "result": {
                 "metric": result.metric, "lr": result.lr, "converged": result.converged, "seconds": result.seconds,
@@ -140,7 +141,7 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
             spec = evaluation.model.spec
         refresh_cards(sessions, [spec])
 
-    _execute(sessions, run_id, body)
+    execute(sessions, run_id, body)
 
 
 def test_predictions(run_id: int, seeds: list[int]) -> dict[int, list] | None:
@@ -185,12 +186,12 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
     params = bench_params(params)
     with sessions.begin() as session:
         if corpus_id is not None:
-            store.get_corpus(session, corpus_id)
+            store.get(session, Corpus, corpus_id)
         specs = [ensure_model(session, m).spec for m in models]
         if len(set(specs)) != len(specs):
             raise ConfigError("a model is listed twice: benchmark each model once")
         run = store.create_run(session, RunKind.benchmark, {**params, "models": specs, "corpus_id": corpus_id},
-                               parent_id=parent_id, depends_on=[store.get_run(session, r.id) for r in depends_on])
+                               parent_id=parent_id, depends_on=[store.get(session, Run, r.id) for r in depends_on])
         run.job_id = f"run-{run.id}"
         return run
 
@@ -216,10 +217,10 @@ def bench_params(params: dict | None) -> dict:
 
 def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
-        from worker.training import Heartbeat
+        from worker.lifecycle import Heartbeat
 
         with sessions.begin() as session:
-            params = dict(store.get_run(session, run_id).params)
+            params = dict(store.get(session, Run, run_id).params)
             paths = [(spec, model_path(session, ensure_model(session, spec))) for spec in params["models"]]
         with Heartbeat(sessions, run_id):
             _measure_speed(sessions, run_id, params, paths, report)
@@ -227,7 +228,7 @@ def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Repo
                 _measure_on_corpus(sessions, run_id, params["corpus_id"], paths, report)
         refresh_cards(sessions, [spec for spec, _ in paths])
 
-    _execute(sessions, run_id, body)
+    execute(sessions, run_id, body)
 
 
 def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, Path]], report) -> None:
@@ -244,7 +245,7 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
             record = ensure_model(session, result.name)
             session.add(Measurement(model_id=record.id, run_id=run_id, kind="speed", context=context,
                                     values=result.to_dict()))
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
 
 
@@ -292,7 +293,7 @@ def measure_intrinsic(sessions: sessionmaker[Session], spec: str, corpus_id: int
     with sessions.begin() as session:
         record = ensure_model(session, spec)
         path = path or model_path(session, record)
-        corpus = store.get_corpus(session, corpus_id)
+        corpus = store.get(session, Corpus, corpus_id)
         corpus_path, corpus_name = Path(corpus.path), corpus.name
     if not corpus_path.is_file():
         raise ConfigError(f"the corpus file {corpus_path} is gone: add the corpus again")
@@ -307,7 +308,41 @@ def measure_intrinsic(sessions: sessionmaker[Session], spec: str, corpus_id: int
 
 
 def models_table(sessions: sessionmaker[Session]) -> list[dict]:
-    from worker.models import list_models
+    from worker.catalogue import list_models
 
     with sessions.begin() as session:
         return [model_summary(session, m) for m in list_models(session)]
+
+
+def describe_model(sessions: sessionmaker[Session], run_id: int, spec: str, corpus_id: int, path: Path,
+                   report=None) -> None:
+    """Measure the model a run has just written to `path` on its corpus (cheap: a sample and the
+    held-out blocks) and write its model card. A failure is noted on the run; the model is fine."""
+    from worker.catalogue import write_card
+    from worker.evaluation import measure_intrinsic
+
+    for what, step in (("measuring", lambda: measure_intrinsic(sessions, spec, corpus_id, run_id, report, path)),
+                       ("the model card", lambda: write_card(sessions, spec, path))):
+        try:
+            step()
+        except Exception as exc:  # the run succeeded; say what could not be done
+            log.warning("%s of %s failed: %s", what, spec, exc)
+            with sessions.begin() as session:
+                run = store.get(session, Run, run_id)
+                run.params = {**run.params, "notes": [*run.params.get("notes", []),
+                                                      f"{what} failed: {type(exc).__name__}: {exc}"]}
+
+
+def evaluation_cost(session: Session, run: Run) -> float | None:
+    """The FLOPs an evaluation will spend fine-tuning, to weigh it in an experiment's progress: 6 per
+    parameter and token of its most epochs over train, once per seed; None when unknown."""
+    p, config = run.params, finetune_config(run.params)
+    try:
+        shape = ModelSpec.parse(p["model"]).shape(session)
+    except (AdaptDistillError, KeyError, OSError):  # a weight for progress only: never a reason to fail
+        return None
+    task = session.get(Task, p["task_id"])
+    if not shape or task is None:
+        return None
+    tokens = float(task.sizes.get("train", 0)) * config.max_length * config.epochs * config.seeds
+    return 6.0 * shape["parameters"] * tokens or None

@@ -19,15 +19,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.configs import STRATEGIES
-from core.errors import AdaptDistillError, ConfigError
+from core.configs import STRATEGIES, VocabConfig
+from core.errors import ConfigError
 from core.formatting import points_difference, printable
-from core.configs import VocabConfig
 from db import store
-from db.models import Evaluation, Run, RunKind, Task
-from worker import contamination, evaluation, service, training
+from db.models import Corpus, Evaluation, Run, RunKind, Task, VocabAnalysis
+from worker import contamination, evaluation, kinds, training, vocabulary
+from core import configs
 from worker.progress import ACTIVE, experiment_progress, wall_seconds
-from worker.shapes import RUN_PREFIX, run_id_of
+from worker.specs import RUN_PREFIX, ModelSpec
 
 EXPAND_CHOICES = ("pick", "none")
 BASE, ADAPTED, GENERAL = "base teacher", "adapted teacher", "general student"
@@ -49,8 +49,8 @@ def parse_budget(text: str | None) -> tuple[int | None, int | None]:
 
 
 def _expansion_of(session: Session, spec: str) -> Run | None:
-    run_id = run_id_of(spec)
-    run = store.get_run(session, run_id) if run_id is not None else None
+    run_id = ModelSpec.parse(spec).run_id
+    run = store.get(session, Run, run_id) if run_id is not None else None
     return run if run is not None and run.kind == RunKind.expansion else None
 
 
@@ -74,13 +74,13 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
     evaluation.bench_params(bench)
     vocab_config = VocabConfig(**vocab)
     with sessions.begin() as session:
-        store.get_corpus(session, corpus_id)
+        store.get(session, Corpus, corpus_id)
         evaluation.check_finetune(session, task_id, finetune)
-        teacher = training.check_spec(session, teacher)
+        teacher = ModelSpec.parse(teacher).check(session)
         if student_init:
-            student_init = training.check_spec(session, student_init)
+            student_init = ModelSpec.parse(student_init).check(session)
         expansion = _expansion_of(session, teacher)
-        base = store.get_analysis(session, expansion.params["analysis_id"]).base_model if expansion else teacher
+        base = store.get(session, VocabAnalysis, expansion.params["analysis_id"]).base_model if expansion else teacher
         # the students are checked against the teacher now: nothing is recorded for a shape that is refused
         training.student_params(session, base, {**distill, "init": student_init} if student_init else distill)
     with sessions.begin() as session:
@@ -99,15 +99,15 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
 
     expanded, analysis_id = teacher, None
     if expansion is None and expand != "none":
-        analysis, reused = service.create_analysis(sessions, corpus_id, teacher, vocab_config)
+        analysis, reused = vocabulary.create_analysis(sessions, corpus_id, teacher, vocab_config)
         analysis_id = analysis.id
         if not reused:  # a new analysis belongs to the experiment; a reused one is only waited for
             with sessions.begin() as session:
-                analysis_run = store.get_run(session, analysis.run_id)
+                analysis_run = store.get(session, Run, analysis.run_id)
                 analysis_run.parent_id = parent_id
             child(analysis_run)
-        size = service.PICK if expand == "pick" else analysis.base_vocab_size + int(expand)
-        made = service.create_expansion(sessions, analysis.id, size, parent_id=parent_id,
+        size = vocabulary.PICK if expand == "pick" else analysis.base_vocab_size + int(expand)
+        made = vocabulary.create_expansion(sessions, analysis.id, size, parent_id=parent_id,
                                         threshold=vocab.get("threshold"))
         expanded = f"{RUN_PREFIX}{child(made).id}"
     after_expansion = [r for r in runs if r.kind == RunKind.expansion]
@@ -153,46 +153,24 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
     benchmark = child(evaluation.create_benchmark(sessions, [m["model"] for m in ordered], bench, corpus_id,
                                                   parent_id, model_runs))
     with sessions.begin() as session:
-        parent = store.get_run(session, parent_id)
-        costs = {str(r.id): step_cost(session, store.get_run(session, r.id)) for r in runs}
+        parent = store.get(session, Run, parent_id)
+        costs = {str(r.id): kinds.cost(session, store.get(session, Run, r.id)) for r in runs}
         parent.params = {**parent.params, "members": members, "benchmark_run": benchmark.id,
                          "analysis_id": analysis_id, "expanded_teacher": expanded,
                          "step_costs": {k: v for k, v in costs.items() if v}}
-        return [parent] + [store.get_run(session, r.id) for r in runs]
-
-
-def step_cost(session: Session, run: Run) -> float | None:
-    """The FLOPs a run of an experiment will spend, to weigh it in the experiment's progress: a
-    training run's (training.training_cost); an evaluation's fine-tuning, 6 per parameter and token
-    of its most epochs over train, once per seed; None for the runs too small to matter or unknown."""
-    from worker.shapes import spec_shape
-
-    if run.kind in (RunKind.adaptation, RunKind.distillation):
-        return training.training_cost(session, run)
-    if run.kind != RunKind.evaluation:
-        return None
-    p, config = run.params, evaluation.finetune_config(run.params)
-    try:
-        shape = spec_shape(session, p["model"])
-    except (AdaptDistillError, KeyError, OSError):  # a weight for progress only: never a reason to fail
-        return None
-    task = session.get(Task, p["task_id"])
-    if not shape or task is None:
-        return None
-    tokens = float(task.sizes.get("train", 0)) * config.max_length * config.epochs * config.seeds
-    return 6.0 * shape["parameters"] * tokens or None
+        return [parent] + [store.get(session, Run, r.id) for r in runs]
 
 
 def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
     """A new experiment with the settings of an earlier one."""
     with sessions.begin() as session:
-        run = store.get_run(session, experiment_id)
+        run = store.get(session, Run, experiment_id)
         if run.kind != RunKind.experiment:
             raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
         p = dict(run.params)
     # a benchmark recorded before batch-1 latency needed 30 forwards gets them now
     bench = {**p["bench"], "latency_repeats": max(p["bench"].get("latency_repeats") or 0,
-                                                  evaluation.BENCH_DEFAULTS["latency_repeats"])}
+                                                  configs.BENCH_DEFAULTS["latency_repeats"])}
     return create_experiment(sessions, p["corpus_id"], p["task_id"], p["teacher"], p["strategies"], p["student"],
                              p["student_init"], p["adapt"], p["distill"], p["finetune"], bench, p["expand"],
                              p["vocab"], f"{p['name']} (again)")
@@ -200,7 +178,7 @@ def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
 
 def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
     """One row of the table: a model with its role, score, size, speed and measures."""
-    from worker.models import ensure_model
+    from worker.catalogue import ensure_model
 
     record = ensure_model(session, member["model"])
     evaluation_ = session.scalar(select(Evaluation).where(Evaluation.run_id == member["evaluation"]))
@@ -211,7 +189,7 @@ def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
     speed = measured.values if measured is not None else {}
     intrinsic = next((m.values for m in sorted(record.measurements, key=lambda m: m.id, reverse=True)
                       if m.kind == "intrinsic"), {})
-    model_run = store.get_run(session, member["run"]) if member["run"] else None
+    model_run = store.get(session, Run, member["run"]) if member["run"] else None
     return {
         "role": member["role"], "model": record.spec, "name": record.name, "model_id": record.id,
         "model_status": model_run.status.value if model_run else "succeeded",
@@ -232,7 +210,7 @@ def _member_row(session: Session, member: dict, bench_id: int | None) -> dict:
 def experiment_view(session: Session, experiment_id: int) -> dict:
     """The experiment's table: a row per model with its role, score (mean and std over seeds),
     parameters, size, latency, throughput and speed-up against the adapted teacher, and its runs."""
-    run = store.get_run(session, experiment_id)
+    run = store.get(session, Run, experiment_id)
     if run.kind != RunKind.experiment:
         raise ConfigError(f"run {experiment_id} is a {run.kind.value}, not an experiment")
     p = run.params
@@ -386,4 +364,4 @@ def judgement(rows: list[dict], floor: dict | None = None) -> dict:
 def list_experiments(session: Session) -> list[dict]:
     return [{"experiment_id": r.id, "name": r.params.get("name"), "status": r.status.value, "stage": r.stage,
              "progress": r.progress, "created": r.created_at.isoformat() if r.created_at else None}
-            for r in store.list_runs(session, RunKind.experiment, limit=500)]
+            for r in store.rows(session, Run, kind=RunKind.experiment, limit=500)]

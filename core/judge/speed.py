@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.configs import BENCH_DEFAULTS, MIN_LATENCY_REPEATS
 from core.errors import Cancelled, ConfigError, ModelError
 from core.model_io import folder_size
 
@@ -36,7 +37,6 @@ Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 CancelCheck = Callable[[], bool]
 
 STAGE = "measuring speed"
-MIN_LATENCY_REPEATS = 30  # fewer and the p95 is one or two forwards: noise, not a tail
 NOISY_TAIL = 3.0  # p95 over 3x p50: something else ran during the slow forwards
 # The rest of the machine's load changing by more than half a core's worth of runnable threads
 # while a measurement runs (noise_reason says how that is told from the 1-minute load average).
@@ -222,12 +222,12 @@ class _Setting:
 def measure_speed(
     models: Sequence[tuple[str, str | Path]],
     device: str = "cpu",
-    seq_len: int = 128,
-    batch_size: int = 32,
+    seq_len: int = BENCH_DEFAULTS["seq_len"],
+    batch_size: int = BENCH_DEFAULTS["batch_size"],
     latency_repeats: int = MIN_LATENCY_REPEATS,
-    throughput_repeats: int = 5,
-    warmup: int = 3,
-    threads: int = 1,
+    throughput_repeats: int = BENCH_DEFAULTS["throughput_repeats"],
+    warmup: int = BENCH_DEFAULTS["warmup"],
+    threads: int = BENCH_DEFAULTS["threads"],
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> list[SpeedResult]:

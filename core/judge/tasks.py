@@ -1,5 +1,5 @@
-"""Labelled tasks for fine-tuning: sentence classification from CSV, TSV or JSONL (each optionally
-.gz) and token classification (NER) from CoNLL-style files. `ingest_task` validates the files,
+"""Labelled tasks for fine-tuning, sentence classification and token classification (NER), read by
+core.judge.task_files. `ingest_task` validates the files,
 carves a seeded dev/test split out of train when they are not given, and stores the normalized
 splits under a content hash, like corpora."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import uuid
@@ -16,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.configs import TASK_FILE_DEFAULTS
+from core.corpus import Stored, place
 from core.errors import TaskError
-from core.judge.task_files import PREFIXES, check_type, Example, TaggedSentence, load_files
+from core.judge.task_files import PREFIXES, Example, TaggedSentence, check_type, load_files
 
 SPLITS = ("train", "dev", "test")
 _MIN_TO_SPLIT = 3  # a label (or a task's sentences) with fewer examples stays whole in train
@@ -42,13 +43,6 @@ class TaskStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class IngestedTask:
-    sha256: str
-    path: Path
-    stats: TaskStats
 
 
 def _seed(seed: int, label: str) -> int:
@@ -186,9 +180,11 @@ def _line(item: Example | TaggedSentence, has_pair: bool) -> dict:
 
 
 def ingest_task(type: str, train: str | Path, dest_dir: str | Path, dev: str | Path | None = None,
-                test: str | Path | None = None, format: str | None = None, text_field: str = "text",
-                pair_field: str = "text_pair", label_field: str = "label", seed: int = 0,
-                dev_fraction: float = 0.1, test_fraction: float = 0.1) -> IngestedTask:
+                test: str | Path | None = None, format: str | None = None,
+                text_field: str = TASK_FILE_DEFAULTS["text_field"], pair_field: str = TASK_FILE_DEFAULTS["pair_field"],
+                label_field: str = TASK_FILE_DEFAULTS["label_field"], seed: int = TASK_FILE_DEFAULTS["seed"],
+                dev_fraction: float = TASK_FILE_DEFAULTS["dev_fraction"],
+                test_fraction: float = TASK_FILE_DEFAULTS["test_fraction"]) -> Stored[TaskStats]:
     """Read, split and validate a task, and store it in dest_dir/<sha256>/ (train.jsonl, dev.jsonl,
     test.jsonl, task.json). Nothing is left behind on error; the same content maps to the same folder."""
     given = load_files(type, train, dev, test, format, text_field, pair_field, label_field)
@@ -211,18 +207,12 @@ def ingest_task(type: str, train: str | Path, dest_dir: str | Path, dev: str | P
         (tmp / "task.json").write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         sha = digest.hexdigest()
         final = dest_dir / sha
-        if not final.exists():
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                if not final.exists():  # not a concurrent ingest of the same content
-                    raise
-        shutil.rmtree(tmp, ignore_errors=True)
+        place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     stored = json.loads((final / "task.json").read_text(encoding="utf-8"))  # the first ingest's origin wins
-    return IngestedTask(sha256=sha, path=final, stats=TaskStats(**stored))
+    return Stored(sha256=sha, path=final, stats=TaskStats(**stored))
 
 
 def load_task(folder: str | Path) -> TaskData:

@@ -1,7 +1,7 @@
 """The training loop shared by adaptation and distillation: deterministic data order and
 randomness per micro-step (so a resumed run continues exactly as an uninterrupted one),
 gradient accumulation, warmup and decay, bf16 autocast where the GPU has it, periodic
-evaluation, and checkpoints (safetensors weights + a weights-only trainer state)."""
+evaluation, and checkpoints (core.train.checkpoints)."""
 
 from __future__ import annotations
 

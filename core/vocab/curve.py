@@ -1,6 +1,5 @@
-"""Vocabulary analysis: train a domain WordPiece vocabulary, rank the tokens the base vocabulary
-lacks (the incremental vocabulary) so that every prefix is a good vocabulary for its size, and
-score the nested candidates with the corpus occurrence probability:
+"""The occurrence curve: the nested candidates (base vocabulary plus a prefix of the ranked
+incremental vocabulary, core.vocab.ranking) scored with the corpus occurrence probability:
 
     p(t) = count(t) / total tokens,  log P(s) = sum_t log p(t),  P(D) = mean_s log P(s).
 

@@ -24,13 +24,12 @@ import time
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import Worker, worker_registration
 from rq.exceptions import StopRequested
-from rq import worker_registration
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from core.errors import ConfigError
-from worker.queues import SERIALIZER, ProjectJob, connect, get_queue
+from worker.queueing.queues import SERIALIZER, ProjectJob, connect, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,8 @@ class ProjectWorker(Worker):
 def reconcile(sessions, connection: Redis) -> tuple[list[int], list[int]]:
     """(queued again, marked abandoned). One reconciler at a time across workers (a lock in Redis
     that expires), so two workers never queue the same lost run together."""
-    from worker.submit import requeue_lost
-    from worker.training import find_dead_runs
+    from worker.queueing.submit import requeue_lost
+    from worker.run_state import find_dead_runs
 
     lock = connection.lock("adapt-distill:reconcile", timeout=120, blocking=False)
     if not lock.acquire():

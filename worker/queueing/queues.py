@@ -1,4 +1,5 @@
-"""Redis connection, queue names and per-kind job timeouts. A connection is always passed in."""
+"""The Redis connection and the queues (their names and per-kind timeouts are worker.kinds'). A
+connection is always passed in."""
 
 from __future__ import annotations
 
@@ -9,23 +10,18 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from db.models import RunKind
+from core.errors import ConfigError
+from worker.kinds import QUEUES
 
-CPU, GPU = "cpu", "gpu"
-QUEUES = (CPU, GPU)
 # Job arguments are run ids; JSON keeps anything pickled out of Redis.
 SERIALIZER = JSONSerializer
-JOB_TIMEOUT_S = {RunKind.analysis: 6 * 3600, RunKind.expansion: 3600, RunKind.adaptation: 14 * 86400,
-                 RunKind.distillation: 14 * 86400, RunKind.evaluation: 7 * 86400, RunKind.benchmark: 6 * 3600,
-                 RunKind.corpus_import: 12 * 3600}  # an import reads a file of many gigabytes once
-# Fine-tuning and speed belong on the machine that trains (and serves): the gpu queue.
-QUEUE_FOR = {RunKind.analysis: CPU, RunKind.expansion: CPU, RunKind.adaptation: GPU, RunKind.distillation: GPU,
-             RunKind.evaluation: GPU, RunKind.benchmark: GPU, RunKind.corpus_import: CPU}
 
 
 # The only functions a worker runs. Anyone who can write to Redis can put a job on a queue; RQ
-# would import and call whatever it names (os.system included). ProjectJob refuses the rest.
-JOB_FUNCTIONS = frozenset({"worker.jobs.analysis_job", "worker.jobs.expansion_job", "worker.jobs.training_job",
+# would import and call whatever it names (os.system included). ProjectJob refuses the rest. The
+# worker.jobs names are those of runs queued before run_job: they call it.
+RUN_JOB = "worker.queueing.jobs.run_job"  # by name: the work horse imports it, never the process that queues
+JOB_FUNCTIONS = frozenset({RUN_JOB, "worker.jobs.analysis_job", "worker.jobs.expansion_job", "worker.jobs.training_job",
                            "worker.jobs.import_job"})
 
 
@@ -61,16 +57,12 @@ def redis_url() -> str | None:
 def connect(url: str | None = None) -> Redis:
     url = url or redis_url()
     if not url:
-        from core.errors import ConfigError
-
         raise ConfigError("REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL")
     return Redis.from_url(url)
 
 
 def check_queue(name: str) -> str:
     if name not in QUEUES:
-        from core.errors import ConfigError
-
         raise ConfigError(f"unknown queue '{name}': use {' or '.join(QUEUES)}")
     return name
 

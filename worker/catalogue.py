@@ -16,15 +16,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db import settings
 from core.errors import ConfigError, ModelError, NotFound
-from core.model_io import BUNDLED, count_parameters, folder_size, inspect_model, resolve_model
-from db import store
-from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus
-from worker.shapes import RUN_PREFIX, folder_shape, run_id_of
+from core.model_io import BUNDLED, count_parameters, folder_size
+from db import settings, store
+from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus, VocabAnalysis
+from worker.kinds import MODEL_KINDS
+from worker.specs import RUN_PREFIX, ModelSpec, folder_shape
 
 log = logging.getLogger(__name__)
-MODEL_KINDS = (RunKind.expansion, RunKind.adaptation, RunKind.distillation)
 BUNDLED_LABEL = "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"
 
 
@@ -45,39 +44,9 @@ def model_name(run: Run) -> str:
     return f"{RUN_PREFIX}{run.id} · student of {_short(params.get('teacher'))}{shape}"
 
 
-def normalize_spec(session: Session, spec: str) -> str:
-    """'bundled', 'run:ID' (also for a folder a run wrote), an absolute folder, or a hub id."""
-    spec = (spec or "").strip()
-    if not spec:
-        raise ConfigError("no model given: pass bundled, run:ID, a model folder or a hub id")
-    run_id = run_id_of(spec)
-    if run_id is not None:
-        run = store.get_run(session, run_id)
-        if run.kind not in MODEL_KINDS:
-            raise ConfigError(f"run {run_id} is a {run.kind.value}; it made no model")
-        return spec
-    if spec == BUNDLED:
-        return spec
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        resolved = str(path.resolve())
-        owner = session.scalar(select(Run.id).where(Run.output_dir == resolved, Run.kind.in_(MODEL_KINDS),
-                                                    Run.status == RunStatus.succeeded).limit(1))
-        return f"{RUN_PREFIX}{owner}" if owner else resolved
-    resolve_model(spec)  # a missing folder or an unreachable hub id fails here, clearly
-    return spec
-
-
 def model_path(session: Session, record: ModelRecord) -> Path:
     """The folder of a model that exists now; a clear error for a run that has not finished."""
-    run_id = run_id_of(record.spec)
-    if run_id is not None:
-        run = store.get_run(session, run_id)
-        if run.status != RunStatus.succeeded or not run.output_dir:
-            raise ConfigError(f"run {run_id} has no finished model yet ({run.status.value})")
-        path = Path(run.output_dir)
-    else:
-        path = resolve_model(record.spec)
+    path = ModelSpec.parse(record.spec).path(session)
     if not (path / "config.json").is_file():
         raise ModelError(f"the model folder of {record.spec} is gone ({path}): run it again or remove it")
     return path
@@ -101,18 +70,18 @@ def fill_details(session: Session, record: ModelRecord, path: Path | None = None
 
 def ensure_model(session: Session, spec: str) -> ModelRecord:
     """The model's row, created the first time the product meets it (a queued run's model too)."""
-    spec = normalize_spec(session, spec)
+    spec = ModelSpec.parse(spec).catalogue_key(session)
     record = session.scalar(select(ModelRecord).where(ModelRecord.spec == spec))
     if record is None:
-        run_id = run_id_of(spec)
+        run_id = ModelSpec.parse(spec).run_id
         if run_id is not None:
-            run = store.get_run(session, run_id)
+            run = store.get(session, Run, run_id)
             record = ModelRecord(spec=spec, name=model_name(run)[:200], kind=run.kind.value, run_id=run.id,
                                  path=run.output_dir)
         elif spec == BUNDLED:
             record = ModelRecord(spec=spec, name=BUNDLED_LABEL, kind="bundled")
         else:
-            inspect_model(spec)  # a folder the product can read (BERT family, safetensors)
+            ModelSpec.parse(spec).inspect()  # a folder the product can read (BERT family, safetensors)
             record = ModelRecord(spec=spec, name=_short(spec)[:200], kind="folder")
         session.add(record)
         session.flush()
@@ -158,14 +127,14 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
 def lineage(session: Session, record: ModelRecord) -> list[dict]:
     """The chain of runs behind a model, newest first: {run, kind, what, corpus_id} per step."""
     chain, spec, seen = [], record.spec, set()
-    while (run_id := run_id_of(spec)) is not None and run_id not in seen:
+    while spec and (run_id := ModelSpec.parse(spec).run_id) is not None and run_id not in seen:
         seen.add(run_id)
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         params = run.params or {}
         item = {"run": run.id, "kind": run.kind.value, "name": model_name(run), "status": run.status.value,
                 "corpus_id": params.get("corpus_id")}
         if run.kind == RunKind.expansion:
-            analysis = store.get_analysis(session, params["analysis_id"])
+            analysis = store.get(session, VocabAnalysis, params["analysis_id"])
             item |= {"analysis_id": analysis.id, "corpus_id": analysis.corpus_id, "vocab_size": params.get("vocab_size")}
             chain.append(item)
             spec = analysis.base_model
@@ -285,10 +254,10 @@ def strategy_of(session: Session, record: ModelRecord) -> str | None:
     its pipeline's."""
     if record.run_id is None:
         return None
-    run = store.get_run(session, record.run_id)
+    run = store.get(session, Run, record.run_id)
     if run.params.get("strategy"):
         return run.params["strategy"]
-    parent = store.get_run(session, run.parent_id) if run.parent_id else None
+    parent = store.get(session, Run, run.parent_id) if run.parent_id else None
     return parent.params.get("strategy") if parent is not None and parent.kind == RunKind.pipeline else None
 
 

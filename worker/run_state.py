@@ -1,0 +1,165 @@
+"""A run's state in the store: recorded, claimed, finished (with the runs that wait on it),
+cancelled, found dead (its heartbeat stopped), put back for a resume, and its attempts. No queue
+here: the RQ side (worker.queueing) and the life cycle (worker.lifecycle) build on it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import ConfigError
+from db import settings, store
+from db.models import Run, RunKind, RunStatus, utcnow
+from worker.kinds import PARENTS, RESUMABLE
+
+log = logging.getLogger(__name__)
+
+def close_run(sessions: sessionmaker[Session], run_id: int, status: RunStatus, error: str | None = None) -> None:
+    """Record the outcome; runs waiting on a run that did not succeed are cancelled, and a
+    pipeline's status follows its steps."""
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        store.finish_run(session, run, status, error)
+        if status != RunStatus.succeeded:
+            for waiting in store.dependents(session, run_id):
+                if waiting.status == RunStatus.queued:
+                    store.finish_run(session, waiting, RunStatus.cancelled, f"run {run_id} it needs {status.value}")
+        if run.parent_id is not None:
+            store.refresh_pipeline(session, run.parent_id)
+
+
+def record_outcome(sessions: sessionmaker[Session], run_id: int, status: RunStatus, error: str | None = None,
+                   attempts: int = 6, wait: float = 0.5) -> None:
+    """`close_run`, tried again a few times: the outcome of hours of work is not lost because the
+    database is briefly unreachable or its disk full at that moment (the failed write that made the
+    run fail has freed its space by now)."""
+    for attempt in range(attempts):
+        try:
+            close_run(sessions, run_id, status, error)
+            return
+        except OperationalError as exc:  # connection lost, database or disk full
+            if attempt == attempts - 1:
+                raise
+            log.warning("recording run %s as %s failed (%s); trying again", run_id, status.value, exc)
+            time.sleep(wait * 2 ** attempt)
+
+
+def claim(sessions: sessionmaker[Session], run_id: int) -> bool:
+    """Mark a queued run running, atomically: when the same run was queued twice (a reconciler and a
+    resume at once), only the first job to claim it does the work. False: nothing to do."""
+    from sqlalchemy import update
+
+    with sessions.begin() as session:
+        started = session.execute(
+            update(Run).where(Run.id == run_id, Run.status == RunStatus.queued)
+            .values(status=RunStatus.running, started_at=utcnow(), heartbeat_at=utcnow(), error=None)
+        ).rowcount
+        run = store.get(session, Run, run_id)
+        if not started:
+            log.warning("run %s is %s, not queued: this job has nothing to do", run_id, run.status.value)
+            return False
+        if run.parent_id is not None:
+            store.refresh_pipeline(session, run.parent_id)
+    return True
+
+
+def next_attempt(run: Run) -> int:
+    """Count one more attempt of a run going back to the queue: params["attempt"] is the number
+    the header, the settings and the job id (run-ID-aN) all show; 1, unrecorded, for the first."""
+    attempt = int(run.params.get("attempt", 1)) + 1
+    run.params = {**run.params, "attempt": attempt}
+    run.job_id = f"run-{run.id}-a{attempt}"
+    return attempt
+
+
+def run_dir(run_id: int) -> Path:
+    path = settings.runs_dir() / str(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- creating runs ----------------------------------------------------------------------------
+
+def new_run(session, kind: RunKind, params: dict, parent_id=None, depends_on=()) -> Run:
+    run = store.create_run(session, kind, params, parent_id=parent_id, depends_on=depends_on)
+    run.job_id = f"run-{run.id}"
+    run.output_dir = params.get("output_dir") or str(run_dir(run.id) / "model")
+    run.total_steps = params.get("steps")
+    return run
+
+
+# --- cancel, resume, dead workers ---------------------------------------------------------------
+
+def request_cancel(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
+    """Mark a run (and a pipeline's unfinished steps) cancelled; a running job sees it within a
+    second, saves a checkpoint and stops. Returns the status the run had."""
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        previous = run.status
+        if previous.finished:
+            raise ConfigError(f"run {run_id} is already {previous.value}")
+        ids = [r.id for r in store.children(session, run_id) if not r.status.finished] + [run_id]
+    for rid in ids:
+        close_run(sessions, rid, RunStatus.cancelled, "cancelled by the user")
+    return previous
+
+
+def find_dead_runs(sessions: sessionmaker[Session], stale_after: float = 60.0) -> list[int]:
+    """Mark running runs whose heartbeat is older than stale_after seconds as abandoned (their
+    pipeline and the steps waiting on them follow)."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    dead = []
+    with sessions.begin() as session:
+        # pipelines and experiments have no worker of their own: their status follows their steps
+        for run in session.scalars(select(Run).where(Run.status == RunStatus.running,
+                                                     Run.kind.not_in(PARENTS))):
+            beat = run.heartbeat_at or run.started_at
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=cutoff.tzinfo)
+            if beat is not None and beat < cutoff:
+                dead.append((run.id, beat))
+    for run_id, beat in dead:
+        close_run(sessions, run_id, RunStatus.abandoned,
+                f"its worker stopped answering (last heartbeat {beat:%Y-%m-%d %H:%M:%S} UTC); "
+                f"resume continues from the last checkpoint")
+    return [run_id for run_id, _ in dead]
+
+
+def prepare_resume(sessions: sessionmaker[Session], run_id: int) -> list[Run]:
+    """Put a cancelled, failed or abandoned training run back in the queued state, with the steps
+    that were cancelled because of it; their pipeline runs again. Returns the runs to queue."""
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        if run.kind not in RESUMABLE:
+            raise ConfigError(f"run {run_id} is a {run.kind.value}; only adaptation and distillation runs resume")
+        if run.status not in (RunStatus.cancelled, RunStatus.failed, RunStatus.abandoned):
+            raise ConfigError(f"run {run_id} is {run.status.value}: only cancelled, failed or abandoned runs resume")
+        revived, frontier = [run], [run]
+        while frontier:
+            for waiting in store.dependents(session, frontier.pop().id):
+                if waiting.status == RunStatus.cancelled and waiting not in revived:
+                    revived.append(waiting)
+                    frontier.append(waiting)
+        for r in revived:
+            next_attempt(r)
+            r.status, r.stage, r.error, r.finished_at = RunStatus.queued, "queued", None, None
+        if run.parent_id is not None:
+            parent = store.get(session, Run, run.parent_id)
+            if parent.kind == RunKind.pipeline:
+                parent.status, parent.error, parent.finished_at = RunStatus.running, None, None
+                parent.stage = "resumed"
+        return revived
+
+
+def copy_params(sessions: sessionmaker[Session], run_id: int) -> tuple[RunKind, dict]:
+    """The settings of a run, for 'run again with the same settings'."""
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        params = {k: v for k, v in run.params.items() if k not in ("result", "attempt", "output_dir")}
+        return run.kind, params
