@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from db.models import Corpus, Run, Task, VocabAnalysis  # noqa: E402  (after the path is set)
+
 DEFAULT_OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_HEIGHT = 6000
@@ -99,7 +101,7 @@ class Scenario:
                  paths: dict[str, str]):
         from db.migrate import upgrade
         from db.session import get_sessionmaker
-        from worker.queues import connect
+        from worker.queueing.queues import connect
 
         upgrade()
         self.sessions = get_sessionmaker()
@@ -117,7 +119,7 @@ class Scenario:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while time.monotonic() < deadline:
             with self.sessions.begin() as session:
-                run = store.get_run(session, run_id)
+                run = store.get(session, Run, run_id)
                 if until(run):
                     return run
                 if run.status.value not in allowed:
@@ -151,11 +153,11 @@ class Scenario:
                                   f"{exception_text(self.browser) or 'no exception shown'}") from None
         settle(self.browser)
 
-    def newest(self, lister: str) -> int:
+    def newest(self, model) -> int:
         from db import store
 
         with self.sessions.begin() as session:
-            return max(row.id for row in getattr(store, lister)(session))
+            return store.rows(session, model, limit=1)[0].id
 
     def corpus(self) -> None:
         from test_app import domain_corpus
@@ -163,21 +165,21 @@ class Scenario:
         path = self.inputs / "clinical-notes.txt"
         path.write_text(domain_corpus(documents=3000, words=2000, seed=3), encoding="utf-8")
         self.upload("corpora", path, None, "Added corpus")
-        self.ids["corpus"] = self.newest("list_corpora")
+        self.ids["corpus"] = self.newest(Corpus)
 
     def task(self) -> None:
         from conftest import write_task_csv
 
         self.upload("tasks", write_task_csv(self.inputs / "intents.csv", n=240), "Add task", "Added task")
-        self.ids["task"] = self.newest("list_tasks")
+        self.ids["task"] = self.newest(Task)
 
     def analysis(self) -> None:
+        from conftest import build_tiny_bert
+        from test_app import COMMON
         from transformers.utils import logging as hf_logging
 
-        from conftest import build_tiny_bert
         from core.configs import VocabConfig
-        from test_app import COMMON
-        from worker.submit import submit_analysis
+        from worker.vocabulary import submit_analysis
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
@@ -189,17 +191,17 @@ class Scenario:
 
     def expansion(self) -> None:
         from db import store
-        from worker import service
-        from worker.submit import submit_expansion
+        from worker import vocabulary
+        from worker.vocabulary import submit_expansion
 
         with self.sessions.begin() as session:
-            size = service.picked_size(store.get_analysis(session, self.ids["analysis"]), None)
+            size = vocabulary.picked_size(store.get(session, VocabAnalysis, self.ids["analysis"]), None)
         self.ids["expansion"] = submit_expansion(self.sessions, self.redis, self.ids["analysis"], size)
         self.succeeded(self.ids["expansion"], "the end of the expansion")
 
     def running(self) -> None:
         from worker import training
-        from worker.submit import submit_runs
+        from worker.queueing.submit import submit_runs
 
         run = training.create_adaptation(self.sessions, self.ids["corpus"], f"run:{self.ids['expansion']}",
                                          {**TRAIN, "steps": 200, "eval_every": 40, "checkpoint_every": 100})
@@ -209,7 +211,7 @@ class Scenario:
                   and sum(m.name == "loss" for m in r.metrics) >= 6, "30 steps of training")
 
     def cancelled(self) -> None:
-        from worker.submit import cancel
+        from worker.queueing.submit import cancel
 
         cancel(self.sessions, self.redis, self.ids["adaptation"], grace=30)
         run = self.wait(self.ids["adaptation"], lambda r: r.status.value == "cancelled", "its cancellation",
@@ -217,7 +219,7 @@ class Scenario:
         self.cancelled_at = run.step or 0
 
     def resumed(self) -> None:
-        from worker.submit import resume
+        from worker.queueing.submit import resume
 
         resume(self.sessions, self.redis, self.ids["adaptation"])
         self.wait(self.ids["adaptation"],
@@ -229,7 +231,7 @@ class Scenario:
 
     def pipeline(self) -> None:
         from worker import training
-        from worker.submit import submit_runs
+        from worker.queueing.submit import submit_runs
 
         runs = training.create_pipeline(self.sessions, "adapt-then-distill", self.ids["corpus"],
                                         f"run:{self.ids['expansion']}", {**TRAIN, "steps": 40, "eval_every": 20},
@@ -240,7 +242,7 @@ class Scenario:
 
     def experiment(self) -> None:
         from worker.experiments import create_experiment
-        from worker.submit import submit_runs
+        from worker.queueing.submit import submit_runs
 
         small = {**TRAIN, "steps": 20, "eval_every": 20}
         runs = create_experiment(self.sessions, self.ids["corpus"], self.ids["task"], str(self.teacher),
@@ -333,15 +335,15 @@ class Processes:
 
     def start(self) -> str:
         """Start everything and wait until the dashboard answers and the worker is registered; the Redis URL."""
-        from worker.cli import dashboard_command
-        from worker.embedded import EmbeddedValkey, free_port
+        from app.cli.serving import dashboard_command
+        from worker.queueing.embedded import EmbeddedValkey, free_port
 
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
             self.valkey = EmbeddedValkey().start()
             redis_url = os.environ["REDIS_URL"] = self.valkey.url
         port = free_port()
-        self._spawn("worker", [sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu,gpu"])
+        self._spawn("worker", [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"])
         self._spawn("dashboard", dashboard_command(port))
         self.url = f"http://127.0.0.1:{port}"
         self._wait_dashboard()
@@ -349,7 +351,7 @@ class Processes:
         return redis_url
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        from worker.embedded import die_with_parent
+        from worker.queueing.embedded import die_with_parent
 
         with open(self.logs / f"{name}.log", "w", encoding="utf-8") as log:
             self.running[name] = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -376,7 +378,7 @@ class Processes:
     def _wait_worker(self, redis_url: str, timeout: float = 120) -> None:
         from rq import Worker
 
-        from worker.queues import SERIALIZER, connect
+        from worker.queueing.queues import SERIALIZER, connect
 
         connection = connect(redis_url)
         pid = self.running["worker"].pid

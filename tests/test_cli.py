@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_corpus
 
 POINT_KEYS = {"vocab_size", "added_tokens", "log_occurrence", "relative_gain", "tokens_per_word", "split_word_share"}
@@ -18,7 +17,7 @@ def cli(home):
     env.pop("DATABASE_URL", None)
 
     def run(*args, ok=True, extra_env=None, timeout=300):
-        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
                                 env={**env, **(extra_env or {})}, timeout=timeout)
         if ok:
             assert result.returncode == 0, result.stderr
@@ -91,7 +90,7 @@ def test_user_mistakes_get_one_line_and_no_traceback(cli, tmp_path, args, messag
 
 
 def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corpus_file):
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"],
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu"],
                               env={**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -115,7 +114,7 @@ def test_queued_analysis_through_a_real_worker(cli, home, redis, redis_url, corp
 
 @pytest.mark.tried('the dashboard is started on 0.0.0.0 without a login')
 def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
-    from worker.cli import dashboard_command
+    from app.cli.serving import dashboard_command
 
     command = dashboard_command(8501)
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
@@ -131,7 +130,7 @@ def test_the_dashboard_listens_on_this_machine_only_unless_told(cli):
 def test_a_login_lets_the_dashboard_listen_beyond_this_machine(monkeypatch, tmp_path):
     from app.access import PASSWORD_ENV, hash_password
     from core.errors import ConfigError
-    from worker.cli import check_host
+    from app.cli.serving import check_host
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
@@ -159,7 +158,7 @@ def test_a_login_lets_the_dashboard_listen_beyond_this_machine(monkeypatch, tmp_
 def test_hash_password_prints_the_line_for_the_environment(cli):
     from app.access import verify_password
 
-    result = subprocess.run([sys.executable, "-m", "worker.cli", "hash-password"], input="correct horse battery\n",
+    result = subprocess.run([sys.executable, "-m", "app.cli", "hash-password"], input="correct horse battery\n",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
@@ -167,7 +166,7 @@ def test_hash_password_prints_the_line_for_the_environment(cli):
     assert name == "ADAPT_DISTILL_PASSWORD_HASH" and value.startswith("scrypt:32768:8:1:")
     assert verify_password("correct horse battery", value) and not verify_password("correct horse", value)
 
-    short = subprocess.run([sys.executable, "-m", "worker.cli", "hash-password"], input="hunter2\n",
+    short = subprocess.run([sys.executable, "-m", "app.cli", "hash-password"], input="hunter2\n",
                            capture_output=True, text=True, timeout=60)
     assert short.returncode == 2 and short.stdout == ""
     assert short.stderr.strip().splitlines() == ["error: the password is too short: use 8 characters or more"]
@@ -184,14 +183,15 @@ def test_a_reader_that_goes_away_is_not_a_traceback(home):
     env.pop("DATABASE_URL", None)
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written
-    process = subprocess.run([sys.executable, "-m", "worker.cli", "corpus", "list", "--json"], env=env,
+    process = subprocess.run([sys.executable, "-m", "app.cli", "corpus", "list", "--json"], env=env,
                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(write)
     assert process.returncode == 141 and "Traceback" not in process.stderr, process.stderr
 
 
 def test_the_help_says_the_whole_sentence_and_the_dashboard_hides_deploy(cli):
-    from worker.cli import DESCRIPTION, dashboard_command
+    from app.cli.parser import DESCRIPTION
+    from app.cli.serving import dashboard_command
 
     assert DESCRIPTION.endswith(".") and " ".join(DESCRIPTION.split()) in " ".join(cli("--help").stdout.split())
     command = dashboard_command(8501)
@@ -201,7 +201,7 @@ def test_the_help_says_the_whole_sentence_and_the_dashboard_hides_deploy(cli):
 def test_every_option_says_what_it_does_and_its_default():
     import argparse
 
-    from worker.cli import HelpFormatter, build_parser
+    from app.cli.parser import HelpFormatter, build_parser
 
     missing, undefaulted = [], []
 

@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_process, wait_for_run, write_corpus
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
 
-from conftest import stop_process, write_corpus, wait_for_run
 from core.errors import ConfigError, CorpusError
 from core.formatting import human_bytes
-from worker.imports import list_importable, resolve_import
 from db import store
-from db.models import RunKind, RunStatus
-from worker import service
-from worker.queues import SERIALIZER
+from db.models import Corpus, Run, RunKind, RunStatus
+from worker import corpora, lifecycle
+from worker.imports import list_importable, resolve_import
+from worker.queueing.queues import SERIALIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "app" / "main.py"
@@ -131,7 +131,7 @@ def test_the_listing_shows_the_files_inside_by_name_with_sizes(tmp_path):
 # --- the upload limit -------------------------------------------------------------------------------
 
 def test_the_upload_limit_comes_from_the_environment(monkeypatch, home):
-    from worker.cli import dashboard_command
+    from app.cli.serving import dashboard_command
 
     def limit() -> str:
         command = dashboard_command(8501)
@@ -149,7 +149,7 @@ def test_the_upload_limit_comes_from_the_environment(monkeypatch, home):
     # The command line refuses a bad value in one line, before starting anything.
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "ADAPT_DISTILL_UPLOAD_MB": "lots"}
     env.pop("DATABASE_URL", None)
-    result = subprocess.run([sys.executable, "-m", "worker.cli", "dashboard", "--port", "8599"], env=env,
+    result = subprocess.run([sys.executable, "-m", "app.cli", "dashboard", "--port", "8599"], env=env,
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -187,7 +187,7 @@ def cpu_worker(home, redis, redis_url, import_dir):
         env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1",
                "ADAPT_DISTILL_IMPORT_DIR": str(import_dir)}
         env.pop("DATABASE_URL", None)
-        started.append(subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"], env=env,
+        started.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu"], env=env,
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 
     yield start
@@ -215,11 +215,11 @@ def test_a_file_of_the_import_folder_is_imported_by_a_worker_from_the_corpora_pa
     at.button(key="corpora_import").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        (run,) = store.list_runs(session, RunKind.corpus_import)
+        (run,) = store.rows(session, Run, kind=RunKind.corpus_import, limit=100)
         run_id, job_id = run.id, run.job_id
         assert run.status == RunStatus.queued and run.queue == "cpu"
         assert run.params["file"] == "pubmed.txt" and run.params["name"] == "PubMed sample"
-        assert store.list_corpora(session) == [], "nothing is read until a worker takes it"
+        assert store.rows(session, Corpus) == [], "nothing is read until a worker takes it"
     assert f"Import of pubmed.txt queued as run {run_id}." in texts(at.success)
     progress = at.get("progress")
     assert len(progress) == 1 and f"Importing pubmed.txt (run {run_id}): queued" in progress[0].proto.text
@@ -238,8 +238,8 @@ def test_a_file_of_the_import_folder_is_imported_by_a_worker_from_the_corpora_pa
         time.sleep(0.1)
     assert job.meta["stage"] == "reading the file" and job.meta["progress"] == 1.0, job.meta
     with sessions.begin() as session:
-        run = store.get_run(session, run_id)
-        (corpus,) = store.list_corpora(session)
+        run = store.get(session, Run, run_id)
+        (corpus,) = store.rows(session, Corpus)
         assert run.params["corpus_id"] == corpus.id and run.params["created"] is True
         assert (run.progress, run.stage) == (1.0, "done") and run.heartbeat_at is not None
         assert corpus.name == "PubMed sample" and corpus.source_name == "pubmed.txt" and corpus.format == "txt"
@@ -271,7 +271,7 @@ def test_a_file_of_the_import_folder_is_imported_by_a_worker_from_the_corpora_pa
     at.button(key="corpora_import").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        again_id, tiny_id = sorted(r.id for r in store.list_runs(session, RunKind.corpus_import) if r.id != run_id)
+        again_id, tiny_id = sorted(r.id for r in store.rows(session, Run, kind=RunKind.corpus_import, limit=100) if r.id != run_id)
     again, tiny = wait_for(sessions, again_id), wait_for(sessions, tiny_id)
     assert again.status == RunStatus.succeeded, again.error
     assert again.params["corpus_id"] == corpus_id and again.params["created"] is False
@@ -282,38 +282,38 @@ def test_a_file_of_the_import_folder_is_imported_by_a_worker_from_the_corpora_pa
                for i in texts(at.info))
     assert [e for e in texts(at.error)] == [f"Import of big/tiny.txt (run {tiny_id}) failed: {tiny.error}"]
     with sessions.begin() as session:
-        assert len(store.list_corpora(session)) == 1
+        assert len(store.rows(session, Corpus)) == 1
     assert [p.name for p in (home / "corpora").iterdir()] == [f"{sha}.txt"], "a failed import leaves nothing behind"
 
 
 def test_an_import_outside_the_folder_or_without_one_is_refused_before_anything_is_recorded(
         sessions, redis, import_dir, tmp_path, monkeypatch):
-    from app import data
+    from app.data import corpora as corpora_data
 
     write_corpus(tmp_path / "secret.txt", documents=20)
     (import_dir / "link.txt").symlink_to(tmp_path / "secret.txt")
     for name in ("../secret.txt", "link.txt", str(tmp_path / "secret.txt")):
         with pytest.raises(ConfigError, match="is outside the import folder"):
-            data.start_import(sessions, redis, name)
+            corpora_data.start_import(sessions, redis, name)
     write_corpus(import_dir / "notes.dat", documents=20)
     with pytest.raises(CorpusError, match="cannot tell the format of 'notes.dat'"):
-        data.start_import(sessions, redis, "notes.dat")
+        corpora_data.start_import(sessions, redis, "notes.dat")
     monkeypatch.delenv("ADAPT_DISTILL_IMPORT_DIR")
     with pytest.raises(ConfigError, match="ADAPT_DISTILL_IMPORT_DIR is not set where this runs"):
-        data.start_import(sessions, redis, "notes.dat")
+        corpora_data.start_import(sessions, redis, "notes.dat")
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
     assert redis.keys("rq:job:*") == []
 
 
 def test_a_cancelled_import_stops_reading_and_leaves_nothing_behind(sessions, home, redis, import_dir):
-    from worker.submit import resume
-    from worker.training import request_cancel
+    from worker.queueing.submit import resume
+    from worker.run_state import request_cancel
 
     chunk = write_corpus(import_dir / "chunk.txt", documents=600).read_text(encoding="utf-8")
     (import_dir / "chunk.txt").unlink()
     (import_dir / "large.txt").write_text("".join(f"{n} {chunk}" for n in range(40)), encoding="utf-8")
-    run, reused = service.create_import(sessions, "large.txt")
+    run, reused = corpora.create_import(sessions, "large.txt")
     assert not reused
     seen = []
 
@@ -323,15 +323,15 @@ def test_a_cancelled_import_stops_reading_and_leaves_nothing_behind(sessions, ho
             request_cancel(sessions, run.id)  # as the Cancel button does
 
     # Every report is written (interval 0) and reads the run's status back, as a worker's does each second.
-    service.execute_import(sessions, run.id, service.Reporter(sessions, run.id, interval=0,
+    corpora.execute_import(sessions, run.id, lifecycle.Reporter(sessions, run.id, interval=0,
                                                               echo=cancel_once_reading))
     assert len(seen) == 2 and seen[0] == 0.0 and 0 < seen[1] < 1, seen  # 10,000 of 24,000 documents read
     with sessions.begin() as session:
-        stopped = store.get_run(session, run.id)
+        stopped = store.get(session, Run, run.id)
         assert stopped.status == RunStatus.cancelled
         assert stopped.error == "cancelled by the user; import the file again to start over"
         assert "corpus_id" not in stopped.params
-        assert store.list_corpora(session) == []
+        assert store.rows(session, Corpus) == []
     assert list((home / "corpora").iterdir()) == [], "the half-written copy is removed"
     with pytest.raises(ConfigError, match="import the file again"):
         resume(sessions, redis, run.id)

@@ -11,7 +11,7 @@ import urllib.request
 import psutil
 import pytest
 
-from worker.embedded import free_port
+from worker.queueing.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(tmp_path / "home")}
     for key in ("REDIS_URL", "DATABASE_URL"):
         env.pop(key, None)
-    up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(port)], env=env,
+    up = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(port)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -37,7 +37,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
             time.sleep(0.5)
         children = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "valkey-server" in names and "worker.cli worker" in names and "streamlit" in names
+        assert "valkey-server" in names and "app.cli worker" in names and "streamlit" in names
         assert (tmp_path / "home" / "adapt-distill.db").is_file()
         up.send_signal(signal.SIGINT)
         assert up.wait(40) == 0
@@ -57,7 +57,7 @@ def test_nothing_up_started_outlives_it_even_on_sigkill(tmp_path):
     for key in ("REDIS_URL", "DATABASE_URL"):
         env.pop(key, None)
     before = set(os.listdir(tempfile.gettempdir()))
-    up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(port)], env=env,
+    up = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(port)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -65,7 +65,7 @@ def test_nothing_up_started_outlives_it_even_on_sigkill(tmp_path):
             assert up.poll() is None and time.monotonic() < deadline
             children = psutil.Process(up.pid).children(recursive=True)
             names = " ".join(" ".join(c.cmdline()) for c in children)
-            if all(name in names for name in ("valkey-server", "worker.cli worker", "streamlit")):
+            if all(name in names for name in ("valkey-server", "app.cli worker", "streamlit")):
                 break
             time.sleep(0.5)
         valkey = next(c for c in children if "valkey-server" in " ".join(c.cmdline()))
