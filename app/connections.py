@@ -8,7 +8,7 @@ from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import settings
-from worker import queues
+from worker.queueing import queues
 
 
 @st.cache_resource(show_spinner="Preparing the database…")
@@ -42,7 +42,7 @@ def queue_health() -> dict:
     from redis.exceptions import RedisError
     from rq import Worker
 
-    from worker.serve import advertised
+    from worker.queueing.serve import advertised
 
     url = queues.redis_url()
     if not url:

@@ -36,9 +36,10 @@ def base_tokenizer(base: str):
     """The base model's fast tokenizer backend (a tokenizers.Tokenizer)."""
     from tokenizers import Tokenizer
 
-    from core.model_io import load_tokenizer, resolve_model
+    from core.model_io import load_tokenizer
+    from worker.specs import ModelSpec
 
-    return _unpadded(Tokenizer.from_str(load_tokenizer(resolve_model(base)).backend_tokenizer.to_str()))
+    return _unpadded(Tokenizer.from_str(load_tokenizer(ModelSpec.parse(base).path()).backend_tokenizer.to_str()))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Building the expanded tokenizer…")

@@ -3,7 +3,7 @@ survive a rerun, and number formatting."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 
 import streamlit as st
@@ -13,6 +13,8 @@ from core.formatting import human_bytes  # noqa: F401  (the pages' size format)
 from worker.progress import stage_note  # noqa: F401  (one rule for the dashboard and the CLI)
 
 REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
+# Wide enough for the whole "2026-11-29 21:01".
+CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
 
 
 def error_message(exc: BaseException) -> str | None:
@@ -28,15 +30,19 @@ def error_message(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def reported() -> Iterator[None]:
-    """Run the block; a user-fixable error becomes one st.error line (no traceback) and ends the block."""
+def reported(show: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Run the block; a user-fixable error becomes one line, no traceback, and ends the block: an
+    st.error, or what `show` does with the message."""
     try:
         yield
     except Exception as exc:
         message = error_message(exc)
         if message is None:
             raise
-        st.error(message, icon=":material/error:")
+        if show is None:
+            st.error(message, icon=":material/error:")
+        else:
+            show(message)
 
 
 def flash(key: str, kind: str, text: str) -> None:
@@ -48,6 +54,32 @@ def show_flash(key: str) -> None:
     kind, text = st.session_state.pop(key, (None, None))
     if kind:
         getattr(st, kind)(text)
+
+
+def store_upload(flash_key: str, filename: str, store: Callable[[], tuple[dict, bool]],
+                 told: Callable[[dict, bool], str]) -> dict | None:
+    """Store an upload with `store` (-> (row, created)) under a spinner, and keep what happened as
+    the next run's message: success when the row was created, info when its content was already
+    stored (`told(row, created)` says it), or the error a user can act on. The row, None after an error."""
+    row = None
+    with reported(lambda message: flash(flash_key, "error", message)):
+        with st.spinner(f"Reading {filename}…"):
+            row, created = store()
+        flash(flash_key, "success" if created else "info", told(row, created))
+    return row
+
+
+def fraction(progress: float | None) -> float:
+    """A run's progress as st.progress takes it: from 0 to 1 (None: 0)."""
+    return min(max(float(progress or 0.0), 0.0), 1.0)
+
+
+def choose(label: str, by_id: dict, key: str, format_func: Callable[[Hashable], str], where=st) -> Hashable:
+    """A selectbox of by_id's keys (in `where`: st, a column...) whose choice the session keeps
+    under `key`, the first one until the user picks another (or the kept one is gone)."""
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = next(iter(by_id))
+    return where.selectbox(label, list(by_id), key=key, format_func=format_func)
 
 
 def status_badge(status: str) -> str:
@@ -62,26 +94,22 @@ def status_text(run: dict) -> str:
     return f"{run['status']}: {note}" if note else run["status"]
 
 
-def corpora_or_stop(corpora: list[dict], state_key: str) -> dict[int, dict]:
-    """Corpora by id, with the page's corpus choice defaulting to the newest; stops the page with a
-    pointer to the Corpora page when there is none."""
+def corpora_or_stop(corpora: list[dict]) -> dict[int, dict]:
+    """Corpora by id, newest first; stops the page with a pointer to the Corpora page when there is none."""
     if not corpora:
         st.info("No corpus yet: add one first.", icon=":material/upload_file:")
         st.page_link("views/corpora.py", label="Go to Corpora", icon=":material/library_books:")
         st.stop()
-    by_id = {c["id"]: c for c in corpora}
-    if st.session_state.get(state_key) not in by_id:
-        st.session_state[state_key] = corpora[0]["id"]
-    return by_id
+    return {c["id"]: c for c in corpora}
 
 
 def worker_warning(kind) -> None:
     """Say so when no worker serves the queue a queued run of this kind (a RunKind) waits on."""
     from app import connections
-    from worker.queues import QUEUE_FOR
+    from worker.kinds import KINDS
 
     health = connections.queue_health()
-    queue = QUEUE_FOR[kind]
+    queue = KINDS[kind].queue
     if health["reachable"] and not health["workers"].get(queue):
         st.warning(f"No worker serves the '{queue}' queue, so this waits: start one with "
                    f"`adapt-distill worker --queues {queue}` (or `adapt-distill up`).", icon=":material/hourglass:")

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.configs import VocabConfig
 from core.errors import ConfigError
 from core.vocab.curve import CurvePoint, pick
-from core.configs import VocabConfig
 from db import store
-from db.models import CurvePointRow, RunStatus
-from worker import service
+from db.models import Corpus, CurvePointRow, Run, RunStatus, VocabAnalysis
+from worker import corpora, lifecycle, vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "app" / "main.py"
@@ -101,7 +101,7 @@ def run_queued_jobs(redis_url: str) -> None:
     from redis import Redis
     from rq import SimpleWorker
 
-    from worker.queues import SERIALIZER, get_queue
+    from worker.queueing.queues import SERIALIZER, get_queue
 
     connection = Redis.from_url(redis_url)
     worker = SimpleWorker([get_queue("cpu", connection)], connection=connection, serializer=SERIALIZER)
@@ -130,12 +130,12 @@ def analysed(tmp_path_factory):
         sessions = get_sessionmaker()
         source = root.parent / "domain.txt"
         source.write_text(domain_corpus(), encoding="utf-8")
-        corpus, _ = service.add_corpus(sessions, source, "clinical notes")
-        analysis, _ = service.create_analysis(sessions, corpus.id, "bundled",
+        corpus, _ = corpora.add_corpus(sessions, source, "clinical notes")
+        analysis, _ = vocabulary.create_analysis(sessions, corpus.id, "bundled",
                                               VocabConfig(step=200, max_added=800, threshold=0.01))
-        service.execute_analysis(sessions, analysis.run_id, service.Reporter(sessions, analysis.run_id))
+        vocabulary.execute_analysis(sessions, analysis.run_id, lifecycle.Reporter(sessions, analysis.run_id))
         with sessions.begin() as session:
-            summary = service.analysis_summary(store.get_analysis(session, analysis.id))
+            summary = vocabulary.analysis_summary(store.get(session, VocabAnalysis, analysis.id))
         yield SimpleNamespace(home=root, sessions=sessions, corpus_id=corpus.id, analysis_id=analysis.id,
                               run_id=analysis.run_id, summary=summary)
 
@@ -152,7 +152,7 @@ def test_overview_counts_what_exists_and_says_when_redis_is_not_set(sessions, mo
 
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=50, words=80), encoding="utf-8")
-    service.add_corpus(sessions, source)
+    corpora.add_corpus(sessions, source)
     at.run()
     assert metric(at, "Corpora") == "1"
 
@@ -168,7 +168,7 @@ def test_upload_is_stored_listed_previewed_and_deleted(sessions, home, corpus_by
     at.run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        (corpus,) = store.list_corpora(session)
+        (corpus,) = store.rows(session, Corpus)
         corpus_id, stored_path, documents = corpus.id, Path(corpus.path), corpus.documents
     assert documents == 400
     assert any(f"Added corpus {corpus_id} 'Clinical notes': 400 documents" in s for s in texts(at.success))
@@ -192,13 +192,14 @@ def test_upload_is_stored_listed_previewed_and_deleted(sessions, home, corpus_by
     # The Tokenized tab lists the corpus's token streams and drops them.
     assert any("Not tokenized yet" in c for c in texts(at.caption))
     from conftest import build_tiny_bert
-    from db import settings
+
     from core.model_io import load_tokenizer
     from core.train.tokens import CachedCorpus
+    from db import settings
 
     tokenizer = load_tokenizer(build_tiny_bert(home / "tiny"))
     with sessions.begin() as session:
-        sha = store.get_corpus(session, corpus_id).sha256
+        sha = store.get(session, Corpus, corpus_id).sha256
     stream = CachedCorpus(stored_path, sha, documents, settings.token_cache_dir()).token_stream(tokenizer)
     at.run()
     assert any("1 token stream" in c for c in texts(at.caption))
@@ -212,12 +213,12 @@ def test_upload_is_stored_listed_previewed_and_deleted(sessions, home, corpus_by
     assert any("cannot be undone" in w for w in texts(at.warning))
     at.button(key="corpora_delete_no").click().run()
     with sessions.begin() as session:
-        assert len(store.list_corpora(session)) == 1
+        assert len(store.rows(session, Corpus)) == 1
     at.button(key="corpora_delete").click().run()
     at.button(key="corpora_delete_yes").click().run()
     assert not at.exception
     with sessions.begin() as session:
-        assert store.list_corpora(session) == []
+        assert store.rows(session, Corpus) == []
     assert not stored_path.exists()
     assert "No corpus yet: upload one above." in texts(at.info)
     assert any("Deleted corpus" in s for s in texts(at.success))
@@ -247,20 +248,20 @@ def test_upload_errors_are_one_line_and_the_text_field_is_honoured(sessions, hom
     at.run()
     assert "too small" in at.error[0].value
     with sessions.begin() as session:
-        assert len(store.list_corpora(session)) == 1
+        assert len(store.rows(session, Corpus)) == 1
     assert list((home / "uploads").iterdir()) == []
 
 
 def test_add_upload_keeps_the_upload_name_and_format(sessions, home):
-    from app import data
+    from app.data import corpora as corpora_data
 
     rows = "id,text\n" + "".join(f"{i},row {i} of the table with words\n" for i in range(15))
-    corpus, created = data.add_upload(sessions, "../../evil dir/table.csv.gz", gzip.compress(rows.encode()),
+    corpus, created = corpora_data.add_upload(sessions, "../../evil dir/table.csv.gz", gzip.compress(rows.encode()),
                                       text_field="text")
     assert created and corpus["format"] == "csv" and corpus["documents"] == 15
     assert corpus["name"] == "table.csv.gz" and corpus["source_name"] == "table.csv.gz"
     assert list((home / "uploads").iterdir()) == []
-    assert data.list_corpora(sessions)[0]["id"] == corpus["id"], "the cached list is cleared after a write"
+    assert corpora_data.list_corpora(sessions)[0]["id"] == corpus["id"], "the cached list is cleared after a write"
 
 
 # --- vocabulary: starting and following an analysis ---------------------------------------------
@@ -269,20 +270,20 @@ def test_start_without_redis_says_how_to_start_it(sessions, monkeypatch, tmp_pat
     monkeypatch.delenv("REDIS_URL", raising=False)
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=60, words=80), encoding="utf-8")
-    service.add_corpus(sessions, source)
+    corpora.add_corpus(sessions, source)
     at = open_page("vocabulary")
     assert "No analysis of this corpus yet: set the options above and start one." in texts(at.info)
     at.button[0].click().run()  # Start analysis
     assert not at.exception
     assert texts(at.error) == ["REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL"]
     with sessions.begin() as session:
-        assert store.list_analyses(session) == []
+        assert store.rows(session, VocabAnalysis) == []
 
 
 def test_bad_options_and_base_model_are_reported(sessions, home, redis, tmp_path):
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=60, words=80), encoding="utf-8")
-    service.add_corpus(sessions, source)
+    corpora.add_corpus(sessions, source)
     at = open_page("vocabulary")
     at.number_input(key="vocab_step").set_value(500)
     at.number_input(key="vocab_max").set_value(100)
@@ -298,21 +299,21 @@ def test_bad_options_and_base_model_are_reported(sessions, home, redis, tmp_path
     at.button[0].click().run()
     assert len(at.error) == 1 and "is outside the folders the dashboard may read" in at.error[0].value
     with sessions.begin() as session:
-        assert store.list_analyses(session) == []
+        assert store.rows(session, VocabAnalysis) == []
     assert redis.keys("rq:job:*") == []
 
 
 def test_started_analysis_shows_progress_then_the_curve_on_a_plain_rerun(sessions, redis, redis_url, tmp_path):
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=1500, words=1500), encoding="utf-8")
-    corpus, _ = service.add_corpus(sessions, source)
+    corpus, _ = corpora.add_corpus(sessions, source)
     at = open_page("vocabulary")
     at.number_input(key="vocab_step").set_value(200)
     at.number_input(key="vocab_max").set_value(600)
     at.button[0].click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        (analysis,) = store.list_analyses(session, corpus.id)
+        (analysis,) = store.rows(session, VocabAnalysis, corpus_id=corpus.id)
         analysis_id, run_id = analysis.id, analysis.run_id
     assert f"Analysis {analysis_id} queued." in texts(at.success)
     assert at.selectbox(key="vocab_analysis").value == analysis_id
@@ -324,7 +325,7 @@ def test_started_analysis_shows_progress_then_the_curve_on_a_plain_rerun(session
     at.button[0].click().run()  # the same options again: reused, not queued twice
     assert any(f"An identical analysis ({analysis_id}) is already done or under way" in i for i in texts(at.info))
     with sessions.begin() as session:
-        assert len(store.list_analyses(session, corpus.id)) == 1
+        assert len(store.rows(session, VocabAnalysis, corpus_id=corpus.id)) == 1
 
     run_queued_jobs(redis_url)
     at.run()  # AppTest never fires run_every: a plain rerun must show the finished state
@@ -338,11 +339,11 @@ def test_started_analysis_shows_progress_then_the_curve_on_a_plain_rerun(session
 def test_failed_analysis_shows_its_error(sessions, tmp_path):
     source = tmp_path / "notes.txt"
     source.write_text(domain_corpus(documents=60, words=80), encoding="utf-8")
-    corpus, _ = service.add_corpus(sessions, source)
-    analysis, _ = service.create_analysis(sessions, corpus.id, "bundled", VocabConfig(step=100, max_added=200))
+    corpus, _ = corpora.add_corpus(sessions, source)
+    analysis, _ = vocabulary.create_analysis(sessions, corpus.id, "bundled", VocabConfig(step=100, max_added=200))
     Path(corpus.path).unlink()  # the worker finds the stored text gone
     with pytest.raises(ConfigError):
-        service.execute_analysis(sessions, analysis.run_id, service.Reporter(sessions, analysis.run_id))
+        vocabulary.execute_analysis(sessions, analysis.run_id, lifecycle.Reporter(sessions, analysis.run_id))
     at = open_page("vocabulary")
     assert len(at.error) == 1
     assert at.error[0].value.startswith(f"Analysis {analysis.id} failed: the corpus file ")
@@ -371,7 +372,7 @@ def test_curve_marks_the_pick_and_the_threshold_moves_it_without_recomputing(ana
     assert list(table.loc[table["pick"] == "★", "vocab size"]) == [first]
 
     with analysed.sessions.begin() as session:
-        run = store.get_run(session, analysed.run_id)
+        run = store.get(session, Run, analysed.run_id)
         finished_at, rows = run.finished_at, session.query(CurvePointRow).count()
 
     threshold = 0.5  # above every gain but the first: the second candidate is picked
@@ -384,7 +385,7 @@ def test_curve_marks_the_pick_and_the_threshold_moves_it_without_recomputing(ana
     table = at.dataframe[0].value
     assert list(table.loc[table["pick"] == "★", "vocab size"]) == [expected.vocab_size]
     with analysed.sessions.begin() as session:
-        run = store.get_run(session, analysed.run_id)
+        run = store.get(session, Run, analysed.run_id)
         assert (run.finished_at, session.query(CurvePointRow).count()) == (finished_at, rows), "nothing recomputed"
 
 
@@ -405,14 +406,14 @@ def test_size_follows_the_pick_and_tokenizations_are_side_by_side(analysed):
     assert any(f"**{len(after)}** tokens" in m for m in texts(at.markdown))
 
     # Independently: the tokenizer core.vocab.expand writes for the model gives the same tokens.
+    from core.model_io import bundled_path, load_tokenizer
     from core.vocab.expand import _expanded_tokenizer_files
-    from core.model_io import load_tokenizer, resolve_model
 
     with analysed.sessions.begin() as session:
-        tokens = service.read_tokens(store.get_analysis(session, aid))
+        tokens = vocabulary.read_tokens(store.get(session, VocabAnalysis, aid))
     out = analysed.home.parent / "expanded-tokenizer"
     out.mkdir(exist_ok=True)
-    _expanded_tokenizer_files(resolve_model("bundled"), out, tokens[: size.value - base])
+    _expanded_tokenizer_files(bundled_path(), out, tokens[: size.value - base])
     assert load_tokenizer(out).tokenize(text) == [t for t, _ in after]
 
     # A smaller size uses no token beyond it; moving the threshold resets the size to the new pick.
@@ -440,7 +441,7 @@ def test_create_expanded_model_queues_it_and_shows_where_it_is(analysed, redis, 
     run_queued_jobs(redis_url)
     at.run()
     with analysed.sessions.begin() as session:
-        run = store.get_run(session, run_id)
+        run = store.get(session, Run, run_id)
         assert run.status == RunStatus.succeeded and run.parent_id == analysed.run_id
         output = Path(run.output_dir)
     (done,) = [s for s in texts(at.success) if f"Run {run_id}" in s]
@@ -485,14 +486,16 @@ def test_curve_figure_marks_pick_threshold_and_choice():
 def test_app_modules_import_without_the_repo_root_and_without_torch(tmp_path):
     code = (f"import os, sys\n"
             f"assert {str(ROOT)!r} not in [os.path.abspath(p or '.') for p in sys.path]\n"
-            f"import app.charts, app.connections, app.data, app.tokenization, app.ui\n"
+            f"import app.charts, app.connections, app.tokenization, app.ui\n"
+            f"import app.data.corpora, app.data.experiments, app.data.home, app.data.models, app.data.runs\n"
+            f"import app.data.tasks, app.data.train, app.data.vocabulary\n"
             f"heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
             f"assert not heavy, heavy\n"
             f"print(app.data.__file__)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert Path(result.stdout.strip()).parent == ROOT / "app"
+    assert Path(result.stdout.strip()).parent == ROOT / "app" / "data"
 
 
 def test_a_loss_chart_with_one_point_shows_the_point():

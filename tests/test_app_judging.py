@@ -10,17 +10,18 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from conftest import tiny_experiment, write_corpus, write_task_csv
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Column, Metric, PageLink
-
-from conftest import tiny_experiment, write_corpus, write_task_csv
-from db import store
-from db.models import RunKind, RunStatus
 from test_app import MAIN, metric, texts
-from worker import evaluation, service
-from worker.jobs import execute_run
-from worker.queues import SERIALIZER
+
+from db import store
+from db.models import Corpus, Run, RunKind, RunStatus, Task
+from worker import corpora as corpora_
+from worker import evaluation
+from worker.lifecycle import execute_run
+from worker.queueing.queues import SERIALIZER
 
 
 def open_page(page: str) -> AppTest:
@@ -72,12 +73,12 @@ def test_tasks_page_adds_counts_refuses_and_deletes(sessions, home, tmp_path):
     assert [e for e in texts(at.error)] == ["bad.conll: line 1 has no tag column (token and tag per line, separated "
                                             "by whitespace or a tab)"]
     with sessions.begin() as session:
-        assert len(store.list_tasks(session)) == 1
+        assert len(store.rows(session, Task)) == 1
 
     at.button(key="tasks_delete").click().run()
     assert "Deleted task 1 'intent.csv'." in texts(at.success)
     with sessions.begin() as session:
-        assert store.list_tasks(session) == []
+        assert store.rows(session, Task) == []
 
 
 def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(sessions, redis, finished_experiment):
@@ -94,7 +95,7 @@ def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(se
     at.button(key="experiments_rerun").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        experiments = store.list_runs(session, RunKind.experiment)
+        experiments = store.rows(session, Run, kind=RunKind.experiment, limit=100)
         assert len(experiments) == 2 and experiments[0].params["name"] == "tiny (again)"
         queued = [r for r in store.children(session, experiments[0].id) if r.job_id]
     assert all(Job.exists(r.job_id, connection=redis) for r in queued if r.kind != RunKind.analysis or
@@ -126,7 +127,7 @@ def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(se
     models.button(key="models_eval_launch").click().run()
     assert any(s.startswith("Evaluation queued as run") for s in texts(models.success))
     with sessions.begin() as session:
-        queued = store.list_runs(session, RunKind.evaluation)[0]
+        queued = store.rows(session, Run, kind=RunKind.evaluation, limit=100)[0]
         assert queued.params["model"] == "bundled" and queued.params["seeds"] == 1
     assert Job.fetch(queued.job_id, connection=redis, serializer=SERIALIZER).origin == "gpu"
 
@@ -139,7 +140,7 @@ def test_the_runs_page_shows_an_evaluations_scores_and_dev_curves(sessions, fini
     from test_app_training import open_page as open_runs
 
     with sessions.begin() as session:
-        run = store.list_runs(session, RunKind.evaluation)[-1]
+        run = store.rows(session, Run, kind=RunKind.evaluation, limit=100)[-1]
     at = open_runs("runs", run=run.id)
     assert metric(at, "Test macro_f1 (selects)") is not None
     assert any("dev macro_f1" in (c.proto.spec or "") for c in plotly_charts(at))
@@ -148,7 +149,7 @@ def test_the_runs_page_shows_an_evaluations_scores_and_dev_curves(sessions, fini
 def test_experiment_launch_checks_and_queues(sessions, redis, tmp_path):
     at = open_page("experiments")
     assert any("An experiment needs a corpus and a labelled task" in i for i in texts(at.info))
-    service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
+    corpora_.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
     evaluation.add_task(sessions, write_task_csv(tmp_path / "task.csv"), "classification")
 
     at = open_page("experiments")
@@ -157,14 +158,14 @@ def test_experiment_launch_checks_and_queues(sessions, redis, tmp_path):
     at.button(key="experiments_launch").click().run()
     assert len(at.error) == 1 and "not fewer than the teacher's" in at.error[0].value
     with sessions.begin() as session:
-        assert store.list_runs(session, RunKind.experiment) == []
+        assert store.rows(session, Run, kind=RunKind.experiment, limit=100) == []
     at.selectbox(key="experiments_student").set_value("auto").run()
     at.number_input(key="experiments_seeds").set_value(1).run()
     assert any("a student per strategy) × 1 seed on task" in c for c in texts(at.caption)), texts(at.caption)
     at.button(key="experiments_launch").click().run()
     assert not at.error, texts(at.error)
     with sessions.begin() as session:
-        experiment = store.list_runs(session, RunKind.experiment)[0]
+        experiment = store.rows(session, Run, kind=RunKind.experiment, limit=100)[0]
         children = store.children(session, experiment.id)
     assert experiment.params["finetune"]["seeds"] == 1
     assert Counter(c.kind for c in children) == {RunKind.analysis: 1, RunKind.expansion: 1, RunKind.adaptation: 2,
@@ -178,8 +179,8 @@ def test_the_demo_button_builds_the_sample_and_queues_an_experiment(sessions, re
     assert not at.exception and not at.error, texts(at.error)
     assert any(s.startswith("Demo experiment ") for s in texts(at.success))
     with sessions.begin() as session:
-        corpora, tasks = store.list_corpora(session), store.list_tasks(session)
-        experiment = store.list_runs(session, RunKind.experiment)[0]
+        corpora, tasks = store.rows(session, Corpus), store.rows(session, Task)
+        experiment = store.rows(session, Run, kind=RunKind.experiment, limit=100)[0]
     assert corpora[0].name.startswith("demo") and tasks[0].type == "classification" and len(tasks[0].labels) == 4
     assert tasks[0].sizes == {"train": 720, "dev": 120, "test": 360}  # a test split wide enough for intervals
     assert experiment.params["teacher"] == "bundled" and len(experiment.params["members"]) == 6
@@ -224,7 +225,7 @@ def test_overview_counts_and_link_labels_are_as_wide_as_they_are(sessions):
 
 
 def test_the_adaptation_form_has_no_empty_column(sessions, tmp_path):
-    service.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
+    corpora_.add_corpus(sessions, write_corpus(tmp_path / "corpus.txt"))
     at = open_page("train")
     at.selectbox(key="train_mode").set_value("adaptation").run()
     assert not at.exception, at.exception
@@ -243,8 +244,9 @@ def _fraction(axis, value: float) -> float:
 
 @pytest.mark.parametrize("gains, threshold", [([0.30, 0.05, 0.008, 0.004], 0.01), ([0.4, 0.35, 0.3, 0.25], 0.05)])
 def test_the_curve_chart_keeps_the_gain_labels_off_the_curve(gains, threshold):
-    from app.charts import curve_figure
     from test_app import _points
+
+    from app.charts import curve_figure
 
     fig = curve_figure(_points(gains), threshold, 1150)
     (bars,) = [t for t in fig.data if t.type == "bar"]

@@ -11,15 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_bert
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
 
-from conftest import build_tiny_bert
 from db import store
-from db.models import RunKind, RunStatus, utcnow
-from worker import service, training
-from worker.queues import SERIALIZER
-from worker.submit import submit_runs
+from db.models import Corpus, Run, RunKind, RunStatus, utcnow
+from worker import corpora, kinds, lifecycle, run_state, training
+from worker.queueing.queues import SERIALIZER
+from worker.queueing.submit import submit_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "app" / "main.py"
@@ -43,7 +43,7 @@ def execute(sessions, runs) -> None:
     """Train the steps of a pipeline (or single runs) in this process, in order."""
     for run in runs:
         if run.kind != RunKind.pipeline:
-            training.EXECUTORS[run.kind](sessions, run.id, training.reporter_for(sessions, run.id))
+            kinds.executor(run.kind)(sessions, run.id, lifecycle.reporter_for(sessions, run.id))
 
 
 def finished_expansion(sessions, folder, vocab_size: int) -> int:
@@ -87,7 +87,7 @@ def tiny(home):
 
 @pytest.fixture
 def corpus_id(sessions, corpus_file) -> int:
-    corpus, _ = service.add_corpus(sessions, corpus_file)
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
     return corpus.id
 
 
@@ -97,16 +97,17 @@ def test_student_parameters_match_a_real_bert(sessions, tiny):
     """The estimate's formula against BertForMaskedLM itself (tied decoder, no pooler)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from app import data
+    from app.data import train as train_data
+    from core.configs import bert_parameters
 
     for vocab, hidden, layers, heads, intermediate, positions in [(94, 16, 1, 2, 32, 128), (500, 64, 3, 4, 100, 64),
                                                                   (30_522, 384, 6, 12, 1536, 512)]:
         model = BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                                            num_attention_heads=heads, intermediate_size=intermediate,
                                            max_position_embeddings=positions))
-        assert data.bert_parameters(vocab, hidden, layers, intermediate, positions) == \
+        assert bert_parameters(vocab, hidden, layers, intermediate, positions) == \
             sum(p.numel() for p in model.parameters())
-    shape = data.model_shape(sessions, str(tiny))
+    shape = train_data.model_shape(sessions, str(tiny))
     real = BertForMaskedLM.from_pretrained(str(tiny))
     assert shape["parameters"] == sum(p.numel() for p in real.parameters())
     assert (shape["layers"], shape["hidden"], shape["vocab_size"]) == (2, 32, real.config.vocab_size)
@@ -116,16 +117,16 @@ def test_the_page_defaults_are_the_backend_defaults_and_no_torch_is_loaded():
     import subprocess
     import sys
 
-    from app import data
+    from app.data.train import TRAIN_DEFAULTS
 
-    code = "import sys, app.data, worker.training; sys.exit('torch' in sys.modules)"
+    code = "import sys, app.data.train, worker.training; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     adapt, distill = training.adapt_config({}), training.distill_config({})
-    assert data.TRAIN_DEFAULTS["adapt_lr"] == adapt.train.lr
-    assert data.TRAIN_DEFAULTS["distill_lr"] == distill.train.lr
-    assert data.TRAIN_DEFAULTS["adapt_steps"] == adapt.train.steps and data.TRAIN_DEFAULTS["seq_len"] == adapt.seq_len
-    assert data.TRAIN_DEFAULTS["batch_size"] == distill.train.batch_size
-    assert data.TRAIN_DEFAULTS["version"] == distill.version and data.TRAIN_DEFAULTS["init"] == distill.init
+    assert TRAIN_DEFAULTS["adapt_lr"] == adapt.train.lr
+    assert TRAIN_DEFAULTS["distill_lr"] == distill.train.lr
+    assert TRAIN_DEFAULTS["adapt_steps"] == adapt.train.steps and TRAIN_DEFAULTS["seq_len"] == adapt.seq_len
+    assert TRAIN_DEFAULTS["batch_size"] == distill.train.batch_size
+    assert TRAIN_DEFAULTS["version"] == distill.version and TRAIN_DEFAULTS["init"] == distill.init
 
 
 def test_the_dashboard_and_the_core_accept_the_same_devices():
@@ -143,7 +144,8 @@ def test_the_dashboard_and_the_core_accept_the_same_devices():
 
 
 def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, corpus_id):
-    from app import data
+    from app.data.common import compact_count
+    from core.configs import bert_parameters
 
     teacher_run = finished_expansion(sessions, tiny, 94)
     at = open_page("train")
@@ -163,25 +165,25 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
     assert any("No worker serves the gpu queue, so a launched run waits" in w.value for w in at.warning)
 
     # The estimate: 8 x 32 tokens a step; the teacher trains in run 1, the tiny student in run 2.
-    teacher_params = data.bert_parameters(94, 32, 2, 64, 128)
-    student_params = data.bert_parameters(94, 16, 1, 32, 128)
+    teacher_params = bert_parameters(94, 32, 2, 64, 128)
+    student_params = bert_parameters(94, 16, 1, 32, 128)
     assert metric(at, "Tokens per step") == "256"
     assert metric(at, "Total tokens") == f"{16 * 256:,}"
-    assert metric(at, "Teacher parameters") == data.count(teacher_params)
-    assert metric(at, "Student parameters") == data.count(student_params)
+    assert metric(at, "Teacher parameters") == compact_count(teacher_params)
+    assert metric(at, "Student parameters") == compact_count(student_params)
     table = at.dataframe[0].value
     assert list(table["steps"]) == [7, 9]
     assert list(table["tokens"]) == [7 * 256, 9 * 256]
     assert list(table["trained parameters"]) == [teacher_params, student_params]
     with sessions.begin() as session:
-        words = store.get_corpus(session, corpus_id).words
+        words = store.get(session, Corpus, corpus_id).words
     assert list(table["epochs"]) == pytest.approx([7 * 256 / words, 9 * 256 / words])
     assert any("rough proxy" in c for c in texts(at.caption))
 
     at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        pipeline, adapted, student = sorted(store.list_runs(session, kind=None), key=lambda r: r.id)[1:]
+        pipeline, adapted, student = sorted(store.rows(session, Run, kind=None, limit=100), key=lambda r: r.id)[1:]
         assert (pipeline.kind, adapted.kind, student.kind) == (RunKind.pipeline, RunKind.adaptation,
                                                                RunKind.distillation)
         assert pipeline.params["strategy"] == "adapt-then-distill"
@@ -204,30 +206,32 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
 
 
 def test_the_default_student_is_smaller_and_a_student_as_big_as_the_teacher_is_refused(sessions, redis, corpus_id):
-    from app import data
+    from app.data.common import compact_count
+    from core.configs import bert_parameters
 
     at = open_page("train")
     assert at.selectbox(key="train_teacher").value == "bundled"  # 6 layers x 384 hidden
     shape = at.selectbox(key="train_student")
     assert shape.value == "auto" and shape.format_func("auto").startswith("half the teacher · L3-H192")
-    teacher, student = data.bert_parameters(30_522, 384, 6, 1536), data.bert_parameters(30_522, 192, 3, 768)
-    assert metric(at, "Student parameters") == data.count(student)
+    teacher, student = bert_parameters(30_522, 384, 6, 1536), bert_parameters(30_522, 192, 3, 768)
+    assert metric(at, "Student parameters") == compact_count(student)
     assert f"{teacher / student:.1f}x smaller" in at.metric[3].proto.delta  # compresses by default
-    assert not [c for c in texts(at.caption) if "not smaller" in c]
+    assert not [c for c in texts(at.caption) if "not fewer" in c]
 
     shape.set_value("L6-H384").run()  # the bundled model's own shape
-    assert any("is not smaller than the teacher" in c and "L3-H192" in c for c in texts(at.caption))
+    refused = f"the student L6-H384 has {teacher:,} parameters, not fewer than the teacher's {teacher:,}"
+    assert any(refused in c and "L3-H192" in c for c in texts(at.caption))  # and names the default to pick
     at.button(key="train_launch").click().run()
-    assert len(at.error) == 1 and at.error[0].value.startswith("the student (22.7M parameters) is not smaller")
+    assert len(at.error) == 1 and at.error[0].value.startswith(refused)
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
 
     at.checkbox(key="train_allow_larger").check().run()
-    assert not [c for c in texts(at.caption) if "not smaller" in c]
+    assert not [c for c in texts(at.caption) if "not fewer" in c]
     at.button(key="train_launch").click().run()
     assert not at.error and not at.exception
     with sessions.begin() as session:
-        student_run = next(r for r in store.list_runs(session) if r.kind == RunKind.distillation)
+        student_run = next(r for r in store.rows(session, Run, limit=100) if r.kind == RunKind.distillation)
         assert student_run.params["allow_larger_student"] is True
         assert (student_run.params["layers"], student_run.params["hidden"]) == (6, 384)
 
@@ -273,7 +277,7 @@ def test_validation_errors_are_one_line_and_create_nothing(sessions, redis, tiny
     assert launch() == "REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL"
 
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
     assert redis.keys("rq:job:*") == []
 
 
@@ -283,7 +287,7 @@ def test_runs_page_lists_runs_with_status_and_progress(sessions, tiny, corpus_id
     queued = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 10, **SMALL})
     running = training.create_distillation(sessions, corpus_id, str(tiny), {"steps": 40, **SMALL, **TINY_STUDENT})
     with sessions.begin() as session:
-        run = store.get_run(session, running.id)
+        run = store.get(session, Run, running.id)
         store.start_run(session, run)
         run.stage, run.progress, run.step, run.eta_seconds, run.latest_loss = "training", 0.25, 10, 95.0, 1.2346
     at = open_page("runs")
@@ -311,9 +315,9 @@ def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redi
     pipeline, adapted, student = (r.id for r in runs)
     with sessions.begin() as session:
         metrics = {}
-        for m in store.get_run(session, adapted).metrics:
+        for m in store.get(session, Run, adapted).metrics:
             metrics.setdefault(m.name, []).append((m.step, m.value))
-        result = store.get_run(session, adapted).params["result"]
+        result = store.get(session, Run, adapted).params["result"]
 
     at = open_page("runs", run=adapted)
     assert not at.exception and not at.error
@@ -350,9 +354,9 @@ def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redi
     at.button(key="runs_again").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        again = max(r.id for r in store.list_runs(session, kind=RunKind.pipeline))
+        again = max(r.id for r in store.rows(session, Run, kind=RunKind.pipeline, limit=100))
         new_adapted, new_student = store.children(session, again)
-        old_adapted, old_student = store.get_run(session, adapted), store.get_run(session, student)
+        old_adapted, old_student = store.get(session, Run, adapted), store.get(session, Run, student)
         assert new_adapted.params["steps"] == 6 and new_student.params["layers"] == 1
         assert {k: v for k, v in new_student.params.items() if k != "teacher"} == \
             {k: v for k, v in old_student.params.items() if k not in ("teacher", "result")}
@@ -372,7 +376,7 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
     at.button(key="runs_cancel").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        assert store.get_run(session, run.id).status == RunStatus.cancelled
+        assert store.get(session, Run, run.id).status == RunStatus.cancelled
     assert Job.fetch(f"run-{run.id}", connection=redis, serializer=SERIALIZER).get_status() == "canceled"
     assert f"Run {run.id} cancelled. Resume continues it from its last checkpoint." in texts(at.info)
     assert not [b for b in at.button if b.key == "runs_cancel"]
@@ -383,7 +387,7 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
     at.button(key="runs_resume").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        resumed = store.get_run(session, run.id)
+        resumed = store.get(session, Run, run.id)
         assert resumed.status == RunStatus.queued and resumed.job_id == f"run-{run.id}-a2"
     assert Job.fetch(f"run-{run.id}-a2", connection=redis, serializer=SERIALIZER).get_status() == "queued"
     assert f"Run {run.id} queued to resume from its last checkpoint." in texts(at.success)
@@ -397,8 +401,8 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
     at.button(key="runs_again").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        new = max(store.list_runs(session), key=lambda r: r.id)
-        old = store.get_run(session, run.id)
+        new = max(store.rows(session, Run, limit=100), key=lambda r: r.id)
+        old = store.get(session, Run, run.id)
         assert new.id != run.id and new.kind == RunKind.adaptation and new.status == RunStatus.queued
         assert new.params == {k: v for k, v in old.params.items() if k != "attempt"}
         assert new.output_dir != old.output_dir
@@ -410,7 +414,7 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
 def test_a_run_whose_worker_died_is_shown_abandoned(sessions, tiny, corpus_id):
     run = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 50, **SMALL})
     with sessions.begin() as session:
-        dead = store.get_run(session, run.id)
+        dead = store.get(session, Run, run.id)
         store.start_run(session, dead)
         dead.heartbeat_at = utcnow() - timedelta(minutes=5)
     at = open_page("runs")
@@ -456,24 +460,24 @@ def test_a_resumed_run_tells_its_whole_story(sessions, tiny, corpus_id):
     run = training.create_adaptation(sessions, corpus_id, str(tiny),
                                      {"steps": 12, "eval_every": 4, "checkpoint_every": 100, "log_every": 1,
                                       "lr": 1e-3, **SMALL})
-    first = training.reporter_for(sessions, run.id)
+    first = lifecycle.reporter_for(sessions, run.id)
     first.cancelled = lambda: first.reached >= 6
-    training.EXECUTORS[RunKind.adaptation](sessions, run.id, first)
+    kinds.executor(RunKind.adaptation)(sessions, run.id, first)
     with sessions.begin() as session:
-        stopped = store.get_run(session, run.id)
+        stopped = store.get(session, Run, run.id)
         assert stopped.status == RunStatus.cancelled and stopped.step == 6
-    training.prepare_resume(sessions, run.id)
-    second = training.reporter_for(sessions, run.id)
+    run_state.prepare_resume(sessions, run.id)
+    second = lifecycle.reporter_for(sessions, run.id)
     assert second.reached == 6 and second.attempt == 2
     seen = []
 
     def watch(stage, fraction, report=second.__call__):
         report(stage, fraction)
         with sessions.begin() as session:
-            row = store.get_run(session, run.id)
+            row = store.get(session, Run, run.id)
             seen.append((stage, row.progress, row.step))
 
-    training.EXECUTORS[RunKind.adaptation](sessions, run.id, _Calling(second, watch))
+    kinds.executor(RunKind.adaptation)(sessions, run.id, _Calling(second, watch))
     stages = [stage for stage, _, _ in seen]
     setup = [(p, s) for _, p, s in seen[:stages.index("training")]]  # loading, tokenizing: before the first step
     assert setup and all(p == pytest.approx(0.5) and s == 6 for p, s in setup)  # not back to 0
@@ -483,7 +487,7 @@ def test_a_resumed_run_tells_its_whole_story(sessions, tiny, corpus_id):
     assert history["loss"]["step"] == list(range(1, 13))  # once each: the re-run steps 7.. replaced
     assert history["resumed"] == {"step": [6], "value": [2.0]}
     with sessions.begin() as session:
-        done = store.get_run(session, run.id)
+        done = store.get(session, Run, run.id)
         result = done.params["result"]
         assert done.status == RunStatus.succeeded and result["resumed_from"] == 6
         assert result["first_loss"] == history["loss"]["value"][0]  # the first attempt's first step
@@ -521,13 +525,13 @@ class _Calling:
 
 
 def data_history(sessions, run_id: int) -> dict:
-    from app import data
+    from app.data.runs import metric_history
 
-    return data.metric_history(sessions, run_id)
+    return metric_history(sessions, run_id)
 
 
 def test_a_pipeline_progresses_by_the_estimated_cost_of_its_steps(sessions, tiny, corpus_id):
-    from app import data
+    from app.data.runs import runs_page
 
     pipeline, adapted, student = training.create_pipeline(sessions, "adapt-then-distill", corpus_id, str(tiny),
                                                           {"steps": 30, **SMALL}, {"steps": 10, **SMALL, **TINY_STUDENT})
@@ -537,31 +541,31 @@ def test_a_pipeline_progresses_by_the_estimated_cost_of_its_steps(sessions, tiny
     assert costs[adapted.id] > 3 * costs[student.id] > 0
     share = costs[adapted.id] / (costs[adapted.id] + costs[student.id])
     with sessions.begin() as session:
-        step = store.get_run(session, adapted.id)
+        step = store.get(session, Run, adapted.id)
         store.start_run(session, step)
         step.started_at = utcnow() - timedelta(seconds=60)
         step.stage, step.progress, step.step, step.eta_seconds, step.eta_guess = "training", 0.5, 15, 60.0, False
         store.refresh_pipeline(session, pipeline.id)
-    row = next(r for r in data.runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
+    row = next(r for r in runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
     assert row["status"] == "running" and row["progress"] == pytest.approx(0.5 * share)  # not "step 1 of 2 (0%)"
     # the running step's ETA plus the waiting step at the rate measured so far (120 s for its cost)
     assert row["eta_seconds"] == pytest.approx(60 + costs[student.id] * 120 / costs[adapted.id], rel=1e-3)
     assert row["eta"].endswith("(first guess)")  # no step has finished: the rate is the running step's guess
     with sessions.begin() as session:
-        step = store.get_run(session, adapted.id)
+        step = store.get(session, Run, adapted.id)
         step.started_at, step.finished_at = utcnow() - timedelta(seconds=100), utcnow()
         store.finish_run(session, step, RunStatus.succeeded)
-        later = store.get_run(session, student.id)
+        later = store.get(session, Run, student.id)
         store.start_run(session, later)
         later.stage, later.progress, later.eta_seconds, later.eta_guess = "training", 0.5, 5.0, False
         store.refresh_pipeline(session, pipeline.id)
     at = open_page("runs", run=pipeline.id)
-    row = next(r for r in data.runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
+    row = next(r for r in runs_page(sessions, 10, None)["runs"] if r["id"] == pipeline.id)
     assert row["progress"] == pytest.approx(share + 0.5 * (1 - share)) and row["eta"] == "5 s"
     # the CLI says the same: the weighted progress, and no stage that repeats the status
     env = {**os.environ}
     env.pop("REDIS_URL", None)
-    listed = subprocess.run([sys.executable, "-m", "worker.cli", "runs", "list"], env=env, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "runs", "list"], env=env, capture_output=True,
                             text=True, timeout=120, check=True).stdout.splitlines()
     line = next(x for x in listed if x.split()[0] == str(pipeline.id))
     assert line.split()[1:4] == ["pipeline", "running", f"{row['progress']:.0%}"] and line.endswith("step 2 of 2")

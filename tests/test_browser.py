@@ -17,10 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import stop_process
 from test_app import ROOT, domain_corpus
-from worker.embedded import free_port
+
+from worker.queueing.embedded import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -74,7 +74,7 @@ def dashboard(home, redis, redis_url):
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
     app, url = start_dashboard(env, "--client.toolbarMode", "minimal")
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "cpu"], env=env, cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield url
@@ -163,7 +163,6 @@ def test_the_models_page_shows_score_against_latency(page, dashboard, sessions, 
     """A tiny experiment run in this process, then the Models page in the browser: the table and the
     chart with a bubble per model and the Pareto front."""
     from playwright.sync_api import expect
-
     from test_app_judging import finished_experiment
 
     finished_experiment.__wrapped__(sessions, tmp_path)
@@ -305,18 +304,19 @@ def agree(view: dict, status: str, run_id: int) -> None:
 
 def test_the_runs_page_shows_one_status_across_cancel_and_resume(page, dashboard, sessions, home, tmp_path):
     from conftest import build_tiny_bert, write_corpus
-    from worker import service, training
-    from worker.queues import connect
-    from worker.submit import submit_runs
+
+    from worker import corpora, training
+    from worker.queueing.queues import connect
+    from worker.queueing.submit import submit_runs
 
     teacher = build_tiny_bert(home / "models" / "teacher")
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
     run = training.create_adaptation(sessions, corpus.id, str(teacher), {
         "steps": 200_000, "batch_size": 4, "seq_len": 32, "eval_every": 100_000, "checkpoint_every": 100_000,
         "device": "cpu", "head_warmup": 0})
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
-    trainer = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu"], env=env, cwd=ROOT,
+    trainer = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu"], env=env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # training's queue
     try:
         submit_runs(sessions, connect(), [run])
@@ -359,14 +359,14 @@ def watch_cancel_and_resume(page, dashboard: str, run_id: int) -> None:
 
 
 def test_the_train_page_proposes_the_last_expansion(page, dashboard, sessions, home, tmp_path):
+    from conftest import build_tiny_bert, write_corpus
     from playwright.sync_api import expect
 
-    from conftest import build_tiny_bert, write_corpus
     from db import store
     from db.models import RunKind, RunStatus
-    from worker import service
+    from worker import corpora
 
-    service.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=50))
+    corpora.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=50))
     made = []
     for size in (94, 96):
         folder = build_tiny_bert(home / "models" / f"expanded-{size}")

@@ -7,14 +7,16 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from app import data
 from conftest import build_tiny_bert, write_corpus
-from core.errors import ModelError
-from core.model_io import BUNDLED, bundled_path, check_model_root, inspect_model, resolve_model
-from db import store
 from test_app import open_page
-from worker import service
+
+from app.data import train as train_data
+from core.errors import ModelError
+from core.model_io import BUNDLED, bundled_path, check_model_root
+from db import store
+from worker import corpora
+from worker.specs import ModelSpec
+from db.models import Run, VocabAnalysis
 
 OUTSIDE = "is outside the folders the dashboard may read (data folder"
 REFUSED = re.escape(OUTSIDE)
@@ -27,8 +29,10 @@ def test_folders_under_the_roots_pass_and_others_are_refused(tmp_path):
     check_model_root(str(home / "models" / "a"), home)
     check_model_root(str(extra / "b"), home, [extra])
     check_model_root(str(bundled_path()), home)
-    for spec in (BUNDLED, "run:3", "bert-base-uncased", "some-org/some-bert", ""):
-        check_model_root(spec, home)  # no folder: nothing to refuse here
+    for spec in (BUNDLED, "run:3", "bert-base-uncased", "some-org/some-bert"):
+        ModelSpec.parse(spec).check_root(home)  # no folder of the user's: nothing to refuse here
+    with pytest.raises(ModelError, match=REFUSED):
+        ModelSpec.parse(str(elsewhere / "c")).check_root(home, [extra])  # a folder spec is checked
 
     expected = f"'{elsewhere / 'c'}' {OUTSIDE} {home} and ADAPT_DISTILL_MODEL_DIRS): "
     with pytest.raises(ModelError, match="^" + re.escape(expected)):
@@ -58,17 +62,17 @@ def test_the_dashboard_refuses_a_folder_outside_and_reads_one_inside(sessions, h
     outside = build_tiny_bert(tmp_path / "outside-model")
     inside = build_tiny_bert(home / "models" / "inside")
     with pytest.raises(ModelError, match=REFUSED):
-        data.model_shape(sessions, str(outside))
-    assert data.model_shape(sessions, str(inside))["layers"] == 2
+        train_data.model_shape(sessions, str(outside))
+    assert train_data.model_shape(sessions, str(inside))["layers"] == 2
 
     monkeypatch.setenv("ADAPT_DISTILL_MODEL_DIRS", f"{tmp_path / 'nothing-here'}:{outside}")
-    assert data.model_shape(sessions, str(outside))["layers"] == 2
+    assert train_data.model_shape(sessions, str(outside))["layers"] == 2
 
-    assert inspect_model(str(outside)).vocab_size > 0, "the command line reads any folder"
+    assert ModelSpec.parse(str(outside)).inspect().vocab_size > 0, "the command line reads any folder"
 
 
 def test_the_vocabulary_page_refuses_an_outside_base_and_queues_an_inside_one(sessions, home, redis, tmp_path):
-    corpus, _ = service.add_corpus(sessions, write_corpus(tmp_path / "notes.txt"))
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "notes.txt"))
     outside = build_tiny_bert(tmp_path / "outside-model")
     inside = build_tiny_bert(home / "models" / "inside")
     (home / "models" / "link").symlink_to(outside, target_is_directory=True)
@@ -80,18 +84,18 @@ def test_the_vocabulary_page_refuses_an_outside_base_and_queues_an_inside_one(se
         at.button[0].click().run()
         assert not at.exception and len(at.error) == 1 and OUTSIDE in at.error[0].value
     with sessions.begin() as session:
-        assert store.list_analyses(session) == []
+        assert store.rows(session, VocabAnalysis) == []
 
     at.text_input(key="vocab_base").input(str(inside))
     at.button[0].click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
-        (analysis,) = store.list_analyses(session, corpus.id)
+        (analysis,) = store.rows(session, VocabAnalysis, corpus_id=corpus.id)
         assert analysis.base_model == str(inside)
 
 
 def test_the_train_page_estimate_and_launch_refuse_an_outside_teacher(sessions, home, redis, tmp_path):
-    service.add_corpus(sessions, write_corpus(tmp_path / "notes.txt"))
+    corpora.add_corpus(sessions, write_corpus(tmp_path / "notes.txt"))
     outside = build_tiny_bert(tmp_path / "outside-model")
     at = open_page("train")
     at.selectbox(key="train_mode").set_value("adaptation").run()
@@ -101,13 +105,13 @@ def test_the_train_page_estimate_and_launch_refuse_an_outside_teacher(sessions, 
     at.button(key="train_launch").click().run()
     assert not at.exception and len(at.error) == 1 and OUTSIDE in at.error[0].value
     with sessions.begin() as session:
-        assert store.list_runs(session) == []
+        assert store.rows(session, Run, limit=100) == []
 
 
 @pytest.mark.tried('a hub id is given while fetching from the hub is off')
 def test_hub_ids_are_not_fetched_unless_allowed(sessions, monkeypatch):
     monkeypatch.delenv("ADAPT_DISTILL_ALLOW_HUB", raising=False)
-    for attempt in (lambda: resolve_model("some-org/some-bert"), lambda: data.model_shape(sessions, "bert-base-x")):
+    for attempt in (lambda: ModelSpec.parse("some-org/some-bert").path(), lambda: train_data.model_shape(sessions, "bert-base-x")):
         with pytest.raises(ModelError, match=r"is not a local folder, and fetching models from the hub is off: pass a "
                                              r"local model folder \(or 'bundled'\), or set ADAPT_DISTILL_ALLOW_HUB=1"):
             attempt()
@@ -115,5 +119,5 @@ def test_hub_ids_are_not_fetched_unless_allowed(sessions, monkeypatch):
     monkeypatch.setenv("ADAPT_DISTILL_ALLOW_HUB", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # allowed, so it is tried: offline here, it fails saying so
     with pytest.raises(ModelError, match="could not be fetched from the model hub"):
-        resolve_model("some-org/some-bert")
-    assert data.model_shape(sessions, "some-org/not-downloaded") is None, "allowed: its size is known once fetched"
+        ModelSpec.parse("some-org/some-bert").path()
+    assert train_data.model_shape(sessions, "some-org/not-downloaded") is None, "allowed: its size is known once fetched"

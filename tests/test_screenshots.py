@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_app import ROOT
 from test_browser import chromium_path
 

@@ -3,15 +3,14 @@ import random
 from collections import Counter
 
 import pytest
+from conftest import build_tiny_bert
 
+from core.configs import VocabConfig
 from core.errors import ConfigError
 from core.model_io import bundled_path, load_tokenizer
-from core.vocab.curve import CurvePoint, analyze, pick
-from core.configs import VocabConfig
-from core.vocab.ranking import candidate_sizes
 from core.vocab.counting import backend_parts, count_words
-from core.vocab.ranking import literal_log_occurrence, score_vocab
-from conftest import build_tiny_bert
+from core.vocab.curve import CurvePoint, analyze, pick
+from core.vocab.ranking import candidate_sizes, literal_log_occurrence, score_vocab
 
 TRICKY = ["Ärger über ΣΟΦΙΑ σοφίας", "中文字符 mixed中text", "non\u00a0breaking\u2003space", "ctrl\x1cchar here",
           "tab\tseparated\twords", "(IL-6)/TNF-α; p<0.05!", "Ünïcödé ŞTRÁNGÉ façade", "e\u0301 combining accent"]
@@ -194,8 +193,8 @@ def test_a_small_corpus_ends_the_curve_where_its_new_tokens_run_out(bundled):
 def test_special_token_strings_are_plain_text_in_the_curve_and_in_training(bundled):
     """A literal "[MASK]" or "[SEP]" in a document is text everywhere: training packs the same
     tokens the analysis counted, and never a special id."""
-    from core.train.mlm import pack_documents
     from core.model_io import plain_text_backend
+    from core.train.mlm import pack_documents
 
     docs = ["the [MASK] token and a [SEP] inside", "[CLS] starts, [PAD] and [UNK] follow [mask]"] * 3
     normalizer, pre_tokenizer, settings, base = backend_parts(bundled)

@@ -3,18 +3,17 @@ folder on a worker, list with stats, preview, delete."""
 
 import streamlit as st
 
-from app import connections, data, ui
+from app import connections, ui
 from app.connections import sessions
-from db import settings
+from app.data import corpora as corpora_data
+from app.data.common import ACTIVE
 from core.corpus import FORMATS
 from core.formatting import count
+from db import settings
 from db.models import RunKind
 
 FLASH, IMPORT_FLASH = "corpora_flash", "corpora_import_flash"
 AUTO = "from the file name"
-# Wide enough for the whole "2026-11-29 21:01".
-CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
-ACTIVE = ("queued", "running")
 
 sm = sessions()
 st.title("Corpora")
@@ -22,6 +21,14 @@ st.caption("Domain text the vocabulary is learnt from: one document per line (.t
            ".jsonl, .csv or .tsv, optionally gzip-compressed.")
 
 # --- upload: written to storage and ingested as soon as it arrives -----------------------------
+
+def added(corpus: dict, created: bool) -> str:
+    if not created:
+        return f"This content already exists as corpus {corpus['id']} '{corpus['name']}'."
+    return (f"Added corpus {corpus['id']} '{corpus['name']}': {count(corpus['documents'], 'document')}, "
+            f"{ui.human_bytes(corpus['bytes'])}.")
+
+
 with st.container(border=True):
     st.subheader("Add a corpus", anchor=False)
     left, middle, right = st.columns([2, 1, 1])
@@ -33,27 +40,14 @@ with st.container(border=True):
                                   help="For .jsonl: the field with the text. For .csv/.tsv: the column's header.")
     # A fresh key after each upload empties the widget, so Streamlit drops the bytes it holds.
     st.session_state.setdefault("corpora_upload_round", 0)
-    upload = st.file_uploader("Corpus file", type=data.UPLOAD_TYPES,
+    upload = st.file_uploader("Corpus file", type=corpora_data.UPLOAD_TYPES,
                               key=f"corpora_upload_{st.session_state.corpora_upload_round}")
-    st.caption(f"Uploads up to {data.upload_limit_mb():,} MB; larger files: put them in the import folder "
+    st.caption(f"Uploads up to {corpora_data.upload_limit_mb():,} MB; larger files: put them in the import folder "
                f"({settings.IMPORT_DIR_ENV}).")
     if upload is not None:
-        try:
-            with st.spinner(f"Reading {upload.name}…"):
-                corpus, created = data.add_upload(sm, upload.name, upload, name,
-                                                  None if format == AUTO else format, text_field)
-        except Exception as exc:
-            message = ui.error_message(exc)
-            if message is None:
-                raise
-            ui.flash(FLASH, "error", message)
-        else:
-            if created:
-                ui.flash(FLASH, "success", f"Added corpus {corpus['id']} '{corpus['name']}': "
-                                           f"{count(corpus['documents'], 'document')}, "
-                                           f"{ui.human_bytes(corpus['bytes'])}.")
-            else:
-                ui.flash(FLASH, "info", f"This content already exists as corpus {corpus['id']} '{corpus['name']}'.")
+        corpus = ui.store_upload(FLASH, upload.name, lambda: corpora_data.add_upload(
+            sm, upload.name, upload, name, None if format == AUTO else format, text_field), added)
+        if corpus is not None:
             st.session_state.corpora_selected = corpus["id"]
         st.session_state.corpora_upload_round += 1
         st.rerun()
@@ -76,7 +70,7 @@ def import_line(run: dict) -> None:
     elif run["status"] == "failed":
         st.error(f"Import of {what} failed: {run['error']}")
     elif run["status"] in ACTIVE:
-        progress = min(max(float(run["progress"]), 0.0), 1.0)
+        progress = ui.fraction(run["progress"])
         size = f" of {ui.human_bytes(run['source_bytes'])}" if run["source_bytes"] is not None else ""
         st.progress(progress, text=f"Importing {what}: {ui.status_text(run)} ({progress:.0%}{size})")
     else:
@@ -93,13 +87,13 @@ def import_lines(runs: list[dict]) -> None:
 @st.fragment(run_every=2)
 def live_imports() -> None:
     """Refreshes itself while an import is under way; on a plain rerun it is simply drawn once."""
-    runs = data.list_imports(sm)
+    runs = corpora_data.list_imports(sm)
     import_lines(runs)
     if not any(r["status"] in ACTIVE for r in runs):
         st.rerun()  # the whole page: the new corpus joins the list
 
 
-imports = data.list_imports(sm)
+imports = corpora_data.list_imports(sm)
 active = {r["run_id"] for r in imports if r["status"] in ACTIVE}
 ended = st.session_state.get("corpora_imports_active", set()) - active
 if ended:  # an import followed here has finished: its corpus is the one to show
@@ -118,7 +112,7 @@ with st.container(border=True):
         st.caption(f"A worker reads the file from the import folder `{folder}` ({settings.IMPORT_DIR_ENV}) in "
                    f"the background: it never passes through the browser.")
         with ui.reported():
-            files, truncated = data.importable_files()
+            files, truncated = corpora_data.importable_files()
             if not files:
                 st.info("The import folder is empty: copy a corpus file (.txt, .jsonl, .csv or .tsv, optionally "
                         ".gz) into it, then reload this page.", icon=":material/folder_open:")
@@ -135,9 +129,9 @@ with st.container(border=True):
                     st.caption(f"Only the first {len(files):,} files are listed: use subfolders or fewer files.")
                 if st.button("Import", key="corpora_import", type="primary", icon=":material/move_to_inbox:"):
                     with ui.reported():
-                        run_id, reused = data.start_import(sm, connections.redis(), chosen_file, import_name,
-                                                           None if import_format == AUTO else import_format,
-                                                           import_field)
+                        run_id, reused = corpora_data.start_import(
+                            sm, connections.redis(), chosen_file, import_name,
+                            None if import_format == AUTO else import_format, import_field)
                         ui.flash(IMPORT_FLASH, "info" if reused else "success",
                                  f"{chosen_file} is already being imported (run {run_id})." if reused else
                                  f"Import of {chosen_file} queued as run {run_id}.")
@@ -149,7 +143,7 @@ with st.container(border=True):
         import_lines(imports)
 
 # --- list ---------------------------------------------------------------------------------------
-corpora = data.list_corpora(sm)
+corpora = corpora_data.list_corpora(sm)
 st.subheader("Stored corpora", anchor=False)
 if not corpora:
     st.info("No corpus yet: upload one above.", icon=":material/upload_file:")
@@ -168,29 +162,26 @@ st.dataframe(
         "distinct_words": st.column_config.NumberColumn("distinct words", format="localized"),
         "duplicates": st.column_config.NumberColumn("duplicate docs", format="localized"),
         "mean_length": st.column_config.NumberColumn("mean length (chars)", format="%.1f"),
-        "created": CREATED,
+        "created": ui.CREATED,
     },
 )
 
 # --- one corpus: preview and delete -------------------------------------------------------------
 by_id = {c["id"]: c for c in corpora}
-if st.session_state.get("corpora_selected") not in by_id:
-    st.session_state.corpora_selected = corpora[0]["id"]
-chosen = st.selectbox("Corpus", list(by_id), key="corpora_selected",
-                      format_func=lambda i: f"{i} · {by_id[i]['name']}")
+chosen = ui.choose("Corpus", by_id, "corpora_selected", lambda i: f"{i} · {by_id[i]['name']}")
 corpus = by_id[chosen]
 
 preview_tab, tokens_tab, delete_tab = st.tabs([":material/visibility: Preview", ":material/data_array: Tokenized",
                                                ":material/delete: Delete"])
 with preview_tab:
     with ui.reported():
-        lines = data.corpus_preview(sm, corpus["id"])
+        lines = corpora_data.corpus_preview(sm, corpus["id"])
         st.caption(f"The first {len(lines):,} of {count(corpus['documents'], 'document')} as stored "
                    f"(whitespace collapsed), from {corpus['source_name']}.")
         st.dataframe({"document": lines}, width="stretch", placeholder="", key="corpora_preview")
 
 with tokens_tab:
-    streams = data.token_caches(sm, corpus["id"])
+    streams = corpora_data.token_caches(sm, corpus["id"])
     if not streams:
         st.caption("Not tokenized yet: the first training run on this corpus tokenizes it once per tokenizer and "
                    "every later run maps that stream.")
@@ -204,7 +195,7 @@ with tokens_tab:
         if st.button("Drop the token streams", key="corpora_drop_tokens", icon=":material/delete_sweep:",
                      help="The next training run on this corpus tokenizes it again."):
             with ui.reported():
-                freed = data.drop_token_caches(sm, corpus["id"])
+                freed = corpora_data.drop_token_caches(sm, corpus["id"])
                 ui.flash(FLASH, "success", f"Dropped the token streams of corpus {corpus['id']} "
                                            f"({ui.human_bytes(freed)} freed).")
                 st.rerun()
@@ -216,14 +207,14 @@ with delete_tab:
             st.session_state.corpora_confirm_delete = corpus["id"]
             st.rerun()
     else:
-        analyses = data.count_analyses(sm, corpus["id"])
+        analyses = corpora_data.count_analyses(sm, corpus["id"])
         st.warning(f"Delete corpus {corpus['id']} '{corpus['name']}', its stored text and its "
                    f"{count(analyses, 'vocabulary analysis', 'vocabulary analyses')}? Expanded models already "
                    f"written stay on disk. This cannot be undone.")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", key="corpora_delete_yes", type="primary"):
             with ui.reported():
-                data.delete_corpus(sm, corpus["id"])
+                corpora_data.delete_corpus(sm, corpus["id"])
                 ui.flash(FLASH, "success", f"Deleted corpus {corpus['id']} '{corpus['name']}'.")
             st.session_state.pop("corpora_confirm_delete", None)
             st.rerun()

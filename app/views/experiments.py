@@ -5,14 +5,18 @@ chart of score against latency. Experiments stay: reopen, re-run and compare the
 
 import streamlit as st
 
-from app import charts, connections, data, experiments_data, tasks_data, ui
+from app import charts, connections, ui
 from app.connections import sessions
-from core.configs import STRATEGIES
-from core.judge.contamination import warning_lines
+from app.data import corpora as corpora_data
+from app.data import experiments as experiments_data
+from app.data import tasks as tasks_data
+from app.data import train as train_data
+from app.data.common import ACTIVE, duration
+from core.configs import PRESETS, STRATEGIES
 from core.formatting import count, points_difference, score_interval, seeds_spread
+from core.judge.contamination import warning_lines
 
 FLASH = "experiments_flash"
-ACTIVE = ("queued", "running")
 STRATEGY_HELP = {"adapt-then-distill": "adapt the teacher, then distil it into a fresh student",
                  "distill-then-adapt": "distil a general student, then adapt it",
                  "adapt-and-distill": "adapt the teacher and the general student, then distil one into the other"}
@@ -25,7 +29,7 @@ ui.show_flash(FLASH)
 
 
 def launch_form() -> None:
-    corpora = {c["id"]: c for c in data.list_corpora(sm)}
+    corpora = {c["id"]: c for c in corpora_data.list_corpora(sm)}
     tasks = {t["task_id"]: t for t in tasks_data.list_tasks(sm)}
     if not corpora or not tasks:
         st.info("An experiment needs a corpus and a labelled task: add them on the Corpora and Tasks pages, or try "
@@ -37,7 +41,7 @@ def launch_form() -> None:
                                   format_func=lambda i: f"{i} · {corpora[i]['name']}")
     task_id = cols[1].selectbox("Task", list(tasks), key="experiments_task",
                                 format_func=lambda i: f"{i} · {tasks[i]['name']} ({tasks[i]['type']})")
-    teachers = [m for m in data.model_choices(sm) if m["kind"] in ("bundled", "expansion")]
+    teachers = [m for m in train_data.model_choices(sm) if m["kind"] in ("bundled", "expansion")]
     labels = {m["spec"]: m["label"] for m in teachers}
     teacher = cols[2].selectbox("Teacher", list(labels), key="experiments_teacher", format_func=labels.get,
                                 help="The general model. Its vocabulary is expanded at the analysis's pick first "
@@ -45,7 +49,7 @@ def launch_form() -> None:
     strategies = st.multiselect("Strategies", list(STRATEGIES), default=d["strategies"], key="experiments_strategies",
                                 format_func=lambda s: f"{s}: {STRATEGY_HELP[s]}")
     cols = st.columns(4)
-    student = cols[0].selectbox("Student shape", ["auto", *data.STUDENT_PRESETS], key="experiments_student",
+    student = cols[0].selectbox("Student shape", ["auto", *PRESETS], key="experiments_student",
                                 format_func=lambda p: "half the teacher (default)" if p == "auto" else p)
     adapt_steps = cols[1].number_input("Adaptation steps", 1, 10_000_000, d["adapt_steps"], step=100,
                                        key="experiments_adapt_steps", help="Each adaptation gets these steps.")
@@ -130,7 +134,7 @@ def result_table(view: dict) -> None:
 
 def runs_table(view: dict) -> None:
     st.dataframe([{"run": r["run_id"], "kind": r["kind"], "for": r["strategy"] or "", "status": r["status"],
-                   "stage": r["stage"], "progress": 100 * (r["progress"] or 0), "wall time": data.duration(r["seconds"])}
+                   "stage": r["stage"], "progress": 100 * (r["progress"] or 0), "wall time": duration(r["seconds"])}
                   for r in view["runs"]], hide_index=True, width="stretch", placeholder="", key="experiments_runs",
                  column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=100,
                                                                             format="%.0f%%")})
@@ -140,9 +144,9 @@ def experiment_body(experiment_id: int) -> dict:
     view = experiments_data.experiment_view(sm, experiment_id)
     if view["status"] in ACTIVE:
         eta = view["eta_seconds"]
-        left = (f" · about {data.duration(eta)} left" + (" (first guess)" if view["eta_guess"] else "")
+        left = (f" · about {duration(eta)} left" + (" (first guess)" if view["eta_guess"] else "")
                 if eta is not None else " · time left: known once its first run finishes")
-        st.progress(min(max(view["progress"] or 0.0, 0.0), 1.0),
+        st.progress(ui.fraction(view["progress"]),
                     text=f"Experiment {experiment_id} · {view['status']} · {view['stage']}{left}")
     elif view["error"]:
         st.warning(f"Experiment {experiment_id} {view['status']}: {view['error']}. The rows that finished are shown; "
@@ -171,10 +175,8 @@ if not experiments:
 by_id = {e["experiment_id"]: e for e in experiments}
 if "experiments_select_next" in st.session_state:  # set by an action below the selectbox, on the last run
     st.session_state.experiments_selected = st.session_state.pop("experiments_select_next")
-if st.session_state.get("experiments_selected") not in by_id:
-    st.session_state.experiments_selected = experiments[0]["experiment_id"]
-chosen = st.selectbox("Experiment", list(by_id), key="experiments_selected",
-                      format_func=lambda i: f"{i} · {by_id[i]['name']} · {by_id[i]['status']}")
+chosen = ui.choose("Experiment", by_id, "experiments_selected",
+                   lambda i: f"{i} · {by_id[i]['name']} · {by_id[i]['status']}")
 status = by_id[chosen]["status"]
 if status in ACTIVE:
     live_body(chosen, status)

@@ -2,9 +2,12 @@
 
 import streamlit as st
 
-from app import connections, data, experiments_data, ui
+from app import connections, ui
 from app.connections import sessions
+from app.data import experiments as experiments_data
+from app.data import home as home_data
 from db import settings
+from db.models import RunKind
 from worker.demo import DEMO_EXPERIMENT, DEMO_MINUTES
 
 sm = sessions()
@@ -34,16 +37,16 @@ with st.container(border=True):
     if "experiments_selected" in st.session_state:
         st.page_link("views/experiments.py", label="Open the Experiment page", icon=":material/science:")
 
-summary = data.overview(sm)
-analyses = summary["runs"].get("analysis", {})
-expansions = summary["runs"].get("expansion", {})
+summary = home_data.overview(sm)
+analyses = summary["runs"].get(RunKind.analysis.value, {})
+expansions = summary["runs"].get(RunKind.expansion.value, {})
 with st.container(horizontal=True, key="home_counts"):  # each label as wide as it is, wrapping
     st.metric("Corpora", f"{summary['corpora']:,}")
     st.metric("Vocabulary analyses", f"{sum(analyses.values()):,}",
               help=", ".join(f"{n:,} {s}" for s, n in analyses.items()))
     st.metric("Expanded models", f"{expansions.get('succeeded', 0):,}")
     st.metric("Tasks", f"{summary['tasks']:,}")
-    st.metric("Experiments", f"{sum(summary['runs'].get('experiment', {}).values()):,}")
+    st.metric("Experiments", f"{sum(summary['runs'].get(RunKind.experiment.value, {}).values()):,}")
     st.metric("Queued or running", f"{summary['active']:,}")
 
 with st.container(horizontal=True, key="home_links"):  # each link as wide as its label, wrapping

@@ -4,8 +4,12 @@ and evaluations and benchmarks to launch."""
 
 import streamlit as st
 
-from app import charts, connections, data, models_data, tasks_data, ui
+from app import charts, connections, ui
 from app.connections import sessions
+from app.data import corpora as corpora_data
+from app.data import models as models_data
+from app.data import tasks as tasks_data
+from app.data.common import compact_count
 from core.formatting import count, score_interval, seeds_spread
 
 FLASH = "models_flash"
@@ -121,13 +125,13 @@ with one_tab:
         st.markdown(" ← ".join(f"**{step['name']}**" + (f" (corpus {step['corpus_id']})" if step.get("corpus_id")
                                                         else "") for step in detail["lineage"]))
         cols = st.columns(4)
-        cols[0].metric("Parameters", data.count(detail["parameters"]))
+        cols[0].metric("Parameters", compact_count(detail["parameters"]))
         cols[1].metric("Size on disk", ui.human_bytes(detail["size_bytes"]) if detail["size_bytes"] else "?")
         cols[2].metric("Latency, batch 1", f"{detail['speed']['latency_ms_p50']:.2f} ms" if detail["speed"] else "—")
         cols[3].metric("Throughput", f"{detail['speed']['throughput_per_s']:,.1f}/s" if detail["speed"] else "—")
         if detail["speed"]:
             measured = detail["speed"]
-            encoder = (f"; {data.count(measured['params'])} parameters in the encoder that was timed"
+            encoder = (f"; {compact_count(measured['params'])} parameters in the encoder that was timed"
                        if measured.get("threads") is not None and measured.get("params") else "")
             st.caption(f"Speed: the latest measurement, in {measured['context']}{encoder}. "
                        + models_data.noisy_note(measured))
@@ -208,7 +212,7 @@ with evaluate_tab:
 with bench_tab:
     chosen_specs = st.multiselect("Models (the first is the reference)", specs, key="models_bench_models",
                                   format_func=label)
-    corpora = {c["id"]: c["name"] for c in data.list_corpora(sm)}
+    corpora = {c["id"]: c["name"] for c in corpora_data.list_corpora(sm)}
     corpus_column, threads_column = st.columns([3, 1])
     corpus = corpus_column.selectbox("Also measure on corpus", [None, *corpora], key="models_bench_corpus",
                                      format_func=lambda c: "no corpus" if c is None else f"{c} · {corpora[c]}",

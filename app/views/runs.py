@@ -5,10 +5,13 @@ import json
 
 import streamlit as st
 
-from app import charts, connections, data, ui
+from app import charts, connections, ui
 from app.connections import sessions
+from app.data import runs as runs_data
+from app.data.common import ACTIVE, compact_count
 from core.formatting import score_interval, seeds_spread
-from worker.queues import redis_url
+from db.models import RunKind
+from worker.queueing.queues import redis_url
 
 FLASH = "runs_flash"
 LIMIT = 200
@@ -61,7 +64,7 @@ def progress_line(view: dict) -> None:
 
 
 def curves(run_id: int) -> None:
-    history = data.metric_history(sm, run_id)
+    history = runs_data.metric_history(sm, run_id)
     loss = charts.loss_figure(history)
     if loss is None:
         st.caption("No loss recorded yet.")
@@ -73,7 +76,7 @@ def curves(run_id: int) -> None:
 
 
 def log_section(run_id: int) -> None:
-    lines = data.log_tail(run_id, 40)
+    lines = runs_data.log_tail(run_id, 40)
     st.markdown("**Log** (the last 40 lines)")
     if lines:
         st.code("\n".join(lines), language=None)
@@ -89,16 +92,16 @@ def steps_section(view: dict) -> None:
 def body(view: dict) -> None:
     """Progress, curves and log (or a pipeline's steps, or an evaluation's dev curve)."""
     run_id = view["id"]
-    if view["status"] in data.ACTIVE:
+    if view["status"] in ACTIVE:
         progress_line(view)
-    if view["kind"] in ("pipeline", "experiment"):
+    if view["kind"] in runs_data.PARENTS:
         steps_section(view)
-    elif view["kind"] in data.TRAINABLE:
+    elif view["kind"] in runs_data.TRAINABLE:
         curves(run_id)
         log_section(run_id)
-    elif view["kind"] == "evaluation":
-        metric = view["params"].get("metric") or data.evaluation_metric(sm, run_id)
-        curve = charts.dev_curves_figure(data.metric_history(sm, run_id), metric) if metric else None
+    elif view["kind"] == RunKind.evaluation.value:
+        metric = view["params"].get("metric") or runs_data.evaluation_metric(sm, run_id)
+        curve = charts.dev_curves_figure(runs_data.metric_history(sm, run_id), metric) if metric else None
         if curve is not None:
             st.plotly_chart(curve, key="runs_dev_curve", config={"displaylogo": False})
         else:
@@ -130,10 +133,10 @@ def results(view: dict) -> None:
     result = view["result"]
     if not result:
         return
-    if view["kind"] == "evaluation":
+    if view["kind"] == RunKind.evaluation.value:
         evaluation_results(result)
         return
-    if view["kind"] == "benchmark":
+    if view["kind"] == RunKind.benchmark.value:
         st.dataframe(result["models"], hide_index=True, width="stretch", key="runs_bench", placeholder="")
         return
     cols = st.columns(4)
@@ -157,7 +160,7 @@ def results(view: dict) -> None:
     if result.get("student_parameters") and cols:
         teacher = result.get("teacher_parameters")
         ratio = teacher / result["student_parameters"] if teacher else None
-        cols.pop(0).metric("Student parameters", data.count(result["student_parameters"]),
+        cols.pop(0).metric("Student parameters", compact_count(result["student_parameters"]),
                            delta=f"{ratio:.1f}x smaller than the teacher" if ratio else None,
                            delta_color="off", delta_arrow="off")
     timing = result.get("timing") or {}
@@ -204,26 +207,26 @@ def lineage(view: dict) -> None:
 
 def actions(view: dict) -> None:
     rid, status, kind = view["id"], view["status"], view["kind"]
-    shown = [status in data.ACTIVE, kind in data.RESUMABLE_KINDS and status in RESUMABLE,
-             kind in data.TRAINABLE or kind == "pipeline"]
+    shown = [status in ACTIVE, kind in runs_data.RESUMABLE_KINDS and status in RESUMABLE,
+             kind in runs_data.TRAINABLE or kind == RunKind.pipeline.value]
     if not any(shown):
         return
     row = st.container(horizontal=True)
     cancel, resume, again = (row if s else None for s in shown)
     if cancel and cancel.button("Cancel", key="runs_cancel", icon=":material/stop_circle:"):
         with ui.reported(), st.spinner(f"Stopping run {rid}: a running job saves a checkpoint first…"):
-            data.cancel_run(sm, connections.redis() if redis_url() else None, rid)
+            runs_data.cancel_run(sm, connections.redis() if redis_url() else None, rid)
             ui.flash(FLASH, "info", f"Run {rid} cancelled."
-                     + (" Resume continues it from its last checkpoint." if kind in data.RESUMABLE_KINDS else ""))
+                     + (" Resume continues it from its last checkpoint." if kind in runs_data.RESUMABLE_KINDS else ""))
             st.rerun()
     if resume and resume.button("Resume", key="runs_resume", icon=":material/play_arrow:"):
         with ui.reported():
-            data.resume_run(sm, connections.redis(), rid)
+            runs_data.resume_run(sm, connections.redis(), rid)
             ui.flash(FLASH, "success", f"Run {rid} queued to resume from its last checkpoint.")
             st.rerun()
     if again and again.button("Run again", key="runs_again", icon=":material/replay:"):
         with ui.reported():
-            new = data.run_again(sm, connections.redis(), rid)
+            new = runs_data.run_again(sm, connections.redis(), rid)
             ui.flash(FLASH, "success", f"Run {rid} again with the same settings: queued "
                      + ", ".join(f"run {r['run_id']} ({r['kind']})" for r in new) + ".")
             st.query_params["run"] = str(new[0]["run_id"])  # selected on the rerun
@@ -255,7 +258,7 @@ def header(view: dict) -> None:
 
 def page() -> bool:
     """The whole page from one read of the store; whether a run is still queued or running."""
-    snapshot = data.runs_page(sm, LIMIT, choose())
+    snapshot = runs_data.runs_page(sm, LIMIT, choose())
     runs, view = snapshot["runs"], snapshot["view"]
     if not runs:
         st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
@@ -265,7 +268,7 @@ def page() -> bool:
     if view is None:  # a link to a run that does not exist (any more): say so, show the newest
         st.error(f"no run with id {st.session_state.runs_selected}", icon=":material/error:")
         st.session_state.runs_selected = None
-        view = data.runs_page(sm, LIMIT, None)["view"]
+        view = runs_data.runs_page(sm, LIMIT, None)["view"]
     # No status in the labels: a browser keeps an option's first label while its value stays chosen.
     labels = {r["id"]: f"{r['id']} · {r['kind']} · {r['created']}" for r in runs}
     labels.setdefault(view["id"], f"{view['id']} · {view['kind']} · {view['created']}")  # older than the list
@@ -285,7 +288,7 @@ def page() -> bool:
         st.caption(" · ".join(f"{k}: `{v}`" for k, v in detail.items() if v))
     with lineage_tab:
         lineage(view)
-    return any(r["status"] in data.ACTIVE for r in runs) or view["status"] in data.ACTIVE
+    return any(r["status"] in ACTIVE for r in runs) or view["status"] in ACTIVE
 
 
 @st.fragment(run_every=2)
@@ -296,7 +299,7 @@ def live_page() -> None:
         st.rerun()
 
 
-if data.any_active(sm):
+if runs_data.any_active(sm):
     live_page()
 else:
     page()

@@ -3,12 +3,11 @@ train), see the labels counted per split, delete."""
 
 import streamlit as st
 
-from app import tasks_data, ui
+from app import ui
 from app.connections import sessions
+from app.data import tasks as tasks_data
 
 FLASH = "tasks_flash"
-# Wide enough for the whole "2026-11-29 21:01".
-CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
 SPLIT_COUNTS = {split: st.column_config.NumberColumn(format="localized") for split in ("train", "dev", "test")}
 TYPES = {"classification": "Sequence classification: CSV, TSV or JSONL with text, label (and text_pair)",
          "ner": "Token classification (NER): CoNLL, a token and its tag per line, a blank line between sentences"}
@@ -18,6 +17,13 @@ st.title("Tasks")
 st.caption("A labelled task is how a model is judged: each model is fine-tuned on train with several seeds, the best "
            "dev epoch is kept, and it is scored on test. Relation classification is sequence classification with "
            "the entity markers inside the text.")
+
+
+def added(task: dict, created: bool) -> str:
+    sizes = ", ".join(f"{split} {n:,}" for split, n in task["sizes"].items())
+    return (f"Added task {task['task_id']} '{task['name']}': " if created else
+            f"This content already exists as task {task['task_id']} '{task['name']}': ") + sizes + "."
+
 
 with st.container(border=True):
     st.subheader("Add a task", anchor=False)
@@ -46,22 +52,10 @@ with st.container(border=True):
     dev = files[1].file_uploader("Dev file (optional)", type=tasks_data.TASK_UPLOAD_TYPES, key=f"tasks_dev_{round_}")
     test = files[2].file_uploader("Test file (optional)", type=tasks_data.TASK_UPLOAD_TYPES, key=f"tasks_test_{round_}")
     if st.button("Add task", key="tasks_add", type="primary", icon=":material/add:", disabled=train is None):
-        try:
-            with st.spinner(f"Reading {train.name}…"):
-                task, created = tasks_data.add_task_upload(
-                    sm, type_, (train.name, train), (dev.name, dev) if dev else None,
-                    (test.name, test) if test else None, name, text_field, pair_field, label_field, seed,
-                    dev_fraction, test_fraction)
-        except Exception as exc:
-            message = ui.error_message(exc)
-            if message is None:
-                raise
-            ui.flash(FLASH, "error", message)
-        else:
-            sizes = ", ".join(f"{split} {n:,}" for split, n in task["sizes"].items())
-            ui.flash(FLASH, "success" if created else "info",
-                     (f"Added task {task['task_id']} '{task['name']}': " if created else
-                      f"This content already exists as task {task['task_id']} '{task['name']}': ") + sizes + ".")
+        task = ui.store_upload(FLASH, train.name, lambda: tasks_data.add_task_upload(
+            sm, type_, (train.name, train), (dev.name, dev) if dev else None, (test.name, test) if test else None,
+            name, text_field, pair_field, label_field, seed, dev_fraction, test_fraction), added)
+        if task is not None:
             st.session_state.tasks_selected = task["task_id"]
             st.session_state.tasks_round += 1  # empties the uploaders: Streamlit drops the bytes it holds
         st.rerun()
@@ -78,12 +72,10 @@ st.dataframe([{"id": t["task_id"], "name": t["name"], "type": t["type"],
              hide_index=True, width="stretch", placeholder="", key="tasks_table",
              column_config={"id": st.column_config.NumberColumn(format="%d", width="small"),
                             "labels": st.column_config.NumberColumn("labels / entity types", format="%d"),
-                            **SPLIT_COUNTS, "created": CREATED})
+                            **SPLIT_COUNTS, "created": ui.CREATED})
 
 by_id = {t["task_id"]: t for t in tasks}
-if st.session_state.get("tasks_selected") not in by_id:
-    st.session_state.tasks_selected = tasks[0]["task_id"]
-chosen = st.selectbox("Task", list(by_id), key="tasks_selected", format_func=lambda i: f"{i} · {by_id[i]['name']}")
+chosen = ui.choose("Task", by_id, "tasks_selected", lambda i: f"{i} · {by_id[i]['name']}")
 task = by_id[chosen]
 st.caption(" · ".join(f"{split}: {how}" for split, how in task["origin"].items()))
 st.markdown("**Entities per type**" if task["type"] == "ner" else "**Examples per label**")

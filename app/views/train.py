@@ -3,15 +3,20 @@ the paper's three orders. Shows what a launch would do (tokens, sizes, epochs) b
 
 import streamlit as st
 
-from app import connections, data, ui
+from app import connections, ui
 from app.connections import sessions
+from app.data import corpora as corpora_data
+from app.data import train as train_data
+from app.data.common import compact_count
+from core.configs import PRESETS, SHAPE_FIELDS
 from core.formatting import where_runs_go
+from db.models import RunKind
 
 FLASH = "train_flash"
 OTHER = "other"
 MODE_LABELS = {
-    "adaptation": "Adaptation only: continue MLM pretraining of the teacher",
-    "distillation": "Distillation only: teacher → small student (MiniLM)",
+    RunKind.adaptation.value: "Adaptation only: continue MLM pretraining of the teacher",
+    RunKind.distillation.value: "Distillation only: teacher → small student (MiniLM)",
     "adapt-then-distill": "Pipeline: adapt the teacher, then distil it",
     "distill-then-adapt": "Pipeline: distil, then adapt the small student",
     "adapt-and-distill": "Pipeline: adapt teacher and a small pretrained student, then distil (AdaLM)",
@@ -44,7 +49,7 @@ def shape_caption(shape: dict | None) -> str:
     if not shape:
         return "size unknown until the model is local"
     return (f"{shape['layers']} layers · {shape['hidden']} hidden · {shape['heads']} heads · "
-            f"{shape['vocab_size']:,} tokens · {data.count(shape['parameters'])} parameters")
+            f"{shape['vocab_size']:,} tokens · {compact_count(shape['parameters'])} parameters")
 
 
 def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
@@ -60,7 +65,7 @@ def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
     shape = None
     try:
         if teacher:
-            shape = data.model_shape(sm, teacher)
+            shape = train_data.model_shape(sm, teacher)
             st.caption(f"Teacher: {shape_caption(shape)}")
     except Exception as exc:  # a spec that cannot work: the estimate below says why
         if ui.error_message(exc) is None:
@@ -69,12 +74,12 @@ def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
 
 
 def preset_label(preset: str, teacher: dict | None) -> str:
-    if preset != data.AUTO_STUDENT:
-        return "{} · {} × {}, {} heads".format(preset, *data.STUDENT_PRESETS[preset][:3])
-    shape = data.student_shape({"student": preset}, teacher)
+    if preset != train_data.AUTO_STUDENT:
+        return "{} · {} × {}, {} heads".format(preset, *PRESETS[preset][:3])
+    shape = train_data.student_shape({"student": preset}, teacher)
     if shape is None:
         return "half the teacher (its shape is not known yet)"
-    return f"half the teacher · L{shape['layers']}-H{shape['hidden']} · {shape['layers']} × {shape['hidden']}, " \
+    return f"half the teacher · {train_data.shape_name(shape)} · {shape['layers']} × {shape['hidden']}, " \
            f"{shape['heads']} heads"
 
 
@@ -92,7 +97,7 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
                             "tokens, is adapted, then learns from the adapted teacher. Its own shape is used.")
         return {"student_init": spec, **allow}
     left, middle, right = st.columns([1, 1, 2])
-    presets = [data.AUTO_STUDENT, *data.STUDENT_PRESETS]
+    presets = [train_data.AUTO_STUDENT, *PRESETS]
     preset = left.selectbox("Shape", presets, key="train_student", format_func=lambda p: preset_label(p, teacher),
                             help="By default the paper's ratio: half the teacher's layers and hidden width (the "
                                  "paper's 6 × 384 student comes from a 12 × 768 teacher).")
@@ -107,8 +112,8 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
                                      "Its vocabulary must be the teacher's.")
     shape = None
     if init != "model" and st.checkbox("Set the shape explicitly", key="train_explicit"):
-        start = data.student_shape({"student": preset}, teacher) or dict(zip(data.SHAPE_KEYS, (3, 192, 6, 768)))
-        layers, hidden, heads, intermediate = (start[k] for k in data.SHAPE_KEYS)
+        start = train_data.student_shape({"student": preset}, teacher) or dict(zip(SHAPE_FIELDS, (3, 192, 6, 768)))
+        layers, hidden, heads, intermediate = (start[k] for k in SHAPE_FIELDS)
         cols = st.columns(4)
         shape = {
             "layers": cols[0].number_input("Layers", 1, 48, layers, key="train_layers"),
@@ -120,28 +125,33 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
     return {"student": preset, "init": init_spec, "shape": shape, **allow}
 
 
-def optimisation_section(stages: set[str]) -> dict:
-    defaults = data.TRAIN_DEFAULTS
+# Per trained stage: how its runs are named in the help, and the step of its learning-rate input.
+STAGE_INPUTS = {RunKind.adaptation: ("each adaptation run", 1e-5), RunKind.distillation: ("the distillation run", 1e-4)}
+
+
+def stage_inputs(kind: RunKind, steps_col, lr_col) -> dict:
+    """The steps and peak learning rate of one trained stage (adapt_steps, adapt_lr...)."""
+    defaults, name = train_data.TRAIN_DEFAULTS, train_data.STAGE_CHOICES[kind]
+    runs, lr_step = STAGE_INPUTS[kind]
+    label = kind.value.capitalize()
+    return {
+        f"{name}_steps": steps_col.number_input(
+            f"{label} steps", 1, 10_000_000, defaults[f"{name}_steps"], step=100, key=f"train_{name}_steps",
+            help=f"Optimizer steps of {runs}."),
+        f"{name}_lr": lr_col.number_input(
+            f"{label} lr", 1e-7, 1.0, defaults[f"{name}_lr"], step=lr_step, format="%.1e", key=f"train_{name}_lr",
+            help=f"Peak learning rate of {kind.value} (default {defaults[f'{name}_lr']:.0e})."),
+    }
+
+
+def optimisation_section(stages: set[RunKind]) -> dict:
+    defaults = train_data.TRAIN_DEFAULTS
     st.subheader("Steps and optimisation", anchor=False)
-    trained = [stage for stage in ("adaptation", "distillation") if stage in stages]
+    trained = [kind for kind in train_data.STAGE_CHOICES if kind in stages]
     cols = st.columns(2 * len(trained) + 2)  # steps and lr of each stage the mode runs, no empty column
-    steps_col = {stage: cols[i] for i, stage in enumerate(trained)}
-    lr_col = {stage: cols[len(trained) + i] for i, stage in enumerate(trained)}
     choices = {}
-    if "adaptation" in stages:
-        choices["adapt_steps"] = steps_col["adaptation"].number_input(
-            "Adaptation steps", 1, 10_000_000, defaults["adapt_steps"], step=100, key="train_adapt_steps",
-            help="Optimizer steps of each adaptation run.")
-        choices["adapt_lr"] = lr_col["adaptation"].number_input(
-            "Adaptation lr", 1e-7, 1.0, defaults["adapt_lr"], step=1e-5, format="%.1e", key="train_adapt_lr",
-            help=f"Peak learning rate of adaptation (default {defaults['adapt_lr']:.0e}).")
-    if "distillation" in stages:
-        choices["distill_steps"] = steps_col["distillation"].number_input(
-            "Distillation steps", 1, 10_000_000, defaults["distill_steps"], step=100, key="train_distill_steps",
-            help="Optimizer steps of the distillation run.")
-        choices["distill_lr"] = lr_col["distillation"].number_input(
-            "Distillation lr", 1e-7, 1.0, defaults["distill_lr"], step=1e-4, format="%.1e", key="train_distill_lr",
-            help=f"Peak learning rate of distillation (default {defaults['distill_lr']:.0e}).")
+    for i, kind in enumerate(trained):
+        choices |= stage_inputs(kind, cols[i], cols[len(trained) + i])
     choices["batch_size"] = cols[-2].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
                                                   help="Blocks per micro-batch.")
     choices["seq_len"] = cols[-1].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
@@ -172,7 +182,7 @@ def optimisation_section(stages: set[str]) -> dict:
                                                            defaults["checkpoint_every"], key="train_checkpoint_every",
                                                            help="Steps between checkpoints (resume starts there).")
         cols = st.columns(4)
-        if "adaptation" in stages:
+        if RunKind.adaptation in stages:
             choices["mask_probability"] = cols[0].number_input("Mask probability", 0.01, 0.99,
                                                                defaults["mask_probability"], step=0.01,
                                                                key="train_mask_probability")
@@ -181,7 +191,7 @@ def optimisation_section(stages: set[str]) -> dict:
                 "Head warm-up", 0.0, 1_000_000.0, float(defaults["head_warmup"]), step=0.05, key="train_head_warmup",
                 help="When the teacher has no trained MLM head (the bundled model): train the new head alone, the "
                      "encoder frozen, for this fraction of the steps (< 1) or number of steps first; 0 skips it.")
-        if "distillation" in stages:
+        if RunKind.distillation in stages:
             choices["version"] = cols[1].selectbox("MiniLM version", ["v2", "v1"], key="train_version",
                                                    help="v2: Q-Q, K-K, V-V relations; v1: attention + value.")
             choices["teacher_layer"] = cols[2].number_input("Teacher layer", -48, 47, defaults["teacher_layer"],
@@ -196,7 +206,7 @@ def optimisation_section(stages: set[str]) -> dict:
 
 
 def estimate_section(choices: dict, corpus: dict) -> None:
-    estimate = data.training_estimate(sm, choices, corpus["words"])
+    estimate = train_data.training_estimate(sm, choices, corpus["words"])
     with st.container(border=True):
         st.subheader("Estimate", anchor=False)
         cols = st.columns(4)
@@ -204,13 +214,13 @@ def estimate_section(choices: dict, corpus: dict) -> None:
                        help="batch size × gradient accumulation × sequence length")
         cols[1].metric("Total tokens", f"{estimate['total_tokens']:,}", help="over all runs of this launch")
         teacher, student = estimate["teacher"], estimate["student"]
-        cols[2].metric("Teacher parameters", data.count(teacher["parameters"]) if teacher else "?",
+        cols[2].metric("Teacher parameters", compact_count(teacher["parameters"]) if teacher else "?",
                        help="as a BertForMaskedLM, from the model's configuration")
         if student and student.get("parameters"):
             ratio = teacher["parameters"] / student["parameters"] if teacher else None
             if ratio is not None:
                 ratio = f"{ratio:.1f}x smaller" if ratio >= 1.05 else f"{1 / ratio:.2f}x the teacher's size"
-            cols[3].metric("Student parameters", data.count(student["parameters"]), delta=ratio,
+            cols[3].metric("Student parameters", compact_count(student["parameters"]), delta=ratio,
                            delta_color="off", delta_arrow="off")
         st.dataframe(
             [{"run": i + 1, "does": s["what"], "steps": s["steps"], "tokens": s["tokens"],
@@ -229,20 +239,20 @@ def estimate_section(choices: dict, corpus: dict) -> None:
 
 
 # --- the form ------------------------------------------------------------------------------------
-by_id = ui.corpora_or_stop(data.list_corpora(sm), "train_corpus")
-models = data.model_choices(sm)
+by_id = ui.corpora_or_stop(corpora_data.list_corpora(sm))
+models = train_data.model_choices(sm)
 
 top = st.columns(2)
-corpus_id = top[0].selectbox("Corpus", list(by_id), key="train_corpus",
-                             format_func=lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['words']:,} words)")
+corpus_id = ui.choose("Corpus", by_id, "train_corpus",
+                      lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['words']:,} words)", top[0])
 st.session_state.setdefault("train_mode", "adapt-then-distill")
 mode = top[1].selectbox("What to run", list(MODE_LABELS), key="train_mode", format_func=MODE_LABELS.get,
                         help="The paper compares the three orders; adapt-and-distill was best.")
-stages = {kind for kind, _ in data.mode_stages(mode)}
+stages = {kind for kind, _ in train_data.mode_stages(mode)}
 
 teacher_spec, teacher_shape = teacher_section(models)
 choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_spec}
-if "distillation" in stages:
+if RunKind.distillation in stages:
     choices |= student_section(mode, models, teacher_shape)
 choices |= optimisation_section(stages)
 estimate_section(choices, by_id[corpus_id])
@@ -253,7 +263,7 @@ if health["reachable"]:
     getattr(st, level)(line, icon=":material/hourglass:" if level == "warning" else ":material/memory:")
 if st.button("Launch", key="train_launch", type="primary", icon=":material/rocket_launch:"):
     with ui.reported():
-        runs = data.start_training(sm, connections.redis(), choices)
+        runs = train_data.start_training(sm, connections.redis(), choices)
         first = runs[0]
         steps = " → ".join(f"{r['run_id']} {r['kind']}" for r in runs if r["kind"] != "pipeline")
         what = f"Pipeline {first['run_id']} ({mode}) queued: runs {steps}." if first["kind"] == "pipeline" \

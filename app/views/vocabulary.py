@@ -3,13 +3,15 @@ with the threshold, compare tokenizations at any size, and write the expanded mo
 
 import streamlit as st
 
-from app import charts, connections, data, tokenization, ui
+from app import charts, connections, tokenization, ui
 from app.connections import sessions
+from app.data import corpora as corpora_data
+from app.data import vocabulary as vocabulary_data
+from app.data.common import ACTIVE
 from core.formatting import count
 from db.models import RunKind
 
 FLASH, EXPAND_FLASH = "vocab_flash", "vocab_expand_flash"
-ACTIVE = ("queued", "running")
 
 sm = sessions()
 st.title("Vocabulary")
@@ -17,19 +19,16 @@ st.caption("How many domain tokens are worth adding? P(D), the mean log-probabil
            "tokens learnt from the corpus are added; the pick is the first size whose gain falls to the threshold.")
 
 
-worker_warning = ui.worker_warning
-
-
 @st.fragment(run_every=2)
 def live_progress(analysis_id: int) -> None:
     """Refreshes itself while the page is open; on a plain rerun it is simply drawn once."""
-    view = data.analysis_view(sm, analysis_id)
+    view = vocabulary_data.analysis_view(sm, analysis_id)
     if view["status"] not in ACTIVE:
         st.rerun()  # the whole page: results or the error replace the progress bar
-    progress = min(max(float(view["progress"]), 0.0), 1.0)
+    progress = ui.fraction(view["progress"])
     st.progress(progress, text=f"Analysis {analysis_id} {ui.status_text(view)} ({progress:.0%})")
     if view["status"] == "queued":
-        worker_warning(RunKind.analysis)
+        ui.worker_warning(RunKind.analysis)
 
 
 def expansion_line(run: dict) -> None:
@@ -43,7 +42,7 @@ def expansion_line(run: dict) -> None:
     elif run["status"] == "failed":
         st.error(f"Run {run['run_id']} · {size} · failed: {run['error']}")
     elif run["status"] in ACTIVE:
-        progress = min(max(float(run["progress"]), 0.0), 1.0)
+        progress = ui.fraction(run["progress"])
         st.progress(progress, text=f"Run {run['run_id']} · {size} · {ui.status_text(run)}")
     else:
         st.warning(f"Run {run['run_id']} · {size} · {run['status']}")
@@ -51,13 +50,13 @@ def expansion_line(run: dict) -> None:
 
 @st.fragment(run_every=2)
 def live_expansions(analysis_run_id: int) -> None:
-    runs = data.list_expansions(sm, analysis_run_id)
+    runs = vocabulary_data.list_expansions(sm, analysis_run_id)
     for run in runs:
         expansion_line(run)
     if not any(r["status"] in ACTIVE for r in runs):
         st.rerun()
     if any(r["status"] == "queued" for r in runs):
-        worker_warning(RunKind.expansion)
+        ui.worker_warning(RunKind.expansion)
 
 
 def pick_section(view: dict) -> tuple[dict, float]:
@@ -120,7 +119,7 @@ def compare_section(view: dict, corpus_id: int, available: int) -> int:
     text_key = f"vocab_text_{corpus_id}"
     if text_key not in st.session_state:  # start from the corpus's own text
         with ui.reported():
-            st.session_state[text_key] = " ".join(data.corpus_preview(sm, corpus_id, 3))[:400]
+            st.session_state[text_key] = " ".join(corpora_data.corpus_preview(sm, corpus_id, 3))[:400]
     text = right.text_area("Text to tokenize", key=text_key, height=100)
     with ui.reported():
         base_tok = tokenization.base_tokenizer(view["base_model"])
@@ -146,11 +145,11 @@ def expansion_section(view: dict, size: int) -> None:
     if st.button(f"Create expanded model at {size:,} tokens", key="vocab_expand", type="primary",
                  icon=":material/library_add:"):
         with ui.reported():
-            run_id = data.start_expansion(sm, connections.redis(), view["id"], size)
+            run_id = vocabulary_data.start_expansion(sm, connections.redis(), view["id"], size)
             ui.flash(EXPAND_FLASH, "info", f"Expansion queued as run {run_id}.")
             st.rerun()
     ui.show_flash(EXPAND_FLASH)
-    runs = data.list_expansions(sm, view["run_id"])
+    runs = vocabulary_data.list_expansions(sm, view["run_id"])
     if any(r["status"] in ACTIVE for r in runs):
         live_expansions(view["run_id"])
     else:
@@ -160,7 +159,7 @@ def expansion_section(view: dict, size: int) -> None:
 
 def results(view: dict, corpus_id: int) -> None:
     """A finished analysis: threshold and pick, curve and points, tokenizations, expansion."""
-    tokens = data.incremental_tokens(view)
+    tokens = vocabulary_data.incremental_tokens(view)
     picked, threshold = pick_section(view)
     # The chosen size follows the pick whenever the pick moves; in between the user may change it.
     size_key, pick_key = f"vocab_size_{view['id']}", f"vocab_size_pick_{view['id']}"
@@ -172,13 +171,12 @@ def results(view: dict, corpus_id: int) -> None:
 
 
 # --- choose a corpus and an analysis ------------------------------------------------------------
-by_id = ui.corpora_or_stop(data.list_corpora(sm), "vocab_corpus")
+by_id = ui.corpora_or_stop(corpora_data.list_corpora(sm))
 top = st.columns(2)
-corpus_id = top[0].selectbox("Corpus", list(by_id), key="vocab_corpus",
-                             format_func=lambda i: f"{i} · {by_id[i]['name']} "
-                                                   f"({count(by_id[i]['documents'], 'document')})")
+corpus_id = ui.choose("Corpus", by_id, "vocab_corpus",
+                      lambda i: f"{i} · {by_id[i]['name']} ({count(by_id[i]['documents'], 'document')})", top[0])
 
-analyses = data.list_analyses(sm, corpus_id)
+analyses = vocabulary_data.list_analyses(sm, corpus_id)
 # No status in the labels: a browser keeps an option's first label while its value stays chosen, so
 # "running" would stay in the box after the analysis finished; the progress bar or the results say it.
 labels = {a["id"]: f"{a['id']} · {a['base_model']} · step {a['step']:,} · max {a['max_added']:,}" for a in analyses}
@@ -208,8 +206,8 @@ with st.expander("New analysis", expanded=not analyses, icon=":material/add_char
         started = st.form_submit_button("Start analysis", type="primary", icon=":material/play_arrow:")
     if started:
         with ui.reported():
-            new_id, reused = data.start_analysis(sm, connections.redis(), corpus_id, base, step, max_added,
-                                                 threshold, min_frequency)
+            new_id, reused = vocabulary_data.start_analysis(sm, connections.redis(), corpus_id, base, step,
+                                                            max_added, threshold, min_frequency)
             st.session_state.vocab_pending = new_id
             st.session_state[f"vocab_threshold_{new_id}"] = threshold * 100
             ui.flash(FLASH, "info" if reused else "success",
@@ -223,7 +221,7 @@ if analysis_id is None:
     st.stop()
 
 with ui.reported():
-    view = data.analysis_view(sm, analysis_id)
+    view = vocabulary_data.analysis_view(sm, analysis_id)
     if view["status"] in ACTIVE:
         live_progress(analysis_id)
     elif view["status"] == "failed":

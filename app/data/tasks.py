@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data import uploads_dir, write_upload
+from app.data.common import upload_folder, write_upload
 from db import store
 from worker import evaluation
+from db.models import Task
 
 TASK_UPLOAD_TYPES = ["csv", "tsv", "jsonl", "gz", "conll", "txt", "bio", "iob"]
 
@@ -22,9 +21,7 @@ def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str
                     label_field: str = "label", seed: int = 0, dev_fraction: float = 0.1,
                     test_fraction: float = 0.1) -> tuple[dict, bool]:
     """Write the uploaded files to storage, store the task, and remove the copies: (task, created)."""
-    folder = uploads_dir() / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    try:
+    with upload_folder() as folder:
         paths = {split: write_upload(folder / split, *upload) if upload else None
                  for split, upload in (("train", train), ("dev", dev), ("test", test))}
         task, created = evaluation.add_task(sessions, paths["train"], type, paths["dev"], paths["test"],
@@ -32,15 +29,13 @@ def add_task_upload(sessions: sessionmaker[Session], type: str, train: tuple[str
                                             text_field.strip() or "text", pair_field.strip() or "text_pair",
                                             label_field.strip() or "label", int(seed), float(dev_fraction),
                                             float(test_fraction))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return evaluation.task_dict(task), created
 
 
 def list_tasks(sessions: sessionmaker[Session]) -> list[dict]:
     """All tasks, newest first; read fresh (one small query), like the corpora."""
     with sessions.begin() as session:
-        return [evaluation.task_dict(t) for t in store.list_tasks(session)]
+        return [evaluation.task_dict(t) for t in store.rows(session, Task)]
 
 
 def delete_task(sessions: sessionmaker[Session], task_id: int) -> None:

@@ -10,10 +10,11 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data import metric_history
+from app.data.common import queue_runs
+from app.data.runs import metric_history
 from core.formatting import count, score_interval, seeds_spread
 from db.models import Evaluation, Measurement, Run, Task
-from worker import evaluation, models
+from worker import catalogue, evaluation
 
 
 def list_models(sessions: sessionmaker[Session]) -> list[dict]:
@@ -22,10 +23,10 @@ def list_models(sessions: sessionmaker[Session]) -> list[dict]:
     instead of one query per evaluation (the session finds them by id while they are held here:
     its identity map keeps only weak references)."""
     with sessions.begin() as session:
-        records = models.list_models(session)
+        records = catalogue.list_models(session)
         loaded = (session.scalars(select(Run).join(Evaluation, Evaluation.run_id == Run.id)).all(),
                   session.scalars(select(Task)).all())
-        summaries = [models.model_summary(session, record) for record in records]
+        summaries = [catalogue.model_summary(session, record) for record in records]
         del loaded
         return summaries
 
@@ -158,7 +159,7 @@ def tradeoff_rows(rows: list[dict], task_id: int | None, speed: dict[int, dict],
 def model_detail(sessions: sessionmaker[Session], spec: str) -> dict:
     """A model's summary, lineage and every evaluation of it (finished or not)."""
     with sessions.begin() as session:
-        record = models.ensure_model(session, spec)
+        record = catalogue.ensure_model(session, spec)
         evaluations = [{"run_id": e.run_id, "task": e.task.name, "task_id": e.task_id, "metric": e.metric,
                         "status": e.run.status.value, "seeds": e.seeds,
                         "mean": (e.results or {}).get("test", {}).get(e.metric),
@@ -166,37 +167,30 @@ def model_detail(sessions: sessionmaker[Session], spec: str) -> dict:
                         "ci95": ((e.results or {}).get("test", {}).get("ci95") or {}).get(e.metric),
                         "converged": (e.results or {}).get("converged")}
                        for e in sorted(record.evaluations, key=lambda e: e.run_id, reverse=True)]
-        return {**models.model_summary(session, record), "lineage": models.lineage(session, record),
+        return {**catalogue.model_summary(session, record), "lineage": catalogue.lineage(session, record),
                 "evaluations": evaluations}
 
 
 def start_evaluation(sessions: sessionmaker[Session], connection: Redis, spec: str, task_id: int,
                      params: dict) -> int:
     """Queue an evaluation of a model on a task; its run id."""
-    from worker.submit import submit_runs
-
-    connection.ping()  # fail before a run row exists that no worker would ever see
-    run = evaluation.create_evaluation(sessions, spec, task_id, params)
-    submit_runs(sessions, connection, [run])
-    return run.id
+    runs = queue_runs(sessions, connection, lambda: [evaluation.create_evaluation(sessions, spec, task_id, params)])
+    return runs[0].id
 
 
 def start_benchmark(sessions: sessionmaker[Session], connection: Redis, specs: list[str],
                     corpus_id: int | None = None, threads: int | None = None) -> int:
     """Queue a benchmark of the models side by side (the first is the reference), with torch pinned
     to `threads` (None: the default, one); its run id."""
-    from worker.submit import submit_runs
-
-    connection.ping()
-    run = evaluation.create_benchmark(sessions, specs, {"threads": threads}, corpus_id)
-    submit_runs(sessions, connection, [run])
-    return run.id
+    runs = queue_runs(sessions, connection,
+                      lambda: [evaluation.create_benchmark(sessions, specs, {"threads": threads}, corpus_id)])
+    return runs[0].id
 
 
 def zip_bytes(sessions: sessionmaker[Session], spec: str) -> bytes:
     """The model folder as a zip with its model card (built when the download is clicked)."""
     with tempfile.TemporaryDirectory() as folder:
-        return models.export_zip(sessions, spec, Path(folder) / "model.zip").read_bytes()
+        return catalogue.export_zip(sessions, spec, Path(folder) / "model.zip").read_bytes()
 
 
 def compare(sessions: sessionmaker[Session], first: str, second: str) -> dict:
@@ -205,8 +199,8 @@ def compare(sessions: sessionmaker[Session], first: str, second: str) -> dict:
     infos, histories = {}, {}
     with sessions.begin() as session:
         for spec in (first, second):
-            record = models.ensure_model(session, spec)
-            info = models.card_info(session, record)
+            record = catalogue.ensure_model(session, spec)
+            info = catalogue.card_info(session, record)
             infos[spec] = {**{f"shape.{k}": v for k, v in info.get("shape", {}).items()},
                            **{f"vocabulary.{k}": v for k, v in info.get("vocabulary", {}).items()},
                            **{f"{stage}.{k}": v for stage, values in info.get("training", {}).items()
@@ -214,7 +208,7 @@ def compare(sessions: sessionmaker[Session], first: str, second: str) -> dict:
                            "strategy": info.get("strategy"), "base model": info.get("base_model"),
                            "corpus": (info.get("corpus") or {}).get("name")}
             histories[spec] = record.run_id
-        scores = {spec: models.model_summary(session, models.ensure_model(session, spec))["scores"]
+        scores = {spec: catalogue.model_summary(session, catalogue.ensure_model(session, spec))["scores"]
                   for spec in (first, second)}
     keys = list(dict.fromkeys([*infos[first], *infos[second]]))
     settings = [{"setting": k, first: _text(infos[first].get(k)), second: _text(infos[second].get(k)),
@@ -239,11 +233,6 @@ def score_pairs(scores: dict[str, list[dict]], first: str, second: str) -> list[
 
 def _text(value) -> str:
     return "" if value is None else str(value)
-
-
-def producing_run(sessions: sessionmaker[Session], spec: str) -> int | None:
-    with sessions.begin() as session:
-        return models.ensure_model(session, spec).run_id
 
 
 def evaluation_history(sessions: sessionmaker[Session], run_id: int) -> dict:

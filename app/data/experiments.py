@@ -8,7 +8,7 @@ from collections import Counter
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data import check_readable
+from app.data.common import check_readable, queue_runs
 from core.configs import STRATEGIES
 from worker import experiments
 
@@ -21,40 +21,28 @@ EXPERIMENT_DEFAULTS = {"strategies": list(STRATEGIES), "adapt_steps": 300, "dist
 def start_experiment(sessions: sessionmaker[Session], connection: Redis, choices: dict) -> int:
     """Record and queue an experiment from the page's choices; its run id. Nothing is recorded
     when a setting cannot work."""
-    from worker.submit import submit_runs
-
     c = {**EXPERIMENT_DEFAULTS, **choices}
     check_readable(c["teacher"], c.get("student_init"))
     training = {"batch_size": int(c["batch_size"]), "seq_len": int(c["seq_len"])}
     student = {} if c["student"] == "auto" else {"student": c["student"]}
-    connection.ping()  # fail before a run row exists that no worker would ever see
-    runs = experiments.create_experiment(
+    runs = queue_runs(sessions, connection, lambda: experiments.create_experiment(
         sessions, int(c["corpus_id"]), int(c["task_id"]), c["teacher"], c["strategies"], student,
         c.get("student_init") or None, {**training, "steps": int(c["adapt_steps"])},
         {**training, "steps": int(c["distill_steps"])}, {"seeds": int(c["seeds"]), "epochs": int(c["epochs"])},
-        {}, c["expand"], {}, (c.get("name") or "").strip() or None)
-    submit_runs(sessions, connection, runs)
+        {}, c["expand"], {}, (c.get("name") or "").strip() or None))
     return runs[0].id
 
 
 def start_demo(sessions: sessionmaker[Session], connection: Redis) -> int:
     """Build the sample corpus and task from the installed packages and queue the tiny experiment."""
     from worker.demo import create_demo
-    from worker.submit import submit_runs
 
-    connection.ping()
-    runs = create_demo(sessions)
-    submit_runs(sessions, connection, runs)
-    return runs[0].id
+    return queue_runs(sessions, connection, lambda: create_demo(sessions))[0].id
 
 
 def rerun(sessions: sessionmaker[Session], connection: Redis, experiment_id: int) -> int:
-    from worker.submit import submit_runs
-
-    connection.ping()
-    runs = experiments.rerun(sessions, experiment_id)
-    submit_runs(sessions, connection, runs)
-    return runs[0].id
+    """Queue the experiment again with its settings; the new experiment's run id."""
+    return queue_runs(sessions, connection, lambda: experiments.rerun(sessions, experiment_id))[0].id
 
 
 def list_experiments(sessions: sessionmaker[Session]) -> list[dict]:
