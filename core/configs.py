@@ -47,10 +47,14 @@ def check_number(name: str, value: float, least: float = 0.0, above: bool = Fals
         raise ConfigError(f"{name} must be {bound}, got {value}")
 
 
+SEQUENCE_TOKENS = (8, 8192)  # the least and most tokens per sequence a run may ask for
+
+
 def check_sequence(name: str, value: int) -> None:
-    """Tokens per sequence: 8 to 8192."""
-    if not 8 <= value <= 8192:
-        raise ConfigError(f"{name} must be between 8 and 8192, got {value}")
+    """Tokens per sequence: within SEQUENCE_TOKENS."""
+    least, most = SEQUENCE_TOKENS
+    if not least <= value <= most:
+        raise ConfigError(f"{name} must be between {least} and {most}, got {value}")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -12,7 +12,7 @@ from app.data import experiments as experiments_data
 from app.data import tasks as tasks_data
 from app.data import train as train_data
 from app.data.common import ACTIVE, duration
-from core.configs import PRESETS, STRATEGIES
+from core.configs import PRESETS, SEQUENCE_TOKENS, STRATEGIES
 from core.formatting import count, points_difference, score_interval, seeds_spread
 from core.judge.contamination import warning_lines
 
@@ -58,7 +58,7 @@ def launch_form() -> None:
     seeds = cols[3].number_input("Fine-tuning seeds", 1, 20, d["seeds"], key="experiments_seeds")
     cols = st.columns(4)
     batch = cols[0].number_input("Batch size", 1, 4096, d["batch_size"], key="experiments_batch")
-    seq_len = cols[1].number_input("Sequence length", 8, 8192, d["seq_len"], step=32, key="experiments_seq_len")
+    seq_len = cols[1].number_input("Sequence length", *SEQUENCE_TOKENS, d["seq_len"], step=32, key="experiments_seq_len")
     epochs = cols[2].number_input("Most fine-tuning epochs", 1, 100, d["epochs"], key="experiments_epochs",
                                   help="Early stopping on dev usually ends a seed sooner.")
     name = cols[3].text_input("Name", key="experiments_name", placeholder="optional")

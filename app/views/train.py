@@ -8,7 +8,7 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import train as train_data
 from app.data.common import compact_count
-from core.configs import PRESETS, SHAPE_FIELDS
+from core.configs import PRECISIONS, PRESETS, SEQUENCE_TOKENS, SHAPE_FIELDS
 from core.formatting import where_runs_go
 from db.models import RunKind
 
@@ -154,14 +154,14 @@ def optimisation_section(stages: set[RunKind]) -> dict:
         choices |= stage_inputs(kind, cols[i], cols[len(trained) + i])
     choices["batch_size"] = cols[-2].number_input("Batch size", 1, 65_536, defaults["batch_size"], key="train_batch",
                                                   help="Blocks per micro-batch.")
-    choices["seq_len"] = cols[-1].number_input("Sequence length", 8, 8192, defaults["seq_len"], step=32,
+    choices["seq_len"] = cols[-1].number_input("Sequence length", *SEQUENCE_TOKENS, defaults["seq_len"], step=32,
                                                key="train_seq_len", help="Tokens per packed block, [CLS] and [SEP] "
                                                                          "included.")
     with st.expander("Advanced", icon=":material/tune:"):
         cols = st.columns(4)
         choices["device"] = cols[0].text_input("Device", defaults["device"], key="train_device",
                                                help="auto (CUDA when the worker has it), cpu, mps, cuda or cuda:N.")
-        choices["precision"] = cols[1].selectbox("Precision", ["auto", "bf16", "fp32"], key="train_precision",
+        choices["precision"] = cols[1].selectbox("Precision", PRECISIONS, key="train_precision",
                                                  help="auto: bf16 on a GPU that has it, else fp32.")
         choices["grad_accum"] = cols[2].number_input("Gradient accumulation", 1, 1024, defaults["grad_accum"],
                                                      key="train_grad_accum", help="Micro-batches per optimizer step.")

@@ -8,7 +8,9 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import vocabulary as vocabulary_data
 from app.data.common import ACTIVE
+from core.configs import VocabConfig
 from core.formatting import count
+from core.model_io import BUNDLED
 from db.models import RunKind
 
 FLASH, EXPAND_FLASH = "vocab_flash", "vocab_expand_flash"
@@ -189,19 +191,21 @@ analysis_id = top[1].selectbox("Analysis", list(labels), key="vocab_analysis", f
 
 with st.expander("New analysis", expanded=not analyses, icon=":material/add_chart:"):
     with st.form("vocab_new", border=False):
-        cols = st.columns(5)
-        base = cols[0].text_input("Base model", value="bundled", key="vocab_base",
+        cols, vocab = st.columns(5), VocabConfig()
+        base = cols[0].text_input("Base model", value=BUNDLED, key="vocab_base",
                                   help="'bundled' (all-MiniLM-L6-v2), a model folder under the data folder or "
                                        "ADAPT_DISTILL_MODEL_DIRS, or a hub id (when ADAPT_DISTILL_ALLOW_HUB=1).")
-        step = cols[1].number_input("Step", min_value=1, value=10_000, step=1_000, key="vocab_step",
+        step = cols[1].number_input("Step", min_value=1, value=vocab.step, step=1_000, key="vocab_step",
                                     help="Tokens added from one candidate to the next (paper: 10,000).")
-        max_added = cols[2].number_input("Maximum added", min_value=1, value=40_000, step=1_000, key="vocab_max",
-                                         help="Most tokens to add.")
-        threshold = cols[3].number_input("Threshold (%)", min_value=0.01, max_value=99.99, value=1.0, step=0.5,
+        max_added = cols[2].number_input("Maximum added", min_value=1, value=vocab.max_added, step=1_000,
+                                         key="vocab_max", help="Most tokens to add.")
+        threshold = cols[3].number_input("Threshold (%)", min_value=0.01, max_value=99.99,
+                                         value=vocab.threshold * 100, step=0.5,
                                          format="%.2f", key="vocab_new_threshold",
                                          help="Pick the first candidate gaining this many percent or less "
                                               "(the paper: 1%).") / 100
-        min_frequency = cols[4].number_input("Minimum frequency", min_value=1, value=2, key="vocab_min_frequency",
+        min_frequency = cols[4].number_input("Minimum frequency", min_value=1, value=vocab.min_frequency,
+                                             key="vocab_min_frequency",
                                              help="Least frequency of a word the trainer learns from.")
         started = st.form_submit_button("Start analysis", type="primary", icon=":material/play_arrow:")
     if started:
