@@ -434,3 +434,28 @@ def test_a_stopping_worker_checkpoints_its_run_and_another_worker_continues_it(h
         stop_process(second)
     assert done.status == RunStatus.succeeded, done.error
     assert done.params["result"]["resumed_from"] == step
+
+
+@pytest.mark.tried("an analysis works for seconds between two progress reports while dead workers are looked for")
+def test_every_kind_of_run_beats_while_it_works(sessions, tmp_path, corpus_file, monkeypatch):
+    """A vocabulary's trainer, a tokenizer pass or a slow forward may run for long without a progress
+    report; the run's heartbeat goes on, so a short abandonment threshold leaves it (and the
+    expansion waiting on it) alone. The work here is a pause as long as such a step."""
+    import threading
+
+    from worker import lifecycle, run_state
+
+    monkeypatch.setenv("ADAPT_DISTILL_HEARTBEAT_S", "0.2")
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    analysis, _ = vocabulary.create_analysis(sessions, corpus.id, str(build_tiny_bert(tmp_path / "bert")),
+                                             VocabConfig(step=20, max_added=40))
+    expansion = vocabulary.create_expansion(sessions, analysis.id, "pick")
+    worker = threading.Thread(target=lifecycle.execute, args=(sessions, analysis.run_id, lambda run: time.sleep(3)))
+    worker.start()
+    time.sleep(2)  # two seconds since its last report
+    dead = run_state.find_dead_runs(sessions, stale_after=1.0)
+    worker.join()
+    assert analysis.run_id not in dead
+    with sessions.begin() as session:
+        assert store.get(session, Run, analysis.run_id).status == RunStatus.succeeded
+        assert store.get(session, Run, expansion.id).status == RunStatus.queued

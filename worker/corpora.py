@@ -120,7 +120,6 @@ def execute_import(sessions: sessionmaker[Session], run_id: int, report: Reporte
     of the file read; the corpus id goes into the run's params."""
     def body(run: Run) -> None:
         from worker.imports import resolve_import
-        from worker.lifecycle import Heartbeat
 
         params = dict(run.params)
         file = params["file"]
@@ -134,10 +133,8 @@ def execute_import(sessions: sessionmaker[Session], run_id: int, report: Reporte
             if report.cancelled():
                 raise Cancelled("the import was cancelled")
 
-        with Heartbeat(sessions, run_id):  # reports are far apart when the documents are long
-            corpus, created = add_corpus(sessions, path, params.get("name"), params.get("format"),
-                                         params.get("text_field") or "text", progress,
-                                         source_name=Path(file).name)
+        corpus, created = add_corpus(sessions, path, params.get("name"), params.get("format"),
+                                     params.get("text_field") or "text", progress, source_name=Path(file).name)
         with sessions.begin() as session:
             run = store.get(session, Run, run_id)
             run.params = {**run.params, "corpus_id": corpus.id, "created": created}

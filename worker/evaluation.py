@@ -109,7 +109,6 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
         from core.judge.finetune import evaluate_model
         from core.judge.tasks import load_task
         from worker.contamination import for_model
-        from worker.lifecycle import Heartbeat
         from worker.run_state import run_dir
 
         with sessions.begin() as session:
@@ -120,11 +119,10 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
             config = finetune_config({**run.params, "metric": metric})
             spec, task_id = evaluation.model.spec, evaluation.task_id
         task = load_task(task_path)
-        with Heartbeat(sessions, run_id):
-            # dev or test text in a corpus behind the model inflates its scores: found before fine-tuning
-            contamination = for_model(sessions, spec, task_id, report)
-            result = evaluate_model(path, task, run_dir(run_id) / "seeds", config, progress=report,
-                                    cancel=report.cancelled, on_metrics=report.metrics)
+        # dev or test text in a corpus behind the model inflates its scores: found before fine-tuning
+        contamination = for_model(sessions, spec, task_id, report)
+        result = evaluate_model(path, task, run_dir(run_id) / "seeds", config, progress=report,
+                                cancel=report.cancelled, on_metrics=report.metrics)
         report.flush()
         data = {**result.to_dict(), "contamination": contamination}
         for seed in data["seeds"]:  # kept in the seed's result.json (test_predictions); the store stays small
@@ -217,15 +215,12 @@ def bench_params(params: dict | None) -> dict:
 
 def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
     def body(run: Run) -> None:
-        from worker.lifecycle import Heartbeat
-
         with sessions.begin() as session:
             params = dict(store.get(session, Run, run_id).params)
             paths = [(spec, model_path(session, ensure_model(session, spec))) for spec in params["models"]]
-        with Heartbeat(sessions, run_id):
-            _measure_speed(sessions, run_id, params, paths, report)
-            if params.get("corpus_id") is not None:
-                _measure_on_corpus(sessions, run_id, params["corpus_id"], paths, report)
+        _measure_speed(sessions, run_id, params, paths, report)
+        if params.get("corpus_id") is not None:
+            _measure_on_corpus(sessions, run_id, params["corpus_id"], paths, report)
         refresh_cards(sessions, [spec for spec, _ in paths])
 
     execute(sessions, run_id, body)

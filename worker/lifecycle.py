@@ -129,14 +129,16 @@ RESUME_NOTE = "resume continues from the last checkpoint"
 
 def execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None],
              again: str = RESUME_NOTE) -> None:
-    """Claim the run, do the work, and record the outcome once. `again` says how a cancelled run
-    carries on."""
+    """Claim the run, do the work under a heartbeat (whatever its kind: a long step with no progress
+    report, a tokenizer's training or a slow forward, never looks like a dead worker), and record the
+    outcome once. `again` says how a cancelled run carries on."""
     if not claim(sessions, run_id):
         return
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
     try:
-        body(run)
+        with Heartbeat(sessions, run_id):
+            body(run)
     except Cancelled:
         if STOPPING.is_set() and requeue_interrupted(sessions, run_id):
             return

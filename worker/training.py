@@ -27,7 +27,7 @@ from core.train.tokens import CachedCorpus
 from db import settings, store
 from db.models import Corpus, Run, RunKind
 from worker.corpora import file_sha256
-from worker.lifecycle import Heartbeat, TrainingReporter, execute
+from worker.lifecycle import TrainingReporter, execute
 from worker.run_state import new_run, run_dir
 from worker.specs import RUN_PREFIX, ModelSpec, check_sequence_length, check_trainable, student_of, student_problem
 
@@ -342,12 +342,11 @@ def execute_training(sessions: sessionmaker[Session], run_id: int, report: Train
     def body(run: Run) -> None:
         processes = int(run.params.get("processes") or 1)
         try:
-            with Heartbeat(sessions, run_id):
-                if processes > 1:
-                    _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
-                    result = train_in_processes(sessions, run_id, processes)
-                else:
-                    result = train(sessions, run_id, report)
+            if processes > 1:
+                _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
+                result = train_in_processes(sessions, run_id, processes)
+            else:
+                result = train(sessions, run_id, report)
         except BaseException:
             report.settle()
             raise
