@@ -459,3 +459,60 @@ def test_every_kind_of_run_beats_while_it_works(sessions, tmp_path, corpus_file,
     with sessions.begin() as session:
         assert store.get(session, Run, analysis.run_id).status == RunStatus.succeeded
         assert store.get(session, Run, expansion.id).status == RunStatus.queued
+
+
+@pytest.fixture
+def hung_redis():
+    """A Redis (Valkey) that accepts connections and then answers nothing: stopped with SIGSTOP."""
+    import signal
+
+    from worker.queueing.embedded import EmbeddedValkey
+
+    valkey = EmbeddedValkey().start()
+    valkey.process.send_signal(signal.SIGSTOP)
+    try:
+        yield valkey
+    finally:
+        valkey.process.send_signal(signal.SIGCONT)
+        valkey.stop()
+
+
+@pytest.mark.tried("Redis hangs (SIGSTOP) while the user cancels a run from the command line")
+def test_a_hung_redis_is_one_line_for_the_command_line(home, sessions, tmp_path, corpus_file, hung_redis):
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    run = long_adaptation(sessions, corpus.id, build_tiny_bert(tmp_path / "bert"), steps=10, checkpoint_every=5)
+    with sessions.begin() as session:  # it was queued: the cancel asks Redis for its job
+        store.get(session, Run, run.id).job_id = f"run-{run.id}"
+    env = worker_env(home, hung_redis.url, ADAPT_DISTILL_REDIS_TIMEOUT_S="1")
+    started = time.monotonic()
+    result = cli(env, "runs", "cancel", str(run.id), timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: Redis at REDIS_URL did not answer in time") and "ADAPT_DISTILL_REDIS_TIMEOUT_S" in line
+
+
+@pytest.mark.tried("Redis hangs (SIGSTOP) while a run reports its progress")
+def test_a_hung_redis_never_holds_the_work_of_a_run(sessions, tmp_path, corpus_file, hung_redis, monkeypatch):
+    """The job's meta in Redis is a copy of the progress the store has: a run reports on at full
+    speed, and the store has every report, while Redis answers nothing."""
+    import threading
+
+    from rq.job import Job
+
+    from worker import lifecycle
+    from worker.queueing.queues import SERIALIZER, connect
+
+    monkeypatch.setenv("ADAPT_DISTILL_REDIS_TIMEOUT_S", "600")  # a wait the work must never see
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    run = long_adaptation(sessions, corpus.id, build_tiny_bert(tmp_path / "bert"), steps=10, checkpoint_every=5)
+    job = Job.create("worker.queueing.jobs.run_job", args=(run.id,), id=f"run-{run.id}",
+                     connection=connect(hung_redis.url), serializer=SERIALIZER)
+    report = lifecycle.Reporter(sessions, run.id, job, interval=0.0)
+    reports = threading.Thread(target=lambda: [report("training", i / 10) for i in range(1, 11)], daemon=True)
+    reports.start()
+    reports.join(20)
+    assert not reports.is_alive(), "a progress report waited on Redis"
+    with sessions.begin() as session:
+        assert store.get(session, Run, run.id).progress == 1.0
+    assert not report.meta_writer.drain(0.5)  # the copy for Redis is what waits, and only it

@@ -35,13 +35,56 @@ Echo = Callable[[str, float], None]
 STOPPING = threading.Event()
 
 
+class MetaWriter:
+    """Copies a run's latest progress into its RQ job's meta from a thread of its own: the work never
+    waits on Redis, even one that hangs (a write stuck there only holds this thread, and the newest
+    progress replaces what was not written yet)."""
+
+    def __init__(self, job, run_id: int):
+        self.job, self.run_id = job, run_id
+        self.latest: dict | None = None
+        self.lock, self.wake, self.idle = threading.Lock(), threading.Event(), threading.Event()
+        self.idle.set()
+        self.redis_down = False
+        threading.Thread(target=self.write, name=f"run-{run_id}-meta", daemon=True).start()
+
+    def put(self, meta: dict) -> None:
+        with self.lock:
+            self.latest = meta
+            self.idle.clear()
+        self.wake.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) for the last progress to reach Redis; False if it did not."""
+        return self.idle.wait(timeout)
+
+    def write(self) -> None:
+        while self.wake.wait():
+            self.wake.clear()
+            with self.lock:
+                meta, self.latest = self.latest, None
+                if meta is None:
+                    self.idle.set()
+                    continue
+            self.job.meta.update(meta)
+            try:
+                self.job.save_meta()
+                self.redis_down = False
+            except RedisError as exc:  # Redis is only the queue; the store has the progress
+                if not self.redis_down:
+                    log.warning("run %s: Redis is unreachable (%s); the run goes on", self.run_id, exc)
+                self.redis_down = True
+            self.wake.set()  # the next one, or the word that all is written
+
+
 class Reporter:
-    """Progress of one run, written to the store (and the RQ job's meta) when the stage changes
-    or at most every `interval` seconds. Also answers the cancel check from the same read.
+    """Progress of one run, written to the store (and, from a thread, the RQ job's meta) when the
+    stage changes or at most every `interval` seconds. Also answers the cancel check from the same
+    read.
 
     A report never fails the run because Redis or the database is briefly away: the job's meta in
-    Redis is a convenience and is skipped, and a store write that fails is tried again at the next
-    report (the metrics wait for it) until the store has been unreachable for `patience` seconds."""
+    Redis is a convenience and never waited for, and a store write that fails is tried again at the
+    next report (the metrics wait for it) until the store has been unreachable for `patience` seconds."""
 
     def __init__(self, sessions: sessionmaker[Session], run_id: int, job=None, interval: float = 1.0,
                  echo: Echo | None = None, patience: float | None = None):
@@ -51,7 +94,7 @@ class Reporter:
         self.last = 0.0
         self._cancel = False
         self.store_down_since: float | None = None
-        self.redis_down = False
+        self.meta_writer = MetaWriter(job, run_id) if job is not None else None
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self.echo:
@@ -76,15 +119,8 @@ class Reporter:
             return
         self.store_down_since = None
         self.recorded()
-        if self.job is not None:
-            self.job.meta.update(meta)
-            try:
-                self.job.save_meta()
-                self.redis_down = False
-            except RedisError as exc:  # Redis is only the queue; the store has the progress
-                if not self.redis_down:
-                    log.warning("run %s: Redis is unreachable (%s); the run goes on", self.run_id, exc)
-                self.redis_down = True
+        if self.meta_writer is not None:
+            self.meta_writer.put(meta)
 
     def shown(self, stage: str, fraction: float) -> tuple[str, float]:
         """The stage and progress the store shows for a report (subclasses may reword them)."""
@@ -297,7 +333,10 @@ def execute_run(sessions: sessionmaker[Session], run_id: int, job=None, echo=Non
             run.worker = getattr(job, "worker_name", None)
         kind = run.kind
     work = kinds.executor(kind)
-    if kinds.kind(kind).reports_steps:
-        work(sessions, run_id, reporter_for(sessions, run_id, job, echo))
-    else:
-        work(sessions, run_id, Reporter(sessions, run_id, job, echo=echo))
+    report = reporter_for(sessions, run_id, job, echo) if kinds.kind(kind).reports_steps else \
+        Reporter(sessions, run_id, job, echo=echo)
+    try:
+        work(sessions, run_id, report)
+    finally:
+        if report.meta_writer is not None:  # the job's last progress, unless Redis does not answer
+            report.meta_writer.drain(5.0)

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from redis.exceptions import RedisError
+
 from app.cli import corpus, judging, models, runs, serving, tasks, training, vocab
 from app.cli.common import HelpFormatter
 from core.errors import user_error
@@ -35,10 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fail(args, exc: Exception) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": str(exc)}))
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except RedisError as exc:  # a Redis that is down or hangs: one line, not a traceback
+        from worker.queueing.queues import unreachable
+
+        return fail(args, unreachable(exc))
     except BrokenPipeError:  # `... --json | head`: the reader has gone, and that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 141
@@ -46,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         exc = user_error(exc)  # a full disk is the user's to fix too
         if exc is None:
             raise
-        if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc)}))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, exc)
     except KeyboardInterrupt:
         return 130
     return 0

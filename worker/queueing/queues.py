@@ -54,11 +54,33 @@ def redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
 
 
+def redis_timeout() -> float:
+    """Seconds any call to Redis may take before it fails (ADAPT_DISTILL_REDIS_TIMEOUT_S, default 5): a
+    Redis that hangs (stopped, not refusing connections) is an error, never a wait without end. A
+    worker raises it for its own blocking dequeue (RQ does), and nothing else waits on Redis."""
+    try:
+        value = float(os.environ.get("ADAPT_DISTILL_REDIS_TIMEOUT_S", "5"))
+    except ValueError:
+        raise ConfigError("ADAPT_DISTILL_REDIS_TIMEOUT_S must be a number of seconds, e.g. 5") from None
+    if not value > 0:
+        raise ConfigError(f"ADAPT_DISTILL_REDIS_TIMEOUT_S must be more than 0 seconds, got {value:g}")
+    return value
+
+
 def connect(url: str | None = None) -> Redis:
     url = url or redis_url()
     if not url:
         raise ConfigError("REDIS_URL is not set: start everything with `adapt-distill up`, or set REDIS_URL")
-    return Redis.from_url(url)
+    timeout = redis_timeout()
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def unreachable(exc: Exception) -> ConfigError:
+    """A Redis failure as one line that says what to do."""
+    what = "did not answer in time" if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__ else \
+        "could not be reached"
+    return ConfigError(f"Redis at REDIS_URL {what} ({type(exc).__name__}): is it running and answering? "
+                       f"(`redis-cli ping`; the wait is ADAPT_DISTILL_REDIS_TIMEOUT_S, {redis_timeout():g} s)")
 
 
 def check_queue(name: str) -> str:
