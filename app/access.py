@@ -165,14 +165,27 @@ def secrets_files(app_dir: Path) -> list[Path]:
 
 
 def oidc_configured(files: Iterable[Path]) -> bool:
-    """Whether a secrets file has an [auth] section (Streamlit's OIDC login: st.login)."""
+    """Whether a secrets file has an [auth] section (Streamlit's OIDC login: st.login). A secrets file
+    that exists but cannot be read is an error: what it says about the login is unknown, and a door
+    that cannot be read is not taken for no door."""
+    found = False
     for file in files:
         try:
-            if isinstance(tomllib.loads(Path(file).read_text(encoding="utf-8")).get("auth"), dict):
-                return True
-        except (OSError, ValueError):
+            text = Path(file).read_text(encoding="utf-8")
+        except FileNotFoundError:
             continue
-    return False
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(unreadable_secrets(file, exc)) from None
+        try:
+            found |= isinstance(tomllib.loads(text).get("auth"), dict)
+        except ValueError as exc:
+            raise ConfigError(unreadable_secrets(file, exc)) from None
+    return found
+
+
+def unreadable_secrets(file, exc: Exception) -> str:
+    return (f"the login settings cannot be read: {file} is not valid TOML or not readable ({exc}); fix or remove it. "
+            f"Nothing is served while it is unreadable")
 
 
 def login_method(environ: Mapping[str, str], files: Iterable[Path]) -> str | None:

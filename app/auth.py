@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
@@ -34,10 +35,17 @@ def require_login() -> None:
 
 
 def _oidc_section() -> Mapping | None:
+    """The [auth] section of the secrets; a page is never shown when the secrets cannot be read (the
+    login they hold is unknown, and that is not the same as no login)."""
     try:
+        access.oidc_configured(access.secrets_files(Path(__file__).parent))  # every file it may read, checked
         auth = st.secrets.get("auth") if st.secrets.load_if_toml_exists() else None
-    except Exception:  # an unreadable secrets file: Streamlit reports it itself
-        return None
+    except Exception as exc:
+        st.title("adapt-distill")
+        st.error(str(exc) if isinstance(exc, ConfigError) else
+                 f"the login settings cannot be read ({type(exc).__name__}: {exc}): fix the secrets file. "
+                 f"Nothing is served while it is unreadable", icon=":material/lock:")
+        st.stop()
     return auth if isinstance(auth, Mapping) else None
 
 

@@ -193,3 +193,39 @@ def test_an_auth_section_in_the_secrets_means_streamlit_oidc_login(home, session
 def test_without_a_login_configured_there_is_no_door(home, sessions):
     at = AppTest.from_file(str(MAIN), default_timeout=120).run()
     assert not at.exception and rendered_page(at) and not at.text_input
+
+
+VALID_AUTH = ('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\ncookie_secret = "' + "c" * 32 + '"\n'
+              'client_id = "dashboard"\nclient_secret = "s"\n'
+              'server_metadata_url = "https://id.example.org/.well-known/openid-configuration"\n')
+
+
+@pytest.mark.tried('a valid [auth] secrets file beside a malformed ~/.streamlit/secrets.toml, dashboard on 0.0.0.0')
+def test_unreadable_login_settings_refuse_to_start_and_to_render(home, sessions, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from app.cli.serving import check_host
+
+    user, work = tmp_path / "user", tmp_path / "work"
+    for folder in (user / ".streamlit", work / ".streamlit"):
+        folder.mkdir(parents=True)
+    (user / ".streamlit" / "secrets.toml").write_text('[auth\nredirect_uri = "', encoding="utf-8")
+    (work / ".streamlit" / "secrets.toml").write_text(VALID_AUTH, encoding="utf-8")
+    monkeypatch.setenv("HOME", str(user))
+    monkeypatch.chdir(work)
+
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with pytest.raises(ConfigError, match=r"^the login settings cannot be read: .*secrets.toml"):
+            check_host(host, allow_remote=False)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "app.cli", "dashboard", "--host", "0.0.0.0"], cwd=work,
+                            env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the login settings cannot be read:") and str(user) in line
+
+    at = AppTest.from_file(str(MAIN), default_timeout=120).run()
+    assert not at.exception and not rendered_page(at) and not at.text_input and not at.button
+    assert len(at.error) == 1 and at.error[0].value.startswith("the login settings cannot be read:")
