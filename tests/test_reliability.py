@@ -516,3 +516,33 @@ def test_a_hung_redis_never_holds_the_work_of_a_run(sessions, tmp_path, corpus_f
     with sessions.begin() as session:
         assert store.get(session, Run, run.id).progress == 1.0
     assert not report.meta_writer.drain(0.5)  # the copy for Redis is what waits, and only it
+
+
+@pytest.mark.tried("a corpus is deleted while a model built from it exists (CLI and the Corpora page)")
+def test_a_corpus_with_models_built_from_it_is_not_deleted(home, sessions, tmp_path, corpus_file):
+    from test_app import open_page
+
+    from worker import lifecycle
+
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    analysis, _ = vocabulary.create_analysis(sessions, corpus.id, str(build_tiny_bert(tmp_path / "bert")),
+                                             VocabConfig(step=20, max_added=40))
+    lifecycle.execute_run(sessions, analysis.run_id)
+    expansion = vocabulary.create_expansion(sessions, analysis.id, "pick")
+    lifecycle.execute_run(sessions, expansion.id)
+    env = worker_env(home, "redis://127.0.0.1:1/0")
+
+    refused = cli(env, "corpus", "delete", str(corpus.id))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: corpus {corpus.id} cannot be deleted: 1 model built from it (run:{expansion.id} ")
+
+    at = open_page("corpora")
+    at.button(key="corpora_delete").click().run()
+    at.button(key="corpora_delete_yes").click().run()
+    assert not at.exception and [e.value for e in at.error] == [line.removeprefix("error: ")]
+
+    shown = cli(env, "models", "show", f"run:{expansion.id}", "--json")
+    assert shown.returncode == 0, shown.stderr
+    with sessions.begin() as session:
+        assert store.get(session, Corpus, corpus.id).path == str(corpus.path) and Path(corpus.path).is_file()

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.corpus import ingest
 from core.errors import Cancelled, ConfigError
-from core.formatting import printable
+from core.formatting import count, printable
 from db import settings, store
-from db.models import Corpus, Run, RunKind
+from db.models import Corpus, Run, RunKind, RunStatus, VocabAnalysis
+from worker.kinds import MODEL_KINDS
 from worker.lifecycle import Reporter, execute
 from worker.queueing.submit import enqueue, job_is_lost
 
@@ -43,12 +44,45 @@ def add_corpus(sessions: sessionmaker[Session], path: str | Path, name: str | No
         duplicate_documents=stats.duplicate_documents, mean_length=stats.mean_length))
 
 
+def dependents(session: Session, corpus_id: int) -> tuple[list[Run], list[Run]]:
+    """(the models built from a corpus, the runs that use it and have not finished): its analyses and
+    their expansions, adaptations and distillations on it, and the benchmarks, evaluations and
+    experiments that read it."""
+    analyses = store.rows(session, VocabAnalysis, corpus_id=corpus_id)
+    analysis_ids, analysis_runs = {a.id for a in analyses}, {a.run_id for a in analyses}
+    built, active = [], []
+    for run in store.rows(session, Run):
+        params = run.params or {}
+        if not (params.get("corpus_id") == corpus_id or params.get("analysis_id") in analysis_ids
+                or run.id in analysis_runs):
+            continue
+        if run.kind in MODEL_KINDS and run.status == RunStatus.succeeded:
+            built.append(run)
+        elif not run.status.finished:
+            active.append(run)
+    return built, active
+
+
 def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
-    """The corpus row, its stored text and its tokenized streams."""
+    """The corpus row, its stored text and its tokenized streams; refused while a model built from it
+    exists (its lineage, measures and contamination checks read it) or a run that uses it has not
+    finished."""
     from core.train.tokens import delete_streams
+    from worker.catalogue import model_name
 
     with sessions.begin() as session:
         corpus = store.get(session, Corpus, corpus_id)
+        built, active = dependents(session, corpus_id)
+        if built:
+            names = "; ".join(model_name(run) for run in built[:5]) + (f"; {len(built) - 5} more" if len(built) > 5
+                                                                          else "")
+            raise ConfigError(f"corpus {corpus_id} cannot be deleted: {count(len(built), 'model')} built from it "
+                              f"({names}) need it for their lineage, measures and contamination checks. Its token "
+                              f"streams can go: `adapt-distill corpus drop-cache {corpus_id}`")
+        if active:
+            runs = ", ".join(f"run {r.id} ({r.kind.value}, {r.status.value})" for r in active[:5])
+            raise ConfigError(f"corpus {corpus_id} cannot be deleted while unfinished runs use it ({runs}): wait "
+                              f"for them or cancel them first")
         path, sha = Path(corpus.path), corpus.sha256
         session.delete(corpus)
     path.unlink(missing_ok=True)

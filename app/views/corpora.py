@@ -209,11 +209,11 @@ with delete_tab:
     else:
         analyses = corpora_data.count_analyses(sm, corpus["id"])
         st.warning(f"Delete corpus {corpus['id']} '{corpus['name']}', its stored text and its "
-                   f"{count(analyses, 'vocabulary analysis', 'vocabulary analyses')}? Expanded models already "
-                   f"written stay on disk. This cannot be undone.")
+                   f"{count(analyses, 'vocabulary analysis', 'vocabulary analyses')}? This cannot be undone (a "
+                   f"corpus that models were built from is kept).")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", key="corpora_delete_yes", type="primary"):
-            with ui.reported():
+            with ui.reported(lambda message: ui.flash(FLASH, "error", message)):  # shown after the rerun
                 corpora_data.delete_corpus(sm, corpus["id"])
                 ui.flash(FLASH, "success", f"Deleted corpus {corpus['id']} '{corpus['name']}'.")
             st.session_state.pop("corpora_confirm_delete", None)
