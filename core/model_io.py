@@ -250,21 +250,32 @@ def untie_head_bias(model) -> None:
     head.decoder.bias = torch.nn.Parameter(head.bias.detach().clone())
 
 
-REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code")
+# Keys that point a loader at code to import or fetch: custom classes (auto_map), custom pipelines,
+# and the switch that runs them.
+REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code")
+
+
+def without_code_keys(data):
+    """`data` with every REMOTE_CODE_KEYS entry dropped, at any depth (a sub-config may carry one)."""
+    if isinstance(data, dict):
+        return {k: without_code_keys(v) for k, v in data.items() if k not in REMOTE_CODE_KEYS}
+    if isinstance(data, list):
+        return [without_code_keys(v) for v in data]
+    return data
 
 
 def scrub_remote_code(folder: str | Path) -> None:
-    """Drop the keys that point loaders at code shipped with a model (`auto_map`,
-    `trust_remote_code`) from a written folder's config.json and tokenizer_config.json: an input's
-    hints never travel into what adapt-distill writes."""
-    for name in ("config.json", "tokenizer_config.json"):
-        file = Path(folder) / name
-        if not file.is_file():
-            continue
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if any(key in data for key in REMOTE_CODE_KEYS):
-            for key in REMOTE_CODE_KEYS:
-                data.pop(key, None)
+    """Drop the keys that point loaders at code (REMOTE_CODE_KEYS, at any depth) from every JSON file
+    of a written folder (config.json, tokenizer_config.json, and whatever else a library wrote): an
+    input's hints never travel into what adapt-distill writes."""
+    for file in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours to fix; nothing loads code from a file it cannot parse
+        clean = without_code_keys(data)
+        if clean != data:
+            data = clean
             tmp = file.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
             tmp.replace(file)

@@ -151,7 +151,7 @@ def test_a_new_mlm_head_is_seeded(tmp_path):
     assert heads["a"] == heads["b"] != heads["c"]
 
 
-@pytest.mark.tried('an input model folder carries auto_map / trust_remote_code')
+@pytest.mark.tried('an input model folder carries auto_map, custom_pipelines, trust_remote_code (nested too)')
 def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path):
     from core.configs import AdaptConfig, TrainConfig
     from core.train.adapt import adapt
@@ -159,7 +159,9 @@ def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path
     for name in ("config.json", "tokenizer_config.json"):
         file = tiny_bert / name
         data = json.loads(file.read_text())
-        data.update({"auto_map": {"AutoModel": "evil.Model"}, "trust_remote_code": True})  # a hostile input
+        data.update({"auto_map": {"AutoModel": "evil.Model"}, "trust_remote_code": True,  # a hostile input
+                     "custom_pipelines": {"evil": {"impl": "evil.Pipeline"}},
+                     "task_specific_params": {"evil": {"auto_map": {"AutoModel": "evil.Model"}}}})
         file.write_text(json.dumps(data))
     expand_model(tiny_bert, NEW, tmp_path / "expanded")
     lines = [" ".join(["kalolom cytokine the of and"] * 8)] * 60
@@ -167,8 +169,9 @@ def test_remote_code_hints_of_an_input_never_reach_an_output(tiny_bert, tmp_path
           AdaptConfig(seq_len=16, train=TrainConfig(steps=2, batch_size=4, eval_every=100)))
     for folder in ("expanded", "adapted"):
         for name in ("config.json", "tokenizer_config.json"):
-            data = json.loads((tmp_path / folder / name).read_text())
-            assert "auto_map" not in data and "trust_remote_code" not in data, (folder, name)
+            text = (tmp_path / folder / name).read_text()
+            assert not any(key in text for key in ("auto_map", "trust_remote_code", "custom_pipelines", "evil.")), \
+                (folder, name)
 
 
 def test_written_models_are_readable_by_the_group_as_the_umask_allows(tiny_bert, tmp_path):
