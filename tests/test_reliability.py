@@ -546,3 +546,34 @@ def test_a_corpus_with_models_built_from_it_is_not_deleted(home, sessions, tmp_p
     assert shown.returncode == 0, shown.stderr
     with sessions.begin() as session:
         assert store.get(session, Corpus, corpus.id).path == str(corpus.path) and Path(corpus.path).is_file()
+
+
+@pytest.mark.tried("the disk that holds the database fills to the last byte while a training run writes a checkpoint")
+def test_a_full_disk_under_the_database_still_records_the_true_cause(tmp_path, small_disk, corpus_file):
+    from db.session import get_sessionmaker
+
+    disk = small_disk("disk", 64)
+    home = disk / "home"
+    env = worker_env(home, "redis://unused")
+    teacher = wide_bert(tmp_path / "teacher")
+    added = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)
+    command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
+               "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
+               "--head-warmup", "0", "--device", "cpu", "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", *command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((home / "runs").glob("*/model/checkpoints/latest")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    filler = fill(disk, leave=0)  # not a byte left, for the checkpoint or the database
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2 and "Traceback" not in err, err
+    run_id = int(next((home / "runs").glob("*/model")).parent.name)
+    filler.unlink()
+    sessions = get_sessionmaker(f"sqlite:///{home / 'adapt-distill.db'}")
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        assert run.status == RunStatus.failed and "no space left on device" in run.error, (run.status, run.error)
+    assert not list((home / "runs").glob("*/.outcome-reserve")), "the kept space is given back"
+    sessions.kw["bind"].dispose()

@@ -22,7 +22,7 @@ from core.train.eta import PHASES, Clock
 from db import store
 from db.models import Run, RunStatus, utcnow
 from worker import kinds
-from worker.run_state import claim, next_attempt, record_outcome, run_dir
+from worker.run_state import claim, free_reserve, next_attempt, record_outcome, reserve_space, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], 
     outcome once. `again` says how a cancelled run carries on."""
     if not claim(sessions, run_id):
         return
+    reserve_space(run_id)
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
     try:
@@ -177,6 +178,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], 
             body(run)
     except Cancelled:
         if STOPPING.is_set() and requeue_interrupted(sessions, run_id):
+            free_reserve(run_id)
             return
         record_outcome(sessions, run_id, RunStatus.cancelled, f"cancelled by the user; {again}")
         return

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ConfigError
+from core.errors import ConfigError, is_disk_full
 from db import settings, store
 from db.models import Run, RunKind, RunStatus, utcnow
 from worker.kinds import PARENTS, RESUMABLE
@@ -34,16 +34,42 @@ def close_run(sessions: sessionmaker[Session], run_id: int, status: RunStatus, e
             store.refresh_pipeline(session, run.parent_id)
 
 
+RESERVE = ".outcome-reserve"  # in a run's folder while it works: space kept to record how it ended
+RESERVE_BYTES = 1 << 20
+
+
+def reserve_space(run_id: int) -> None:
+    """Keep a little disk space for the run's outcome: a file, freed when the outcome cannot be written
+    because the disk is full (the database is often on the same disk as the run's folder)."""
+    try:
+        with open(run_dir(run_id) / RESERVE, "wb") as handle:
+            handle.write(b"\0" * RESERVE_BYTES)
+    except OSError as exc:  # a disk that is full already: the run fails at its first write anyway
+        log.warning("run %s: no space kept for its outcome (%s)", run_id, exc)
+
+
+def free_reserve(run_id: int) -> bool:
+    """Give the kept space back; True when there was some."""
+    path = settings.runs_dir() / str(run_id) / RESERVE
+    existed = path.is_file()
+    path.unlink(missing_ok=True)
+    return existed
+
+
 def record_outcome(sessions: sessionmaker[Session], run_id: int, status: RunStatus, error: str | None = None,
                    attempts: int = 6, wait: float = 0.5) -> None:
     """`close_run`, tried again a few times: the outcome of hours of work is not lost because the
-    database is briefly unreachable or its disk full at that moment (the failed write that made the
-    run fail has freed its space by now)."""
+    database is briefly unreachable or its disk full at that moment (the space kept for it is given
+    back first, and the failed write that made the run fail has freed its own)."""
     for attempt in range(attempts):
         try:
             close_run(sessions, run_id, status, error)
+            free_reserve(run_id)
             return
         except OperationalError as exc:  # connection lost, database or disk full
+            if is_disk_full(exc) and free_reserve(run_id):
+                log.warning("recording run %s: the disk is full; its kept space is freed to write it", run_id)
+                continue
             if attempt == attempts - 1:
                 raise
             log.warning("recording run %s as %s failed (%s); trying again", run_id, status.value, exc)
