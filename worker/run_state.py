@@ -41,11 +41,13 @@ RESERVE_BYTES = 1 << 20
 def reserve_space(run_id: int) -> None:
     """Keep a little disk space for the run's outcome: a file, freed when the outcome cannot be written
     because the disk is full (the database is often on the same disk as the run's folder)."""
+    path = run_dir(run_id) / RESERVE
     try:
-        with open(run_dir(run_id) / RESERVE, "wb") as handle:
+        with open(path, "wb") as handle:
             handle.write(b"\0" * RESERVE_BYTES)
-    except OSError as exc:  # a disk that is full already: the run fails at its first write anyway
-        log.warning("run %s: no space kept for its outcome (%s)", run_id, exc)
+    except OSError as exc:  # a disk that is full already: what was written goes, and the run goes on
+        path.unlink(missing_ok=True)
+        log.debug("run %s: no space kept for its outcome (%s)", run_id, exc)
 
 
 def free_reserve(run_id: int) -> bool:
@@ -68,7 +70,7 @@ def record_outcome(sessions: sessionmaker[Session], run_id: int, status: RunStat
             return
         except OperationalError as exc:  # connection lost, database or disk full
             if is_disk_full(exc) and free_reserve(run_id):
-                log.warning("recording run %s: the disk is full; its kept space is freed to write it", run_id)
+                log.debug("recording run %s: the disk is full; its kept space is freed to write it", run_id)
                 continue
             if attempt == attempts - 1:
                 raise
