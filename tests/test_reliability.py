@@ -577,3 +577,23 @@ def test_a_full_disk_under_the_database_still_records_the_true_cause(tmp_path, s
         assert run.status == RunStatus.failed and "no space left on device" in run.error, (run.status, run.error)
     assert not list((home / "runs").glob("*/.outcome-reserve")), "the kept space is given back"
     sessions.kw["bind"].dispose()
+
+
+@pytest.mark.tried("a job for a run that still waits on another is put on the queue and taken first")
+def test_a_job_starts_only_when_the_store_says_its_dependencies_succeeded(home, sessions, redis, redis_url, tmp_path):
+    from worker.queueing.queues import RUN_JOB, get_queue
+
+    corpus, _ = corpora.add_corpus(sessions, write_corpus(tmp_path / "c.txt", documents=300))
+    analysis, _ = vocabulary.create_analysis(sessions, corpus.id, str(build_tiny_bert(tmp_path / "bert")),
+                                             VocabConfig(step=20, max_added=40))  # recorded; its job not queued yet
+    expansion = vocabulary.create_expansion(sessions, analysis.id, "pick")  # waits on the analysis
+    get_queue("cpu", redis).enqueue_call(RUN_JOB, args=(expansion.id,), job_id=f"stray-{expansion.id}")
+    worker = start_worker(worker_env(home, redis_url, ADAPT_DISTILL_RECONCILE_S="1", ADAPT_DISTILL_LOST_AFTER_S="0"))
+    try:  # the stray job is taken before the analysis (queued by the worker as it starts) has run
+        done = wait_for(sessions, expansion.id, 180)
+    finally:
+        out = stop_process(worker)
+    assert done.status == RunStatus.succeeded, (done.status, done.error, out[-2000:])
+    with sessions.begin() as session:
+        assert done.started_at >= store.get(session, Run, analysis.run_id).finished_at
+    assert f"run {expansion.id} was started before run {analysis.run_id}" in out

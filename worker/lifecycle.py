@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +18,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import TrainConfig
-from core.errors import Cancelled, user_error
+from core.errors import Cancelled, ConfigError, user_error
 from core.train.eta import PHASES, Clock
 from db import store
 from db.models import Run, RunStatus, utcnow
 from worker import kinds
-from worker.run_state import claim, free_reserve, next_attempt, record_outcome, reserve_space, run_dir
+from worker.run_state import claim, close_run, free_reserve, next_attempt, record_outcome, reserve_space, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,41 @@ def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
     except Exception as exc:
         log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
     return True
+
+
+def wait_for_dependencies(sessions: sessionmaker[Session], run_id: int, job=None) -> bool:
+    """True when every run this one depends on has succeeded, as the store says (whatever the queue
+    said). Else the run does not start: one that depends on a failed or cancelled run is cancelled
+    with it; one whose dependency has not finished goes back to waiting, under a new job that RQ
+    defers until the dependencies' jobs have finished (or the reconciler queues it). Inline (no job),
+    it is an error to run it first."""
+    with sessions.begin() as session:
+        run = store.get(session, Run, run_id)
+        if run.status != RunStatus.queued:
+            return True  # claim() says what there is to do
+        failed = [d for d in run.depends_on if d.status.finished and d.status != RunStatus.succeeded]
+        unfinished = [d for d in run.depends_on if not d.status.finished]
+        reason = f"run {failed[0].id} it needs {failed[0].status.value}" if failed else None
+        if not failed and not unfinished:
+            return True
+        waits = ", ".join(f"run {d.id} ({d.status.value})" for d in unfinished)
+        if reason is None and job is None:
+            raise ConfigError(f"run {run_id} waits on {waits}: run that first")
+        if reason is None:
+            run.job_id = f"run-{run_id}-after-{uuid.uuid4().hex[:8]}"
+            run.stage = f"queued: waits on {waits}"
+    if reason is not None:  # it will never have what it needs: cancelled, with what waits on it
+        close_run(sessions, run_id, RunStatus.cancelled, reason)
+        return False
+    log.warning("run %s was started before %s finished: it goes back to waiting", run_id, waits)
+    try:
+        from worker.queueing.queues import connect
+        from worker.queueing.submit import enqueue
+
+        enqueue(sessions, run_id, connect(), fail_run=False)
+    except Exception as exc:
+        log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
+    return False
 
 
 RESUME_NOTE = "resume continues from the last checkpoint"
@@ -329,6 +365,8 @@ def execute_run(sessions: sessionmaker[Session], run_id: int, job=None, echo=Non
     """Do the work of one recorded run in this process, whatever its kind: its executor (worker.kinds)
     with the reporter its kind reports through. Torch (and CUDA) load here, never in the worker's
     parent process. RQ's job (worker.queueing.jobs.run_job) and the CLI's inline runs come here."""
+    if not wait_for_dependencies(sessions, run_id, job):
+        return
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
         if job is not None:
