@@ -30,6 +30,11 @@ class Cancelled(AdaptDistillError):
     """Long work stopped because its cancel check said so."""
 
 
+class Superseded(Cancelled):
+    """Long work stopped because another attempt of the same run has taken it over: it stops where it
+    is and writes nothing more (no checkpoint, no progress, no outcome)."""
+
+
 class DiskFull(AdaptDistillError):
     """A write failed because the device (or the user's quota) is full."""
 

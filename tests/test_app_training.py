@@ -359,7 +359,7 @@ def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redi
         old_adapted, old_student = store.get(session, Run, adapted), store.get(session, Run, student)
         assert new_adapted.params["steps"] == 6 and new_student.params["layers"] == 1
         assert {k: v for k, v in new_student.params.items() if k != "teacher"} == \
-            {k: v for k, v in old_student.params.items() if k not in ("teacher", "result")}
+            {k: v for k, v in old_student.params.items() if k not in ("teacher", "result", "lease")}
         assert new_student.params["teacher"] == f"run:{new_adapted.id}"
         new_ids = (new_adapted.id, new_student.id)
     assert at.selectbox(key="runs_selected").value == again

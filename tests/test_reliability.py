@@ -597,3 +597,66 @@ def test_a_job_starts_only_when_the_store_says_its_dependencies_succeeded(home, 
     with sessions.begin() as session:
         assert done.started_at >= store.get(session, Run, analysis.run_id).finished_at
     assert f"run {expansion.id} was started before run {analysis.run_id}" in out
+
+
+@pytest.mark.tried("the worker is killed outright (SIGKILL) in the middle of a training run")
+def test_a_killed_worker_leaves_no_trainer_behind(home, sessions, redis, redis_url, tmp_path, corpus_file):
+    from core.train.checkpoints import latest_checkpoint
+    from worker.queueing.submit import submit_runs
+
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    run = long_adaptation(sessions, corpus.id, build_tiny_bert(tmp_path / "teacher"), steps=600,
+                          checkpoint_every=1000)
+    submit_runs(sessions, redis, [run])
+    env = worker_env(home, redis_url, ADAPT_DISTILL_HEARTBEAT_S="0.5")
+    first = start_worker(env)
+    try:
+        wait_for(sessions, run.id, 120, until=lambda r: r.status == RunStatus.running and (r.step or 0) >= 5)
+        first.kill()  # no SIGTERM to pass on: the work horse is on its own
+        first.wait(30)
+        stopped = wait_for(sessions, run.id, 30, until=lambda r: r.status != RunStatus.running)
+    finally:
+        stop_process(first)
+    assert stopped.status == RunStatus.queued and stopped.step < 600, (stopped.status, stopped.step)
+    beat = stopped.heartbeat_at
+    time.sleep(3)  # no horse beats on
+    with sessions.begin() as session:
+        assert store.get(session, Run, run.id).heartbeat_at == beat
+    step = int(latest_checkpoint(Path(stopped.output_dir)).name.split("-")[1])  # saved as it stopped
+    second = start_worker(env)
+    try:
+        done = wait_for(sessions, run.id, 300)
+    finally:
+        stop_process(second)
+    assert done.status == RunStatus.succeeded and done.params["result"]["resumed_from"] == step, done.error
+
+
+@pytest.mark.tried("a run taken for abandoned is resumed while its first trainer still works")
+def test_a_stale_attempt_stops_itself_and_writes_nothing(home, sessions, tmp_path, corpus_file):
+    """Two trainers of one run: the first (inline, here in a thread) is taken over by a second
+    attempt's claim; the first stops at its next report, before any checkpoint or outcome."""
+    import threading
+
+    from core.train.checkpoints import checkpoint_dir
+    from worker import lifecycle
+
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    run = long_adaptation(sessions, corpus.id, build_tiny_bert(tmp_path / "teacher"), steps=600, checkpoint_every=20)
+    first = threading.Thread(target=lifecycle.execute_run, args=(sessions, run.id), daemon=True)
+    first.start()
+    wait_for(sessions, run.id, 120, until=lambda r: (r.step or 0) >= 25)
+    with sessions.begin() as session:  # what a second attempt's claim leaves in the store
+        taken = store.get(session, Run, run.id)
+        reached = taken.step
+        taken.params = {**taken.params, "lease": "the second attempt", "attempt": 2}
+        taken.stage, taken.step = "the second attempt", 0
+    first.join(60)
+    assert not first.is_alive(), "the first trainer went on"
+    with sessions.begin() as session:
+        after = store.get(session, Run, run.id)
+        assert (after.status, after.stage, after.step, after.error) == (RunStatus.running, "the second attempt", 0,
+                                                                          None)
+    # at most the checkpoint that was being written as it was taken over (every 20 steps)
+    steps = [int(p.name.split("-")[1]) for p in checkpoint_dir(Path(run.output_dir)).glob("step-*")]
+    assert max(steps) <= reached + 20, (reached, steps)
+    assert not (Path(run.output_dir) / "model.safetensors").exists(), "the stale attempt wrote the model"

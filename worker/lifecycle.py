@@ -18,12 +18,24 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import TrainConfig
-from core.errors import Cancelled, ConfigError, user_error
+from core.errors import Cancelled, ConfigError, Superseded, user_error
 from core.train.eta import PHASES, Clock
 from db import store
-from db.models import Run, RunStatus, utcnow
+from db.models import Run, RunStatus
 from worker import kinds
-from worker.run_state import claim, close_run, free_reserve, next_attempt, record_outcome, reserve_space, run_dir
+from worker.run_state import (
+    LEASES,
+    Heartbeat,
+    check_lease,
+    claim,
+    close_run,
+    free_reserve,
+    holds_lease,
+    next_attempt,
+    record_outcome,
+    reserve_space,
+    run_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +118,9 @@ class Reporter:
         self.stage, self.last = stage, now
         try:
             with self.sessions.begin() as session:
-                store.set_progress(session, self.run_id, *self.shown(stage, fraction))
                 run = store.get(session, Run, self.run_id)
+                check_lease(run)  # a stale attempt stops here, before any write (a checkpoint's included)
+                store.set_progress(session, self.run_id, *self.shown(stage, fraction))
                 self.record(session, run, stage, fraction)
                 self._cancel = run.status == RunStatus.cancelled
                 meta = self.meta(run, stage, fraction)
@@ -206,12 +219,23 @@ def execute(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], 
     outcome once. `again` says how a cancelled run carries on."""
     if not claim(sessions, run_id):
         return
+    try:
+        attempt(sessions, run_id, body, again)
+    finally:
+        LEASES.pop(run_id, None)  # this process's attempt is over: it holds the run no more
+
+
+def attempt(sessions: sessionmaker[Session], run_id: int, body: Callable[[Run], None], again: str) -> None:
+    """The work of a claimed run and its one outcome (see `execute`)."""
     reserve_space(run_id)
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
     try:
         with Heartbeat(sessions, run_id):
             body(run)
+    except Superseded as exc:  # another attempt owns the run now: nothing of this one is written
+        log.warning("%s", exc)
+        return
     except Cancelled:
         if STOPPING.is_set() and requeue_interrupted(sessions, run_id):
             free_reserve(run_id)
@@ -302,7 +326,10 @@ class TrainingReporter(Reporter):
         yet written, so that the failed run shows where it got to (a failure here is only logged)."""
         try:
             with self.sessions.begin() as session:
-                self.record(session, store.get(session, Run, self.run_id), "stopped", 0.0)
+                run = store.get(session, Run, self.run_id)
+                if not holds_lease(run):
+                    return
+                self.record(session, run, "stopped", 0.0)
             self.recorded()
         except Exception as exc:
             log.warning("run %s: could not record where it stopped: %s", self.run_id, exc)
@@ -310,35 +337,10 @@ class TrainingReporter(Reporter):
     def flush(self) -> None:
         if self.pending:
             with self.sessions.begin() as session:
-                self.record(session, store.get(session, Run, self.run_id), self.stage or "training", 1.0)
+                run = store.get(session, Run, self.run_id)
+                check_lease(run)
+                self.record(session, run, self.stage or "training", 1.0)
             self.recorded()
-
-
-class Heartbeat:
-    """Writes heartbeat_at every few seconds from a thread, so a dead worker is noticed even
-    while one training step takes long."""
-
-    def __init__(self, sessions, run_id: int, every: float | None = None):
-        every = every if every is not None else float(os.environ.get("ADAPT_DISTILL_HEARTBEAT_S", "5"))
-        self.sessions, self.run_id, self.every = sessions, run_id, every
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while not self.stop.wait(self.every):
-            try:
-                with self.sessions.begin() as session:
-                    store.get(session, Run, self.run_id).heartbeat_at = utcnow()
-            except Exception as exc:  # a missed beat is not fatal; the next one may pass
-                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
 
 
 def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter:

@@ -5,7 +5,10 @@ here: the RQ side (worker.queueing) and the life cycle (worker.lifecycle) build 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ConfigError, is_disk_full
+from core.errors import ConfigError, Superseded, is_disk_full
 from db import settings, store
 from db.models import Run, RunKind, RunStatus, utcnow
 from worker.kinds import PARENTS, RESUMABLE
@@ -25,6 +28,9 @@ def close_run(sessions: sessionmaker[Session], run_id: int, status: RunStatus, e
     pipeline's status follows its steps."""
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
+        if not holds_lease(run):
+            log.warning("run %s: another attempt holds it; this one records no outcome (%s)", run_id, status.value)
+            return
         store.finish_run(session, run, status, error)
         if status != RunStatus.succeeded:
             for waiting in store.dependents(session, run_id):
@@ -78,9 +84,28 @@ def record_outcome(sessions: sessionmaker[Session], run_id: int, status: RunStat
             time.sleep(wait * 2 ** attempt)
 
 
+# The lease of each run this process works on: a token written into the run's params when the
+# attempt claims it. Another attempt's claim (a resume after the run was taken for abandoned)
+# replaces it, and every write of this attempt checks it first (`holds_lease`): a stale attempt
+# stops itself (core.errors.Superseded) instead of writing over the live one.
+LEASES: dict[int, str] = {}
+
+
+def holds_lease(run: Run) -> bool:
+    """Whether this process's attempt still owns the run (True where this process took no lease)."""
+    mine = LEASES.get(run.id)
+    return mine is None or (run.params or {}).get("lease") == mine
+
+
+def check_lease(run: Run) -> None:
+    if not holds_lease(run):
+        raise Superseded(f"run {run.id} was taken over by another attempt: this one stops and writes nothing more")
+
+
 def claim(sessions: sessionmaker[Session], run_id: int) -> bool:
-    """Mark a queued run running, atomically: when the same run was queued twice (a reconciler and a
-    resume at once), only the first job to claim it does the work. False: nothing to do."""
+    """Mark a queued run running, atomically, and give this attempt the run's lease: when the same
+    run was queued twice (a reconciler and a resume at once), only the first job to claim it does
+    the work. False: nothing to do."""
     from sqlalchemy import update
 
     with sessions.begin() as session:
@@ -92,8 +117,11 @@ def claim(sessions: sessionmaker[Session], run_id: int) -> bool:
         if not started:
             log.warning("run %s is %s, not queued: this job has nothing to do", run_id, run.status.value)
             return False
+        lease = uuid.uuid4().hex
+        run.params = {**run.params, "lease": lease}
         if run.parent_id is not None:
             store.refresh_pipeline(session, run.parent_id)
+    LEASES[run_id] = lease
     return True
 
 
@@ -189,5 +217,35 @@ def copy_params(sessions: sessionmaker[Session], run_id: int) -> tuple[RunKind, 
     """The settings of a run, for 'run again with the same settings'."""
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
-        params = {k: v for k, v in run.params.items() if k not in ("result", "attempt", "output_dir")}
+        params = {k: v for k, v in run.params.items() if k not in ("result", "attempt", "output_dir", "lease")}
         return run.kind, params
+
+
+class Heartbeat:
+    """Writes heartbeat_at every few seconds from a thread, so a dead worker is noticed even
+    while one training step takes long."""
+
+    def __init__(self, sessions, run_id: int, every: float | None = None):
+        every = every if every is not None else float(os.environ.get("ADAPT_DISTILL_HEARTBEAT_S", "5"))
+        self.sessions, self.run_id, self.every = sessions, run_id, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(self.every):
+            try:
+                with self.sessions.begin() as session:
+                    run = store.get(session, Run, self.run_id)
+                    if not holds_lease(run):
+                        return  # another attempt owns the run: its beat is its own
+                    run.heartbeat_at = utcnow()
+            except Exception as exc:  # a missed beat is not fatal; the next one may pass
+                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)

@@ -93,7 +93,8 @@ def _view(session: Session, run: Run, row: dict | None = None) -> dict:
     children = list(store.children(session, run.id))
     return {
         **(row or run_row(run, children)),
-        "params": {k: v for k, v in params.items() if k != "result"}, "result": params.get("result") or {},
+        "params": {k: v for k, v in params.items() if k not in ("result", "lease")},
+        "result": params.get("result") or {},
         "output_dir": run.output_dir, "started": when(run.started_at), "worker": run.worker,
         "queue": run.queue, "job_id": run.job_id, "attempt": int(params.get("attempt", 1)),
         "corpus": {"id": corpus.id, "name": corpus.name, "words": corpus.words} if corpus else None,

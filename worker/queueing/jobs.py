@@ -4,12 +4,14 @@ hands it to the life cycle, which looks its kind up in worker.kinds; the CLI run
 
 from __future__ import annotations
 
+import os
 import signal
 
 from rq import get_current_job
 
 from db.session import get_engine, get_sessionmaker
 from worker import lifecycle
+from worker.queueing.embedded import die_with_parent
 
 
 def run_job(run_id: int) -> int:
@@ -18,6 +20,12 @@ def run_job(run_id: int) -> int:
     get_engine().dispose(close=False)
     # Its worker forwards a stop request (SIGTERM) here: the run checkpoints and goes back to the queue.
     signal.signal(signal.SIGTERM, lambda signum, frame: lifecycle.STOPPING.set())
+    # A worker killed outright (SIGKILL, OOM) sends nothing: the kernel then sends the same SIGTERM, so
+    # the horse never trains on without its worker.
+    worker = os.getppid()
+    die_with_parent()
+    if os.getppid() != worker:  # it died before that took effect
+        lifecycle.STOPPING.set()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
