@@ -224,6 +224,21 @@ def wide_bert(folder: Path) -> Path:
     return folder
 
 
+def adapting_on(env: dict, home: Path, teacher: Path, corpus_file: Path) -> subprocess.Popen:
+    """An inline CLI adaptation in the data folder `home`, returned once its first checkpoint is written."""
+    added = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)
+    command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
+               "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
+               "--head-warmup", "0", "--device", "cpu", "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", *command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((home / "runs").glob("*/model/checkpoints/latest")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    return process
+
+
 @pytest.mark.tried("the disk fills while a training run writes a checkpoint")
 def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_checkpoint(
         tmp_path, small_disk, corpus_file):
@@ -233,18 +248,8 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_continues_from_the_last_ch
     disk = small_disk("disk", 64)
     home = disk / "home"
     env = worker_env(home, "redis://unused")
-    teacher = wide_bert(tmp_path / "teacher")
-    added = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)
-    command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
-               "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
-               "--head-warmup", "0", "--device", "cpu", "--json"]
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", *command], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = adapting_on(env, home, wide_bert(tmp_path / "teacher"), corpus_file)
     checkpoints = home / "runs"
-    deadline = time.monotonic() + 180
-    while not list(checkpoints.glob("*/model/checkpoints/latest")):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
     filler = fill(disk, leave=1 << 20)  # less than a checkpoint, enough for the database
     out, err = process.communicate(timeout=300)
     assert process.returncode == 2, err
@@ -555,17 +560,7 @@ def test_a_full_disk_under_the_database_still_records_the_true_cause(tmp_path, s
     disk = small_disk("disk", 64)
     home = disk / "home"
     env = worker_env(home, "redis://unused")
-    teacher = wide_bert(tmp_path / "teacher")
-    added = json.loads(cli(env, "corpus", "add", str(corpus_file), "--json").stdout)
-    command = ["adapt", "--corpus", str(added["corpus_id"]), "--model", str(teacher), "--steps", "400",
-               "--batch-size", "8", "--seq-len", "64", "--checkpoint-every", "10", "--eval-every", "1000",
-               "--head-warmup", "0", "--device", "cpu", "--json"]
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", *command], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while not list((home / "runs").glob("*/model/checkpoints/latest")):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
+    process = adapting_on(env, home, wide_bert(tmp_path / "teacher"), corpus_file)
     filler = fill(disk, leave=0)  # not a byte left, for the checkpoint or the database
     out, err = process.communicate(timeout=300)
     assert process.returncode == 2 and "Traceback" not in err, err
