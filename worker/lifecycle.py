@@ -153,6 +153,18 @@ class Reporter:
         return self._cancel or STOPPING.is_set()
 
 
+def enqueue_again(sessions: sessionmaker[Session], run_id: int) -> None:
+    """Put a run the store holds as queued back on its queue when Redis answers; else the
+    reconciler does, later."""
+    try:
+        from worker.queueing.queues import connect
+        from worker.queueing.submit import enqueue
+
+        enqueue(sessions, run_id, connect(), fail_run=False)
+    except Exception as exc:
+        log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
+
+
 def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
     """A run stopped because its worker is stopping (not cancelled by the user) goes back to the
     queued state under a new job id, and onto the queue when Redis answers (else the reconciler
@@ -164,13 +176,7 @@ def requeue_interrupted(sessions: sessionmaker[Session], run_id: int) -> bool:
         next_attempt(run)
         run.status, run.error = RunStatus.queued, None
         run.stage = "queued: its worker stopped; it continues from its checkpoint"
-    try:
-        from worker.queueing.queues import connect
-        from worker.queueing.submit import enqueue
-
-        enqueue(sessions, run_id, connect(), fail_run=False)
-    except Exception as exc:
-        log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
+    enqueue_again(sessions, run_id)
     return True
 
 
@@ -199,13 +205,7 @@ def wait_for_dependencies(sessions: sessionmaker[Session], run_id: int, job=None
         close_run(sessions, run_id, RunStatus.cancelled, reason)
         return False
     log.warning("run %s was started before %s finished: it goes back to waiting", run_id, waits)
-    try:
-        from worker.queueing.queues import connect
-        from worker.queueing.submit import enqueue
-
-        enqueue(sessions, run_id, connect(), fail_run=False)
-    except Exception as exc:
-        log.warning("run %s is queued in the store; the reconciler will queue it (%s)", run_id, exc)
+    enqueue_again(sessions, run_id)
     return False
 
 
