@@ -6,63 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 
+from core.checks import (MOST_BATCH, MOST_EPOCHS, MOST_GRAD_ACCUM, MOST_GRAD_NORM, MOST_LOSS_WEIGHT, MOST_LR, MOST_MIN_FREQUENCY,
+                         MOST_STEPS, MOST_TOKENS_ADDED, MOST_WEIGHT_DECAY, SHAPE_BOUNDS, check_device,
+                         check_heldout_fraction, check_number, check_precision, check_seed, check_sequence,
+                         check_steps_or_fraction, check_whole)
 from core.errors import ConfigError
 
 STRATEGIES = ("adapt-then-distill", "distill-then-adapt", "adapt-and-distill")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-DEVICE_HELP = "auto, cpu, mps, cuda or cuda:N"
 ADAPT_LR = 5e-5
 """Peak learning rate of adaptation (continued pretraining of a pretrained model)."""
 DISTILL_LR = 5e-4
 """Peak learning rate of distillation (a fresh, small student)."""
-
-
-def check_seed(value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {value}")
-
-
-def check_heldout_fraction(value: float) -> None:
-    """The share of blocks held out, for every stage: more than none, at most half."""
-    if not 0 < value <= 0.5:
-        raise ConfigError(f"heldout-fraction must be more than 0 and at most 0.5, got {value}")
-
-
-def check_device(name: str) -> str:
-    """The device name, stripped, or a ConfigError naming the accepted ones. The one check used by
-    the configs, the CLI and the dashboard."""
-    name = (name or "auto").strip()
-    if not _DEVICE.match(name):
-        raise ConfigError(f"device must be {DEVICE_HELP}, got '{name}'")
-    return name
-
-
-def check_number(name: str, value: float, least: float = 0.0, above: bool = False) -> None:
-    """A finite number >= `least` (> `least` with `above`), else a ConfigError naming the option."""
-    if not math.isfinite(value) or value < least or (above and value == least):
-        bound = "a positive number" if above and least == 0 else f"a number {'>' if above else '>='} {least:g}"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
-
-
-SEQUENCE_TOKENS = (8, 8192)  # the least and most tokens per sequence a run may ask for
-
-
-def check_sequence(name: str, value: int) -> None:
-    """Tokens per sequence: within SEQUENCE_TOKENS."""
-    least, most = SEQUENCE_TOKENS
-    if not least <= value <= most:
-        raise ConfigError(f"{name} must be between {least} and {most}, got {value}")
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def check_precision(value: str) -> None:
-    if value not in PRECISIONS:
-        raise ConfigError(f"precision must be auto, bf16 or fp32, got '{value}'")
 
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -99,21 +55,24 @@ class TrainConfig:
     batch_size x grad_accum, split among them."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "eval_every", "checkpoint_every", "log_every"):
+            check_whole(name.replace("_", "-"), getattr(self, name), 1, MOST_STEPS)
+        check_whole("batch-size", self.batch_size, 1, MOST_BATCH)
+        check_whole("grad-accum", self.grad_accum, 1, MOST_GRAD_ACCUM,
+                    "; for a larger effective batch, raise --batch-size too")
+        check_whole("keep-checkpoints", self.keep_checkpoints, 1, 1_000)
         check_seed(self.seed)
-        if not 1 <= self.processes <= 64:
+        if not isinstance(self.processes, int) or not 1 <= self.processes <= 64:
             raise ConfigError(f"gpus (data-parallel processes) must be between 1 and 64, got {self.processes}")
         if self.batch_size % self.processes:
             raise ConfigError(f"batch-size {self.batch_size} does not split among {self.processes} processes: use a "
                               f"multiple of {self.processes}")
         if self.epochs is not None:
-            check_number("epochs", self.epochs, above=True)
-        check_number("lr", self.lr, above=True)
-        check_number("warmup", self.warmup)
-        check_number("weight-decay", self.weight_decay)
-        check_number("max-grad-norm", self.max_grad_norm, above=True)
+            check_number("epochs", self.epochs, above=True, most=MOST_EPOCHS)
+        check_number("lr", self.lr, above=True, most=MOST_LR)
+        check_steps_or_fraction("warmup", self.warmup)
+        check_number("weight-decay", self.weight_decay, most=MOST_WEIGHT_DECAY)
+        check_number("max-grad-norm", self.max_grad_norm, above=True, most=MOST_GRAD_NORM)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         self.device = check_device(self.device)
@@ -153,11 +112,11 @@ class AdaptConfig:
         return int(self.head_warmup * steps) if self.head_warmup < 1 else int(self.head_warmup)
 
     def __post_init__(self):
-        check_number("head-warmup (a fraction of the steps, or steps)", self.head_warmup)
-        check_number("head-lr", self.head_lr, above=True)
+        check_steps_or_fraction("head-warmup", self.head_warmup)
+        check_number("head-lr", self.head_lr, above=True, most=MOST_LR)
         check_sequence("seq-len", self.seq_len)
         check_heldout_fraction(self.heldout_fraction)
-        if not 0 < self.mask_probability < 1:
+        if not isinstance(self.mask_probability, (int, float)) or not 0 < self.mask_probability < 1:
             raise ConfigError(f"mask-probability must be between 0 and 1, got {self.mask_probability}")
 
 
@@ -180,8 +139,8 @@ class StudentShape:
     intermediate: int
 
     def __post_init__(self):
-        if min(self.layers, self.hidden, self.heads, self.intermediate) < 1:
-            raise ConfigError("student layers, hidden, heads and intermediate must all be positive")
+        for name in SHAPE_FIELDS:
+            check_whole(f"the student's {name}", getattr(self, name), 1, SHAPE_BOUNDS[name])
         if self.hidden % self.heads:
             raise ConfigError(f"student hidden size {self.hidden} is not divisible by its {self.heads} heads")
 
@@ -280,81 +239,24 @@ class DistillConfig:
     def __post_init__(self):
         if self.version not in ("v1", "v2"):
             raise ConfigError(f"version must be v1 or v2, got '{self.version}'")
-        check_number("mlm-weight", self.mlm_weight)
+        check_number("mlm-weight", self.mlm_weight, most=MOST_LOSS_WEIGHT)
+        if self.relation_heads is not None:
+            check_whole("relation-heads", self.relation_heads, 1, SHAPE_BOUNDS["heads"],
+                        " (it must divide both hidden sizes; leave it out to pick one)")
+        check_whole("teacher-layer", self.teacher_layer, -SHAPE_BOUNDS["layers"], SHAPE_BOUNDS["layers"] - 1)
         check_sequence("seq-len", self.seq_len)
         check_heldout_fraction(self.heldout_fraction)
 
 
-TASK_TYPES = ("classification", "ner")
-TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BIOES", "BILOU")
-
-
-def finetune_lr(hidden: int) -> float:
-    """A fine-tuning learning rate that suits a model's width: BERT-base's 3e-5 for 768 and wider,
-    more for smaller models, which need larger steps to move in the few epochs a task allows
-    (the small-BERT studies found 1e-4 and above best below 512 hidden)."""
-    if hidden >= 768:
-        return 3e-5
-    if hidden >= 384:
-        return 1e-4
-    if hidden >= 192:
-        return 2e-4
-    return 3e-4
-
-
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning a model on a labelled task to score it: several seeds, each trained up to
-    `epochs` with early stopping on the dev set, the best dev epoch scored on test."""
-
-    epochs: int = 10
-    """Most passes over the training examples; early stopping usually ends a seed sooner."""
-    patience: int = 2
-    """Stop a seed after this many epochs without a better dev score (0: never stop early)."""
-    lr: float | None = None
-    """Peak learning rate; None picks one from the model's width (finetune_lr)."""
-    batch_size: int = 16
-    max_length: int = 128
-    """Tokens per example (both texts of a pair together); longer ones are truncated."""
-    warmup: float = 0.1
-    """Warmup: a fraction of the most steps when < 1, else a number of steps."""
-    weight_decay: float = 0.01
-    seeds: int = 3
-    """Fine-tunings with different seeds; scores are their mean and standard deviation."""
-    seed: int = 0
-    """The first seed; the others follow it (seed, seed + 1, ...)."""
-    metric: str | None = None
-    """The dev metric that picks the best epoch; None: macro-F1 (classification), micro-F1 when labels
-    are excluded, entity F1 (ner)."""
-    exclude_labels: tuple[str, ...] = ()
-    """Labels left out of micro- and macro-F1 (ChemProt style: the negative class is not scored)."""
-    scheme: str | None = None
-    """Tag scheme for strict entity matching (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU); None: the
-    conlleval rules, which accept IOB1 and IOB2."""
-    device: str = "auto"
-    precision: str = "auto"
-
-    def __post_init__(self):
-        self.exclude_labels = tuple(self.exclude_labels)
-        check_seed(self.seed)
-        for name in ("epochs", "batch_size", "seeds"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value}")
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise ConfigError(f"patience must be a whole number >= 0, got {self.patience}")
-        check_sequence("max-length", self.max_length)
-        if self.lr is not None:
-            check_number("lr", self.lr, above=True)
-        check_number("warmup", self.warmup)
-        check_number("weight-decay", self.weight_decay)
-        if self.scheme is not None and self.scheme.upper() not in TAG_SCHEMES:
-            raise ConfigError(f"scheme must be one of {', '.join(TAG_SCHEMES)}, got '{self.scheme}'")
-        self.device = check_device(self.device)
-        check_precision(self.precision)
-
-    def learning_rate(self, hidden: int) -> float:
-        return self.lr if self.lr is not None else finetune_lr(hidden)
+def relation_heads(student_hidden: int, teacher_hidden: int, chosen: int | None = None) -> int:
+    """The relation heads of MiniLMv2: `chosen` when it divides both widths, else (None) the largest
+    of 48, 24, 16, 12, 8, 4, 2, 1 that does."""
+    if chosen is not None:
+        if student_hidden % chosen or teacher_hidden % chosen:
+            raise ConfigError(f"relation heads ({chosen}) must divide both the student hidden size "
+                              f"({student_hidden}) and the teacher's ({teacher_hidden})")
+        return chosen
+    return next(h for h in (48, 24, 16, 12, 8, 4, 2, 1) if not student_hidden % h and not teacher_hidden % h)
 
 
 @dataclass(frozen=True)
@@ -371,25 +273,10 @@ class VocabConfig:
     """A word must occur this often for the trainer to learn merges from it."""
 
     def __post_init__(self):
-        if self.step < 1:
-            raise ConfigError(f"step must be a positive number of tokens, got {self.step}")
+        check_whole("step", self.step, 1, MOST_TOKENS_ADDED)
+        check_whole("max-added", self.max_added, 1, MOST_TOKENS_ADDED)
         if self.max_added < self.step:
-            raise ConfigError(f"max-added ({self.max_added}) must be at least step ({self.step})")
-        if not 0 < self.threshold < 1:
+            raise ConfigError(f"max-added ({self.max_added:,}) must be at least step ({self.step:,})")
+        if not isinstance(self.threshold, (int, float)) or not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be between 0 and 1 (0.01 is 1%), got {self.threshold}")
-        if self.min_frequency < 1:
-            raise ConfigError(f"min-frequency must be at least 1, got {self.min_frequency}")
-
-
-MIN_LATENCY_REPEATS = 30  # fewer and the p95 is one or two forwards: noise, not a tail
-# How speed is measured unless told otherwise (`adapt-distill bench`, evaluations, experiments). One
-# torch thread: batch-1 latency as one serving worker sees it, and the same number whatever the
-# machine's core count (core.judge.speed pins it for the whole measurement).
-BENCH_DEFAULTS = {"device": "auto", "seq_len": 128, "batch_size": 32, "latency_repeats": MIN_LATENCY_REPEATS,
-                  "throughput_repeats": 5, "warmup": 3, "threads": 1}
-
-# How a labelled task file is read and split when the user does not say (`adapt-distill task add`,
-# core.judge.tasks.ingest_task, worker.evaluation.add_task): the fields of CSV/TSV/JSONL rows, and
-# the seeded, stratified share of train split off as dev and as test when those files are not given.
-TASK_FILE_DEFAULTS = {"text_field": "text", "pair_field": "text_pair", "label_field": "label", "seed": 0,
-                      "dev_fraction": 0.1, "test_fraction": 0.1}
+        check_whole("min-frequency", self.min_frequency, 1, MOST_MIN_FREQUENCY)

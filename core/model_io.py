@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.checks import check_config_dimensions
 from core.errors import ModelError
 
 BUNDLED = "bundled"
@@ -106,6 +107,7 @@ def inspect_model(path: Path, spec: str | None = None) -> ModelInfo:
         config = json.loads(config_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{config_file} is not valid JSON") from None
+    check_config_dimensions(config, str(config_file))
     model_type = config.get("model_type", "")
     if model_type not in BERT_FAMILY:
         raise ModelError(

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from db import store
 from db.models import Corpus, Run, RunKind, RunStatus, utcnow
-from worker import corpora, kinds, lifecycle, run_state, training
+from worker import corpora, kinds, lifecycle, run_params, run_state, training
 from worker.queueing.queues import SERIALIZER
 from worker.queueing.submit import submit_runs
 
@@ -121,7 +121,7 @@ def test_the_page_defaults_are_the_backend_defaults_and_no_torch_is_loaded():
 
     code = "import sys, app.data.train, worker.training; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    adapt, distill = training.adapt_config({}), training.distill_config({})
+    adapt, distill = run_params.adapt_config({}), run_params.distill_config({})
     assert TRAIN_DEFAULTS["adapt_lr"] == adapt.train.lr
     assert TRAIN_DEFAULTS["distill_lr"] == distill.train.lr
     assert TRAIN_DEFAULTS["adapt_steps"] == adapt.train.steps and TRAIN_DEFAULTS["seq_len"] == adapt.seq_len
@@ -130,12 +130,13 @@ def test_the_page_defaults_are_the_backend_defaults_and_no_torch_is_loaded():
 
 
 def test_the_dashboard_and_the_core_accept_the_same_devices():
-    from core.configs import TrainConfig, check_device
+    from core.checks import check_device
+    from core.configs import TrainConfig
     from core.errors import ConfigError
 
     for name in ("auto", "cpu", "mps", "cuda", "cuda:1"):
         assert check_device(f" {name} ") == name == TrainConfig(device=name).device
-        assert training.adapt_config({"device": name}).train.device == name
+        assert run_params.adapt_config({"device": name}).train.device == name
     for name in ("tpu", "cuda:", "gpu0"):
         with pytest.raises(ConfigError, match="device must be auto, cpu, mps, cuda or cuda:N"):
             TrainConfig(device=name)

@@ -69,7 +69,7 @@ def test_add_analyze_expand_with_json_output(cli, corpus_file, tmp_path):
     (["corpus", "add", "{bad}"], "looks binary"),
     (["corpus", "add", "{missing}"], "no such file"),
     (["vocab", "analyze", "--corpus", "99"], "no corpus with id 99"),
-    (["vocab", "analyze", "--corpus", "1", "--step", "0"], "step must be a positive"),
+    (["vocab", "analyze", "--corpus", "1", "--step", "0"], "step must be a whole number from 1"),
     (["vocab", "analyze", "--corpus", "{corpus}", "--base", "{missing}"], "no such model folder"),
     (["vocab", "expand", "--analysis", "5", "--size", "10", "--out", "x"], "no vocabulary analysis with id 5"),
 ])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import build_tiny_bert, labelled_examples, tagged_sentences
 
-from core.configs import FinetuneConfig, finetune_lr
+from core.judge.settings import FinetuneConfig, finetune_lr
 from core.errors import Cancelled, ConfigError
 from core.judge.finetune import encode, epoch_batches, evaluate_model
 from core.judge.task_files import Example, TaggedSentence

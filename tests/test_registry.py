@@ -130,7 +130,8 @@ def test_the_command_lines_defaults_are_the_configs():
     import dataclasses
     import re
 
-    from core.configs import BENCH_DEFAULTS, TASK_FILE_DEFAULTS, FinetuneConfig, TrainConfig, VocabConfig
+    from core.configs import TrainConfig, VocabConfig
+    from core.judge.settings import BENCH_DEFAULTS, TASK_FILE_DEFAULTS, FinetuneConfig
     from core.model_io import BUNDLED
 
     options = cli_options()

@@ -12,16 +12,18 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.configs import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_FILE_DEFAULTS, FinetuneConfig, check_device
+from core import memory
 from core.corpus import read_documents
 from core.errors import AdaptDistillError, ConfigError
 from core.formatting import count, printable
-from core.judge.metrics import METRICS, primary_metric
+from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_FILE_DEFAULTS, FinetuneConfig, check_bench
 from db import settings, store
 from db.models import Corpus, Evaluation, Measurement, Run, RunKind, Task
 from worker.catalogue import ensure_model, model_path, model_summary, refresh_cards
 from worker.lifecycle import Reporter, execute
-from worker.specs import ModelSpec
+from worker.kinds import KINDS
+from worker.resources import check_fits, check_fits_here
+from worker.specs import ModelSpec, check_sequence_length, folder_shape
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +77,7 @@ def check_finetune(session: Session, task_id: int, params: dict) -> tuple[Finetu
     """The fine-tuning settings for a task and the metric that selects: checked against the task."""
     config = finetune_config(params)
     task = store.get(session, Task, task_id)
-    unknown = sorted(set(config.exclude_labels) - set(task.labels))
-    if unknown:
-        raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of task {task_id} "
-                          f"({', '.join(task.labels[:10])})")
-    metric = config.metric or primary_metric(task.type, config.exclude_labels)
-    known = METRICS[task.type]
-    if metric not in known:
-        raise ConfigError(f"metric '{metric}' is not one of a {task.type} task's: {', '.join(known)}")
+    metric = config.metric_for(task.type, task.labels, f"task {task_id}")
     return config, metric
 
 
@@ -92,6 +87,11 @@ def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int,
     with sessions.begin() as session:
         config, metric = check_finetune(session, task_id, params)
         record = ensure_model(session, model)
+        shape = ModelSpec.parse(record.spec).shape(session)
+        if shape is not None:
+            check_sequence_length(config.max_length, shape, f"model {record.spec}", "max-length")
+            check_fits(memory.finetuning(shape, config.max_length, config.batch_size, config.precision),
+                       config.device, KINDS[RunKind.evaluation].queue)
         run = store.create_run(session, RunKind.evaluation,
                                {**{k: v for k, v in params.items() if k in FINETUNE_FIELDS},
                                 "model": record.spec, "task_id": task_id},
@@ -118,6 +118,10 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
             task_path, metric = Path(evaluation.task.path), evaluation.metric
             config = finetune_config({**run.params, "metric": metric})
             spec, task_id = evaluation.model.spec, evaluation.task_id
+        shape = folder_shape(path)
+        if shape is not None:
+            check_fits_here(memory.finetuning(shape, config.max_length, config.batch_size, config.precision),
+                            config.device)
         task = load_task(task_path)
         # dev or test text in a corpus behind the model inflates its scores: found before fine-tuning
         contamination = for_model(sessions, spec, task_id, report)
@@ -188,6 +192,12 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
         specs = [ensure_model(session, m).spec for m in models]
         if len(set(specs)) != len(specs):
             raise ConfigError("a model is listed twice: benchmark each model once")
+        for spec in specs:
+            shape = ModelSpec.parse(spec).shape(session)
+            if shape is not None:
+                check_sequence_length(params["seq_len"], shape, f"model {spec}")
+                check_fits(memory.inference(shape, params["seq_len"], params["batch_size"]), params["device"],
+                           KINDS[RunKind.benchmark].queue, subject=f"benchmarking {spec}")
         run = store.create_run(session, RunKind.benchmark, {**params, "models": specs, "corpus_id": corpus_id},
                                parent_id=parent_id, depends_on=[store.get(session, Run, r.id) for r in depends_on])
         run.job_id = f"run-{run.id}"
@@ -197,20 +207,7 @@ def create_benchmark(sessions: sessionmaker[Session], models: list[str], params:
 def bench_params(params: dict | None) -> dict:
     """The benchmark's settings with their defaults, checked."""
     params = {**BENCH_DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
-    unknown = sorted(set(params) - set(BENCH_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown benchmark setting(s) {', '.join(unknown)}: use {', '.join(BENCH_DEFAULTS)}")
-    for key in ("seq_len", "batch_size", "latency_repeats", "throughput_repeats", "threads"):
-        if not isinstance(params[key], int) or params[key] < 1:
-            raise ConfigError(f"{key.replace('_', '-')} must be a whole number of at least 1, got {params[key]}")
-    if params["latency_repeats"] < MIN_LATENCY_REPEATS:
-        raise ConfigError(f"latency-repeats must be at least {MIN_LATENCY_REPEATS} (fewer batch-1 forwards give no "
-                          f"real p95), got {params['latency_repeats']}: raise it (bench --repeats) to "
-                          f"{MIN_LATENCY_REPEATS} or more")
-    if not isinstance(params["warmup"], int) or params["warmup"] < 0:
-        raise ConfigError(f"warmup must be a whole number >= 0, got {params['warmup']}")
-    params["device"] = check_device(params["device"])
-    return params
+    return check_bench(params)
 
 
 def execute_benchmark(sessions: sessionmaker[Session], run_id: int, report: Reporter) -> None:
@@ -230,6 +227,10 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
     from core.judge.speed import measure_speed
 
     threads = params.get("threads", BENCH_DEFAULTS["threads"])  # a run queued before threads were a setting
+    for _, path in paths:
+        shape = folder_shape(path)
+        if shape is not None:
+            check_fits_here(memory.inference(shape, params["seq_len"], params["batch_size"]), params["device"])
     results = measure_speed(paths, params["device"], params["seq_len"], params["batch_size"],
                             # a run queued before 30 forwards were the least gets them when it runs
                             max(params["latency_repeats"], MIN_LATENCY_REPEATS), params["throughput_repeats"],

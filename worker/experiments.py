@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.configs import STRATEGIES, VocabConfig
 from core.errors import ConfigError
 from core.formatting import points_difference, printable
+from core.judge.settings import BENCH_DEFAULTS
 from db import store
 from db.models import Corpus, Evaluation, Run, RunKind, Task, VocabAnalysis
-from worker import contamination, evaluation, kinds, training, vocabulary
-from core import configs
+from worker import contamination, evaluation, kinds, run_params, training, vocabulary
 from worker.progress import ACTIVE, experiment_progress, wall_seconds
 from worker.specs import RUN_PREFIX, ModelSpec
 
@@ -69,8 +69,8 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
         raise ConfigError(f"expand must be pick, none or a number of tokens to add, got {expand}")
     adapt, distill, finetune = dict(adapt or {}), {**(distill or {}), **(student or {})}, dict(finetune or {})
     vocab = dict(vocab or {})
-    training.adapt_config(adapt)
-    training.distill_config(distill)
+    run_params.adapt_config(adapt)
+    run_params.distill_config(distill)
     evaluation.bench_params(bench)
     vocab_config = VocabConfig(**vocab)
     with sessions.begin() as session:
@@ -82,7 +82,7 @@ def create_experiment(sessions: sessionmaker[Session], corpus_id: int, task_id: 
         expansion = _expansion_of(session, teacher)
         base = store.get(session, VocabAnalysis, expansion.params["analysis_id"]).base_model if expansion else teacher
         # the students are checked against the teacher now: nothing is recorded for a shape that is refused
-        training.student_params(session, base, {**distill, "init": student_init} if student_init else distill)
+        run_params.student_params(session, base, {**distill, "init": student_init} if student_init else distill)
     with sessions.begin() as session:
         parent = store.create_run(session, RunKind.experiment, {
             "name": printable(name) if name else f"experiment on corpus {corpus_id}, task {task_id}", "corpus_id": corpus_id,
@@ -170,7 +170,7 @@ def rerun(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
         p = dict(run.params)
     # a benchmark recorded before batch-1 latency needed 30 forwards gets them now
     bench = {**p["bench"], "latency_repeats": max(p["bench"].get("latency_repeats") or 0,
-                                                  configs.BENCH_DEFAULTS["latency_repeats"])}
+                                                  BENCH_DEFAULTS["latency_repeats"])}
     return create_experiment(sessions, p["corpus_id"], p["task_id"], p["teacher"], p["strategies"], p["student"],
                              p["student_init"], p["adapt"], p["distill"], p["finetune"], bench, p["expand"],
                              p["vocab"], f"{p['name']} (again)")

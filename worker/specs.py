@@ -24,6 +24,7 @@ from core.configs import (
     default_student,
     student_not_smaller,
 )
+from core.checks import check_config_dimensions
 from core.errors import ConfigError, ModelError
 from core.model_io import (
     BUNDLED,
@@ -54,6 +55,8 @@ def folder_shape(folder: Path) -> dict | None:
         config = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         raise ModelError(f"{folder} has no readable config.json: pass a Hugging Face model folder") from None
+    if isinstance(config, dict):
+        check_config_dimensions(config, str(Path(folder) / "config.json"))
     try:
         shape = {"vocab_size": int(config["vocab_size"]), "layers": int(config["num_hidden_layers"]),
                  "hidden": int(config["hidden_size"]), "heads": int(config["num_attention_heads"]),
@@ -114,10 +117,10 @@ def check_trainable(session: Session, spec: str, what: str) -> dict | None:
                       f"'bert') only; pick a BERT checkpoint")
 
 
-def check_sequence_length(seq_len: int, shape: dict, what: str) -> None:
+def check_sequence_length(seq_len: int, shape: dict, what: str, option: str = "seq-len") -> None:
     if seq_len > shape["positions"]:
-        raise ConfigError(f"seq-len {seq_len} is longer than the {what} can read ({shape['positions']} positions): "
-                          f"use --seq-len {shape['positions']} or less")
+        raise ConfigError(f"{option} {seq_len} is longer than the {what} can read ({shape['positions']} positions): "
+                          f"use --{option} {shape['positions']} or less")
 
 
 def student_problem(student: dict, teacher: dict, name: str, init: str = "random", allow_larger: bool = False,

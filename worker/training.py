@@ -4,23 +4,14 @@ processes when asked), then record the model the run wrote."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.configs import (
-    ADAPT_LR,
-    DISTILL_LR,
-    INITS,
-    PRESETS,
-    STRATEGIES,
-    AdaptConfig,
-    DistillConfig,
-    TrainConfig,
-)
+from core import memory
+from core.configs import INITS, STRATEGIES, TrainConfig
 from core.errors import AdaptDistillError, ConfigError
 from core.model_io import folder_size
 from core.train.tokens import CachedCorpus
@@ -28,32 +19,10 @@ from db import settings, store
 from db.models import Corpus, Run, RunKind
 from worker.corpora import file_sha256
 from worker.lifecycle import TrainingReporter, execute
+from worker.resources import check_memory, check_memory_now, check_pipeline_memory
+from worker.run_params import adapt_config, bert_parameters_like, distill_config, memory_estimate, student_params
 from worker.run_state import new_run, run_dir
-from worker.specs import RUN_PREFIX, ModelSpec, check_sequence_length, check_trainable, student_of, student_problem
-
-# --- configs <-> params --------------------------------------------------------------------
-
-def _train_config(params: dict, lr: float) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{"lr": lr, **{k: v for k, v in params.items() if k in fields}})
-
-
-def adapt_config(params: dict) -> AdaptConfig:
-    fields = {f.name for f in dataclasses.fields(AdaptConfig)} - {"train"}
-    return AdaptConfig(**{k: v for k, v in params.items() if k in fields}, train=_train_config(params, ADAPT_LR))
-
-
-def distill_config(params: dict) -> DistillConfig:
-    """The distillation settings of a run's params. The student's shape is resolved against the
-    teacher when the run is created (`student_params`); before that a preset or the four explicit
-    dimensions give it, else None (derived from the teacher when the run starts)."""
-    explicit = [params.get(k) for k in ("layers", "hidden", "heads", "intermediate")]
-    known = params.get("student") in PRESETS or all(v is not None for v in explicit)
-    shape = student_of(params, None) if known else None
-    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"train", "student", "init"}
-    init = params.get("init") if params.get("init") in INITS else "random"  # a model init is resolved at run time
-    return DistillConfig(student=shape, init=init,
-                         **{k: v for k, v in params.items() if k in fields}, train=_train_config(params, DISTILL_LR))
+from worker.specs import RUN_PREFIX, ModelSpec, check_sequence_length, check_trainable
 
 
 def align_vocabulary(session: Session, model: Path, reference: Path, out: Path) -> Path:
@@ -92,50 +61,9 @@ def create_adaptation(sessions: sessionmaker[Session], corpus_id: int, model: st
         shape = check_trainable(session, model, "model")
         if shape is not None:
             check_sequence_length(config.seq_len, shape, "model")
+            check_memory(memory.adaptation(shape, config), config.train, RunKind.adaptation)
         return new_run(session, RunKind.adaptation, {**params, "corpus_id": corpus_id, "model": model},
                         parent_id, [store.get(session, Run, r.id) for r in depends_on])
-
-
-def student_params(session: Session, teacher: str, params: dict) -> dict:
-    """The params with the student's shape written out in full (a preset or explicit dimensions on
-    top of the shape derived from the teacher), after refusing a student that is not smaller than
-    its teacher in parameters (unless allow_larger_student). Left as they are when the teacher's
-    shape cannot be known yet (a hub id not downloaded)."""
-    teacher_shape = check_trainable(session, teacher, "teacher")
-    if teacher_shape is None:
-        return params
-    config = distill_config(params)
-    check_sequence_length(config.seq_len, teacher_shape, "teacher")
-    layers = teacher_shape["layers"]
-    if not -layers <= config.teacher_layer < layers:
-        raise ConfigError(f"teacher-layer {config.teacher_layer} is out of range: the teacher has {layers} layers "
-                          f"(use 0 to {layers - 1}, or -1 for the last)")
-    init, relation_heads = params.get("init") or "random", config.relation_heads
-    if init not in INITS:  # a model of its own: any width, and relation heads are checked when it loads
-        student = check_trainable(session, init, "student")
-        if student is None:
-            return params
-        name, shape = f"at {init}", {**student, "parameters": bert_parameters_like(student, teacher_shape)}
-        init, relation_heads = "random", None
-    else:
-        student = student_of(params, teacher_shape)
-        params = {**params, "layers": student.layers, "hidden": student.hidden, "heads": student.heads,
-                  "intermediate": student.intermediate}
-        name = student.name
-        shape = {**dataclasses.asdict(student), "parameters": bert_parameters_like(dataclasses.asdict(student),
-                                                                                    teacher_shape)}
-    problem = student_problem(shape, teacher_shape, name, init, bool(params.get("allow_larger_student")), relation_heads)
-    if problem:
-        raise ConfigError(problem)
-    return params
-
-
-def bert_parameters_like(student: dict, teacher: dict) -> int:
-    """Parameters of a student that shares the teacher's vocabulary and positions."""
-    from core.configs import bert_parameters
-
-    return bert_parameters(teacher["vocab_size"], student["hidden"], student["layers"], student["intermediate"],
-                           teacher["positions"], teacher["token_types"])
 
 
 def create_distillation(sessions: sessionmaker[Session], corpus_id: int, teacher: str, params: dict,
@@ -149,6 +77,8 @@ def create_distillation(sessions: sessionmaker[Session], corpus_id: int, teacher
             if init not in INITS:
                 params = {**params, "init": ModelSpec.parse(init).check(session)}
         params = student_params(session, teacher, params)
+        check_memory(memory_estimate(session, RunKind.distillation, {**params, "teacher": teacher}),
+                     distill_config(params).train, RunKind.distillation)
         return new_run(session, RunKind.distillation, {**params, "corpus_id": corpus_id, "teacher": teacher},
                         parent_id, [store.get(session, Run, r.id) for r in depends_on])
 
@@ -169,7 +99,9 @@ def create_pipeline(sessions: sessionmaker[Session], strategy: str, corpus_id: i
         if student_init:
             student_init = ModelSpec.parse(student_init).check(session)
         # the student is checked against the teacher now: adaptation keeps a model's shape
-        student_params(session, teacher, {**distill_params, "init": student_init} if student_init else distill_params)
+        student = student_params(session, teacher, {**distill_params, "init": student_init} if student_init
+                                 else distill_params)
+        check_pipeline_memory(session, strategy, teacher, student, adapt_params)
         pipeline = new_run(session, RunKind.pipeline, {"strategy": strategy, "corpus_id": corpus_id,
                                                         "teacher": teacher, "student_init": student_init})
         pipeline.output_dir = None
@@ -280,10 +212,14 @@ def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter
         from core.train.adapt import adapt
 
         params, out, model, corpus = _inputs(sessions, run_id, "model")
+        if report is not None:
+            check_memory_now(sessions, run_id, 1)
         return adapt(model, corpus, out, adapt_config(params), metadata={"run_id": run_id}, **progress)
     from core.train.distill import distill
 
     params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
+    if report is not None:
+        check_memory_now(sessions, run_id, 1)
     config = distill_config(params)
     if params.get("init") and params["init"] not in INITS:
         config.init = params["init"]
@@ -344,6 +280,7 @@ def execute_training(sessions: sessionmaker[Session], run_id: int, report: Train
         try:
             if processes > 1:
                 _inputs(sessions, run_id, "model" if run.kind == RunKind.adaptation else "teacher")  # once, here
+                check_memory_now(sessions, run_id, processes)
                 result = train_in_processes(sessions, run_id, processes)
             else:
                 result = train(sessions, run_id, report)

@@ -7,8 +7,9 @@ import sys
 
 from app.cli.common import (Bars, add_queue_options, command, execute_runs, fmt, mean_std, megabytes, open_sessions,
                             print_result, run_dict, short_count, short_float)
-from core.configs import (BENCH_DEFAULTS, DEVICE_HELP, MIN_LATENCY_REPEATS, PRECISIONS, TASK_TYPES, AdaptConfig,
-                          FinetuneConfig, TrainConfig, VocabConfig, finetune_lr)
+from core.checks import DEVICE_HELP, PRECISIONS
+from core.configs import AdaptConfig, TrainConfig, VocabConfig
+from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_TYPES, FinetuneConfig, finetune_lr
 from core.formatting import count, points_difference, score_interval
 from core.model_io import BUNDLED
 from worker.demo import DEMO_MINUTES

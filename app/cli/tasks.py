@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.cli.common import command, open_sessions, print_result
-from core.configs import TASK_FILE_DEFAULTS, TASK_TYPES
+from core.judge.settings import TASK_FILE_DEFAULTS, TASK_TYPES
 from db.models import Task
 
 TASK = TASK_FILE_DEFAULTS

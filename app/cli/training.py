@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.cli.common import add_queue_options, command, open_sessions, short_float, train_runs
-from core.configs import (ADAPT_LR, DEVICE_HELP, DISTILL_LR, PRECISIONS, SCHEDULES, STRATEGIES, AdaptConfig,
-                          DistillConfig, TrainConfig)
+from core.checks import DEVICE_HELP, PRECISIONS
+from core.configs import ADAPT_LR, DISTILL_LR, SCHEDULES, STRATEGIES, AdaptConfig, DistillConfig, TrainConfig
 from core.errors import ConfigError
 from core.model_io import BUNDLED
 

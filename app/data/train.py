@@ -19,9 +19,9 @@ from core.configs import (
     STRATEGIES,
     AdaptConfig,
     DistillConfig,
-    check_device,
     default_student,
 )
+from core.checks import check_device
 from db.models import Run, RunKind, RunStatus
 from worker.catalogue import BUNDLED_LABEL, model_name
 from worker.kinds import MODEL_KINDS, TRAINING
@@ -205,16 +205,35 @@ def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_wor
         tokens = steps * tokens_per_step
         stages.append({"kind": kind.value, "what": what, "steps": steps, "tokens": tokens,
                        "parameters": trained["parameters"] if trained and "parameters" in trained else None,
-                       "epochs": tokens / corpus_words if corpus_words else None})
+                       "epochs": tokens / corpus_words if corpus_words else None,
+                       "memory": stage_memory(c, kind, teacher, trained)})
     return {"tokens_per_step": tokens_per_step, "total_tokens": sum(s["tokens"] for s in stages), "stages": stages,
             "teacher": teacher, "student": student, "problems": problems, "student_problem": wrong}
+
+
+def stage_memory(c: dict, kind: RunKind, teacher: dict | None, trained: dict | None) -> int | None:
+    """Bytes a stage will take (core.memory's estimate, the one its run is checked against); None
+    while a shape or a setting is not known or not valid."""
+    from core import memory
+    from core.errors import AdaptDistillError
+    from worker import run_params
+
+    if teacher is None or trained is None or "layers" not in trained:
+        return None
+    adapt, distill = training_params(c)
+    try:
+        if kind == RunKind.adaptation:
+            return memory.adaptation({**teacher, **trained}, run_params.adapt_config(adapt)).total
+        return memory.distillation(teacher, {**teacher, **trained}, run_params.distill_config(distill)).total
+    except (AdaptDistillError, KeyError, TypeError, ValueError):
+        return None
 
 
 def start_training(sessions: sessionmaker[Session], connection: Redis, choices: dict) -> list[dict]:
     """Validate the choices, create the runs and queue them (a pipeline's steps wait on each other).
     Returns [{run_id, kind}] with the pipeline first. Nothing is created when a check fails."""
     from core.errors import ConfigError
-    from worker import training
+    from worker import run_params, training
     from worker.kinds import GPU
     from worker.queueing.serve import check_device_served
 
@@ -231,9 +250,9 @@ def start_training(sessions: sessionmaker[Session], connection: Redis, choices: 
     # Both configs are checked before any row exists: a pipeline writes its first runs before the
     # second config would be looked at.
     if RunKind.adaptation in kinds:
-        training.adapt_config(adapt)
+        run_params.adapt_config(adapt)
     if RunKind.distillation in kinds:
-        training.distill_config(distill)
+        run_params.distill_config(distill)
         if c["mode"] != "adapt-and-distill" and distill["init"] == "":
             raise ConfigError("choose the student's initial model, or init random or teacher")
         problem = training_estimate(sessions, c, 0)["student_problem"]

@@ -12,7 +12,8 @@ from app.data import experiments as experiments_data
 from app.data import tasks as tasks_data
 from app.data import train as train_data
 from app.data.common import ACTIVE, duration
-from core.configs import PRESETS, SEQUENCE_TOKENS, STRATEGIES
+from core.checks import SEQUENCE_TOKENS
+from core.configs import PRESETS, STRATEGIES
 from core.formatting import count, points_difference, score_interval, seeds_spread
 from core.judge.contamination import warning_lines
 

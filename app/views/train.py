@@ -8,8 +8,10 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import train as train_data
 from app.data.common import compact_count
-from core.configs import PRECISIONS, PRESETS, SEQUENCE_TOKENS, SHAPE_FIELDS
+from core.checks import PRECISIONS, SEQUENCE_TOKENS
+from core.configs import PRESETS, SHAPE_FIELDS
 from core.formatting import where_runs_go
+from core.memory import gib
 from db.models import RunKind
 
 FLASH = "train_flash"
@@ -224,7 +226,8 @@ def estimate_section(choices: dict, corpus: dict) -> None:
                            delta_color="off", delta_arrow="off")
         st.dataframe(
             [{"run": i + 1, "does": s["what"], "steps": s["steps"], "tokens": s["tokens"],
-              "trained parameters": s["parameters"], "epochs": s["epochs"]} for i, s in enumerate(estimate["stages"])],
+              "trained parameters": s["parameters"], "epochs": s["epochs"],
+              "memory": gib(s["memory"]) if s["memory"] else "?"} for i, s in enumerate(estimate["stages"])],
             hide_index=True, width="stretch", key="train_estimate",
             column_config={"tokens": st.column_config.NumberColumn(format="localized"),
                            "steps": st.column_config.NumberColumn(format="localized"),
@@ -233,7 +236,9 @@ def estimate_section(choices: dict, corpus: dict) -> None:
         )
         st.caption(f"Epochs count the corpus's {corpus['words']:,} words as its tokens, a rough proxy: WordPiece "
                    f"splits rare words into several pieces, so the corpus has more tokens and the true epochs are "
-                   f"fewer. Parameters are counted from the model configurations (a BERT with an MLM head).")
+                   f"fewer. Parameters are counted from the model configurations (a BERT with an MLM head). Memory is "
+                   f"estimated from the shapes and the batch; a run that would not fit in the worker's memory is "
+                   f"refused when you launch it.")
         for problem in estimate["problems"]:
             st.caption(f":orange[:material/warning: {problem}]")
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from core.judge import metrics as scoring
-from core.configs import FinetuneConfig, TrainConfig
-from core.errors import Cancelled, ConfigError, ModelError
+from core.configs import TrainConfig
+from core.judge.settings import FinetuneConfig
+from core.errors import Cancelled, ModelError
 from core.model_io import load_tokenizer
 from core.judge.tasks import TaskData
 from core.devices import autocast_dtype, resolve_device
@@ -292,14 +293,7 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
     finished before (its result.json in out_dir) is not run again."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metric = config.metric or scoring.primary_metric(task.type, config.exclude_labels)
-    known = scoring.METRICS[task.type]
-    if metric not in known:
-        raise ConfigError(f"metric '{metric}' is not one of a {task.type} task's: {', '.join(known)}")
-    unknown = sorted(set(config.exclude_labels) - set(task.labels))
-    if unknown:
-        raise ConfigError(f"excluded label(s) {', '.join(unknown)} are not labels of this task "
-                          f"({', '.join(task.labels[:10])}{'...' if len(task.labels) > 10 else ''})")
+    metric = config.metric_for(task.type, task.labels)
     device = resolve_device(config.device)
     tokenizer = load_tokenizer(model_path)
     if progress:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.configs import BENCH_DEFAULTS, MIN_LATENCY_REPEATS
+from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS
 from core.errors import Cancelled, ConfigError, ModelError
 from core.model_io import folder_size
 

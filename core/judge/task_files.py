@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.corpus import normalize_document, open_lines
 from core.errors import CorpusError, TaskError
-from core.configs import TASK_TYPES
+from core.judge.settings import TASK_TYPES
 
 TABLE_FORMATS = ("csv", "tsv", "jsonl")
 _CONLL_SUFFIXES = ("conll", "bio", "iob", "txt")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.configs import TASK_FILE_DEFAULTS
+from core.judge.settings import TASK_FILE_DEFAULTS
 from core.corpus import Stored, place
 from core.errors import TaskError
 from core.judge.task_files import PREFIXES, Example, TaggedSentence, check_type, load_files

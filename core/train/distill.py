@@ -19,7 +19,7 @@ from core.errors import ConfigError
 from core.train.losses import minilm_v1_loss, minilm_v2_loss
 from core.train.mlm import Masker, masked_lm_loss, shard_of
 from core.model_io import METADATA_FILE, load_mlm, vocabulary, vocabulary_difference
-from core.configs import (INITS, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
+from core.configs import (INITS, relation_heads, PRESETS, DistillConfig, StudentShape, TrainConfig,  # noqa: F401
                           check_student_smaller, default_student)
 from core.train.loop import finish, fit_and_save, prepare
 from core.train.checkpoints import read_json
@@ -46,13 +46,7 @@ class DistillResult:
 
 
 def relation_heads_for(config: DistillConfig, teacher_hidden: int) -> int:
-    student_hidden = config.student.hidden
-    if config.relation_heads is not None:
-        if student_hidden % config.relation_heads or teacher_hidden % config.relation_heads:
-            raise ConfigError(f"relation heads ({config.relation_heads}) must divide both the student hidden size "
-                              f"({student_hidden}) and the teacher's ({teacher_hidden})")
-        return config.relation_heads
-    return next(h for h in (48, 24, 16, 12, 8, 4, 2, 1) if not student_hidden % h and not teacher_hidden % h)
+    return relation_heads(config.student.hidden, teacher_hidden, config.relation_heads)
 
 
 def teacher_layers_for(teacher_layers: int, student_layers: int) -> list[int]:

@@ -29,6 +29,7 @@ from rq.exceptions import StopRequested
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from core.errors import ConfigError
+from worker.machine import gpu_memory, machine_memory
 from worker.queueing.queues import SERIALIZER, ProjectJob, connect, get_queue
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ DEVICES_FIELD = "adapt_distill_devices"
 
 
 def local_devices() -> dict:
-    """{"cuda": GPUs this process may use, "mps": Apple GPU}, found without initialising CUDA (the
+    """{"cuda": GPUs this process may use, "mps": Apple GPU, "memory": RAM bytes, "gpu_memory": bytes
+    of each GPU (the memory check of worker.resources reads them)}, found without initialising CUDA (the
     worker forks its jobs; CUDA must first start in the job): the NVIDIA driver's GPU list, narrowed
     by CUDA_VISIBLE_DEVICES."""
     try:
@@ -50,7 +52,8 @@ def local_devices() -> dict:
         ids = [part for part in visible.split(",") if part.strip()]
         ids = ids[:next((i for i, part in enumerate(ids) if part.strip().startswith("-")), len(ids))]
         gpus = min(gpus, len(ids))
-    return {"cuda": gpus, "mps": sys.platform == "darwin" and platform.machine() == "arm64"}
+    return {"cuda": gpus, "mps": sys.platform == "darwin" and platform.machine() == "arm64",
+            "memory": machine_memory()[0], "gpu_memory": gpu_memory()[:gpus] if gpus else []}
 
 
 def advertised(connection: Redis, worker: Worker) -> dict:
