@@ -26,6 +26,7 @@ from core.errors import ConfigError
 PASSWORD_ENV = "ADAPT_DISTILL_PASSWORD_HASH"
 SECRET_ENV = "ADAPT_DISTILL_SECRET"
 SESSION_HOURS_ENV = "ADAPT_DISTILL_SESSION_HOURS"
+TRUSTED_PROXY_ENV = "ADAPT_DISTILL_TRUSTED_PROXY"  # 1: the client address is X-Forwarded-For's last one
 SECRET_FILE = "dashboard-secret"  # in the data folder, 0600, when SECRET_ENV is not set
 DEFAULT_SESSION_HOURS = 7 * 24
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # about 32 MiB and 0.1 s per try
@@ -131,30 +132,75 @@ def check_session(key: bytes, token: str | None, now: float | None = None) -> bo
 
 
 @dataclass
+class _Record:
+    failures: int = 0
+    until: float = 0.0
+    busy: bool = False
+    last: float = 0.0
+
+
+@dataclass
 class Throttle:
-    """A brake on guessing, for a whole process: the first `free` wrong passwords in a row cost
-    nothing; from then on each one closes the door for twice as long as the one before (1 s, 2 s,
-    4 s, ... at most `longest`). A right password opens it again."""
+    """A brake on guessing passwords, per client address and for all of them together.
+
+    Per address: the first `free` wrong passwords in a row cost nothing; from then on each one
+    closes that address's door for twice as long as the one before (1 s, 2 s, 4 s, ... at most
+    `longest`), and one check at a time (concurrent tries from one address wait for it). A right
+    password opens that address's door again.
+
+    Together: once `most_failures` wrong passwords came in the last `window` seconds from all
+    addresses, every address with a wrong password on record waits until the window has room
+    again. An address with a clean record is always heard, so strangers guessing from elsewhere
+    never keep the owner out, and each new address buys an attacker one try at most."""
 
     free: int = 3
     longest: float = 60.0
-    failures: int = 0
-    until: float = 0.0
+    most_failures: int = 30
+    window: float = 60.0
+    remembered: int = 100_000
+    _records: dict[str, _Record] = field(default_factory=dict, repr=False)
+    _recent: list[float] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def wait(self, now: float) -> float:
-        """Seconds before the next attempt is heard (0: now)."""
-        return max(0.0, self.until - now)
-
-    def failed(self, now: float) -> None:
+    def wait(self, address: str, now: float) -> float:
+        """Seconds before a try from `address` would be heard (0: now); reserves nothing."""
         with self._lock:
-            self.failures += 1
-            if self.failures >= self.free:
-                self.until = now + min(self.longest, 2.0 ** (self.failures - self.free))
+            return self._wait(self._records.get(address) or _Record(), now)
 
-    def succeeded(self) -> None:
+    def _wait(self, record: _Record, now: float) -> float:
+        self._recent = [t for t in self._recent if t > now - self.window]
+        wait = max(0.0, record.until - now)
+        if record.failures and len(self._recent) >= self.most_failures:
+            wait = max(wait, self._recent[len(self._recent) - self.most_failures] + self.window - now)
+        return max(wait, 1.0) if record.busy else wait
+
+    def begin(self, address: str, now: float) -> float:
+        """0 when a try from `address` may be checked now (then `end` must follow), else the
+        seconds to wait."""
         with self._lock:
-            self.failures, self.until = 0, 0.0
+            record = self._records.get(address)
+            if record is None:
+                record = self._records[address] = _Record(last=now)
+                if len(self._records) > self.remembered:  # forget the quietest
+                    quiet = min((r.last, a) for a, r in self._records.items() if not r.busy)[1]
+                    self._records.pop(quiet, None)
+            wait = self._wait(record, now)
+            if wait:
+                return wait
+            record.busy, record.last = True, now
+            return 0.0
+
+    def end(self, address: str, right: bool, now: float) -> None:
+        with self._lock:
+            record = self._records.setdefault(address, _Record())
+            record.busy, record.last = False, now
+            if right:
+                record.failures, record.until = 0, 0.0
+                return
+            record.failures += 1
+            self._recent.append(now)
+            if record.failures >= self.free:
+                record.until = now + min(self.longest, 2.0 ** (record.failures - self.free))
 
 
 def secrets_files(app_dir: Path) -> list[Path]:

@@ -2,7 +2,8 @@
 Streamlit secrets it is Streamlit's own OIDC login (st.login, st.user); else, with
 ADAPT_DISTILL_PASSWORD_HASH set, a password, remembered in a signed session cookie so that a
 reload does not ask again; with neither, there is no door (the command line then keeps the
-dashboard on this machine unless told otherwise)."""
+dashboard on this machine unless told otherwise). A login needs the pages served through
+app/server.py (app/door.py: no uploads before login, the cookie set by the server, HttpOnly)."""
 
 from __future__ import annotations
 
@@ -16,22 +17,49 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import access
-from db import settings
+from app import access, door
 from core.errors import ConfigError
+from db import settings
 
-COOKIE = "adapt_distill_session"
-THROTTLE = access.Throttle()  # one per process: every browser session shares the brake
+COOKIE = door.COOKIE
+THROTTLE = access.Throttle()  # one per process: per client address, and for all of them together
 _REVOKED: set[str] = set()  # cookies logged out of; a stolen copy of one is refused until a restart
 
 
 def require_login() -> None:
     """Return when the visitor is logged in (or no login is configured); else show the login and stop."""
     auth = _oidc_section()
+    password = os.environ.get(access.PASSWORD_ENV, "").strip()
+    if (auth is not None or password) and not door.mounted:
+        st.title("adapt-distill")
+        st.error("A login is configured, so the dashboard must be started with `adapt-distill dashboard` (or `up`, "
+                 "or docker-compose), which serves app/server.py: it keeps uploads shut until login and sets the "
+                 "session cookie from the server. Nothing is served from app/main.py alone.", icon=":material/lock:")
+        st.stop()
     if auth is not None:
         _oidc(auth)
-    elif os.environ.get(access.PASSWORD_ENV, "").strip():
-        _password(os.environ[access.PASSWORD_ENV].strip())
+    elif password:
+        _password(password)
+
+
+def session_id() -> str:
+    """This browser session's id (the one Streamlit's upload URLs carry)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else ""
+
+
+def client_address() -> str:
+    """The visitor's address for the password brake: the connection's, or with
+    ADAPT_DISTILL_TRUSTED_PROXY=1 (behind a reverse proxy that sets it) the last address of
+    X-Forwarded-For, the one the proxy saw."""
+    if os.environ.get(access.TRUSTED_PROXY_ENV, "").strip() == "1":
+        forwarded = [part.strip() for part in (st.context.headers.get("X-Forwarded-For") or "").split(",")]
+        if forwarded and forwarded[-1]:
+            return forwarded[-1]
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "this machine"  # None on localhost
 
 
 def _oidc_section() -> Mapping | None:
@@ -51,9 +79,10 @@ def _oidc_section() -> Mapping | None:
 
 def _oidc(auth: Mapping) -> None:
     if st.user.get("is_logged_in"):
+        door.open_session(session_id())
         with st.sidebar:
             st.caption(f":material/person: {st.user.get('email') or st.user.get('name') or 'logged in'}")
-            st.button("Log out", key="auth_logout", icon=":material/logout:", on_click=st.logout)
+            st.button("Log out", key="auth_logout", icon=":material/logout:", on_click=_oidc_logout)
         return
     st.title("adapt-distill")
     if importlib.util.find_spec("authlib") is None:
@@ -64,6 +93,11 @@ def _oidc(auth: Mapping) -> None:
         st.button(f"Log in with {provider}" if provider else "Log in", key=f"auth_login_{provider}", type="primary",
                   icon=":material/login:", on_click=st.login, args=(provider,) if provider else ())
     st.stop()
+
+
+def _oidc_logout() -> None:
+    door.close_session(session_id())
+    st.logout()
 
 
 def _password(line: str) -> None:
@@ -80,15 +114,18 @@ def _password(line: str) -> None:
         token = st.context.cookies.get(COOKIE)
     if token and token not in _REVOKED and access.check_session(key, token):
         state.auth_token = token
+        door.open_session(session_id())
         with st.sidebar:
             if state.pop("auth_new_cookie", False):
-                _set_cookie(token, lifetime)
+                _set_cookie(door.issue_ticket(token, lifetime))
             if st.button("Log out", key="auth_logout", icon=":material/logout:"):
                 _REVOKED.add(token)
+                door.close_session(session_id())
                 state.pop("auth_token", None)
                 state.auth_logged_out = True  # this session's first request carried the cookie: ignore it
                 st.rerun()
         return
+    door.close_session(session_id())
     state.pop("auth_token", None)
     _login_form(line, key, lifetime)
     st.stop()
@@ -97,30 +134,34 @@ def _password(line: str) -> None:
 def _login_form(line: str, key: bytes, lifetime: float) -> None:
     state = st.session_state
     if state.get("auth_logged_out"):
-        _set_cookie("", 0)
+        _set_cookie(None)
     st.title("adapt-distill")
     with st.form("auth_login", clear_on_submit=True, width=420):
         password = st.text_input("Password", type="password", key="auth_password", autocomplete="current-password")
         submitted = st.form_submit_button("Log in", type="primary", icon=":material/login:")
     if not submitted:
         return
-    wait = THROTTLE.wait(time.monotonic())
+    address = client_address()
+    wait = THROTTLE.begin(address, time.monotonic())
     if wait:
         st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.", icon=":material/lock:")
-    elif access.verify_password(password, line):
-        THROTTLE.succeeded()
+        return
+    right = False
+    try:
+        right = access.verify_password(password, line)
+    finally:
+        THROTTLE.end(address, right, time.monotonic())
+    if right:
         state.auth_token = access.sign_session(key, lifetime)
         state.auth_new_cookie = True
         state.pop("auth_logged_out", None)
         st.rerun()
-    else:
-        THROTTLE.failed(time.monotonic())
-        st.error("Wrong password.", icon=":material/lock:")
+    st.error("Wrong password.", icon=":material/lock:")
 
 
-def _set_cookie(value: str, lifetime: float) -> None:
-    """Streamlit cannot set a cookie, so the page does: a script in st.html runs in the app's own
-    document (not an iframe). SameSite=Strict, and Secure when the page came over HTTPS."""
-    cookie = f"{COOKIE}={value}; Max-Age={int(lifetime)}; Path=/; SameSite=Strict"
-    st.html(f"<script>document.cookie = {json.dumps(cookie)} + "
-            f"(location.protocol === 'https:' ? '; Secure' : '');</script>", unsafe_allow_javascript=True)
+def _set_cookie(ticket: str | None) -> None:
+    """The server sets the cookie (HttpOnly: no page script can read it): the page trades a one-time
+    ticket for it, or with None asks for it to be dropped (app/door.py)."""
+    route, body = (door.SESSION_ROUTE, ticket) if ticket else (door.LOGOUT_ROUTE, "")
+    st.html(f"<script>fetch({json.dumps(route)}, {{method: 'POST', body: {json.dumps(body)}, "
+            f"credentials: 'same-origin'}});</script>", unsafe_allow_javascript=True)

@@ -1,5 +1,5 @@
-"""The dashboard: `streamlit run app/main.py` (or `adapt-distill up`). Settings come from the
-environment: ADAPT_DISTILL_HOME, DATABASE_URL, REDIS_URL, and for the login
+"""The dashboard's pages, served by app/server.py (`adapt-distill dashboard` or `up`). Settings come
+from the environment: ADAPT_DISTILL_HOME, DATABASE_URL, REDIS_URL, and for the login
 ADAPT_DISTILL_PASSWORD_HASH (or an [auth] section in the Streamlit secrets), see app/auth.py."""
 
 import streamlit as st

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import MAIN
 
-from app import access, auth
+from app import access, auth, door
 from core.errors import ConfigError
 
 PASSWORD = "correct horse battery"
@@ -98,25 +98,46 @@ def test_session_lifetime_comes_from_the_environment():
 
 def test_wrong_passwords_close_the_door_for_longer_and_longer():
     brake = access.Throttle(free=3, longest=8)
-    for _ in range(2):
-        brake.failed(now=100)
-        assert brake.wait(100) == 0
-    waits = []
-    for _ in range(5):
-        brake.failed(now=100)
-        waits.append(brake.wait(100))
-    assert waits == [1, 2, 4, 8, 8]
-    assert brake.wait(107) == 1 and brake.wait(108) == 0
-    brake.succeeded()
-    assert brake.wait(100) == 0 and brake.failures == 0
+    now, waits = 100.0, []
+    for _ in range(7):
+        assert brake.begin("a", now) == 0
+        brake.end("a", False, now)
+        waits.append(brake.wait("a", now))
+        now += waits[-1]  # the next try comes as soon as it is heard
+    assert waits == [0, 0, 1, 2, 4, 8, 8]
+    assert brake.wait("a", now - 1) == 1 and brake.wait("a", now) == 0
+    assert brake.begin("a", now) == 0
+    brake.end("a", True, now)  # the right one opens the door: the free tries are back
+    assert brake.begin("a", now) == 0
+    brake.end("a", False, now)
+    assert brake.wait("a", now) == 0
 
 
-# --- the door, through AppTest ---------------------------------------------------------------
+def test_the_brake_is_per_address_and_one_check_at_a_time():
+    brake = access.Throttle(free=1, longest=60)
+    assert brake.begin("stranger", 0) == 0
+    assert brake.begin("stranger", 0) == 1.0, "a second try from the same address waits for the first"
+    brake.end("stranger", False, 0)
+    assert brake.begin("stranger", 0) == 1.0  # braked
+    assert brake.begin("owner", 0) == 0, "another address is not delayed by the stranger's failures"
+
+
+def test_many_failures_everywhere_brake_the_guessers_but_never_a_clean_address():
+    brake = access.Throttle(free=100, most_failures=5, window=60)
+    for i in range(5):  # five addresses, one wrong guess each
+        assert brake.begin(f"bot{i}", 10 + i) == 0
+        brake.end(f"bot{i}", False, 10 + i)
+    assert brake.begin("bot0", 20) == 50  # the window is full: addresses with failures wait for room
+    assert brake.begin("owner", 20) == 0, "a clean address is always heard"
+    brake.end("owner", True, 20)
+    assert brake.begin("bot0", 71) == 0  # the first failure left the window
+
 
 @pytest.fixture
 def locked(home, monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, access.hash_password(PASSWORD, **FAST))
     monkeypatch.setattr(auth, "THROTTLE", access.Throttle())
+    monkeypatch.setattr(door, "mounted", True)  # as app/server.py serves it
     return home
 
 
@@ -143,8 +164,12 @@ def test_pages_render_only_after_the_password(locked, sessions):
     log_in(at, PASSWORD)
     assert not at.exception and not at.error
     assert rendered_page(at)
-    (cookie,) = at.sidebar.get("html")
-    assert f'"{auth.COOKIE}=v1.' in cookie.proto.body and "SameSite=Strict" in cookie.proto.body
+    (script,) = at.sidebar.get("html")
+    ticket = re.search(r'body: "([^"]+)"', script.proto.body)[1]  # the page trades a one-time ticket ...
+    assert door.SESSION_ROUTE in script.proto.body and "v1." not in script.proto.body
+    value, lifetime = door.redeem(ticket)  # ... which the server turns into the HttpOnly cookie
+    assert value.startswith("v1.") and door.redeem(ticket) is None, "a ticket is good once"
+    assert "HttpOnly" in door.cookie_header(value, lifetime, False)
 
     at.switch_page("views/corpora.py").run()
     assert not at.exception and [t.value for t in at.title] == ["Corpora"]
@@ -152,7 +177,7 @@ def test_pages_render_only_after_the_password(locked, sessions):
 
     at.button(key="auth_logout").click().run()
     assert not rendered_page(at) and [t.label for t in at.text_input] == ["Password"]
-    assert "Max-Age=0" in at.get("html")[0].proto.body, "logging out drops the cookie"
+    assert door.LOGOUT_ROUTE in at.get("html")[0].proto.body, "logging out has the server drop the cookie"
     at.run()
     assert [t.label for t in at.text_input] == ["Password"], "still logged out"
 
@@ -170,6 +195,7 @@ def test_repeated_wrong_passwords_are_slowed_down(locked, sessions):
 
 def test_a_malformed_hash_is_one_line_and_no_page(home, sessions, monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, "hunter2")
+    monkeypatch.setattr(door, "mounted", True)
     at = AppTest.from_file(str(MAIN), default_timeout=120).run()
     assert not at.exception and not rendered_page(at) and not at.text_input
     assert len(at.error) == 1 and "hash-password" in at.error[0].value
@@ -177,6 +203,7 @@ def test_a_malformed_hash_is_one_line_and_no_page(home, sessions, monkeypatch):
 
 def test_an_auth_section_in_the_secrets_means_streamlit_oidc_login(home, sessions, monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, access.hash_password(PASSWORD, **FAST))  # OIDC wins
+    monkeypatch.setattr(door, "mounted", True)
     at = AppTest.from_file(str(MAIN), default_timeout=120)
     at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c" * 32,
                           "client_id": "dashboard", "client_secret": "s",
@@ -188,6 +215,15 @@ def test_an_auth_section_in_the_secrets_means_streamlit_oidc_login(home, session
                                                "pip install 'Authlib>=1.3.2'"]
     else:
         assert [b.label for b in at.button] == ["Log in"]
+
+
+def test_a_login_is_never_served_without_the_door(home, sessions, monkeypatch):
+    """`streamlit run app/main.py` alone has no upload gate and cannot set an HttpOnly cookie: with a
+    login configured it serves nothing but the way to start it properly."""
+    monkeypatch.setenv(access.PASSWORD_ENV, access.hash_password(PASSWORD, **FAST))
+    at = AppTest.from_file(str(MAIN), default_timeout=120).run()
+    assert not at.exception and not rendered_page(at) and not at.text_input
+    assert len(at.error) == 1 and "adapt-distill dashboard" in at.error[0].value
 
 
 def test_without_a_login_configured_there_is_no_door(home, sessions):

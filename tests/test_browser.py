@@ -1,4 +1,4 @@
-"""The real dashboard in a real browser: `streamlit run app/main.py`, a real RQ worker process and
+"""The real dashboard in a real browser: `streamlit run app/server.py`, a real RQ worker process and
 Debian's Chromium driven through Playwright. A corpus goes in through the file input, an analysis
 runs on the worker, and the Plotly curve appears by itself (the live-progress fragment).
 
@@ -56,7 +56,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> N
 def start_dashboard(env: dict, *options: str) -> tuple[subprocess.Popen, str]:
     """A dashboard process on a free port, answering; (process, url)."""
     port = free_port()
-    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/server.py", "--server.port", str(port),
                             "--server.headless", "true", "--browser.gatherUsageStats", "false", *options],
                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -211,8 +211,14 @@ def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
     expect(password).to_have_count(0)
+    deadline = time.monotonic() + 10
+    while not [c for c in page.context.cookies() if c["name"] == "adapt_distill_session"] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     cookie = next(c for c in page.context.cookies() if c["name"] == "adapt_distill_session")
     assert cookie["value"].startswith("v1.") and cookie["sameSite"] == "Strict" and cookie["expires"] > time.time()
+    assert cookie["httpOnly"], "set by the server, out of reach of page scripts"
+    assert "adapt_distill_session" not in page.evaluate("document.cookie")
 
     page.reload()  # a new Streamlit session: the signed cookie logs it in
     expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
@@ -226,6 +232,99 @@ def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
     expect(page.get_by_label("Password", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Vocabulary")).to_have_count(0)
     assert not [c for c in page.context.cookies() if c["name"] == "adapt_distill_session"]
+
+
+def uuids_sent(frames: list) -> list[str]:
+    """The UUIDs the server sent over a page's websocket: its Streamlit session id among them (the
+    NewSession message carries it beside the script run's and the page's)."""
+    pattern = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    found = [m.group().decode() for frame in frames
+             for m in pattern.finditer(frame if isinstance(frame, bytes) else frame.encode())]
+    return list(dict.fromkeys(found))
+
+
+def put_upload(page, url: str, session: str, size: int) -> int:
+    """Streamlit's uploader's request: PUT one file to this session, with the page's XSRF token."""
+    import uuid
+
+    xsrf = next((c["value"] for c in page.context.cookies() if c["name"] == "_streamlit_xsrf"), "")
+    response = page.request.put(f"{url}/_stcore/upload_file/{session}/{uuid.uuid4()}",
+                                headers={"X-Xsrftoken": xsrf},
+                                multipart={"file": {"name": "corpus.txt", "mimeType": "text/plain",
+                                                    "buffer": b"x" * size}})
+    return response.status
+
+
+@pytest.mark.tried("files PUT to Streamlit's upload endpoint of a live session while the password form shows")
+def test_nothing_is_uploaded_before_login(page, locked_dashboard):
+    from playwright.sync_api import expect
+
+    frames: list = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+    page.goto(locked_dashboard)
+    password = page.get_by_label("Password", exact=True)
+    expect(password).to_be_visible()
+    candidates = uuids_sent(frames)
+    assert candidates
+    before = {c: put_upload(page, locked_dashboard, c, 2**20) for c in candidates}
+    assert set(before.values()) == {401}, before  # refused before the body is read, the live session too
+    password.fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    after = {c: put_upload(page, locked_dashboard, c, 1024) for c in candidates}
+    assert sorted(after.values()) == [204] + [401] * (len(candidates) - 1), after  # this session, logged in
+
+
+@pytest.mark.tried("eight browser sessions from one address guess the password at once, then the owner logs in "
+                   "from another (behind a reverse proxy that sets X-Forwarded-For)")
+def test_guessing_from_one_address_neither_races_the_brake_nor_locks_the_owner_out(home):
+    from app.access import PASSWORD_ENV, TRUSTED_PROXY_ENV, hash_password
+    from playwright.sync_api import expect, sync_playwright
+
+    dashboard = lone_dashboard(home, **{PASSWORD_ENV: hash_password(PASSWORD, n=16), TRUSTED_PROXY_ENV: "1"})
+    url = next(dashboard)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            stranger = browser.new_context(viewport=VIEWPORT, extra_http_headers={"X-Forwarded-For": "203.0.113.7"})
+            pages = [stranger.new_page() for _ in range(8)]
+            for p in pages:
+                p.set_default_timeout(30_000)
+                p.goto(url)
+                p.get_by_label("Password", exact=True).fill("a wrong guess")
+            for p in pages:  # as close to at once as one browser can: a script clicks, nothing waits
+                p.evaluate("[...document.querySelectorAll('button')].find(b => b.innerText.includes('Log in'))"
+                           ".click()")
+            for p in pages:
+                expect(p.get_by_test_id("stAlertContentError")).to_have_count(1)
+            answers = [p.get_by_test_id("stAlertContentError").inner_text() for p in pages]
+            checked = sum("Wrong password." in a for a in answers)
+            assert 1 <= checked <= 4 and checked + sum("try again in" in a for a in answers) == 8, answers
+
+            # one stranger goes on guessing as soon as it is let, until its address waits 8 s or more
+            guesser, waited = pages[0], 0
+            for _ in range(20):
+                guesser.get_by_label("Password", exact=True).fill("another wrong guess")
+                guesser.get_by_role("button", name="Log in").click()
+                answer = guesser.get_by_test_id("stAlertContentError").inner_text()
+                found = re.search(r"try again in (\d+) s", answer)
+                waited = int(found[1]) if found else 0
+                if waited >= 8:
+                    break
+                time.sleep(waited)
+            assert waited >= 8
+
+            owner = browser.new_context(viewport=VIEWPORT, extra_http_headers={"X-Forwarded-For": "198.51.100.1"})
+            mine = owner.new_page()
+            mine.set_default_timeout(30_000)
+            mine.goto(url)
+            mine.get_by_label("Password", exact=True).fill(PASSWORD)
+            mine.get_by_role("button", name="Log in").click()
+            expect(mine.get_by_role("link", name="Vocabulary")).to_be_visible()  # not delayed by the strangers
+
+            browser.close()
+    finally:
+        dashboard.close()
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def dashboard_command(port: int, host: str = DEFAULT_HOST) -> list[str]:
     import app
     from db.settings import upload_mb
 
-    main = Path(app.__file__).parent / "main.py"
+    main = Path(app.__file__).parent / "server.py"
     return [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(port),
             "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--client.toolbarMode", "minimal",
