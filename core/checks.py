@@ -18,7 +18,7 @@ from core.errors import ConfigError
 MOST_STEPS = 10_000_000  # optimizer steps, and every step-counted setting (eval, checkpoints, logs, warmup)
 MOST_BATCH = 65_536  # sequences per batch (training, fine-tuning, benchmarks)
 MOST_GRAD_ACCUM = 1_024  # micro-batches per optimizer step
-MOST_SEED = 2**32 - 1  # numpy's and torch's seeds are 32-bit
+MOST_SEED = 2**63 - 1  # what the store's integers and torch's generators hold (derived seeds are large)
 MOST_EPOCHS = 10_000
 MOST_REPEATS = 100_000  # forwards per speed measurement
 MOST_THREADS = 1_024
@@ -50,7 +50,7 @@ def check_whole(name: str, value, least: int = 1, most: int | None = None, hint:
     what to do instead when that is not obvious)."""
     whole = isinstance(value, int) and not isinstance(value, bool)
     if not whole or value < least or (most is not None and value > most):
-        bound = f"from {least:,} to {most:,}" if most is not None else f"of at least {least:,}"
+        bound = f"from {shown(least)} to {shown(most)}" if most is not None else f"of at least {shown(least)}"
         raise ConfigError(f"{name} must be a whole number {bound}, got {shown(value)}{hint}")
 
 

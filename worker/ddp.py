@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     from db import store
     from db.session import get_sessionmaker
     from worker import lifecycle, run_state, training
+    from worker.queueing.embedded import die_with_parent
 
+    die_with_parent()  # a launcher killed outright (SIGKILL) leaves no trainer behind
     run_id = int((argv if argv is not None else sys.argv[1:])[0])
     signal.signal(signal.SIGTERM, lambda signum, frame: lifecycle.STOPPING.set())  # torchrun passes a stop on
     sessions = get_sessionmaker()
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         report = lifecycle.reporter_for(sessions, run_id) if shard.main else None
-        hand_back({"result": training.train(sessions, run_id, report).to_dict()})
+        hand_back({"result": training.train(sessions, run_id, report, check=False).to_dict()})
     except Cancelled as exc:
         hand_back({"cancelled": str(exc)})
     except Exception as exc:

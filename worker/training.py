@@ -202,9 +202,10 @@ def _record(sessions, run_id: int, result, report: TrainingReporter) -> None:
     describe_model(sessions, run_id, f"{RUN_PREFIX}{run_id}", corpus_id, out, report)
 
 
-def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter | None):
+def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter | None, check: bool = True):
     """Run the core training of an adaptation or distillation run in this process (one of several
-    under torchrun, when report is None: only the first process reports)."""
+    under torchrun, when report is None: only the first process reports; their job checked the
+    memory, so they do not: `check`)."""
     with sessions.begin() as session:
         kind = store.get(session, Run, run_id).kind
     progress = dict(progress=report, cancel=report.cancelled, on_metrics=report.metrics) if report else {}
@@ -212,13 +213,13 @@ def train(sessions: sessionmaker[Session], run_id: int, report: TrainingReporter
         from core.train.adapt import adapt
 
         params, out, model, corpus = _inputs(sessions, run_id, "model")
-        if report is not None:
+        if check:
             check_memory_now(sessions, run_id, 1)
         return adapt(model, corpus, out, adapt_config(params), metadata={"run_id": run_id}, **progress)
     from core.train.distill import distill
 
     params, out, teacher, corpus = _inputs(sessions, run_id, "teacher")
-    if report is not None:
+    if check:
         check_memory_now(sessions, run_id, 1)
     config = distill_config(params)
     if params.get("init") and params["init"] not in INITS:
@@ -248,6 +249,7 @@ def train_in_processes(sessions: sessionmaker[Session], run_id: int, processes: 
 
     from core.errors import AdaptDistillError, Cancelled
     from worker.lifecycle import STOPPING
+    from worker.queueing.embedded import die_with_parent
 
     folder = run_dir(run_id)
     outcome, log_path = folder / PROCESSES_RESULT, folder / "processes.log"
@@ -255,7 +257,8 @@ def train_in_processes(sessions: sessionmaker[Session], run_id: int, processes: 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "worker.ddp", str(run_id)]
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        # the launcher dies with this work horse (and takes its processes with it), even on SIGKILL
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         passed_on = False
         while process.poll() is None:
             if STOPPING.is_set() and not passed_on:
