@@ -78,6 +78,12 @@ def test_tasks_are_added_split_and_counted_and_bad_files_are_refused(cli, tmp_pa
     assert "line 1 has no tag column" in bad.stderr
     listed = as_json(cli("task", "list", "--json"))["tasks"]
     assert len(listed) == 2
+    header, *rows = cli("task", "list").stdout.splitlines()  # a table like the other lists
+    assert header.split() == ["id", "type", "labels", "train", "dev", "test", "name"] and len(rows) == 2
+    for task, row in zip(listed, rows):  # in the order of the JSON
+        assert row.split()[:2] == [str(task["task_id"]), task["type"]] and row.split()[-1] == task["name"]
+        assert [int(x.replace(",", "")) for x in row.split()[3:6]] == [task["sizes"][k] for k in ("train", "dev",
+                                                                                                   "test")]
     assert sorted(p.name for p in (home / "tasks").iterdir()) == sorted(t["sha256"] for t in listed)  # no leftovers
 
 
@@ -135,6 +141,8 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
     adapted = as_json(cli("adapt", "--teacher", str(tiny), "--corpus", str(corpus), "--steps", "3", "--seq-len", "32",
                           "--batch-size", "4", "--json"))["runs"][0]
     listed = as_json(cli("models", "list", "--json"))["models"]
+    header, *rows = cli("models", "list").stdout.splitlines()
+    assert header.split()[:4] == ["id", "model", "params", "size"] and len(rows) == len(listed)
     spec = f"run:{adapted['run_id']}"
     made = next(m for m in listed if m["spec"] == spec)
     assert made["kind"] == "adaptation" and made["parameters"] > 0 and made["intrinsic"]["perplexity"] > 1, made
@@ -142,7 +150,15 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
     card = (Path(made["path"]) / "README.md").read_text()  # every model a run writes carries its card
     assert "## Intrinsic measures" in card and "## Training procedure" in card
     assert not (tiny / "README.md").exists(), "a user's own folder is never written to"
-    exported = as_json(cli("models", "export", spec, "--out", str(tmp_path / "exports"), "--json"))
+    exported = as_json(cli("models", "export", spec, "--out", f"{tmp_path / 'exports'}/", "--json"))
+    assert exported["zip"] == str(tmp_path / "exports" / f"run-{adapted['run_id']}.zip")  # a folder: <model>.zip in it
+    again = as_json(cli("models", "export", spec, "--out", str(tmp_path / "exports"), "--json"))
+    assert again["zip"] == exported["zip"]  # an existing folder, without the slash
+    named = as_json(cli("models", "export", spec, "--out", str(tmp_path / "mine.zip"), "--json"))
+    assert named["zip"] == str(tmp_path / "mine.zip")
+    neither = cli("models", "export", spec, "--out", str(tmp_path / "model.bin"), ok=False)
+    assert "neither a folder nor a .zip file" in neither.stderr and len(neither.stderr.splitlines()) == 1
+    assert not (tmp_path / "model.bin").exists()
     with zipfile.ZipFile(exported["zip"]) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path / "unzipped")

@@ -297,6 +297,21 @@ def model_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def export_path(out: str | Path | None, name: str) -> Path:
+    """Where an export goes: `<name>.zip` in the data folder's exports/, or in the folder `out`
+    names (an existing one, or a path ending in /), else `out` itself, which must end in .zip."""
+    if out is None:
+        return settings.home() / "exports" / f"{name}.zip"
+    text = str(out)
+    path = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / f"{name}.zip"
+    if path.suffix.lower() != ".zip":
+        raise ConfigError(f"--out {text} is neither a folder nor a .zip file: name a .zip file, or end the path "
+                          f"with / for a folder ({text}/ writes {text}/{name}.zip)")
+    return path
+
+
 def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None) -> Path:
     """A zip of the model folder (checkpoints left out) with a fresh model card, written under a
     temporary name and renamed; the zip's path."""
@@ -307,11 +322,7 @@ def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | Non
         path = model_path(session, record)
         info = card_info(session, record)
         name = record.spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
-    if out is None:
-        out = settings.home() / "exports" / f"{name}.zip"
-    out = Path(out).expanduser()
-    if out.is_dir():
-        out = out / f"{name}.zip"
+    out = export_path(out, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
     try:

@@ -18,7 +18,8 @@ def cmd_models_list(args) -> None:
     from worker.evaluation import models_table
 
     rows = models_table(open_sessions())
-    print_result(args, {"models": rows}, "\n".join(_model_line(m) for m in rows))
+    header = f"{'id':>4} {'model':<28} {'params':>8} {'size':>10}  name, best score, p50 latency"
+    print_result(args, {"models": rows}, "\n".join([header] + [_model_line(m) for m in rows]))
 
 
 def cmd_models_show(args) -> None:
@@ -66,6 +67,7 @@ def add_commands(sub) -> None:
     p.add_argument("model", help="a model id, bundled, run:ID or a folder")
     p = command(models, "export", cmd_models_export, "write a model as a zip with its model card")
     p.add_argument("model", help="a model id, run:ID or a folder")
-    p.add_argument("--out", help="the zip file or a folder for it (default: ADAPT_DISTILL_HOME/exports)")
+    p.add_argument("--out", help="a .zip file, or a folder (an existing one, or a path ending in /) for "
+                                 "<model>.zip (default: ADAPT_DISTILL_HOME/exports/)")
     p = command(models, "card", cmd_models_card, "(re)write the model card README.md in a model's folder")
     p.add_argument("model", help="a model id or run:ID")

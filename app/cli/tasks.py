@@ -9,10 +9,14 @@ from db.models import Task
 TASK = TASK_FILE_DEFAULTS
 
 
+def _label_count(t: dict) -> int:
+    """Labels of a classification task; entity tags (O left out) of an NER task."""
+    return len(t["labels"]) if t["type"] == "classification" else len([x for x in t["labels"] if x != "O"])
+
+
 def _task_line(t: dict) -> str:
     sizes = " · ".join(f"{split} {n:,}" for split, n in t["sizes"].items())
-    kind = f"{len(t['labels'])} labels" if t["type"] == "classification" else \
-        f"{len([x for x in t['labels'] if x != 'O'])} tags"
+    kind = f"{_label_count(t)} {'labels' if t['type'] == 'classification' else 'tags'}"
     return f"task {t['task_id']} '{t['name']}' ({t['type']}, {kind}): {sizes}"
 
 
@@ -36,7 +40,10 @@ def cmd_task_list(args) -> None:
 
     with open_sessions().begin() as session:
         rows = [task_dict(t) for t in store.rows(session, Task)]
-    print_result(args, {"tasks": rows}, "\n".join(_task_line(t) for t in rows) if rows else
+    lines = [f"{'id':>4}  {'type':<14}  {'labels':>6}  {'train':>8}  {'dev':>7}  {'test':>7}  name"]
+    lines += [f"{t['task_id']:>4}  {t['type']:<14}  {_label_count(t):>6}  {t['sizes'].get('train', 0):>8,}  "
+              f"{t['sizes'].get('dev', 0):>7,}  {t['sizes'].get('test', 0):>7,}  {t['name']}" for t in rows]
+    print_result(args, {"tasks": rows}, "\n".join(lines) if rows else
                  "no tasks yet: adapt-distill task add FILE --type classification|ner")
 
 
