@@ -381,6 +381,9 @@ def test_curve_marks_the_pick_and_the_threshold_moves_it_without_recomputing(ana
     at.number_input(key=f"vocab_threshold_{analysed.analysis_id}").set_value(threshold * 100).run()  # percent
     assert metric(at, "Picked size") == f"{expected.vocab_size:,}"
     assert metric(at, "Added tokens") == f"+{expected.added_tokens:,}"
+    assert [c.value for c in at.caption if c.value.startswith("Picked by")] == [
+        "Picked by the paper's rule: the first size whose gain is 50.00% or less (gains compared as shown, to 0.01%)."]
+    assert not [w for w in at.warning if "No candidate" in w.value], "one rule picked, not none"
     assert picked_in_chart(curve_spec(at)) == expected.vocab_size
     table = at.dataframe[0].value
     assert list(table.loc[table["pick"] == "★", "vocab size"]) == [expected.vocab_size]

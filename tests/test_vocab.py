@@ -149,6 +149,10 @@ def test_gains_and_the_paper_pick_rule():
     assert pick(points, 0.0056) == (points[2], True)
     assert pick(points, 0.2) == (points[1], True)
     assert pick(points, 0.0001) == (points[3], False)  # none qualifies: the largest
+    # compared as shown (to 0.01%): a gain shown as 1.00% meets a 1.00% threshold, one shown as 1.01% does not
+    shown = [point(100, -100.0, None), point(110, -99.0, 0.010049), point(120, -98.9, 0.0101)]
+    assert f"{shown[1].relative_gain:.2%}" == "1.00%" and pick(shown, 0.01) == (shown[1], True)
+    assert f"{shown[2].relative_gain:.2%}" == "1.01%" and pick(shown[:1] + shown[2:], 0.01) == (shown[2], False)
     docs = generated(400)
     result = analyze(lambda: iter(docs), load_tokenizer(bundled_path()), VocabConfig(step=50, max_added=200), 1)
     for prev, cur in zip(result.points, result.points[1:]):

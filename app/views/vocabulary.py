@@ -79,8 +79,14 @@ def pick_section(view: dict) -> tuple[dict, float]:
     cols[4].metric("Tokens per word", f"{picked['tokens_per_word']:.3f}",
                    delta=f"{picked['tokens_per_word'] - points[0]['tokens_per_word']:+.3f} vs base",
                    delta_color="inverse")
-    if not reached:
-        st.warning(f"No candidate gains {threshold:.2%} or less: the largest one is picked. "
+    if reached:
+        st.caption(f"Picked by the paper's rule: the first size whose gain is {threshold:.2%} or less "
+                   f"(gains compared as shown, to 0.01%).")
+    else:
+        least = min((p for p in points if p["relative_gain"] is not None), key=lambda p: p["relative_gain"],
+                    default=None)
+        smallest = f" (the smallest is {least['relative_gain']:.2%}, at {least['vocab_size']:,})" if least else ""
+        st.warning(f"No candidate gains {threshold:.2%} or less{smallest}: the largest one is picked. "
                    f"A larger maximum may find the knee.", icon=":material/trending_up:")
     for note in view["analysis_notes"]:
         st.caption(f"Note: {note}.")

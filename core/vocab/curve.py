@@ -46,11 +46,16 @@ class AnalysisResult:
 keeps the best max_added of them."""
 
 
+GAIN_DIGITS = 4
+"""Gains are compared with the threshold at 0.01 % (four decimals of the fraction): the resolution
+the page and the CLI show them at, so a gain shown as 1.00% meets a 1.00% threshold."""
+
+
 def pick(points: list[CurvePoint], threshold: float) -> tuple[CurvePoint, bool]:
-    """The paper's rule: the first candidate whose relative gain is <= threshold (kept).
-    If none is, the largest candidate, and False."""
+    """The paper's rule: the first candidate whose relative gain is <= threshold (kept), both
+    rounded to GAIN_DIGITS. If none is, the largest candidate, and False."""
     for point in points[1:]:
-        if point.relative_gain is not None and point.relative_gain <= threshold:
+        if point.relative_gain is not None and round(point.relative_gain, GAIN_DIGITS) <= round(threshold, GAIN_DIGITS):
             return point, True
     return points[-1], False
 
