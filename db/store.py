@@ -93,9 +93,14 @@ def start_run(session: Session, run: Run) -> None:
     run.error = None
 
 
+RUNNING_MOST = 0.99
+"""The most progress a run shows before it has succeeded: a run whose steps are done still measures
+its model (perplexity, the card) and is not 100% until finish_run says so."""
+
+
 def set_progress(session: Session, run_id: int, stage: str, progress: float) -> None:
     run = get(session, Run, run_id)
-    run.stage, run.progress, run.heartbeat_at = stage, float(progress), utcnow()
+    run.stage, run.progress, run.heartbeat_at = stage, min(float(progress), RUNNING_MOST), utcnow()
 
 
 def finish_run(session: Session, run: Run, status: RunStatus, error: str | None = None) -> None:

@@ -305,7 +305,8 @@ def test_runs_page_lists_runs_with_status_and_progress(sessions, tiny, corpus_id
     assert at.selectbox(key="runs_selected").value == running.id
     (bar,) = at.get("progress")
     assert bar.proto.text == f"Run {running.id} · running: training · step 10 of 40 · ETA 1 min · loss 1.235 (25%)"
-    assert [b.label for b in at.button if b.key == "runs_cancel"] == ["Cancel"]
+    assert [b.key for b in at.button if b.key in ("runs_cancel", "runs_resume", "runs_again")] == ["runs_cancel"], \
+        "a running run offers what can be done to it: no Run again"
 
 
 def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redis, tiny, corpus_id):

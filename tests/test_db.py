@@ -88,6 +88,10 @@ def test_runs_metrics_artifacts_and_lineage(db_url):
         assert child.status == RunStatus.running and child.started_at is not None
         assert [d.id for d in child.depends_on] == [parent_id] and child.parent_id == parent_id
         assert [(m.step, m.value) for m in sorted(child.metrics, key=lambda m: m.step)] == [(1, 2.5), (2, 1.5)]
+        store.set_progress(session, parent_id, "measuring perplexity", 1.0)  # its steps are done ...
+        assert store.get(session, Run, parent_id).progress == store.RUNNING_MOST < 1  # ... but it is not done
+        store.finish_run(session, store.get(session, Run, parent_id), RunStatus.succeeded)
+        assert store.get(session, Run, parent_id).progress == 1.0
         store.finish_run(session, child, RunStatus.failed, "boom: do X")
     with sessions.begin() as session:
         child = store.get(session, Run, child_id)

@@ -519,7 +519,7 @@ def test_a_hung_redis_never_holds_the_work_of_a_run(sessions, tmp_path, corpus_f
     reports.join(20)
     assert not reports.is_alive(), "a progress report waited on Redis"
     with sessions.begin() as session:
-        assert store.get(session, Run, run.id).progress == 1.0
+        assert store.get(session, Run, run.id).progress == store.RUNNING_MOST  # the last report reached the store
     assert not report.meta_writer.drain(0.5)  # the copy for Redis is what waits, and only it
 
 

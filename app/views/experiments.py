@@ -183,7 +183,8 @@ if status in ACTIVE:
     live_body(chosen, status)
 else:
     experiment_body(chosen)
-if st.button("Run again with the same settings", key="experiments_rerun", icon=":material/replay:"):
+if status not in ACTIVE and st.button("Run again with the same settings", key="experiments_rerun",
+                                     icon=":material/replay:"):
     with ui.reported():
         new = experiments_data.rerun(sm, connections.redis(), chosen)
         ui.flash(FLASH, "success", f"Experiment {new} queued with the settings of experiment {chosen}.")

@@ -208,7 +208,7 @@ def lineage(view: dict) -> None:
 def actions(view: dict) -> None:
     rid, status, kind = view["id"], view["status"], view["kind"]
     shown = [status in ACTIVE, kind in runs_data.RESUMABLE_KINDS and status in RESUMABLE,
-             kind in runs_data.TRAINABLE or kind == RunKind.pipeline.value]
+             (kind in runs_data.TRAINABLE or kind == RunKind.pipeline.value) and status not in ACTIVE]
     if not any(shown):
         return
     row = st.container(horizontal=True)
