@@ -577,3 +577,30 @@ def test_a_pipeline_progresses_by_the_estimated_cost_of_its_steps(sessions, tiny
     assert bar.proto.text == f"Run {pipeline.id} · running: step 2 of 2 · ETA 5 s ({row['progress']:.0%})"
     assert list(at.dataframe[0].value["progress"])[list(at.dataframe[0].value["id"]).index(pipeline.id)] == \
         pytest.approx(100 * row["progress"])
+
+
+def test_a_model_that_does_not_exist_yet_is_to_come_not_a_model(sessions, tiny, corpus_id, home):
+    from worker.evaluation import create_benchmark
+
+    queued = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 10, **SMALL})
+    create_benchmark(sessions, [f"run:{queued.id}"])  # the catalogue meets the model before it exists
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home)}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", "models", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    listed = json.loads(cli("list", "--json").stdout)
+    assert f"run:{queued.id}" not in [m["spec"] for m in listed["models"]]
+    assert listed["to_come"] == [{"run_id": queued.id, "kind": "adaptation", "status": "queued"}]
+    assert cli("list").stdout.splitlines()[-1] == f"to come: run:{queued.id} (adaptation, queued)"
+    shown = cli("show", f"run:{queued.id}")
+    assert shown.returncode != 0 and "Traceback" not in shown.stderr and len(shown.stderr.splitlines()) == 1
+    assert f"run {queued.id} has not made its model yet (queued)" in shown.stderr and not shown.stdout
+    at = open_page("models")
+    assert [c.value for c in at.caption if "To come" in c.value] == [
+        f":material/hourglass_top: To come, listed here once their runs succeed: run {queued.id} (adaptation, "
+        f"queued)."]
+    assert all(f"run:{queued.id}" not in str(frame.value.to_dict()) for frame in at.dataframe)

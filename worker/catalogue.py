@@ -119,9 +119,25 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
     for record in session.scalars(select(ModelRecord).where(ModelRecord.parameters.is_(None))):
         fill_details(session, record)
     records = session.scalars(select(ModelRecord).options(selectinload(ModelRecord.evaluations),
-                                                          selectinload(ModelRecord.measurements))
+                                                          selectinload(ModelRecord.measurements),
+                                                          selectinload(ModelRecord.run))
                               .order_by(ModelRecord.id.desc())).all()
-    return sorted(records, key=lambda r: r.spec == BUNDLED)  # the models made here first, newest first
+    made = [r for r in records if r.run is None or r.run.status == RunStatus.succeeded]  # not those to come
+    return sorted(made, key=lambda r: r.spec == BUNDLED)  # the models made here first, newest first
+
+
+def models_to_come(session: Session) -> list[dict]:
+    """The models that unfinished runs will make: [{run_id, kind, status}], oldest first."""
+    runs = session.scalars(select(Run).where(Run.kind.in_(MODEL_KINDS), Run.status.in_(
+        (RunStatus.queued, RunStatus.running))).order_by(Run.id)).all()
+    return [{"run_id": r.id, "kind": r.kind.value, "status": r.status.value} for r in runs]
+
+
+def check_made(record: ModelRecord) -> None:
+    """Refuse a model whose run has not made it yet (queued, running, failed, cancelled)."""
+    if record.run is not None and record.run.status != RunStatus.succeeded:
+        raise ConfigError(f"run {record.run_id} has not made its model yet ({record.run.status.value}): it is a "
+                          f"model once the run succeeds; `adapt-distill runs list` shows its progress")
 
 
 def lineage(session: Session, record: ModelRecord) -> list[dict]:

@@ -17,16 +17,25 @@ def _model_line(m: dict) -> str:
 def cmd_models_list(args) -> None:
     from worker.evaluation import models_table
 
-    rows = models_table(open_sessions())
+    from worker.catalogue import models_to_come
+
+    sessions = open_sessions()
+    rows = models_table(sessions)
+    with sessions.begin() as session:
+        to_come = models_to_come(session)
     header = f"{'id':>4} {'model':<28} {'params':>8} {'size':>10}  name, best score, p50 latency"
-    print_result(args, {"models": rows}, "\n".join([header] + [_model_line(m) for m in rows]))
+    lines = [header] + [_model_line(m) for m in rows]
+    if to_come:
+        lines.append("to come: " + ", ".join(f"run:{r['run_id']} ({r['kind']}, {r['status']})" for r in to_come))
+    print_result(args, {"models": rows, "to_come": to_come}, "\n".join(lines))
 
 
 def cmd_models_show(args) -> None:
-    from worker.catalogue import ensure_model, lineage, model_summary
+    from worker.catalogue import check_made, ensure_model, lineage, model_summary
 
     with open_sessions().begin() as session:
         record = ensure_model(session, args.model)
+        check_made(record)
         data = {**model_summary(session, record), "lineage": lineage(session, record)}
     lines = [_model_line(data), "lineage: " + " <- ".join(
         f"{step['name']}" + (f" (corpus {step['corpus_id']})" if step.get("corpus_id") else "")

@@ -31,6 +31,12 @@ def list_models(sessions: sessionmaker[Session]) -> list[dict]:
         return summaries
 
 
+def models_to_come(sessions: sessionmaker[Session]) -> list[dict]:
+    """The models unfinished runs will make: [{run_id, kind, status}] (listed once they succeed)."""
+    with sessions.begin() as session:
+        return catalogue.models_to_come(session)
+
+
 def score_on(model: dict, task_id: int | None) -> dict | None:
     """The latest finished score of a model on a task: {metric, mean, std, seeds, evaluation_run}."""
     found = [s for s in model["scores"] if s["task_id"] == task_id and s["mean"] is not None]

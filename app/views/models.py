@@ -24,6 +24,10 @@ st.caption("Every model adapt-distill knows: the bundled one, every model a run 
 ui.show_flash(FLASH)
 
 rows = models_data.list_models(sm)
+to_come = models_data.models_to_come(sm)
+if to_come:
+    st.caption(":material/hourglass_top: To come, listed here once their runs succeed: " + ", ".join(
+        f"run {r['run_id']} ({r['kind']}, {r['status']})" for r in to_come) + ".")
 tasks = tasks_data.list_tasks(sm)
 task_names = {t["task_id"]: f"{t['task_id']} · {t['name']} ({t['type']})" for t in tasks}
 by_spec = {m["spec"]: m for m in rows}
