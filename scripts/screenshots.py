@@ -196,7 +196,7 @@ class Scenario:
 
         with self.sessions.begin() as session:
             size = vocabulary.picked_size(store.get(session, VocabAnalysis, self.ids["analysis"]), None)
-        self.ids["expansion"] = submit_expansion(self.sessions, self.redis, self.ids["analysis"], size)
+        self.ids["expansion"], _ = submit_expansion(self.sessions, self.redis, self.ids["analysis"], size)
         self.succeeded(self.ids["expansion"], "the end of the expansion")
 
     def running(self) -> None:

@@ -60,6 +60,14 @@ def test_add_analyze_expand_with_json_output(cli, corpus_file, tmp_path):
     from transformers import AutoTokenizer
 
     assert len(AutoTokenizer.from_pretrained(out)) == 30722
+    # the same size again, with no folder of its own: the model made first is reused, not copied
+    first = one_json(cli("vocab", "expand", "--analysis", str(curve["analysis_id"]), "--size", "30622", "--json"))
+    again = one_json(cli("vocab", "expand", "--analysis", str(curve["analysis_id"]), "--size", "30622", "--json"))
+    assert first["reused"] is False and again["reused"] is True
+    assert (again["run_id"], again["output_dir"]) == (first["run_id"], first["output_dir"])
+    assert "reused: run" in cli("vocab", "expand", "--analysis", str(curve["analysis_id"]), "--size", "30622").stdout
+    listing = one_json(cli("runs", "list", "--json"))["runs"]
+    assert len([r for r in listing if r["kind"] == "expansion"]) == 2  # --out's and the default one
 
     human = cli("vocab", "show", str(curve["analysis_id"]))
     assert "<- pick" in human.stdout

@@ -1,6 +1,7 @@
 """Integration: a real Redis and a real `adapt-distill worker` process."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,7 +69,7 @@ def test_corpus_to_curve_to_expanded_model_through_a_real_worker(sessions, redis
         assert [a.kind for a in stored.run.artifacts] == ["incremental_vocab"]
         tokens = vocabulary.read_tokens(stored)
 
-    run_id = submit_expansion(sessions, redis, analysis.id, 30522 + 200, tmp_path / "expanded")
+    run_id, _ = submit_expansion(sessions, redis, analysis.id, 30522 + 200, tmp_path / "expanded")
     run = wait_for(sessions, run_id)
     assert run.status == RunStatus.succeeded, run.error
     assert run.output_dir == str(tmp_path / "expanded")
@@ -79,6 +80,11 @@ def test_corpus_to_curve_to_expanded_model_through_a_real_worker(sessions, redis
     with sessions.begin() as session:
         artifact = store.get(session, Run, run_id).artifacts[0]
         assert artifact.kind == "model" and artifact.bytes > 1_000_000 and len(artifact.sha256) == 64
+    # asked again for that size (the Vocabulary page's button): the run that made it is reused
+    assert submit_expansion(sessions, redis, analysis.id, 30522 + 200) == (run_id, True)
+    shutil.rmtree(run.output_dir)  # its model is gone: a new one is made
+    again, reused = submit_expansion(sessions, redis, analysis.id, 30522 + 200)
+    assert again != run_id and not reused
 
 
 def test_an_identical_analysis_is_reused_not_queued_again(sessions, redis, worker_process, corpus_file):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from redis import Redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.configs import VocabConfig
@@ -240,8 +241,30 @@ def submit_analysis(sessions: sessionmaker[Session], connection: Redis, corpus_i
     return analysis, reused
 
 
+def existing_expansion(sessions: sessionmaker[Session], analysis_id: int, vocab_size: int | str) -> Run | None:
+    """An expansion of this analysis at this size that is queued, running, or done with its model
+    still on disk: the same model, so asking again reuses it (as analyses are reused)."""
+    if not isinstance(vocab_size, int):
+        return None
+    with sessions.begin() as session:
+        analysis = store.get(session, VocabAnalysis, analysis_id)
+        for run in session.scalars(select(Run).where(Run.kind == RunKind.expansion, Run.parent_id == analysis.run_id,
+                                                     Run.status.in_((RunStatus.queued, RunStatus.running,
+                                                                     RunStatus.succeeded))).order_by(Run.id)):
+            folder = run.params.get("output_dir") or run.output_dir
+            if run.params.get("vocab_size") == vocab_size and (
+                    run.status != RunStatus.succeeded or (folder and (Path(folder) / "config.json").is_file())):
+                return run
+    return None
+
+
 def submit_expansion(sessions: sessionmaker[Session], connection: Redis, analysis_id: int, vocab_size: int,
-                     out: str | Path | None = None) -> int:
+                     out: str | Path | None = None) -> tuple[int, bool]:
+    """(run id, reused): a queued expansion, or, without an output folder of its own, the one that
+    made (or is making) this model already."""
+    found = existing_expansion(sessions, analysis_id, vocab_size) if out is None else None
+    if found is not None:
+        return found.id, True
     run = create_expansion(sessions, analysis_id, vocab_size, out)
     enqueue(sessions, run.id, connection)
-    return run.id
+    return run.id, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.cli.common import Bars, add_queue_options, command, open_sessions, print_result, quiet_hf, wait_run
 from core.configs import VocabConfig
 from core.model_io import BUNDLED
-from db.models import Run, VocabAnalysis
+from db.models import Run, RunStatus, VocabAnalysis
 
 VOCAB = VocabConfig()  # the defaults of the search (the AdaLM paper's)
 
@@ -79,27 +79,36 @@ def cmd_vocab_expand(args) -> None:
 
     sessions = open_sessions()
     bars = Bars(not args.json)
+    reused = False
     if args.queue:
         from worker.queueing.queues import connect
         from worker.vocabulary import submit_expansion
 
-        run_id = submit_expansion(sessions, connect(), args.analysis, args.size, args.out)
+        run_id, reused = submit_expansion(sessions, connect(), args.analysis, args.size, args.out)
         if not args.wait:
-            print_result(args, {"run_id": run_id, "status": "queued"}, f"expansion queued as run {run_id}")
+            print_result(args, {"run_id": run_id, "status": "reused" if reused else "queued"},
+                         f"run {run_id} already makes this model: reused" if reused else
+                         f"expansion queued as run {run_id}")
             return
         wait_run(sessions, run_id, bars)
     else:
-        run_id = vocabulary.create_expansion(sessions, args.analysis, args.size, args.out).id
-        _run_inline(sessions, run_id, vocabulary.execute_expansion, bars)
+        found = vocabulary.existing_expansion(sessions, args.analysis, args.size) if args.out is None else None
+        if found is not None and found.status == RunStatus.succeeded:  # the same model, made already
+            run_id = found.id
+            reused = True
+        else:
+            run_id = vocabulary.create_expansion(sessions, args.analysis, args.size, args.out).id
+            _run_inline(sessions, run_id, vocabulary.execute_expansion, bars)
     with sessions.begin() as session:
         run = store.get(session, Run, run_id)
         base_size = store.get(session, VocabAnalysis, args.analysis).base_vocab_size
         data = {"output_dir": run.output_dir, "vocab_size": run.params["vocab_size"],
-                "added_tokens": run.params["vocab_size"] - base_size, "run_id": run_id}
+                "added_tokens": run.params["vocab_size"] - base_size, "run_id": run_id, "reused": reused}
         note = run.params.get("note")
     if note:
         data["note"] = note
-    print_result(args, data, f"expanded model: {data['output_dir']} ({data['vocab_size']:,} tokens, "
+    print_result(args, data, f"{'reused: run ' + str(run_id) + ' made this model already; ' if reused else ''}"
+                             f"expanded model: {data['output_dir']} ({data['vocab_size']:,} tokens, "
                              f"{data['added_tokens']:,} new)" + (f"\nnote: {note}" if note else ""))
 
 

@@ -80,7 +80,8 @@ def list_expansions(sessions: sessionmaker[Session], analysis_run_id: int) -> li
         return [run_dict(r) for r in runs]
 
 
-def start_expansion(sessions: sessionmaker[Session], connection: Redis, analysis_id: int, vocab_size: int) -> int:
-    """Queue the expanded model at vocab_size; the run id."""
+def start_expansion(sessions: sessionmaker[Session], connection: Redis, analysis_id: int,
+                    vocab_size: int) -> tuple[int, bool]:
+    """Queue the expanded model at vocab_size, or reuse the run that made (or makes) it: (run id, reused)."""
     connection.ping()
     return vocabulary.submit_expansion(sessions, connection, analysis_id, int(vocab_size))

@@ -153,8 +153,10 @@ def expansion_section(view: dict, size: int) -> None:
     if st.button(f"Create expanded model at {size:,} tokens", key="vocab_expand", type="primary",
                  icon=":material/library_add:"):
         with ui.reported():
-            run_id = vocabulary_data.start_expansion(sm, connections.redis(), view["id"], size)
-            ui.flash(EXPAND_FLASH, "info", f"Expansion queued as run {run_id}.")
+            run_id, reused = vocabulary_data.start_expansion(sm, connections.redis(), view["id"], size)
+            ui.flash(EXPAND_FLASH, "info", f"Run {run_id} already makes this model at {size:,} tokens: reused, "
+                     f"nothing copied (it is run:{run_id} on the Train page)." if reused else
+                     f"Expansion queued as run {run_id}.")
             st.rerun()
     ui.show_flash(EXPAND_FLASH)
     runs = vocabulary_data.list_expansions(sm, view["run_id"])
