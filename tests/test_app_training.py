@@ -301,7 +301,7 @@ def test_runs_page_lists_runs_with_status_and_progress(sessions, tiny, corpus_id
     assert list(table["ETA"]) == ["1 min", ""]
     assert table["loss"].iloc[0] == pytest.approx(1.2346)
 
-    # The newest run is shown; its live progress is drawn once on a plain rerun.
+    # The run at work is shown; its live progress is drawn once on a plain rerun.
     assert at.selectbox(key="runs_selected").value == running.id
     (bar,) = at.get("progress")
     assert bar.proto.text == f"Run {running.id} · running: training · step 10 of 40 · ETA 1 min · loss 1.235 (25%)"
@@ -604,3 +604,16 @@ def test_a_model_that_does_not_exist_yet_is_to_come_not_a_model(sessions, tiny, 
         f":material/hourglass_top: To come, listed here once their runs succeed: run {queued.id} (adaptation, "
         f"queued)."]
     assert all(f"run:{queued.id}" not in str(frame.value.to_dict()) for frame in at.dataframe)
+
+
+def test_the_runs_page_opens_on_the_run_at_work_not_the_newest(sessions, tiny, corpus_id):
+    from worker.evaluation import create_benchmark
+
+    working = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 10, **SMALL})
+    with sessions.begin() as session:
+        store.start_run(session, store.get(session, Run, working.id))
+    for _ in range(12):  # newer queued runs push it below the table's first rows
+        newest = create_benchmark(sessions, ["bundled"])
+    at = open_page("runs")
+    assert at.dataframe[0].value["id"].iloc[0] == newest.id
+    assert at.selectbox(key="runs_selected").value == working.id

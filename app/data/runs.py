@@ -50,8 +50,8 @@ def any_active(sessions: sessionmaker[Session]) -> bool:
 
 def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None) -> dict:
     """The Runs page in one read, after marking the running runs whose worker stopped answering as
-    abandoned: {"runs": the list, newest first; "view": everything shown about run run_id (the
-    newest when None; None when there is none)}. The chosen run's row in the list and its view are
+    abandoned: {"runs": the list, newest first; "view": everything shown about run run_id (when
+    None, the run at work: `opening_run`; None when there is none)}. The chosen run's row in the list and its view are
     made from the same row object, so the header, the table and the progress bar agree."""
     from worker.run_state import find_dead_runs
 
@@ -60,10 +60,21 @@ def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None) -
         runs = list(store.rows(session, Run, limit=limit))
         rows = _rows(session, runs)
         if run_id is None and runs:
-            run_id = runs[0].id
+            run_id = opening_run(session, runs)
         run = session.get(Run, run_id) if run_id is not None else None  # the listed object when listed
         row = next((r for r in rows if r["id"] == run_id), None)
         return {"runs": rows, "view": _view(session, run, row) if run is not None else None}
+
+
+def opening_run(session: Session, listed: list[Run]) -> int:
+    """The run the page opens on: the newest that is doing work (running, with a job of its own,
+    listed or not), else the newest queued or running, else the newest."""
+    working = session.scalars(select(Run).where(Run.status == RunStatus.running, Run.kind.in_(kinds.QUEUED))
+                              .order_by(Run.id.desc()).limit(1)).first()
+    if working is not None:
+        return working.id
+    active = next((r for r in listed if r.status in (RunStatus.running, RunStatus.queued)), None)
+    return (active or listed[0]).id
 
 
 def _ref(run: Run) -> dict:
