@@ -119,6 +119,12 @@ def test_experiment_and_models_pages_show_the_table_the_chart_and_the_lineage(se
     models.selectbox(key="models_second").set_value(f"run:{student}").run()
     diff = frame(models, "setting")
     assert "shape.layers" in list(diff["setting"])  # the student is smaller: its shape differs
+    assert not diff["setting"].str.startswith("vocabulary.").any(), "the student shares its teacher's vocabulary"
+    models.checkbox(key="models_only_diff").uncheck().run()
+    every = frame(models, "setting").set_index("setting")
+    shared = every[every.index.str.startswith("vocabulary.")]
+    assert {"vocabulary.vocab_size", "vocabulary.added_tokens"} <= set(shared.index)
+    assert (shared != "").all().all() and (shared.iloc[:, 0] == shared.iloc[:, 1]).all(), shared
     scores = frame(models, "task")
     assert len(scores) == 1 and scores.iloc[0, 2] is not None
 

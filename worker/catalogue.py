@@ -202,6 +202,20 @@ def model_summary(session: Session, record: ModelRecord) -> dict:
 
 # --- model cards and export ---------------------------------------------------------------------
 
+def vocabulary_of(session: Session, record: ModelRecord) -> dict:
+    """A model's vocabulary as a comparison shows it, whatever made the model: the expansion in its
+    lineage (a student or an adapted model shares its teacher's), else its base vocabulary."""
+    expansion = next((step for step in lineage(session, record) if step["kind"] == "expansion"), None)
+    if expansion is None:
+        return {"base_vocab_size": record.vocab_size, "added_tokens": 0, "vocab_size": record.vocab_size,
+                "analysis_id": None}
+    analysis = store.get(session, VocabAnalysis, expansion["analysis_id"])
+    size = record.vocab_size or expansion.get("vocab_size")
+    return {"base_vocab_size": analysis.base_vocab_size,
+            "added_tokens": size - analysis.base_vocab_size if size else None, "vocab_size": size,
+            "analysis_id": analysis.id}
+
+
 def card_info(session: Session, record: ModelRecord, path: Path | None = None) -> dict:
     """What the model card says: lineage, data, vocabulary, training, scores, speed, versions.
     `path` is the folder, for a run describing the model it has just written."""

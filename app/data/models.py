@@ -207,8 +207,9 @@ def compare(sessions: sessionmaker[Session], first: str, second: str) -> dict:
         for spec in (first, second):
             record = catalogue.ensure_model(session, spec)
             info = catalogue.card_info(session, record)
+            vocabulary = info.get("vocabulary") or catalogue.vocabulary_of(session, record)  # a student's too
             infos[spec] = {**{f"shape.{k}": v for k, v in info.get("shape", {}).items()},
-                           **{f"vocabulary.{k}": v for k, v in info.get("vocabulary", {}).items()},
+                           **{f"vocabulary.{k}": v for k, v in vocabulary.items()},
                            **{f"{stage}.{k}": v for stage, values in info.get("training", {}).items()
                               for k, v in values.items()},
                            "strategy": info.get("strategy"), "base model": info.get("base_model"),
