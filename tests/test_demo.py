@@ -123,11 +123,23 @@ def test_contains_finds_every_occurrence():
 def demo_builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     options = dict(labels=3, examples_per_label=30, max_corpus_mb=0.5, seed=0)
-    return build_demo(root / "a", **options), build_demo(root / "b", **options)
+    heard: list[tuple[str, float]] = []
+    first = build_demo(root / "a", **options, progress=lambda stage, fraction: heard.append((stage, fraction)))
+    return first, build_demo(root / "b", **options), heard
+
+
+def test_build_demo_says_how_far_it_got(demo_builds):
+    *_, heard = demo_builds
+    fractions = [fraction for _, fraction in heard]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] < 0.4 and fractions[-1] == 0.9
+    assert [stage for stage in dict.fromkeys(stage for stage, _ in heard)] == [
+        "reading the docstrings of the task's packages", "gathering the corpus from other packages",
+        "writing the corpus and the task"]
+    assert len(heard) > 10, "heard along the way, not only at the end"
 
 
 def test_build_demo_task_and_corpus(demo_builds):
-    data, _ = demo_builds
+    data, *_ = demo_builds
     assert data.task_path.is_file() and data.corpus_path.is_file()
     assert len(data.labels) == 3
     assert data.labels == [p for p in DEMO_PACKAGES if p in data.labels]  # in preference order
@@ -149,7 +161,7 @@ def test_build_demo_task_and_corpus(demo_builds):
 
 
 def test_build_demo_is_deterministic(demo_builds):
-    first, second = demo_builds
+    first, second, _ = demo_builds
     assert first.task_path.read_bytes() == second.task_path.read_bytes()
     assert first.corpus_path.read_bytes() == second.corpus_path.read_bytes()
     assert (first.labels, first.corpus_documents) == (second.labels, second.corpus_documents)
@@ -167,7 +179,7 @@ def test_build_demo_corpus_holds_no_task_text(demo_builds):
     none shares a 13-word span with a line (the check evaluations make, core.judge.contamination)."""
     from core.judge.contamination import find_in_corpus
 
-    data, _ = demo_builds
+    data, *_ = demo_builds
     with open(data.task_path, encoding="utf-8", newline="") as source:
         texts = [row["text"] for row in csv.DictReader(source)]
     result = find_in_corpus(data.corpus_path.read_text(encoding="utf-8").splitlines(), {"task": texts})

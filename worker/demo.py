@@ -24,25 +24,30 @@ DEMO_EXPERIMENT = {
 }
 
 
-def prepare_demo(sessions: sessionmaker[Session]) -> tuple[Corpus, Task]:
-    """Build the docstring corpus and the which-package task (once; the same content is reused)."""
+def prepare_demo(sessions: sessionmaker[Session], progress=None) -> tuple[Corpus, Task]:
+    """Build the docstring corpus and the which-package task (once; the same content is reused);
+    `progress(stage, fraction)` hears how far it got."""
     from worker.corpora import add_corpus
     from worker.demo_data import build_demo
     from worker.evaluation import add_task
 
     folder = settings.home() / "demo"
-    data = build_demo(folder, **DEMO_DATA)
+    data = build_demo(folder, **DEMO_DATA, progress=progress)
+    if progress:
+        progress("adding the corpus and the task", 0.95)
     corpus, _ = add_corpus(sessions, data.corpus_path, name="demo · docstrings of installed packages")
     task, _ = add_task(sessions, data.task_path, "classification", name="demo · which package is this docstring from",
                        **DEMO_SPLITS)
     return corpus, task
 
 
-def create_demo(sessions: sessionmaker[Session]) -> list[Run]:
+def create_demo(sessions: sessionmaker[Session], progress=None) -> list[Run]:
     """The demo's corpus and task, and a tiny experiment with all three strategies on the bundled
     model: [experiment, its runs in order]."""
     from worker.experiments import create_experiment
 
-    corpus, task = prepare_demo(sessions)
+    corpus, task = prepare_demo(sessions, progress)
+    if progress:
+        progress("recording the experiment", 0.99)
     return create_experiment(sessions, corpus.id, task.id, "bundled", name="demo: docstrings of installed packages",
                              **DEMO_EXPERIMENT)

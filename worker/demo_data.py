@@ -16,7 +16,7 @@ import re
 import sysconfig
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -189,7 +189,8 @@ def _example_pool(package: str, seed: int, size: int, taken: set[str]) -> list[s
     return list(pool)
 
 
-def _choose_labels(labels: int, examples_per_label: int, seed: int) -> dict[str, list[str]]:
+def _choose_labels(labels: int, examples_per_label: int, seed: int,
+                   progress: Callable[[float], None] = lambda fraction: None) -> dict[str, list[str]]:
     """label -> candidate examples, for the first `labels` demo packages that have enough."""
     chosen: dict[str, list[str]] = {}
     found: list[str] = []
@@ -198,6 +199,7 @@ def _choose_labels(labels: int, examples_per_label: int, seed: int) -> dict[str,
     for package in DEMO_PACKAGES:
         if len(chosen) == labels:
             break
+        progress(len(chosen) / labels)
         pool = _example_pool(package, seed, size, taken)
         if not pool:
             continue
@@ -249,7 +251,8 @@ class _Contains:
         return False
 
 
-def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random) -> list[str]:
+def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random,
+                  progress: Callable[[float], None] = lambda fraction: None) -> list[str]:
     """Docstrings of the installed packages, none of them a task example's source, holding a task
     text, equal to one after normalization or sharing a 13-word span with one (core.judge.contamination:
     the check evaluations make), drawn from the files in a seeded order until there are max_bytes
@@ -265,6 +268,7 @@ def _corpus_lines(task: dict[str, str], max_bytes: int, rng: random.Random) -> l
     for path, package in files:
         if size >= max_bytes:
             break
+        progress(size / max_bytes)
         for docstring in file_docstrings(path):
             text = one_line(docstring)
             if not text or len(text) < MIN_DOCSTRING_CHARS or text in seen:
@@ -292,10 +296,12 @@ def _write_corpus(path: Path, lines: list[str]) -> None:
 
 
 def build_demo(out_dir: Path, labels: int = 5, examples_per_label: int = 200, max_corpus_mb: float = 8.0,
-               seed: int = 0) -> DemoData:
+               seed: int = 0, progress: Callable[[str, float], None] | None = None) -> DemoData:
     """Write out_dir/task.csv (text,label: which package a docstring summary comes from) and
     out_dir/corpus.txt (other docstrings, one per line, up to max_corpus_mb). The same seed on
-    the same installed packages gives byte-identical files."""
+    the same installed packages gives byte-identical files. `progress(stage, fraction)` hears how
+    far it got (it reads thousands of source files: tens of seconds)."""
+    say = progress or (lambda stage, fraction: None)
     if labels < 2:
         raise ConfigError(f"the demo task needs at least 2 labels, got {labels}")
     if examples_per_label < 1:
@@ -303,10 +309,13 @@ def build_demo(out_dir: Path, labels: int = 5, examples_per_label: int = 200, ma
     if max_corpus_mb <= 0:
         raise ConfigError(f"the corpus size must be positive, got {max_corpus_mb} MB")
     rng = random.Random(seed)
-    pools = _choose_labels(labels, examples_per_label, seed)
+    pools = _choose_labels(labels, examples_per_label, seed,
+                           lambda f: say("reading the docstrings of the task's packages", 0.4 * f))
     rows = [(text, label) for label, pool in pools.items() for text in rng.sample(pool, examples_per_label)]
     rng.shuffle(rows)  # a task file grouped by label would make naive splits one-sided
-    lines = _corpus_lines(dict(rows), int(max_corpus_mb * 1_000_000), rng)
+    lines = _corpus_lines(dict(rows), int(max_corpus_mb * 1_000_000), rng,
+                          lambda f: say("gathering the corpus from other packages", 0.4 + 0.5 * f))
+    say("writing the corpus and the task", 0.9)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task_path, corpus_path = out_dir / "task.csv", out_dir / "corpus.txt"

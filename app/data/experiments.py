@@ -33,11 +33,12 @@ def start_experiment(sessions: sessionmaker[Session], connection: Redis, choices
     return runs[0].id
 
 
-def start_demo(sessions: sessionmaker[Session], connection: Redis) -> int:
-    """Build the sample corpus and task from the installed packages and queue the tiny experiment."""
+def start_demo(sessions: sessionmaker[Session], connection: Redis, progress=None) -> int:
+    """Build the sample corpus and task from the installed packages and queue the tiny experiment;
+    `progress(stage, fraction)` hears how far the building got."""
     from worker.demo import create_demo
 
-    return queue_runs(sessions, connection, lambda: create_demo(sessions))[0].id
+    return queue_runs(sessions, connection, lambda: create_demo(sessions, progress))[0].id
 
 
 def rerun(sessions: sessionmaker[Session], connection: Redis, experiment_id: int) -> int:

@@ -27,8 +27,11 @@ with st.container(border=True):
                 f"{DEMO_EXPERIMENT['finetune']['seeds']} seeds. It took **about {DEMO_MINUTES} minutes** on a quiet "
                 "2-core CPU (a GPU worker is faster; other work on the machine makes it slower).")
     if st.button("Try the demo", key="home_demo", icon=":material/play_circle:"):
-        with ui.reported(), st.spinner("Building the sample corpus and task from the installed packages…"):
-            experiment_id = experiments_data.start_demo(sm, connections.redis())
+        bar = st.progress(0.0, text="Building the sample corpus and task from the installed packages…")
+        with ui.reported():
+            experiment_id = experiments_data.start_demo(
+                sm, connections.redis(), lambda stage, fraction: bar.progress(min(1.0, fraction),
+                                                                              text=f"{stage[0].upper()}{stage[1:]}…"))
             ui.flash("home_flash", "success", f"Demo experiment {experiment_id} queued: follow it on the Experiment "
                                               f"page.")
             st.session_state.experiments_selected = experiment_id
