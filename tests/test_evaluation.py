@@ -102,6 +102,11 @@ def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
     assert metrics["accuracy"] > majority + 0.2
     shown = as_json(cli("models", "show", str(tiny), "--json"))
     assert shown["kind"] == "folder" and shown["scores"][0]["mean"] == pytest.approx(metrics["macro_f1"])
+    run = next(r for r in as_json(cli("runs", "list", "--json"))["runs"] if r["run_id"] == data["run_id"])
+    assert run["model"] == str(tiny) and run["metrics"]["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+    assert run["metrics"]["test_accuracy_std"] == pytest.approx(metrics["accuracy_std"])
+    line = next(x for x in cli("runs", "list").stdout.splitlines() if x.split()[0] == str(data["run_id"]))
+    assert line.split()[1:4] == ["evaluation", "succeeded", "100%"] and line.endswith(f"of {tiny}")
 
     excluded = as_json(cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label",
                            "alpha", "--seeds", "1", "--epochs", "1", "--json"))

@@ -137,11 +137,20 @@ def wait_run(sessions, run_id: int, bars: Bars) -> None:
 
 
 def run_dict(run) -> dict:
+    """A run as the CLI's --json gives it: its metrics are a training run's losses and speed, an
+    evaluation's test scores (mean and std over seeds); `model` names what it trained or judged."""
     result = run.params.get("result") or {}
     keep = ("first_loss", "last_loss", "heldout_loss_before", "heldout_loss", "heldout_relation_loss_before",
             "heldout_relation_loss", "tokens_per_second", "steps", "student_parameters", "teacher_parameters")
+    metrics = {k: result[k] for k in keep if result.get(k) is not None}
+    if run.kind.value == "evaluation":
+        metrics |= {f"test_{k}": v for k, v in (result.get("test") or {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    params = run.params or {}
+    model = params.get("model") or params.get("teacher") or (", ".join(params["models"]) if params.get("models")
+                                                              else None)
     return {"run_id": run.id, "kind": run.kind.value, "status": run.status.value, "output_dir": run.output_dir,
-            "error": run.error, "metrics": {k: result[k] for k in keep if result.get(k) is not None}}
+            "error": run.error, "model": model, "metrics": metrics}
 
 
 PARENTS = ("pipeline", "experiment")  # runs whose work is their steps

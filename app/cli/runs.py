@@ -23,8 +23,10 @@ def cmd_runs_list(args) -> None:
                                "progress": parent_progress(r, steps[r.id])[0] if r.id in steps else r.progress}
                 for r in runs]
     lines = [f"{'id':>4} {'kind':<13} {'status':<10} {'progress':>8}  stage"]
-    lines += [f"{r['run_id']:>4} {r['kind']:<13} {r['status']:<10} {r['progress']:>8.0%}  "
-              f"{stage_note(r['status'], r['stage'])}".rstrip() for r in rows]
+    lines += [(f"{r['run_id']:>4} {r['kind']:<13} {r['status']:<10} {r['progress']:>8.0%}  "
+               + " · ".join(part for part in (stage_note(r['status'], r['stage']),
+                                              f"of {r['model']}" if r["kind"] in ("evaluation", "benchmark") else "")
+                            if part)).rstrip() for r in rows]
     print_result(args, {"runs": rows}, "\n".join(lines))
 
 
