@@ -399,7 +399,9 @@ def test_cancel_resume_and_run_again(sessions, redis, tiny, corpus_id):
     assert list(at.dataframe[0].value["status"]) == ["queued"]
     assert json.loads(at.json[0].value)["attempt"] == 2
     assert any(f"job: `run-{run.id}-a2`" in c for c in texts(at.caption))
+    assert not [b for b in at.button if b.key == "runs_again"], "a queued run is not run again beside itself"
 
+    at.button(key="runs_cancel").click().run()  # once stopped, it may be run again
     at.button(key="runs_again").click().run()
     assert not at.exception and not at.error
     with sessions.begin() as session:
