@@ -19,7 +19,7 @@ from core.configs import VocabConfig
 from core.errors import ConfigError
 from core.vocab.curve import CurvePoint, pick
 from db import store
-from db.models import Corpus, CurvePointRow, Run, RunStatus, VocabAnalysis
+from db.models import Corpus, CurvePointRow, Run, RunKind, RunStatus, VocabAnalysis
 from worker import corpora, lifecycle, vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,8 +452,11 @@ def test_create_expanded_model_queues_it_and_shows_where_it_is(analysed, redis, 
     assert json.loads((output / "config.json").read_text())["vocab_size"] == base + 300
     assert any("fresh, untrained" in c for c in texts(at.caption)), "the bundled model has no MLM head: say so"
 
-    at.button(key="vocab_expand").click().run()  # the same size again: the folder exists
-    assert len(at.error) == 1 and "already exists and is not empty" in at.error[0].value
+    at.button(key="vocab_expand").click().run()  # the same size again: the model made is reused, not copied
+    assert not at.error and any(f"Run {run_id} already makes this model at {base + 300:,} tokens: reused" in i
+                                for i in texts(at.info))
+    with analysed.sessions.begin() as session:
+        assert len(store.rows(session, Run, kind=RunKind.expansion, limit=100)) == 1
 
 
 # --- pure parts ----------------------------------------------------------------------------------
