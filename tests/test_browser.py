@@ -106,7 +106,7 @@ def test_upload_analyse_and_see_the_curve(page, dashboard, tmp_path):
     # A deep link on a fresh server runs the entry point (navigation, sidebar), not the page alone.
     page.goto(f"{dashboard}/corpora")
     expect(page.get_by_role("heading", name="Corpora", exact=True)).to_be_visible()
-    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Vocabulary")).to_be_visible()
 
     page.locator("input[type=file]").set_input_files(str(corpus))
     expect(page.get_by_text("Added corpus 1 'clinical-notes.txt': 8,000 documents")).to_be_visible(timeout=60_000)
@@ -209,7 +209,7 @@ def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
 
     password.fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Vocabulary")).to_be_visible()
     expect(password).to_have_count(0)
     deadline = time.monotonic() + 10
     while not [c for c in page.context.cookies() if c["name"] == "adapt_distill_session"] \
@@ -221,7 +221,7 @@ def test_log_in_once_and_stay_logged_in_across_reloads(page, locked_dashboard):
     assert "adapt_distill_session" not in page.evaluate("document.cookie")
 
     page.reload()  # a new Streamlit session: the signed cookie logs it in
-    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Vocabulary")).to_be_visible()
     page.get_by_role("link", name="Corpora").click()
     expect(page.get_by_role("heading", name="Corpora", exact=True)).to_be_visible()
     expect(page.get_by_label("Password", exact=True)).to_have_count(0)
@@ -270,7 +270,7 @@ def test_nothing_is_uploaded_before_login(page, locked_dashboard):
     assert set(before.values()) == {401}, before  # refused before the body is read, the live session too
     password.fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("link", name="Vocabulary")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Vocabulary")).to_be_visible()
     after = {c: put_upload(page, locked_dashboard, c, 1024) for c in candidates}
     assert sorted(after.values()) == [204] + [401] * (len(candidates) - 1), after  # this session, logged in
 
@@ -319,8 +319,8 @@ def test_guessing_from_one_address_neither_races_the_brake_nor_locks_the_owner_o
             mine.set_default_timeout(30_000)
             mine.goto(url)
             mine.get_by_label("Password", exact=True).fill(PASSWORD)
-            mine.get_by_role("button", name="Log in").click()
-            expect(mine.get_by_role("link", name="Vocabulary")).to_be_visible()  # not delayed by the strangers
+            mine.get_by_role("button", name="Log in").click()  # the owner is not delayed by the strangers
+            expect(mine.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Vocabulary")).to_be_visible()
 
             browser.close()
     finally:
