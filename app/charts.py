@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import plotly.graph_objects as go
@@ -255,18 +254,26 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
     scores = [r["score"] for r in rows]
     y_pad = max(0.02, 0.3 * (max(scores) - min(scores)))  # room for a label above or below a bubble
     width, height = slowest - fastest + 2 * x_pad, max(scores) - min(scores) + 2 * y_pad
-    sides = _label_sides([(math.log10(r["latency_ms_p50"]) - fastest) / width for r in rows],
-                         [(r["score"] - min(scores)) / height for r in rows])
-    side_of = {id(r): side for r, side in zip(rows, sides)}
-    groups = list(dict.fromkeys(r.get(group_key) for r in rows)) if group_key else [None]
+    radii = [bubble_radius(r.get("parameters"), largest) for r in rows]
+    places = label_places([(math.log10(r["latency_ms_p50"]) - fastest + x_pad) / width for r in rows],
+                          [(r["score"] - min(scores) + y_pad) / height for r in rows],
+                          [r["label"] for r in rows], radii)
+    side_of = {id(r): place for r, (place, _) in zip(rows, places)}
+    per_model = False
+    if group_key:  # a colour and a legend entry per group (an experiment)
+        groups = [(str(g), [r for r in rows if r.get(group_key) == g])
+                  for g in dict.fromkeys(r.get(group_key) for r in rows)]
+    elif per_model := all(r.get("name") for r in rows):  # a legend entry per model, saying what it is
+        groups = [(r["name"], [r]) for r in rows]
+    else:
+        groups = [("models", rows)]
     fig = go.Figure()
-    for g, group in enumerate(groups):
-        members = [r for r in rows if group_key is None or r.get(group_key) == group]
+    for g, (group, members) in enumerate(groups):
         fig.add_trace(go.Scatter(
             x=[r["latency_ms_p50"] for r in members], y=[r["score"] for r in members], mode="markers+text",
-            name=str(group) if group_key else "models", text=[r["label"] for r in members],
+            name=group, text=[r["label"] for r in members],
             textposition=[side_of[id(r)] for r in members], cliponaxis=False,
-            marker=dict(size=[12 + 38 * ((r.get("parameters") or 1) / largest) ** 0.5 for r in members],
+            marker=dict(size=[2 * bubble_radius(r.get("parameters"), largest) for r in members],
                         color=POINT_COLORS[g % len(POINT_COLORS)], opacity=0.75, line=dict(color="white", width=1)),
             # the 95% interval over test examples where there is one; none rather than a made-up "± 0"
             error_y=dict(type="data", symmetric=False, visible=True, color="#999", thickness=1,
@@ -276,14 +283,20 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
                                      for r in members]),
             customdata=[[r.get("parameters") or 0, score_interval(r.get("score_ci95")) or "not computed"]
                         for r in members],
-            hovertemplate=(f"%{{text}}<br>{metric} %{{y:.4f}}, 95% interval %{{customdata[1]}}<br>%{{x:.2f}} ms at "
-                           "batch 1<br>%{customdata[0]:,} parameters<extra></extra>"),
+            hovertemplate=("%{fullData.name}" if per_model else "%{text}")
+            + f"<br>{metric} %{{y:.4f}}, 95% interval %{{customdata[1]}}<br>%{{x:.2f}} ms at batch 1<br>"
+              "%{customdata[0]:,} parameters<extra></extra>",
         ))
     best = sorted(((r["latency_ms_p50"], r["score"]) for r, on in zip(rows, front) if on))
     fig.add_trace(go.Scatter(x=[p[0] for p in best], y=[p[1] for p in best], mode="lines", name="Pareto front",
                              line=dict(color=PARETO, dash="dot", width=2), hoverinfo="skip"))
-    fig.update_layout(height=440, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    if per_model:  # a long name per model: the legend lists them under the plot
+        fig.update_layout(height=440 + 20 * len(groups), margin=dict(l=10, r=10, t=20, b=10), plot_bgcolor="white",
+                          legend=dict(orientation="v", yanchor="top", y=-0.18 * 440 / (440 + 20 * len(groups)),
+                                      xanchor="left", x=0))
+    else:
+        fig.update_layout(height=440, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                          legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     measured_in = f"<br>measured in {next(iter(contexts))}" if contexts else ""
     fig.update_xaxes(title_text=f"latency at batch 1 (ms, log scale): lower is faster{measured_in}", type="log",
                      showgrid=True, gridcolor="#eee", automargin=True, range=[fastest - x_pad, slowest + x_pad])
@@ -292,15 +305,56 @@ def tradeoff_figure(rows: list[dict], metric: str, group_key: str | None = None)
     return fig
 
 
-def _label_sides(xs: list[float], ys: list[float]) -> list[str]:
-    """Where each bubble's label goes, from the bubbles' positions as fractions of the plot: above
-    it, or below it when the bubble before it (by latency) is so close that their labels would meet."""
-    sides = ["top center"] * len(xs)
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    for before, i in itertools.pairwise(order):
-        if xs[i] - xs[before] < 0.12 and abs(ys[i] - ys[before]) < 0.1 and sides[before] == "top center":
-            sides[i] = "bottom center"
-    return sides
+# Labels are placed in pixels of the plotting area as a wide page draws it at 1280 px (the chart's
+# 440 px less its margins, titles and legend); Plotly draws 12 px text about 7 px a character wide.
+PLOT_PX = (820.0, 300.0)
+CHAR_PX, LINE_PX = 7.0, 16.0
+LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left", "top right", "top left",
+                "bottom right", "bottom left")
+
+
+def bubble_radius(parameters: float | None, largest: float) -> float:
+    """A bubble's diameter in px is 12 to 50, by the square root of its parameters."""
+    return (12 + 38 * ((parameters or 1) / largest) ** 0.5) / 2
+
+
+def _label_box(place: str, x: float, y: float, radius: float, width: float) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in px of a label drawn at `place` beside a bubble at (x, y)."""
+    vertical, horizontal = place.split()
+    bottom = {"top": y + radius, "bottom": y - radius - LINE_PX, "middle": y - LINE_PX / 2}[vertical]
+    left = {"center": x - width / 2, "right": x + radius, "left": x - radius - width}[horizontal]
+    return left, bottom, left + width, bottom + LINE_PX
+
+
+def _overlap(a: tuple, b: tuple) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_places(xs: list[float], ys: list[float], texts: list[str], radii: list[float]) -> list[tuple[str, tuple]]:
+    """Where each bubble's label goes, and its box in px: bubbles at (xs, ys), fractions of the
+    plotting area. Taking the bubbles from left to right, each label takes the first place around
+    its bubble that meets no label placed before, no other bubble and stays in the plot (above, below,
+    right, left, then the corners); where none is free, the place it overlaps least."""
+    width_px, height_px = PLOT_PX
+    centres = [(x * width_px, y * height_px) for x, y in zip(xs, ys)]
+    bubbles = [(cx - r, cy - r, cx + r, cy + r) for (cx, cy), r in zip(centres, radii)]
+    plot = (0.0, 0.0, width_px, height_px)
+    placed: dict[int, tuple[str, tuple]] = {}
+    for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
+        width = CHAR_PX * len(texts[i]) + 4
+        best = None
+        for place in LABEL_PLACES:
+            box = _label_box(place, *centres[i], radii[i], width)
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            cost = (sum(_overlap(box, other) for _, other in placed.values())
+                    + sum(_overlap(box, bubble) for j, bubble in enumerate(bubbles) if j != i)
+                    + area - _overlap(box, plot))
+            if best is None or cost < best[0]:
+                best = (cost, place, box)
+            if cost == 0:
+                break
+        placed[i] = best[1:]
+    return [placed[i] for i in range(len(xs))]
 
 
 def dev_curves_figure(history: dict[str, dict[str, list]], metric: str) -> go.Figure | None:

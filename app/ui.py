@@ -9,12 +9,19 @@ from contextlib import contextmanager
 import streamlit as st
 
 from core.errors import user_error
+from core.formatting import TABLE_FORMATS
 from core.formatting import human_bytes  # noqa: F401  (the pages' size format)
 from worker.progress import stage_note  # noqa: F401  (one rule for the dashboard and the CLI)
 
 REDIS_DOWN = "cannot reach Redis at REDIS_URL ({error}): start everything with `adapt-distill up`, or fix REDIS_URL"
 # Wide enough for the whole "2026-11-29 21:01".
 CREATED = st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm", width=150)
+
+
+def number_column(kind: str, label: str | None = None, **kwargs):
+    """A table column of one kind of number (core.formatting.TABLE_FORMATS), shown as the pages and
+    the command line write it elsewhere; its values go through formatting.table_value first."""
+    return st.column_config.NumberColumn(label, format=TABLE_FORMATS[kind][0], **kwargs)
 
 
 def error_message(exc: BaseException) -> str | None:

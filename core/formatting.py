@@ -1,11 +1,60 @@
-"""How numbers are shown to people, the same in the dashboard and the command line.
+"""How numbers are shown to people, the same in the dashboard and the command line: one way for
+each kind of number.
 
-Sizes are in decimal units, 1 kB = 1,000 B and 1 MB = 1,000,000 B, everywhere: messages, metrics
-and model cards through human_bytes, tables through Streamlit's NumberColumn(format="bytes"), which
-uses the same units and keeps the column a number that sorts. Counts in messages have thousands
-separators and a noun that agrees with them: count(25733, "new token") is '25,733 new tokens'."""
+- Parameters in millions, one decimal: '22.7M' (three under 50,000: '0.006M'), `parameters`.
+- Model and corpus sizes in decimal units, 1 kB = 1,000 B and 1 MB = 1,000,000 B: '97.1 MB',
+  `human_bytes`; in tables, megabytes with one decimal.
+- Latency in milliseconds with two decimals: '9.49 ms', `latency_ms`.
+- Throughput in sequences per second with one decimal, `throughput`; speed-ups with one decimal
+  and an x: '4.6x', `speedup`; tokens per word with three decimals, `tokens_per_word`.
+- Counts in messages have thousands separators and a noun that agrees with them: count(25733,
+  "new token") is '25,733 new tokens'.
+
+Tables keep their numbers numbers (they sort) and show them through TABLE_FORMATS, printf formats
+that print what the functions above print (the values scaled by `table_value` first)."""
 
 SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
+UNKNOWN = "—"
+# kind: (printf format for a table column, scale applied to the value first)
+TABLE_FORMATS = {"parameters": ("%.1fM", 1e-6), "size": ("%.1f MB", 1e-6), "latency": ("%.2f", 1.0),
+                 "throughput": ("%.1f", 1.0), "speedup": ("%.1fx", 1.0), "tokens_per_word": ("%.3f", 1.0)}
+
+
+def table_value(kind: str, value: float | None) -> float | None:
+    """A number as a table column of that kind holds it (parameters and sizes in millions)."""
+    return None if value is None else value * TABLE_FORMATS[kind][1]
+
+
+def table_number(kind: str, value: float | None) -> str:
+    """A number as a table column of its kind shows it ('9.49', '22.7M', '4.6x'), for text tables."""
+    return UNKNOWN if value is None else TABLE_FORMATS[kind][0] % table_value(kind, value)
+
+
+def parameters(n: int | None) -> str:
+    """'22.7M', '1.9M', '0.006M'; '—' when unknown."""
+    if n is None:
+        return UNKNOWN
+    return f"{n / 1e6:,.1f}M" if n >= 50_000 else f"{n / 1e6:.3f}M"
+
+
+def latency_ms(ms: float | None) -> str:
+    """'9.49 ms'; '—' when not measured."""
+    return UNKNOWN if ms is None else f"{ms:,.2f} ms"
+
+
+def throughput(per_second: float | None) -> str:
+    """'312.4/s' sequences per second; '—' when not measured."""
+    return UNKNOWN if per_second is None else f"{per_second:,.1f}/s"
+
+
+def speedup(ratio: float | None) -> str:
+    """'4.6x'; '—' when not measured."""
+    return UNKNOWN if ratio is None else f"{ratio:.1f}x"
+
+
+def tokens_per_word(value: float | None) -> str:
+    """'1.017'; '—' when not measured."""
+    return UNKNOWN if value is None else f"{value:.3f}"
 
 
 def human_bytes(size: int) -> str:

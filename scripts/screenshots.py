@@ -3,14 +3,15 @@
 In a fresh temporary data folder it starts a real worker and a real dashboard (and an embedded Valkey
 unless REDIS_URL is set), then walks the store through its states: empty, a corpus, a task, a vocabulary
 analysis, an expansion, an adaptation running, cancelled, resumed and finished, a small pipeline, and a
-tiny experiment. The corpus and the task are uploaded through their pages; the runs are created with the
+tiny experiment with its evaluations and benchmark. The corpus and the task are uploaded through their pages; the runs are created with the
 service and submit functions and taken by the worker, and each state is waited for on the store. Models
 are tiny random BERTs (tests/conftest.py), so it runs offline on a CPU in a few minutes. After each state,
 Chromium (through Playwright) opens the pages that state concerns, found in the dashboard's navigation,
 and saves them full page at 1280 pixels wide as OUT/NN-page-state.png; OUT/index.md lists them.
 
-A page that shows a Streamlit exception, a run that fails or a process that exits stops it with one line
-on stderr and exit status 1; the data folder and the process logs are then kept."""
+A page that shows a Streamlit exception, a select box too narrow for its choice, a run that fails or a
+process that exits stops it with one line on stderr and exit status 1; the data folder and the process
+logs are then kept."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ EXCEPTION = '[data-testid="stException"]'
 NAV_LINK = '[data-testid="stSidebarNavLink"]'
 PROGRESS = '[data-testid="stProgress"]'
 CHART = ".js-plotly-plot .main-svg"
+# A select box shows its choice in an input: one whose text is wider than the box is cut.
+CUT_CHOICES = """() => [...document.querySelectorAll('[data-testid="stSelectbox"]')].flatMap(box => {
+  const input = box.querySelector('input'), label = box.querySelector('[data-testid="stWidgetLabel"]');
+  return input && input.scrollWidth > input.clientWidth + 1 ? [[label ? label.innerText : '?', input.value]] : [];
+})"""
 # Settings that would point the run at someone's data, or put a login in front of the pages.
 DROPPED_ENV = ("DATABASE_URL", "ADAPT_DISTILL_PASSWORD_HASH", "ADAPT_DISTILL_SECRET", "ADAPT_DISTILL_IMPORT_DIR",
                "ADAPT_DISTILL_MODEL_DIRS", "ADAPT_DISTILL_ALLOW_HUB")
@@ -204,7 +210,7 @@ class Scenario:
         from worker.queueing.submit import submit_runs
 
         run = training.create_adaptation(self.sessions, self.ids["corpus"], f"run:{self.ids['expansion']}",
-                                         {**TRAIN, "steps": 200, "eval_every": 40, "checkpoint_every": 100})
+                                         {**TRAIN, "steps": 500, "eval_every": 100, "checkpoint_every": 100})
         self.ids["adaptation"] = run.id
         submit_runs(self.sessions, self.redis, [run])
         self.wait(run.id, lambda r: r.status.value == "running" and (r.step or 0) >= 30
@@ -252,6 +258,8 @@ class Scenario:
                                  bench={"latency_repeats": 30, "throughput_repeats": 2, "warmup": 1, "batch_size": 4},
                                  vocab=VOCAB, name="tiny experiment")
         self.ids["experiment"] = runs[0].id
+        self.ids["evaluation"] = next(r.id for r in runs if r.kind.value == "evaluation")
+        self.ids["benchmark"] = next(r.id for r in runs if r.kind.value == "benchmark")
         submit_runs(self.sessions, self.redis, runs)
         self.succeeded(runs[0].id, "the end of the experiment")
 
@@ -283,6 +291,7 @@ def stages() -> list[Stage]:
             Shot("runs", "running", "an adaptation running: progress bar, live loss curve", "run={adaptation}",
                  (PROGRESS, CHART)),
             Shot("overview", "running", "a run under way"),
+            Shot("models", "running", "a run under way: its model listed as to come, not as a model"),
         ], Scenario.running),
         Stage("cancelled", [
             Shot("runs", "cancelled", "the adaptation cancelled: checkpoint kept, Resume offered", "run={adaptation}",
@@ -309,6 +318,9 @@ def stages() -> list[Stage]:
             Shot("experiment", "finished", "a tiny experiment finished: the paper's table", expect=(CHART,)),
             Shot("models", "experiment", "scores against latency, the Pareto front", expect=(CHART,)),
             Shot("runs", "experiment", "the experiment's steps", "run={experiment}"),
+            Shot("runs", "evaluation", "an evaluation: the model it scored, its dev curve per seed, its test scores",
+                 "run={evaluation}", (CHART,)),
+            Shot("runs", "benchmark", "a benchmark: its models' speed in MB, ms and x", "run={benchmark}"),
             Shot("overview", "finished", "everything done"),
         ], Scenario.experiment),
     ]
@@ -472,6 +484,15 @@ def photograph(page, url: str, path: str, planned: Planned, ids: dict, out: Path
     page.screenshot(path=str(target))
     if problem := exception_text(page):
         raise ScreenshotError(f"{where}: the page shows an exception: {problem} (see {target})")
+    if cut := cut_choices(page):
+        raise ScreenshotError(f"{where}: a select box cuts its choice: " + "; ".join(f"{label!r} shows {value!r}"
+                                                                                   for label, value in cut)
+                              + f" (see {target})")
+
+
+def cut_choices(page) -> list[tuple[str, str]]:
+    """(label, choice) of each select box too narrow for the whole label of its choice."""
+    return [tuple(found) for found in page.evaluate(CUT_CHOICES)]
 
 
 # --- the run ----------------------------------------------------------------------------------------

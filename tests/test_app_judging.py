@@ -213,7 +213,7 @@ def test_every_page_leaves_missing_values_blank_and_shows_whole_dates(sessions, 
                 assert config["created"]["type_config"] == {"type": "datetime", "format": "YYYY-MM-DD HH:mm"}
                 assert config["created"]["width"] >= 150, f"{page}: the date is cut"
             sizes = [c for name, c in config.items() if "size" in (name, c.get("label"))]
-            assert all(c["type_config"]["format"] == "bytes" for c in sizes), f"{page}: {sizes}"
+            assert all(c["type_config"]["format"] == "%.1f MB" for c in sizes), f"{page}: {sizes}"  # one way
 
     corpora = open_page("corpora")
     corpora.button(key="corpora_delete").click().run()
@@ -275,9 +275,47 @@ def test_the_score_chart_keeps_labels_inside_and_apart():
             {"label": "base teacher", "score": 0.85, "score_std": 0.02, "latency_ms_p50": 490, "parameters": 110}]
     fig = tradeoff_figure(rows, "f1")
     (points,) = [t for t in fig.data if t.name == "models"]
-    assert list(points.textposition) == ["top center", "bottom center", "top center"], "close labels above and below"
+    assert list(points.text) == [r["label"] for r in rows], "every bubble is labelled"
+    assert list(points.textposition)[:2] != ["top center", "top center"], "the two close labels do not share a side"
     assert points.cliponaxis is False
     low, high = fig.layout.xaxis.range
     assert low < math.log10(120) - 0.05 and high > math.log10(490) + 0.05, "room for a label at either end"
     for score in (0.80, 0.85):
         assert 0.15 < _fraction(fig.layout.yaxis, score) < 0.85, "room for a label above and below"
+
+
+def _boxes_apart(places, xs, ys, radii):
+    from app.charts import PLOT_PX, _overlap
+
+    boxes = [box for _, box in places]
+    bubbles = [(x * PLOT_PX[0] - r, y * PLOT_PX[1] - r, x * PLOT_PX[0] + r, y * PLOT_PX[1] + r)
+               for x, y, r in zip(xs, ys, radii)]
+    for i, box in enumerate(boxes):
+        assert all(_overlap(box, other) == 0 for j, other in enumerate(boxes) if j != i), (i, places)
+        assert all(_overlap(box, bubble) == 0 for j, bubble in enumerate(bubbles) if j != i), (i, places)
+        assert box[0] >= 0 and box[1] >= 0 and box[2] <= PLOT_PX[0] and box[3] <= PLOT_PX[1], (i, box)
+
+
+def test_labels_of_crowded_bubbles_do_not_overlap():
+    """A demo's six models: three students within a few ms and points of each other, two teachers
+    on top of each other. Every label finds a place that meets no other label and no other bubble."""
+    from app.charts import bubble_radius, label_places
+
+    xs = [0.12, 0.14, 0.16, 0.13, 0.86, 0.88]
+    ys = [0.42, 0.45, 0.40, 0.47, 0.80, 0.78]
+    texts = ["run:12", "run:14", "run:15 ⚠", "run:9", "run:4", "bundled"]
+    radii = [bubble_radius(p, 110) for p in (22, 22, 22, 22, 110, 110)]
+    places = label_places(xs, ys, texts, radii)
+    _boxes_apart(places, xs, ys, radii)
+    assert len({place for place, _ in places[:4]}) == 4, "the four close students take four sides"
+
+
+def test_the_models_chart_names_each_model_in_its_legend():
+    from app.charts import tradeoff_figure
+
+    rows = [{"label": f"run:{i}", "name": f"run:{i} · a student L{i}-H192 of the adapted teacher (run:2)",
+             "score": 0.8 + i / 100, "latency_ms_p50": 10 + i, "parameters": 22} for i in range(3, 7)]
+    fig = tradeoff_figure(rows, "f1")
+    named = [t for t in fig.data if t.name != "Pareto front"]
+    assert [t.name for t in named] == [r["name"] for r in rows] and all(t.showlegend is not False for t in named)
+    assert [t.text[0] for t in named] == [r["label"] for r in rows]

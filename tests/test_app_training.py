@@ -11,10 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_bert
+from conftest import build_tiny_bert, write_task_csv
 from rq.job import Job
 from streamlit.testing.v1 import AppTest
 
+from app.data.common import duration
 from db import store
 from db.models import Corpus, Run, RunKind, RunStatus, utcnow
 from worker import corpora, kinds, lifecycle, run_params, run_state, training
@@ -145,14 +146,15 @@ def test_the_dashboard_and_the_core_accept_the_same_devices():
 
 
 def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, corpus_id):
-    from app.data.common import compact_count
+    from core.formatting import parameters as compact_count  # parameters as every page shows them
     from core.configs import bert_parameters
 
     teacher_run = finished_expansion(sessions, tiny, 94)
     at = open_page("train")
     teacher = at.selectbox(key="train_teacher")
     assert teacher.value == f"run:{teacher_run}"  # the expanded model just made is proposed
-    assert teacher.format_func(f"run:{teacher_run}") == f"run:{teacher_run} · expanded vocab 94"
+    assert teacher.format_func(f"run:{teacher_run}") == \
+        f"run:{teacher_run} · expanded teacher: the teacher with a vocabulary of 94 tokens"  # its analysis is not recorded
     teacher.set_value(f"run:{teacher_run}").run()
     assert at.selectbox(key="train_mode").value == "adapt-then-distill"
     set_tiny_student(at)
@@ -175,7 +177,9 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
     table = at.dataframe[0].value
     assert list(table["steps"]) == [7, 9]
     assert list(table["tokens"]) == [7 * 256, 9 * 256]
-    assert list(table["trained parameters"]) == [teacher_params, student_params]
+    assert list(table["trained parameters"]) == pytest.approx([teacher_params / 1e6, student_params / 1e6])
+    guessed = (6 * teacher_params * 7 * 256 + (6 * student_params + 2 * teacher_params) * 9 * 256) / 1e11
+    assert metric(at, "Time, first guess") == duration(guessed)  # before any run has been measured here
     with sessions.begin() as session:
         words = store.get(session, Corpus, corpus_id).words
     assert list(table["epochs"]) == pytest.approx([7 * 256 / words, 9 * 256 / words])
@@ -207,7 +211,7 @@ def test_train_page_estimates_and_launches_a_pipeline(sessions, redis, tiny, cor
 
 
 def test_the_default_student_is_smaller_and_a_student_as_big_as_the_teacher_is_refused(sessions, redis, corpus_id):
-    from app.data.common import compact_count
+    from core.formatting import parameters as compact_count  # parameters as every page shows them
     from core.configs import bert_parameters
 
     at = open_page("train")
@@ -297,9 +301,9 @@ def test_runs_page_lists_runs_with_status_and_progress(sessions, tiny, corpus_id
     assert list(table["id"]) == [running.id, queued.id]
     assert list(table["status"]) == ["running", "queued"]
     assert list(table["progress"]) == [25.0, 0.0]
-    assert list(table["step"]) == ["10 / 40", ""]
+    assert list(table["done"]) == ["10 / 40", ""]
     assert list(table["ETA"]) == ["1 min", ""]
-    assert table["loss"].iloc[0] == pytest.approx(1.2346)
+    assert list(table["run"]) == ["student L1-H16", "adapted teacher"]  # what each makes
 
     # The run at work is shown; its live progress is drawn once on a plain rerun.
     assert at.selectbox(key="runs_selected").value == running.id
@@ -343,7 +347,7 @@ def test_a_finished_pipeline_shows_curves_log_results_and_lineage(sessions, redi
     assert at.query_params["run"] == str(student)
     (loss, _) = plotly_specs(at)
     assert {t["name"] for t in loss["data"]} == {"training loss", "held-out relation loss"}
-    assert metric(at, "Student parameters").endswith("K")
+    assert metric(at, "Student parameters").endswith("M")
     assert "Teacher: `run:" in "".join(texts(at.markdown))
     at.button(key=f"runs_input_{student}_teacher").click().run()
     assert at.selectbox(key="runs_selected").value == adapted
@@ -606,6 +610,89 @@ def test_a_model_that_does_not_exist_yet_is_to_come_not_a_model(sessions, tiny, 
         f":material/hourglass_top: To come, listed here once their runs succeed: run {queued.id} (adaptation, "
         f"queued)."]
     assert all(f"run:{queued.id}" not in str(frame.value.to_dict()) for frame in at.dataframe)
+
+
+def test_a_launch_says_how_long_it_will_take_at_the_speed_measured(sessions, tiny, corpus_id):
+    from app.data import train as train_data
+    from worker.progress import wall_seconds
+    from worker.training import FIRST_GUESS_FLOPS, training_cost
+
+    choices = {"mode": "adapt-then-distill", "corpus_id": corpus_id, "teacher": str(tiny), "adapt_steps": 1000,
+               "distill_steps": 1000, **SMALL, "student": "auto"}
+    guess = train_data.training_estimate(sessions, choices, 10_000)
+    on_gpu = train_data.training_estimate(sessions, choices, 10_000, gpu=True)
+    assert guess["speed_runs"] == [] and guess["seconds"] > 0
+    assert on_gpu["seconds"] == pytest.approx(guess["seconds"] * FIRST_GUESS_FLOPS["cpu"] / FIRST_GUESS_FLOPS["cuda"])
+
+    run = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 4, **SMALL})
+    execute(sessions, [run])
+    measured = train_data.training_estimate(sessions, choices, 10_000)
+    with sessions.begin() as session:
+        done = store.get(session, Run, run.id)
+        rate = wall_seconds(done) / training_cost(session, done)
+    assert measured["speed_runs"] == [run.id]
+    adaptation = measured["stages"][0]
+    assert adaptation["seconds"] == pytest.approx(6 * adaptation["parameters"] * 1000 * 8 * 32 * rate)
+    at = open_page("train")
+    assert metric(at, "Time")  # measured: no "first guess" left on the page
+    assert any("Time at the speed the last 1 training run measured (run " in c for c in texts(at.caption))
+
+
+def test_the_runs_table_fits_1280_px_pages_and_filters(sessions, tiny, corpus_id):
+    """Every cell fits its column at 1280 px (no "succeede", "evaluati", "150 / 15"); a long list
+    pages; kinds and statuses filter it; an evaluation and a benchmark say what they judged."""
+    from app.data import runs as runs_data
+    from worker.evaluation import add_task, create_benchmark, create_evaluation
+
+    task, _ = add_task(sessions, write_task_csv(tiny.parent / "t.csv"), "classification")
+    long_run = training.create_pipeline(sessions, "adapt-then-distill", corpus_id, str(tiny),
+                                        {"steps": 150_000, **SMALL}, {"steps": 150_000, **SMALL, **TINY_STUDENT})
+    evaluation = create_evaluation(sessions, str(tiny), task.id, {"seeds": 1, "epochs": 1})
+    with sessions.begin() as session:
+        run = store.get(session, Run, long_run[2].id)
+        store.start_run(session, run)
+        run.step, run.total_steps, run.eta_seconds, run.eta_guess = 149_999, 150_000, 2 * 86_400 + 3 * 3600, True
+        store.finish_run(session, store.get(session, Run, evaluation.id), RunStatus.abandoned, "worker died")
+    for _ in range(18):
+        create_benchmark(sessions, [str(tiny), "bundled"])
+    rows = runs_data.runs_page(sessions, 100, None)["runs"]
+    assert sum(runs_data.COLUMN_PX.values()) <= runs_data.TABLE_PX
+    for row in runs_data.table_rows(rows):
+        for column in ("run", "status", "done", "ETA", "created"):
+            assert len(str(row[column])) <= runs_data.fits(column), (column, row[column])
+    by_id = {r["id"]: r for r in runs_data.table_rows(rows)}
+    assert by_id[long_run[2].id]["done"] == "149,999 / 150,000" and by_id[long_run[2].id]["ETA"] == "~2 d 3 h"
+    assert by_id[evaluation.id]["run"] == f"evaluation of {tiny.name}"
+    assert by_id[rows[0]["id"]]["run"].startswith(f"benchmark of {tiny.name}, bundled")
+
+    at = open_page("runs")
+    assert not at.exception and not at.error
+    assert len(at.dataframe[0].value) == 15 and at.number_input(key="runs_page").value == 1
+    at.number_input(key="runs_page").set_value(2).run()
+    assert list(at.dataframe[0].value["id"]) == [r["id"] for r in rows[15:]]
+    at.multiselect(key="runs_kinds").set_value(["evaluation"]).run()
+    assert list(at.dataframe[0].value["id"]) == [evaluation.id] and not at.number_input  # one page: no pager
+    at.multiselect(key="runs_kinds").set_value([]).run()
+    at.multiselect(key="runs_statuses").set_value(["running", "abandoned"]).run()
+    assert list(at.dataframe[0].value["id"]) == [evaluation.id, long_run[2].id]  # newest first
+
+
+def test_a_benchmark_shows_a_formatted_table_and_no_steps(sessions, tiny, corpus_id):
+    from worker.evaluation import create_benchmark
+
+    bench = create_benchmark(sessions, [str(tiny)], {"latency_repeats": 30, "throughput_repeats": 2, "warmup": 1,
+                                                     "batch_size": 2, "seq_len": 16})
+    execute(sessions, [bench])
+    at = open_page("runs", run=bench.id)
+    assert not at.exception and not at.error
+    assert at.dataframe[0].value["done"].iloc[0] == ""  # never "0 / 1,000"
+    table = at.dataframe[1]
+    assert list(table.value.columns) == ["model", "parameters", "size", "p50 ms", "p95 ms", "seq/s", "speed-up",
+                                         "noisy"]
+    formats = {k: c["type_config"]["format"] for k, c in json.loads(table.proto.columns).items() if "type_config" in c}
+    assert formats["size"] == "%.1f MB" and formats["speed-up"] == "%.1fx"  # "97.1 MB", "4.6x"
+    assert table.value["model"].iloc[0] == tiny.name and table.value["speed-up"].iloc[0] == 1.0
+    assert any("Measured in cpu · seq 16" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_the_runs_page_opens_on_the_run_at_work_not_the_newest(sessions, tiny, corpus_id):

@@ -87,7 +87,7 @@ def test_tasks_are_added_split_and_counted_and_bad_files_are_refused(cli, tmp_pa
     assert sorted(p.name for p in (home / "tasks").iterdir()) == sorted(t["sha256"] for t in listed)  # no leftovers
 
 
-def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
+def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path, home):
     data = as_json(cli("evaluate", "--model", str(tiny), "--train", str(write_task_csv(tmp_path / "t.csv")),
                        "--task-type", "classification", "--seeds", "2", *FAST_FINETUNE, "--json"))
     metrics = data["metrics"]
@@ -107,6 +107,11 @@ def test_evaluate_from_files_beats_the_majority_class(cli, tiny, tmp_path):
     assert run["metrics"]["test_accuracy_std"] == pytest.approx(metrics["accuracy_std"])
     line = next(x for x in cli("runs", "list").stdout.splitlines() if x.split()[0] == str(data["run_id"]))
     assert line.split()[1:4] == ["evaluation", "succeeded", "100%"] and line.endswith(f"of {tiny}")
+    # its progress counts what its log counts: optimizer steps over all seeds, the epochs beside them
+    assert run["step"] == run["total_steps"] > 0
+    logged = (home / "runs" / str(data["run_id"]) / "run.log").read_text().splitlines()
+    assert len(logged) == 2 * 14 and all(x.split()[1].endswith(f"/{run['total_steps']}") for x in logged)
+    assert logged[-1].split()[:4] == ["step", f"{run['step']}/{run['total_steps']}", "epoch", "14"]
 
     excluded = as_json(cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--exclude-label",
                            "alpha", "--seeds", "1", "--epochs", "1", "--json"))
@@ -141,6 +146,8 @@ def test_bench_ranks_a_smaller_model_faster_and_models_export_as_a_zip(cli, tiny
                           "speedup_vs_first"}
     assert first["speedup_vs_first"] == 1.0 and second["speedup_vs_first"] > 1.5
     assert second["params"] < first["params"] and second["latency_ms_p95"] >= second["latency_ms_p50"]
+    listed = next(r for r in as_json(cli("runs", "list", "--json"))["runs"] if r["kind"] == "benchmark")
+    assert listed["step"] is None and listed["total_steps"] is None  # no "0 / 1,000": it counts no steps
 
     corpus = as_json(cli("corpus", "add", str(write_corpus(tmp_path / "c.txt")), "--json"))["corpus_id"]
     adapted = as_json(cli("adapt", "--teacher", str(tiny), "--corpus", str(corpus), "--steps", "3", "--seq-len", "32",

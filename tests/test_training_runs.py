@@ -293,3 +293,43 @@ def test_runs_commands(home, sessions, tiny, corpus_file):
     assert [(r["run_id"], r["status"]) for r in listed] == [(run.id, "succeeded")]
     again = cli("cancel", str(run.id))
     assert again.returncode == 2 and again.stderr.strip() == f"error: run {run.id} is already succeeded"
+
+
+def test_a_models_name_says_what_it_is(sessions, tmp_path, tiny, corpus_file):
+    """Names read as what each model is in the paper's strategies, not as 'student of run:4'."""
+    from conftest import tiny_experiment
+    from worker.catalogue import model_name
+
+    corpus, _ = corpora.add_corpus(sessions, corpus_file)
+    small = {"steps": 2, "seq_len": 32, "batch_size": 4}
+    _, adapted, student = training.create_pipeline(sessions, "adapt-then-distill", corpus.id, "bundled", small,
+                                                   {**small, "layers": 3, "hidden": 192, "heads": 6})
+    _, general, adapted_general = training.create_pipeline(sessions, "distill-then-adapt", corpus.id, "bundled",
+                                                           {**small}, {**small, "layers": 3, "hidden": 192,
+                                                                       "heads": 6})
+    alone = training.create_distillation(sessions, corpus.id, str(tiny), {"steps": 2, **TINY_STUDENT})
+    experiment = tiny_experiment(sessions, tmp_path / "experiment")
+    with sessions.begin() as session:
+        names = {r.id: model_name(store.get(session, Run, r.id)) for r in
+                 (adapted, student, general, adapted_general, alone, *experiment[1:])}
+    assert names[adapted.id] == f"run:{adapted.id} · adapted teacher: the bundled MiniLM"
+    assert names[student.id] == (f"run:{student.id} · adapt-then-distill student L3-H192 of the adapted teacher "
+                                 f"(run:{adapted.id})")
+    assert names[general.id] == f"run:{general.id} · general student L3-H192 of the bundled MiniLM"
+    assert names[adapted_general.id] == (f"run:{adapted_general.id} · distill-then-adapt student: the general "
+                                         f"student L3-H192 (run:{general.id})")
+    assert names[alone.id] == f"run:{alone.id} · student L1-H16 of teacher"
+    by_kind = {}
+    for run in experiment[1:]:
+        by_kind.setdefault(run.kind, []).append(names[run.id])
+    expansion = by_kind[RunKind.expansion][0]
+    by_kind = {}
+    for run in experiment[1:]:
+        by_kind.setdefault(run.kind, []).append(names[run.id])
+    expansion = by_kind[RunKind.expansion][0]
+    assert expansion.endswith("expanded teacher: teacher with a vocabulary of the picked size")  # not analysed yet
+    assert by_kind[RunKind.adaptation][0].endswith(f"adapted teacher: the expanded teacher ({expansion.split(' · ')[0]})")
+    assert {n.split(" · ")[1].split(" L")[0].split(" of ")[0] for n in by_kind[RunKind.distillation]} == \
+        {"general student", "adapt-then-distill student", "adapt-and-distill student"}
+    assert model_name(experiment[-1]).endswith(" · benchmark")  # a run that makes no model
+    assert not any("run:" in n.split(" · ")[1] and " of run:" in n for n in names.values())  # no bare references

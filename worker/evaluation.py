@@ -242,7 +242,8 @@ def _measure_speed(sessions, run_id: int, params: dict, paths: list[tuple[str, P
             session.add(Measurement(model_id=record.id, run_id=run_id, kind="speed", context=context,
                                     values=result.to_dict()))
         run = store.get(session, Run, run_id)
-        run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results]}}
+        run.params = {**run.params, "result": {"models": [bench_row(r.to_dict()) for r in results],
+                                               "context": context}}
 
 
 def speed_context(device: str, seq_len: int, batch_size: int, threads: int) -> str:

@@ -49,7 +49,7 @@ KINDS: dict[RunKind, Kind] = {
                                reports_steps=True, cost="worker.training:training_cost"),
     RunKind.evaluation: Kind("worker.evaluation:execute_evaluation", GPU, 7 * DAY, resumes=True, reports_steps=True,
                              cost="worker.evaluation:evaluation_cost"),
-    RunKind.benchmark: Kind("worker.evaluation:execute_benchmark", GPU, 6 * HOUR, resumes=True, reports_steps=True),
+    RunKind.benchmark: Kind("worker.evaluation:execute_benchmark", GPU, 6 * HOUR, resumes=True),  # stages only
     RunKind.pipeline: Kind(None),
     RunKind.experiment: Kind(None),
 }

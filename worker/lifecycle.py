@@ -266,8 +266,9 @@ class TrainingReporter(Reporter):
 
     def __init__(self, sessions, run_id, total_steps: int, job=None, interval: float = 1.0, echo=None,
                  start_step: int = 0, eval_every: int | None = None, checkpoint_every: int | None = None,
-                 attempt: int = 1):
+                 attempt: int = 1, epochs: bool = False):
         super().__init__(sessions, run_id, job, interval, echo)
+        self.epochs = epochs  # an evaluation's metrics come per epoch; its steps are optimizer steps
         self.total = total_steps
         self.pending: list[tuple[int, str, float]] = []
         self.written = 0
@@ -300,7 +301,8 @@ class TrainingReporter(Reporter):
         self.pending += [(step, k, float(v)) for k, v in values.items()]
         self.latest.update(values, step=step)
         with open(self.log_path, "a", encoding="utf-8") as handle:
-            handle.write(f"step {step}/{self.total} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()) + "\n")
+            at = f"step {self.reached}/{self.total} epoch {step}" if self.epochs else f"step {step}/{self.total}"
+            handle.write(f"{at} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()) + "\n")
 
     def record(self, session: Session, run: Run, stage: str, fraction: float) -> None:
         step = self.reached if stage in PHASES else int(self.latest["step"])
@@ -351,8 +353,8 @@ def reporter_for(sessions, run_id: int, job=None, echo=None) -> TrainingReporter
         params, out = dict(run.params), run.output_dir
         trains = run.kind in kinds.TRAINING
     total = int(params.get("steps") or TrainConfig().steps)  # epochs and evaluations say theirs when they start
-    if not trains:
-        return TrainingReporter(sessions, run_id, total, job=job, echo=echo)
+    if not trains:  # an evaluation: the steps of every seed's fine-tuning, its metrics per epoch
+        return TrainingReporter(sessions, run_id, total, job=job, echo=echo, epochs=True)
     from core.train.checkpoints import checkpoint_step, latest_checkpoint
 
     config = TrainConfig()

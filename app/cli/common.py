@@ -10,6 +10,7 @@ import sys
 import time
 
 from core.errors import AdaptDistillError
+from core.formatting import UNKNOWN, human_bytes, parameters
 from db.models import Run
 
 
@@ -110,11 +111,11 @@ def mean_std(mean, std) -> str:
 
 
 def megabytes(size) -> str:
-    return "—" if size is None else f"{size / 1e6:,.1f} MB"
+    """A model's or a corpus's size as every page shows it (core.formatting)."""
+    return UNKNOWN if size is None else human_bytes(size)
 
 
-def short_count(n) -> str:
-    return "—" if n is None else f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n:,}"
+short_count = parameters  # parameters as every page shows them
 
 
 # --- runs --------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def run_dict(run) -> dict:
     model = params.get("model") or params.get("teacher") or (", ".join(params["models"]) if params.get("models")
                                                               else None)
     return {"run_id": run.id, "kind": run.kind.value, "status": run.status.value, "output_dir": run.output_dir,
-            "error": run.error, "model": model, "metrics": metrics}
+            "error": run.error, "model": model, "step": run.step, "total_steps": run.total_steps, "metrics": metrics}
 
 
 PARENTS = ("pipeline", "experiment")  # runs whose work is their steps

@@ -10,7 +10,7 @@ from app.cli.common import (Bars, add_queue_options, command, execute_runs, fmt,
 from core.checks import DEVICE_HELP, PRECISIONS
 from core.configs import AdaptConfig, TrainConfig, VocabConfig
 from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_TYPES, FinetuneConfig, finetune_lr
-from core.formatting import count, points_difference, score_interval
+from core.formatting import count, points_difference, score_interval, speedup, table_number
 from core.model_io import BUNDLED
 from worker.demo import DEMO_MINUTES
 from db.models import Run
@@ -100,7 +100,7 @@ def _bench_table(rows: list[dict]) -> str:
         lines.append(f"{r['model'][:40]:<40} {short_count(r['params']):>8} {megabytes(r['size_bytes']):>10} "
                      f"{r['latency_ms_p50']:>8.2f} {r['latency_ms_p95']:>8.2f} "
                      f"{'—' if iqr is None else f'{iqr:.2f}':>8} {r['throughput_per_s']:>10.1f} "
-                     f"{r['speedup_vs_first']:>8.2f}x {r['throughput_speedup_vs_first']:>9.2f}x"
+                     f"{speedup(r['speedup_vs_first']):>9} {speedup(r['throughput_speedup_vs_first']):>10}"
                      + ("  NOISY" if r.get("noisy") else ""))
     threads = first.get("threads")
     lines.append(f"device {first['device']}, sequence length {first['seq_len']}"
@@ -148,11 +148,12 @@ def experiment_table(view: dict) -> str:
     for r in rows:
         score = mean_std(r["score"], r["score_std"]) if r["score"] is not None else r["evaluation_status"]
         score += "" if r["converged"] is not False else " *"
-        speed = (f"{r['speedup']:.2f}x" if r["speedup"] else "—") + (" noisy" if r.get("noisy") else "")
+        speed = speedup(r["speedup"]) + (" noisy" if r.get("noisy") else "")
         lines.append(f"{r['role']:<22} {score:>22} {score_interval(r['score_ci95']) or '—':>18} "
                      f"{points_difference(r['difference'], r['difference_ci95']) or '—':>22} "
                      f"{short_count(r['parameters']):>8} {megabytes(r['size_bytes']):>10} "
-                     f"{fmt(r['latency_ms_p50']):>8} {fmt(r['throughput_per_s']):>8} {speed:>9}")
+                     f"{table_number('latency', r['latency_ms_p50']):>8} "
+                     f"{table_number('throughput', r['throughput_per_s']):>8} {speed:>9}")
     seeds = sorted({r["seeds"] for r in rows if r["seeds"]})
     lines.append("score: test, mean over " + (" or ".join(count(n, "seed") for n in seeds) or "the seeds")
                  + "; 95% interval over 1,000 bootstrap resamples of the test examples and seeds; vs base: the difference "

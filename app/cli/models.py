@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from app.cli.common import command, mean_std, megabytes, open_sessions, print_result, short_count
+from core.formatting import latency_ms, tokens_per_word
 
 
 def _model_line(m: dict) -> str:
     best = max((s for s in m["scores"] if s["mean"] is not None), key=lambda s: s["mean"], default=None)
     score = f"  {best['metric']} {best['mean']:.4f} on {best['task']}" if best else ""
-    speed = f"  {m['speed']['latency_ms_p50']:.1f} ms ({m['speed']['context']}" \
+    speed = f"  {latency_ms(m['speed']['latency_ms_p50'])} ({m['speed']['context']}" \
         + (", noisy)" if m["speed"].get("noisy") else ")") if m["speed"] else ""
     return f"{m['model_id']:>4} {m['spec'][:28]:<28} {short_count(m['parameters']):>8} " \
            f"{megabytes(m['size_bytes']):>10}  {m['name'][:50]}{score}{speed}"
@@ -43,12 +44,12 @@ def cmd_models_show(args) -> None:
     lines += [f"  {s['task']}: {s['metric']} {mean_std(s['mean'], s['std'])} ({s['seeds']} seeds, run "
               f"{s['evaluation_run']})" for s in data["scores"]]
     if data["speed"]:
-        lines.append(f"  speed ({data['speed']['context']}): p50 {data['speed']['latency_ms_p50']:.2f} ms, "
+        lines.append(f"  speed ({data['speed']['context']}): p50 {latency_ms(data['speed']['latency_ms_p50'])}, "
                      f"{data['speed']['throughput_per_s']:.1f} sequences/s"
                      + (f"  NOISY: {data['speed']['noisy_reason']}" if data["speed"].get("noisy") else ""))
     if data["intrinsic"]:
         i = data["intrinsic"]
-        lines.append(f"  on {i['context']}: {i['tokens_per_word']:.3f} tokens/word, {i['unknown_rate']:.3%} unknown"
+        lines.append(f"  on {i['context']}: {tokens_per_word(i['tokens_per_word'])} tokens/word, {i['unknown_rate']:.3%} unknown"
                      + (f", perplexity {i['perplexity']:.4g}" if i.get("perplexity") else ""))
     print_result(args, data, "\n".join(lines))
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.data.common import queue_runs
 from app.data.runs import metric_history
-from core.formatting import count, score_interval, seeds_spread
+from core.formatting import count, score_interval, seeds_spread, table_value
 from db.models import Evaluation, Measurement, Run, Task
 from worker import catalogue, evaluation
 
@@ -120,8 +120,9 @@ def table_rows(rows: list[dict], task_id: int | None, speed: dict[int, dict]) ->
     for m in rows:
         score = score_on(m, task_id)
         measured = speed.get(m["model_id"]) or {}
-        out.append({"id": m["model_id"], "model": m["name"], "kind": m["kind"], "parameters": m["parameters"],
-                    "size": m["size_bytes"], "score": score["mean"] if score else None,
+        out.append({"id": m["model_id"], "model": m["name"], "kind": m["kind"],
+                    "parameters": table_value("parameters", m["parameters"]),
+                    "size": table_value("size", m["size_bytes"]), "score": score["mean"] if score else None,
                     "95% interval": score_interval(score.get("ci95")) if score else None,
                     "seeds": seeds_spread(score["seeds"], score["std"]) if score else None,
                     "p50 ms": measured.get("latency_ms_p50"), "seq/s": measured.get("throughput_per_s"),
@@ -139,8 +140,9 @@ def speed_rows(rows: list[dict], speed: dict[int, dict]) -> list[dict]:
         v = speed.get(m["model_id"])
         if v is None:
             continue
-        out.append({"model": m["name"], "encoder parameters": v.get("params") if "threads" in v else None,
-                    "size": v.get("size_bytes", m["size_bytes"]), "threads": v.get("threads"),
+        out.append({"model": m["name"],
+                    "encoder parameters": table_value("parameters", v.get("params")) if "threads" in v else None,
+                    "size": table_value("size", v.get("size_bytes", m["size_bytes"])), "threads": v.get("threads"),
                     "p50 ms": v.get("latency_ms_p50"), "p95 ms": v.get("latency_ms_p95"),
                     "IQR ms": v.get("latency_ms_iqr"), "seq/s": v.get("throughput_per_s"),
                     "batch": v.get("batch_size"), "noisy": noisy_note(v) or None, "benchmark run": v.get("run_id")})
@@ -155,7 +157,7 @@ def tradeoff_rows(rows: list[dict], task_id: int | None, speed: dict[int, dict],
         score = score_on(m, task_id)
         measured = speed.get(m["model_id"])
         if score and measured and measured.get("latency_ms_p50"):
-            points.append({"label": m["label"] + (f" {NOISY}" if measured.get("noisy") else ""),
+            points.append({"label": m["label"] + (f" {NOISY}" if measured.get("noisy") else ""), "name": m.get("name"),
                            "score": score["mean"], "score_ci95": score.get("ci95"),
                            "latency_ms_p50": measured["latency_ms_p50"], "parameters": m["parameters"],
                            "context": context})

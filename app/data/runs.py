@@ -3,14 +3,18 @@ lineage, metrics and log, and cancel, resume and run again."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.data.common import ACTIVE, duration, queue_runs, when
+from app.data.common import ACTIVE, compact_count, duration, queue_runs, when
+from core.formatting import table_value
 from db import settings, store
 from db.models import Corpus, Metric, Run, RunKind, RunStatus
 from worker import kinds
+from worker.catalogue import run_subject
 from worker.progress import active_steps, parent_progress
 from worker.specs import ModelSpec
 
@@ -26,14 +30,79 @@ def run_row(run: Run, steps: list[Run] | None = None) -> dict:
     progress, eta, guess = float(run.progress or 0.0), run.eta_seconds if running else None, bool(run.eta_guess)
     if steps and run.status.value in ACTIVE:
         progress, eta, guess = parent_progress(run, steps)
+    counts = kinds.kind(run.kind).reports_steps and run.step is not None and bool(run.total_steps)
     return {
         "id": run.id, "kind": run.kind.value, "status": run.status.value, "stage": run.stage,
+        "subject": run_subject(run), "done": f"{run.step:,} / {run.total_steps:,}" if counts else "",
         "progress": min(max(progress, 0.0), 1.0), "step": run.step, "total_steps": run.total_steps,
         "eta_seconds": eta, "eta_guess": guess and eta is not None,
         "eta": (duration(eta) + (" (first guess)" if guess else "")) if eta is not None else "",
         "latest_loss": run.latest_loss, "parent_id": run.parent_id, "error": run.error,
-        "created": when(run.created_at), "finished": when(run.finished_at),
+        "created": when(run.created_at), "created_short": run.created_at.strftime("%b %d %H:%M")
+        if run.created_at else "", "finished": when(run.finished_at),
     }
+
+
+# The runs table at 1280 px: the wide layout leaves 820 px for it. Each column is as wide as its
+# longest cell in the table's 13 px font (CHAR_PX a character, CELL_PAD around it); a run's label
+# longer than its column is shortened with "…", never cut mid-character by the grid.
+COLUMN_PX = {"id": 48, "run": 244, "status": 86, "progress": 96, "done": 140, "ETA": 90, "created": 106}
+TABLE_PX, CHAR_PX, CELL_PAD = 820, 7.2, 16
+KIND_NAMES = tuple(kind.value for kind in RunKind)
+STATUS_NAMES = tuple(status.value for status in RunStatus)
+MODEL_KINDS = tuple(kind.value for kind in kinds.MODEL_KINDS)
+
+
+def fits(column: str) -> int:
+    """How many characters a cell of the column shows whole."""
+    return int((COLUMN_PX[column] - CELL_PAD) // CHAR_PX)
+
+
+def run_label(row: dict) -> str:
+    """A run as one phrase: 'evaluation of run:12', 'adapt-then-distill student L3-H192',
+    'pipeline adapt-then-distill' (a model's kind is in its name)."""
+    if row["kind"] in MODEL_KINDS and row["subject"]:
+        return row["subject"]
+    kind = "import" if row["kind"] == RunKind.corpus_import.value else row["kind"]
+    return f"{kind} {row['subject']}".strip()
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 1].rstrip() + "…"
+
+
+def _done(row: dict) -> str:
+    """'150 / 1,500'; as '149,999/150,000' or '9.9M / 10.0M' when the column is too narrow for it."""
+    if not row["done"]:
+        return ""
+    for text in (row["done"], row["done"].replace(" / ", "/")):
+        if len(text) <= fits("done"):
+            return text
+    return f"{compact_count(row['step'])} / {compact_count(row['total_steps'])}"
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """The Runs table's cells: every one fits its column (COLUMN_PX) at 1280 px."""
+    return [{"id": r["id"], "run": _clip(run_label(r), fits("run")), "status": r["status"],
+             "progress": 100 * r["progress"], "done": _done(r),
+             "ETA": ("~" if r["eta_guess"] else "") + duration(r["eta_seconds"]) if r["eta_seconds"] is not None
+             else "", "created": r["created_short"]} for r in rows]
+
+
+def benchmark_rows(result: dict) -> list[dict]:
+    """A benchmark's models as a table: the Models page's columns, numbers kept numbers (the page
+    formats them: sizes in MB, speed-ups as '4.6x')."""
+    return [{"model": Path(m["model"]).name if Path(str(m["model"])).is_absolute() else m["model"],
+             "parameters": table_value("parameters", m.get("params")), "size": table_value("size", m.get("size_bytes")),
+             "p50 ms": m.get("latency_ms_p50"),
+             "p95 ms": m.get("latency_ms_p95"), "seq/s": m.get("throughput_per_s"),
+             "speed-up": m.get("speedup_vs_first"), "noisy": "⚠" if m.get("noisy") else ""}
+            for m in result.get("models") or []]
+
+
+def any_run(sessions: sessionmaker[Session]) -> bool:
+    with sessions.begin() as session:
+        return session.scalar(select(Run.id).limit(1)) is not None
 
 
 def _rows(session: Session, runs: list[Run]) -> list[dict]:
@@ -48,22 +117,30 @@ def any_active(sessions: sessionmaker[Session]) -> bool:
                               .limit(1)) is not None
 
 
-def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None) -> dict:
+def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None, kinds_shown: list[str] | None = None,
+              statuses: list[str] | None = None, page: int = 0) -> dict:
     """The Runs page in one read, after marking the running runs whose worker stopped answering as
-    abandoned: {"runs": the list, newest first; "view": everything shown about run run_id (when
-    None, the run at work: `opening_run`; None when there is none)}. The chosen run's row in the list and its view are
-    made from the same row object, so the header, the table and the progress bar agree."""
+    abandoned: {"runs": one page of the list, newest first, of the kinds and statuses asked for (None:
+    all); "total": how many runs those are; "view": everything shown about run run_id (when None, the
+    run at work: `opening_run`; None when there is none)}. The chosen run's row in the list and its
+    view are made from the same row object, so the header, the table and the progress bar agree."""
     from worker.run_state import find_dead_runs
 
     find_dead_runs(sessions)
     with sessions.begin() as session:
-        runs = list(store.rows(session, Run, limit=limit))
+        query = select(Run)
+        if kinds_shown:
+            query = query.where(Run.kind.in_([RunKind(k) for k in kinds_shown]))
+        if statuses:
+            query = query.where(Run.status.in_([RunStatus(s) for s in statuses]))
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        runs = list(session.scalars(query.order_by(Run.id.desc()).offset(max(0, page) * limit).limit(limit)))
         rows = _rows(session, runs)
         if run_id is None and runs:
             run_id = opening_run(session, runs)
         run = session.get(Run, run_id) if run_id is not None else None  # the listed object when listed
         row = next((r for r in rows if r["id"] == run_id), None)
-        return {"runs": rows, "view": _view(session, run, row) if run is not None else None}
+        return {"runs": rows, "total": total, "view": _view(session, run, row) if run is not None else None}
 
 
 def opening_run(session: Session, listed: list[Run]) -> int:
@@ -78,7 +155,7 @@ def opening_run(session: Session, listed: list[Run]) -> int:
 
 
 def _ref(run: Run) -> dict:
-    return {"id": run.id, "kind": run.kind.value, "status": run.status.value}
+    return {"id": run.id, "kind": run.kind.value, "status": run.status.value, "subject": run_subject(run)}
 
 
 def _inputs(session: Session, params: dict) -> list[dict]:

@@ -177,11 +177,12 @@ def _student(sessions: sessionmaker[Session], c: dict,
     return student, None, student_problem(student, teacher, name, init, bool(c["allow_larger_student"]))
 
 
-def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_words: int) -> dict:
+def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_words: int, gpu: bool = False) -> dict:
     """What a launch would do: tokens per optimizer step, each run's steps, tokens, trained
     parameters and epochs over the corpus (its word count stands in for its token count), the
     teacher's and student's sizes, and the problems found (plain strings; nothing raises), the one
-    with the student's shape also as student_problem."""
+    with the student's shape also as student_problem; and how long it would take (stage_times; `gpu`:
+    a worker with a GPU would take it, for the first guess)."""
     from core.errors import AdaptDistillError
 
     c = {**TRAIN_DEFAULTS, **choices}
@@ -208,7 +209,25 @@ def training_estimate(sessions: sessionmaker[Session], choices: dict, corpus_wor
                        "epochs": tokens / corpus_words if corpus_words else None,
                        "memory": stage_memory(c, kind, teacher, trained)})
     return {"tokens_per_step": tokens_per_step, "total_tokens": sum(s["tokens"] for s in stages), "stages": stages,
-            "teacher": teacher, "student": student, "problems": problems, "student_problem": wrong}
+            "teacher": teacher, "student": student, "problems": problems, "student_problem": wrong,
+            **stage_times(sessions, stages, teacher, gpu)}
+
+
+def stage_times(sessions: sessionmaker[Session], stages: list[dict], teacher: dict | None, gpu: bool) -> dict:
+    """Each stage's time (its "seconds", None while a shape is unknown) at the training speed the
+    latest finished runs measured, or at a first guess for the device; {"seconds": the total,
+    "speed_runs": the runs measured ([] for a guess)}."""
+    from worker.training import FIRST_GUESS_FLOPS, training_speed
+
+    with sessions.begin() as session:
+        rate, measured = training_speed(session)
+    rate = rate or 1 / FIRST_GUESS_FLOPS["cuda" if gpu else "cpu"]
+    for stage in stages:  # training_cost's count: 6 per trained parameter and token, 2 per teacher one
+        teacher_part = 2 * teacher["parameters"] if stage["kind"] == RunKind.distillation.value and teacher else 0
+        stage["seconds"] = (6 * stage["parameters"] + teacher_part) * stage["tokens"] * rate \
+            if stage["parameters"] else None
+    known = [s["seconds"] for s in stages if s["seconds"] is not None]
+    return {"seconds": sum(known) if len(known) == len(stages) else None, "speed_runs": measured}
 
 
 def stage_memory(c: dict, kind: RunKind, teacher: dict | None, trained: dict | None) -> int | None:

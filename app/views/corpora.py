@@ -8,7 +8,7 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data.common import ACTIVE
 from core.corpus import FORMATS
-from core.formatting import count
+from core.formatting import count, table_value
 from db import settings
 from db.models import RunKind
 
@@ -150,14 +150,15 @@ if not corpora:
     st.stop()
 
 st.dataframe(
-    [{k: c[k] for k in ("id", "name", "documents", "bytes", "words", "distinct_words", "duplicates",
-                        "mean_length", "format", "created")} for c in corpora],
+    [{**{k: c[k] for k in ("id", "name", "documents", "bytes", "words", "distinct_words", "duplicates",
+                          "mean_length", "format", "created")}, "bytes": table_value("size", c["bytes"])}
+     for c in corpora],
     hide_index=True, width="stretch", placeholder="", key="corpora_table",
     column_config={
         "id": st.column_config.NumberColumn("id", format="%d", width="small"),
         "name": st.column_config.TextColumn("name", width="medium"),
         "documents": st.column_config.NumberColumn("documents", format="localized"),
-        "bytes": st.column_config.NumberColumn("size", format="bytes"),
+        "bytes": ui.number_column("size", "size"),
         "words": st.column_config.NumberColumn("words", format="localized"),
         "distinct_words": st.column_config.NumberColumn("distinct words", format="localized"),
         "duplicates": st.column_config.NumberColumn("duplicate docs", format="localized"),
@@ -188,10 +189,11 @@ with tokens_tab:
     else:
         st.caption(f"{count(len(streams), 'token stream')}, {ui.human_bytes(sum(c['bytes'] for c in streams))} "
                    f"in the data folder's token cache; runs read them memory-mapped instead of tokenizing again.")
-        st.dataframe([{"tokenizer": c["tokenizer"], "tokens": c["tokens"], "ids": c["dtype"], "size": c["bytes"]}
+        st.dataframe([{"tokenizer": c["tokenizer"], "tokens": c["tokens"], "ids": c["dtype"],
+                       "size": table_value("size", c["bytes"])}
                       for c in streams], hide_index=True, placeholder="", key="corpora_tokens",
                      column_config={"tokens": st.column_config.NumberColumn(format="localized"),
-                                    "size": st.column_config.NumberColumn(format="bytes")})
+                                    "size": ui.number_column("size")})
         if st.button("Drop the token streams", key="corpora_drop_tokens", icon=":material/delete_sweep:",
                      help="The next training run on this corpus tokenizes it again."):
             with ui.reported():

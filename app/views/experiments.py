@@ -14,7 +14,7 @@ from app.data import train as train_data
 from app.data.common import ACTIVE, duration
 from core.checks import SEQUENCE_TOKENS
 from core.configs import PRESETS, STRATEGIES
-from core.formatting import count, points_difference, score_interval, seeds_spread
+from core.formatting import count, points_difference, score_interval, seeds_spread, table_value
 from core.judge.contamination import warning_lines
 
 FLASH = "experiments_flash"
@@ -37,21 +37,22 @@ def launch_form() -> None:
                 "the demo on the Overview page.", icon=":material/science:")
         return
     d = experiments_data.EXPERIMENT_DEFAULTS
-    cols = st.columns(3)
+    cols = st.columns(2)
     corpus_id = cols[0].selectbox("Corpus", list(corpora), key="experiments_corpus",
                                   format_func=lambda i: f"{i} · {corpora[i]['name']}")
     task_id = cols[1].selectbox("Task", list(tasks), key="experiments_task",
                                 format_func=lambda i: f"{i} · {tasks[i]['name']} ({tasks[i]['type']})")
     teachers = [m for m in train_data.model_choices(sm) if m["kind"] in ("bundled", "expansion")]
     labels = {m["spec"]: m["label"] for m in teachers}
-    teacher = cols[2].selectbox("Teacher", list(labels), key="experiments_teacher", format_func=labels.get,
+    teacher = st.selectbox("Teacher", list(labels), key="experiments_teacher", format_func=labels.get,
                                 help="The general model. Its vocabulary is expanded at the analysis's pick first "
                                      "(an expansion chosen here is used as it is).")
     strategies = st.multiselect("Strategies", list(STRATEGIES), default=d["strategies"], key="experiments_strategies",
                                 format_func=lambda s: f"{s}: {STRATEGY_HELP[s]}")
-    cols = st.columns(4)
+    cols = st.columns([2, 1, 1, 1])  # the shape's box wide enough for its whole label
     student = cols[0].selectbox("Student shape", ["auto", *PRESETS], key="experiments_student",
-                                format_func=lambda p: "half the teacher (default)" if p == "auto" else p)
+                                format_func=lambda p: "half the teacher (default)" if p == "auto"
+                                else f"{p} · {PRESETS[p][2]} heads")
     adapt_steps = cols[1].number_input("Adaptation steps", 1, 10_000_000, d["adapt_steps"], step=100,
                                        key="experiments_adapt_steps", help="Each adaptation gets these steps.")
     distill_steps = cols[2].number_input("Distillation steps", 1, 10_000_000, d["distill_steps"], step=100,
@@ -86,7 +87,8 @@ def result_table(view: dict) -> None:
         [{"model": r["role"], "run": r["model"], metric: r["score"], "95% interval": score_interval(r["score_ci95"]),
           "seeds": seeds_spread(r["seeds"], r["score_std"]),
           "vs base teacher": points_difference(r["difference"], r["difference_ci95"]),
-          "parameters": r["parameters"], "size": r["size_bytes"], "p50 ms": r["latency_ms_p50"],
+          "parameters": table_value("parameters", r["parameters"]), "size": table_value("size", r["size_bytes"]),
+          "p50 ms": r["latency_ms_p50"],
           "seq/s": r["throughput_per_s"], "speed-up": r["speedup"], "noisy": "⚠" if r.get("noisy") else "",
           "state": r["evaluation_status"] if r["score"] is None else
           ("converged" if r["converged"] else "⚠ still improving")} for r in rows],
@@ -100,12 +102,11 @@ def result_table(view: dict) -> None:
                        "vs base teacher": st.column_config.TextColumn(
                            help="the score minus the base teacher's, in points (hundredths), on the same test "
                                 "examples and seeds, with its 95% interval over the same resamples"),
-                       "parameters": st.column_config.NumberColumn(format="compact"),
-                       "size": st.column_config.NumberColumn(format="bytes"),
-                       "p50 ms": st.column_config.NumberColumn(format="%.2f", help="latency at batch 1"),
-                       "seq/s": st.column_config.NumberColumn(format="%.1f", help="throughput at batch 32"),
-                       "speed-up": st.column_config.NumberColumn(format="%.2fx",
-                                                                 help="p50 latency against the adapted teacher"),
+                       "parameters": ui.number_column("parameters"),
+                       "size": ui.number_column("size"),
+                       "p50 ms": ui.number_column("latency", help="latency at batch 1"),
+                       "seq/s": ui.number_column("throughput", help="throughput at batch 32"),
+                       "speed-up": ui.number_column("speedup", help="p50 latency against the adapted teacher"),
                        "state": st.column_config.TextColumn(
                            help="still improving: the best dev epoch of a seed was its last; more epochs could "
                                 "change the score")})
@@ -134,7 +135,7 @@ def result_table(view: dict) -> None:
 
 
 def runs_table(view: dict) -> None:
-    st.dataframe([{"run": r["run_id"], "kind": r["kind"], "for": r["strategy"] or "", "status": r["status"],
+    st.dataframe([{"run": r["run_id"], "kind": r["kind"], "what": r["subject"], "status": r["status"],
                    "stage": r["stage"], "progress": 100 * (r["progress"] or 0), "wall time": duration(r["seconds"])}
                   for r in view["runs"]], hide_index=True, width="stretch", placeholder="", key="experiments_runs",
                  column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=100,

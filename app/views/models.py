@@ -9,8 +9,8 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import models as models_data
 from app.data import tasks as tasks_data
-from app.data.common import compact_count
-from core.formatting import count, score_interval, seeds_spread
+from core.formatting import (count, latency_ms, parameters, score_interval, seeds_spread, throughput,
+                             tokens_per_word)
 
 FLASH = "models_flash"
 NO_TASK = -1
@@ -57,23 +57,21 @@ st.dataframe(
     key="models_table",
     column_config={
         "id": st.column_config.NumberColumn("id", format="%d", width="small"),
-        "model": st.column_config.TextColumn("model", width="medium"),
-        "parameters": st.column_config.NumberColumn("parameters", format="compact"),
-        "size": st.column_config.NumberColumn("size", format="bytes"),
+        "model": st.column_config.TextColumn("model", width="large", pinned=True),
+        "parameters": ui.number_column("parameters", "parameters"),
+        "size": ui.number_column("size", "size"),
         "score": st.column_config.NumberColumn("score", format="%.4f", help="test score, mean over seeds"),
         "95% interval": st.column_config.TextColumn("95% interval", help="of the score, over the test examples "
                                                                            "and seeds (1,000 seeded bootstrap "
                                                                            "resamples)"),
         "seeds": st.column_config.TextColumn("seeds", help="fine-tuning seeds, and the score's standard deviation "
                                                            "over them"),
-        "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="latency at batch 1, in the context "
-                                                                                "chosen above"),
-        "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at the context's "
-                                                                             "batch"),
+        "p50 ms": ui.number_column("latency", "p50 ms", help="latency at batch 1, in the context chosen above"),
+        "seq/s": ui.number_column("throughput", "seq/s", help="sequences per second at the context's batch"),
         "noisy": st.column_config.TextColumn("noisy", width="small", help="a noisy speed measurement: why is in "
                                                                             "the speed table below"),
-        "tokens/word": st.column_config.NumberColumn("tokens/word", format="%.3f",
-                                                     help="WordPiece pieces per word on the corpus it was measured on"),
+        "tokens/word": ui.number_column("tokens_per_word", "tokens/word",
+                                        help="WordPiece pieces per word on the corpus it was measured on"),
     },
 )
 metric = next((s["metric"] for m in rows if (s := models_data.score_on(m, task_id))), "score")
@@ -93,16 +91,15 @@ if speed:
     st.dataframe(
         models_data.speed_rows(rows, speed), hide_index=True, width="stretch", placeholder="", key="models_speed",
         column_config={
-            "model": st.column_config.TextColumn("model", width="medium"),
-            "encoder parameters": st.column_config.NumberColumn(
-                "encoder parameters", format="compact", help="of the encoder that is timed (an MLM head is not)"),
-            "size": st.column_config.NumberColumn("size", format="bytes", help="the model folder on disk"),
+            "model": st.column_config.TextColumn("model", width="large", pinned=True),
+            "encoder parameters": ui.number_column(
+                "parameters", "encoder parameters", help="of the encoder that is timed (an MLM head is not)"),
+            "size": ui.number_column("size", "size", help="the model folder on disk"),
             "threads": st.column_config.NumberColumn("threads", format="%d", width="small"),
-            "p50 ms": st.column_config.NumberColumn("p50 ms", format="%.2f", help="median latency at batch 1"),
-            "p95 ms": st.column_config.NumberColumn("p95 ms", format="%.2f", help="95th percentile latency at batch 1"),
-            "IQR ms": st.column_config.NumberColumn("IQR ms", format="%.2f",
-                                                    help="the spread of the batch-1 latencies: p75 - p25"),
-            "seq/s": st.column_config.NumberColumn("seq/s", format="%.1f", help="sequences per second at the batch"),
+            "p50 ms": ui.number_column("latency", "p50 ms", help="median latency at batch 1"),
+            "p95 ms": ui.number_column("latency", "p95 ms", help="95th percentile latency at batch 1"),
+            "IQR ms": ui.number_column("latency", "IQR ms", help="the spread of the batch-1 latencies: p75 - p25"),
+            "seq/s": ui.number_column("throughput", "seq/s", help="sequences per second at the batch"),
             "batch": st.column_config.NumberColumn("batch", format="%d", width="small"),
             "noisy": st.column_config.TextColumn("noisy", width="medium",
                                                  help="p95 over 3x p50, or other work started, stopped or crowded "
@@ -129,19 +126,20 @@ with one_tab:
         st.markdown(" ← ".join(f"**{step['name']}**" + (f" (corpus {step['corpus_id']})" if step.get("corpus_id")
                                                         else "") for step in detail["lineage"]))
         cols = st.columns(4)
-        cols[0].metric("Parameters", compact_count(detail["parameters"]))
-        cols[1].metric("Size on disk", ui.human_bytes(detail["size_bytes"]) if detail["size_bytes"] else "?")
-        cols[2].metric("Latency, batch 1", f"{detail['speed']['latency_ms_p50']:.2f} ms" if detail["speed"] else "—")
-        cols[3].metric("Throughput", f"{detail['speed']['throughput_per_s']:,.1f}/s" if detail["speed"] else "—")
+        speed = detail["speed"] or {}
+        cols[0].metric("Parameters", parameters(detail["parameters"]))
+        cols[1].metric("Size on disk", ui.human_bytes(detail["size_bytes"]) if detail["size_bytes"] else "—")
+        cols[2].metric("Latency, batch 1", latency_ms(speed.get("latency_ms_p50")))
+        cols[3].metric("Throughput", throughput(speed.get("throughput_per_s")))
         if detail["speed"]:
             measured = detail["speed"]
-            encoder = (f"; {compact_count(measured['params'])} parameters in the encoder that was timed"
+            encoder = (f"; {parameters(measured['params'])} parameters in the encoder that was timed"
                        if measured.get("threads") is not None and measured.get("params") else "")
             st.caption(f"Speed: the latest measurement, in {measured['context']}{encoder}. "
                        + models_data.noisy_note(measured))
         if detail["intrinsic"]:
             i = detail["intrinsic"]
-            st.caption(f"On {i['context']}: {i['tokens_per_word']:.3f} tokens per word, {i['unknown_rate']:.3%} "
+            st.caption(f"On {i['context']}: {tokens_per_word(i['tokens_per_word'])} tokens per word, {i['unknown_rate']:.3%} "
                        f"unknown" + (f", MLM perplexity {i['perplexity']:,.4g} on the held-out blocks"
                                      if i.get("perplexity") else ", no trained MLM head (no perplexity)")
                        + ". Perplexities of models with different vocabularies are not comparable.")
@@ -171,9 +169,8 @@ with compare_tab:
     if len(specs) < 2:
         st.caption("Two models are needed to compare.")
     else:
-        left, right = st.columns(2)
-        first = left.selectbox("First", specs, key="models_first", format_func=label)
-        second = right.selectbox("Second", specs, index=1, key="models_second", format_func=label)
+        first = st.selectbox("First", specs, key="models_first", format_func=label)  # full width: whole names
+        second = st.selectbox("Second", specs, index=1, key="models_second", format_func=label)
         if first == second:
             st.caption("Choose two different models.")
         else:
@@ -199,11 +196,11 @@ with evaluate_tab:
         st.info("No labelled task yet: add one on the Tasks page.", icon=":material/label:")
         st.page_link("views/tasks.py", label="Go to Tasks", icon=":material/label:")
     else:
-        cols = st.columns([3, 3, 1, 1])
-        target = cols[0].selectbox("Model", specs, key="models_eval_model", format_func=label)
-        eval_task = cols[1].selectbox("Task", list(task_names), key="models_eval_task", format_func=task_names.get)
-        seeds = cols[2].number_input("Seeds", 1, 20, 3, key="models_eval_seeds")
-        epochs = cols[3].number_input("Most epochs", 1, 100, 10, key="models_eval_epochs",
+        target = st.selectbox("Model", specs, key="models_eval_model", format_func=label)
+        cols = st.columns([4, 1, 1])
+        eval_task = cols[0].selectbox("Task", list(task_names), key="models_eval_task", format_func=task_names.get)
+        seeds = cols[1].number_input("Seeds", 1, 20, 3, key="models_eval_seeds")
+        epochs = cols[2].number_input("Most epochs", 1, 100, 10, key="models_eval_epochs",
                                       help="Early stopping on dev usually ends a seed sooner.")
         if st.button("Evaluate", key="models_eval_launch", type="primary", icon=":material/play_arrow:"):
             with ui.reported():

@@ -8,13 +8,14 @@ import streamlit as st
 from app import charts, connections, ui
 from app.connections import sessions
 from app.data import runs as runs_data
-from app.data.common import ACTIVE, compact_count
-from core.formatting import score_interval, seeds_spread
+from app.data.common import ACTIVE
+from core.formatting import parameters, score_interval, seeds_spread, speedup
 from db.models import RunKind
 from worker.queueing.queues import redis_url
 
 FLASH = "runs_flash"
-LIMIT = 200
+PAGE = 15  # rows a page of the table shows, all of them visible without scrolling the table
+ROW_PX = 35  # the height of a table row (and of its header) in Streamlit's data grid
 RESUMABLE = ("cancelled", "failed", "abandoned")
 
 sm = sessions()
@@ -24,20 +25,45 @@ st.caption("Corpus imports, vocabulary analyses, expansions, adaptations, distil
 
 
 def runs_table(runs: list[dict], key: str = "runs_table") -> None:
-    st.dataframe(
-        [{"id": r["id"], "kind": r["kind"], "status": r["status"], "stage": ui.stage_note(r["status"], r["stage"]),
-          "progress": 100 * r["progress"],
-          "step": f"{r['step']:,} / {r['total_steps']:,}" if r["step"] is not None and r["total_steps"] else "",
-          "ETA": r["eta"], "loss": r["latest_loss"], "parent": r["parent_id"], "created": r["created"]}
-         for r in runs],
-        hide_index=True, width="stretch", key=key, placeholder="",
-        column_config={
-            "id": st.column_config.NumberColumn("id", format="%d", width="small"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100, format="%.0f%%"),
-            "loss": st.column_config.NumberColumn("latest loss", format="%.4g"),
-            "parent": st.column_config.NumberColumn("parent", format="%d", width="small"),
-        },
-    )
+    """The runs as a table that fits a 1280 px wide window without cutting a cell (runs_data.table_rows)."""
+    st.dataframe(runs_data.table_rows(runs), hide_index=True, width="stretch", key=key, placeholder="",
+                 height=ROW_PX * (len(runs) + 1) + 3,  # every row of the page in view, none behind a scroll
+                 column_config={
+                     "id": st.column_config.NumberColumn("id", format="%d", width=runs_data.COLUMN_PX["id"]),
+                     "run": st.column_config.TextColumn("run", width=runs_data.COLUMN_PX["run"],
+                                                        help="what the run makes or judges"),
+                     "status": st.column_config.TextColumn("status", width=runs_data.COLUMN_PX["status"]),
+                     "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100,
+                                                                 format="%.0f%%",
+                                                                 width=runs_data.COLUMN_PX["progress"]),
+                     "done": st.column_config.TextColumn("done", width=runs_data.COLUMN_PX["done"],
+                                                         help="steps done of all (an evaluation's: over all seeds)"),
+                     "ETA": st.column_config.TextColumn("ETA", width=runs_data.COLUMN_PX["ETA"],
+                                                        help="time left; ~ marks a first guess"),
+                     "created": st.column_config.TextColumn("created", width=runs_data.COLUMN_PX["created"]),
+                 })
+
+
+def filters() -> tuple[list[str], list[str]]:
+    """The kinds and statuses the table shows (none chosen: all)."""
+    left, right = st.columns(2)
+    chosen_kinds = left.multiselect("Kinds", runs_data.KIND_NAMES, key="runs_kinds", placeholder="all kinds")
+    chosen_statuses = right.multiselect("Statuses", runs_data.STATUS_NAMES, key="runs_statuses",
+                                        placeholder="all statuses")
+    return chosen_kinds, chosen_statuses
+
+
+def pager(total: int) -> int:
+    """The page of the list shown (0 first, the newest); a page control only when there is more than one."""
+    pages = max(1, -(-total // PAGE))
+    if st.session_state.get("runs_page", 1) > pages:
+        st.session_state.runs_page = 1
+    if pages == 1:
+        return 0
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    page = left.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="runs_page")
+    right.caption(f"{total:,} runs, {PAGE} a page, newest first.")
+    return int(page) - 1
 
 
 def select(run_id: int) -> None:
@@ -48,14 +74,15 @@ def select(run_id: int) -> None:
 
 
 def link(ref: dict, key: str) -> None:
-    st.button(f"run {ref['id']} · {ref['kind']} · {ref['status']}", key=key, on_click=select, args=(ref["id"],),
+    st.button(f"run {ref['id']} · {runs_data.run_label(ref)} · {ref['status']}", key=key, on_click=select,
+              args=(ref["id"],),
               type="tertiary", icon=":material/arrow_forward:")
 
 
 def progress_line(view: dict) -> None:
     parts = [ui.status_text({"status": view["status"], "stage": view["stage"]})]
-    if view["step"] is not None and view["total_steps"]:
-        parts.append(f"step {view['step']:,} of {view['total_steps']:,}")
+    if view["done"]:
+        parts.append("step " + view["done"].replace(" / ", " of "))
     if view["eta"]:
         parts.append(f"ETA {view['eta']}")
     if view["latest_loss"] is not None:
@@ -129,6 +156,22 @@ def evaluation_results(result: dict) -> None:
                                                         "may score higher."))
 
 
+def benchmark_results(result: dict) -> None:
+    """The models side by side as the Models page shows speed: sizes in MB, speed-ups as '4.6x'."""
+    st.dataframe(runs_data.benchmark_rows(result), hide_index=True, width="stretch", key="runs_bench",
+                 placeholder="", column_config={
+                     "parameters": ui.number_column("parameters", help="the encoder's, what is timed"),
+                     "size": ui.number_column("size", help="the model folder on disk"),
+                     "p50 ms": ui.number_column("latency", help="latency at batch 1"),
+                     "p95 ms": ui.number_column("latency"),
+                     "seq/s": ui.number_column("throughput", help="throughput at the batch size"),
+                     "speed-up": ui.number_column("speedup", help="p50 latency of the first model over this one's"),
+                 })
+    if result.get("context"):
+        st.caption(f"Measured in {result['context']}, side by side; the Models page compares them with the other "
+                   f"models measured the same way.")
+
+
 def results(view: dict) -> None:
     result = view["result"]
     if not result:
@@ -137,7 +180,7 @@ def results(view: dict) -> None:
         evaluation_results(result)
         return
     if view["kind"] == RunKind.benchmark.value:
-        st.dataframe(result["models"], hide_index=True, width="stretch", key="runs_bench", placeholder="")
+        benchmark_results(result)
         return
     cols = st.columns(4)
 
@@ -160,8 +203,8 @@ def results(view: dict) -> None:
     if result.get("student_parameters") and cols:
         teacher = result.get("teacher_parameters")
         ratio = teacher / result["student_parameters"] if teacher else None
-        cols.pop(0).metric("Student parameters", compact_count(result["student_parameters"]),
-                           delta=f"{ratio:.1f}x smaller than the teacher" if ratio else None,
+        cols.pop(0).metric("Student parameters", parameters(result["student_parameters"]),
+                           delta=f"{speedup(ratio)} smaller than the teacher" if ratio else None,
                            delta_color="off", delta_arrow="off")
     timing = result.get("timing") or {}
     if timing.get("step_s"):
@@ -244,7 +287,7 @@ def choose() -> int | None:
 
 
 def header(view: dict) -> None:
-    st.subheader(f"Run {view['id']} · {view['kind']}", anchor=False)
+    st.subheader(f"Run {view['id']} · {runs_data.run_label(view)}", anchor=False)
     note = ui.stage_note(view["status"], view["stage"])
     attempt = f" · attempt {view['attempt']}" if view["attempt"] > 1 else ""
     st.markdown(f"{ui.status_badge(view['status'])}" + (f" {note}" if note else "") + f" · created {view['created']}"
@@ -258,20 +301,29 @@ def header(view: dict) -> None:
 
 def page() -> bool:
     """The whole page from one read of the store; whether a run is still queued or running."""
-    snapshot = runs_data.runs_page(sm, LIMIT, choose())
-    runs, view = snapshot["runs"], snapshot["view"]
-    if not runs:
+    if not runs_data.any_run(sm):
         st.info("Nothing has run yet.", icon=":material/hourglass_empty:")
         st.page_link("views/train.py", label="Start a training run", icon=":material/model_training:")
         return False
-    runs_table(runs)
+    chosen_kinds, chosen_statuses = filters()
+    page_number = st.session_state.get("runs_page", 1) - 1
+    snapshot = runs_data.runs_page(sm, PAGE, choose(), chosen_kinds, chosen_statuses, page_number)
+    if not snapshot["runs"] and page_number:  # the filters left fewer pages
+        st.session_state.runs_page, page_number = 1, 0
+        snapshot = runs_data.runs_page(sm, PAGE, choose(), chosen_kinds, chosen_statuses, 0)
+    runs, view = snapshot["runs"], snapshot["view"]
+    if runs:
+        runs_table(runs)
+    else:
+        st.caption("No run of these kinds and statuses.")
+    pager(snapshot["total"])
     if view is None:  # a link to a run that does not exist (any more): say so, show the newest
         st.error(f"no run with id {st.session_state.runs_selected}", icon=":material/error:")
         st.session_state.runs_selected = None
-        view = runs_data.runs_page(sm, LIMIT, None)["view"]
+        view = runs_data.runs_page(sm, PAGE, None)["view"]
     # No status in the labels: a browser keeps an option's first label while its value stays chosen.
-    labels = {r["id"]: f"{r['id']} · {r['kind']} · {r['created']}" for r in runs}
-    labels.setdefault(view["id"], f"{view['id']} · {view['kind']} · {view['created']}")  # older than the list
+    labels = {r["id"]: f"{r['id']} · {runs_data.run_label(r)} · {r['created']}" for r in runs}
+    labels.setdefault(view["id"], f"{view['id']} · {runs_data.run_label(view)} · {view['created']}")  # not listed
     st.session_state.runs_selected = view["id"]
     st.selectbox("Run", list(labels), key="runs_selected", format_func=labels.get,
                  on_change=lambda: select(st.session_state.runs_selected))

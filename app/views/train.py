@@ -7,21 +7,21 @@ from app import connections, ui
 from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import train as train_data
-from app.data.common import compact_count
 from core.checks import PRECISIONS, SEQUENCE_TOKENS
 from core.configs import PRESETS, SHAPE_FIELDS
-from core.formatting import where_runs_go
+from app.data.common import duration
+from core.formatting import count, parameters, speedup, table_value, where_runs_go
 from core.memory import gib
 from db.models import RunKind
 
 FLASH = "train_flash"
 OTHER = "other"
-MODE_LABELS = {
-    RunKind.adaptation.value: "Adaptation only: continue MLM pretraining of the teacher",
-    RunKind.distillation.value: "Distillation only: teacher → small student (MiniLM)",
-    "adapt-then-distill": "Pipeline: adapt the teacher, then distil it",
-    "distill-then-adapt": "Pipeline: distil, then adapt the small student",
-    "adapt-and-distill": "Pipeline: adapt teacher and a small pretrained student, then distil (AdaLM)",
+MODE_LABELS = {  # short enough to show whole in half the page's width
+    RunKind.adaptation.value: "Adaptation only: MLM on the corpus",
+    RunKind.distillation.value: "Distillation only: teacher → student",
+    "adapt-then-distill": "Pipeline: adapt, then distil",
+    "distill-then-adapt": "Pipeline: distil, then adapt the student",
+    "adapt-and-distill": "Pipeline: adapt both, then distil (AdaLM)",
 }
 INIT_LABELS = {"random": "random", "teacher": "teacher layers (every k-th)", "model": "a pretrained model"}
 
@@ -51,7 +51,7 @@ def shape_caption(shape: dict | None) -> str:
     if not shape:
         return "size unknown until the model is local"
     return (f"{shape['layers']} layers · {shape['hidden']} hidden · {shape['heads']} heads · "
-            f"{shape['vocab_size']:,} tokens · {compact_count(shape['parameters'])} parameters")
+            f"{shape['vocab_size']:,} tokens · {parameters(shape['parameters'])} parameters")
 
 
 def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
@@ -77,12 +77,11 @@ def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
 
 def preset_label(preset: str, teacher: dict | None) -> str:
     if preset != train_data.AUTO_STUDENT:
-        return "{} · {} × {}, {} heads".format(preset, *PRESETS[preset][:3])
+        return "{} · {} heads".format(preset, PRESETS[preset][2])
     shape = train_data.student_shape({"student": preset}, teacher)
     if shape is None:
         return "half the teacher (its shape is not known yet)"
-    return f"half the teacher · {train_data.shape_name(shape)} · {shape['layers']} × {shape['hidden']}, " \
-           f"{shape['heads']} heads"
+    return f"half the teacher · {train_data.shape_name(shape)}, {shape['heads']} heads"
 
 
 def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict:
@@ -98,7 +97,7 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
                             "A small pretrained BERT with the teacher's base vocabulary; it gets the teacher's new "
                             "tokens, is adapted, then learns from the adapted teacher. Its own shape is used.")
         return {"student_init": spec, **allow}
-    left, middle, right = st.columns([1, 1, 2])
+    left, middle = st.columns(2)  # wide enough for the whole label of each choice
     presets = [train_data.AUTO_STUDENT, *PRESETS]
     preset = left.selectbox("Shape", presets, key="train_student", format_func=lambda p: preset_label(p, teacher),
                             help="By default the paper's ratio: half the teacher's layers and hidden width (the "
@@ -107,11 +106,9 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
                             help="random; every k-th teacher layer (needs the teacher's width); or a pretrained "
                                  "model with the teacher's vocabulary (its shape is used).")
     init_spec = init
-    with right:
-        if init == "model":
-            students = [m for m in models if m["kind"] in ("bundled", "distillation", "adaptation", "expansion")]
-            init_spec = model_picker("Student model", "train_init_model", students,
-                                     "Its vocabulary must be the teacher's.")
+    if init == "model":
+        students = [m for m in models if m["kind"] in ("bundled", "distillation", "adaptation", "expansion")]
+        init_spec = model_picker("Student model", "train_init_model", students, "Its vocabulary must be the teacher's.")
     shape = None
     if init != "model" and st.checkbox("Set the shape explicitly", key="train_explicit"):
         start = train_data.student_shape({"student": preset}, teacher) or dict(zip(SHAPE_FIELDS, (3, 192, 6, 768)))
@@ -207,31 +204,45 @@ def optimisation_section(stages: set[RunKind]) -> dict:
     return choices
 
 
-def estimate_section(choices: dict, corpus: dict) -> None:
-    estimate = train_data.training_estimate(sm, choices, corpus["words"])
+def time_basis(estimate: dict, gpu: bool) -> str:
+    """Where the time estimate comes from, in one sentence."""
+    runs = estimate["speed_runs"]
+    if runs:
+        return (f"Time at the speed the last {count(len(runs), 'training run')} measured (run "
+                f"{', '.join(map(str, runs))}): their wall time, setup included, per FLOP (6 per trained parameter "
+                f"and token, 2 per teacher parameter and token), on the workers that ran them.")
+    return ("Time is a first guess until a training run has finished here: a " + ("GPU" if gpu else "2-core CPU")
+            + " worker trains about " + ("10 TFLOPs" if gpu else "100 GFLOPs") + " of 6 x parameters x tokens a "
+            "second. The first finished run replaces it with this machine's speed.")
+
+
+def estimate_section(choices: dict, corpus: dict, gpu: bool) -> None:
+    estimate = train_data.training_estimate(sm, choices, corpus["words"], gpu)
     with st.container(border=True):
         st.subheader("Estimate", anchor=False)
-        cols = st.columns(4)
+        cols = st.columns(5)
+        cols[4].metric("Time" if estimate["speed_runs"] else "Time, first guess", duration(estimate["seconds"]) or "?",
+                       help=time_basis(estimate, gpu))
         cols[0].metric("Tokens per step", f"{estimate['tokens_per_step']:,}",
                        help="batch size × gradient accumulation × sequence length")
         cols[1].metric("Total tokens", f"{estimate['total_tokens']:,}", help="over all runs of this launch")
         teacher, student = estimate["teacher"], estimate["student"]
-        cols[2].metric("Teacher parameters", compact_count(teacher["parameters"]) if teacher else "?",
+        cols[2].metric("Teacher parameters", parameters(teacher["parameters"] if teacher else None),
                        help="as a BertForMaskedLM, from the model's configuration")
         if student and student.get("parameters"):
             ratio = teacher["parameters"] / student["parameters"] if teacher else None
             if ratio is not None:
-                ratio = f"{ratio:.1f}x smaller" if ratio >= 1.05 else f"{1 / ratio:.2f}x the teacher's size"
-            cols[3].metric("Student parameters", compact_count(student["parameters"]), delta=ratio,
+                ratio = f"{speedup(ratio)} smaller" if ratio >= 1.05 else f"{speedup(1 / ratio)} the teacher's size"
+            cols[3].metric("Student parameters", parameters(student["parameters"]), delta=ratio,
                            delta_color="off", delta_arrow="off")
         st.dataframe(
-            [{"run": i + 1, "does": s["what"], "steps": s["steps"], "tokens": s["tokens"],
-              "trained parameters": s["parameters"], "epochs": s["epochs"],
+            [{"run": i + 1, "does": s["what"], "steps": s["steps"], "tokens": s["tokens"], "time": duration(s["seconds"]),
+              "trained parameters": table_value("parameters", s["parameters"]), "epochs": s["epochs"],
               "memory": gib(s["memory"]) if s["memory"] else "?"} for i, s in enumerate(estimate["stages"])],
             hide_index=True, width="stretch", key="train_estimate",
             column_config={"tokens": st.column_config.NumberColumn(format="localized"),
                            "steps": st.column_config.NumberColumn(format="localized"),
-                           "trained parameters": st.column_config.NumberColumn(format="compact"),
+                           "trained parameters": ui.number_column("parameters"),
                            "epochs": st.column_config.NumberColumn(format="%.2f")},
         )
         st.caption(f"Epochs count the corpus's {corpus['words']:,} words as its tokens, a rough proxy: WordPiece "
@@ -239,6 +250,7 @@ def estimate_section(choices: dict, corpus: dict) -> None:
                    f"fewer. Parameters are counted from the model configurations (a BERT with an MLM head). Memory is "
                    f"estimated from the shapes and the batch; a run that would not fit in the worker's memory is "
                    f"refused when you launch it.")
+        st.caption(time_basis(estimate, gpu))
         for problem in estimate["problems"]:
             st.caption(f":orange[:material/warning: {problem}]")
 
@@ -252,7 +264,10 @@ corpus_id = ui.choose("Corpus", by_id, "train_corpus",
                       lambda i: f"{i} · {by_id[i]['name']} ({by_id[i]['words']:,} words)", top[0])
 st.session_state.setdefault("train_mode", "adapt-then-distill")
 mode = top[1].selectbox("What to run", list(MODE_LABELS), key="train_mode", format_func=MODE_LABELS.get,
-                        help="The paper compares the three orders; adapt-and-distill was best.")
+                        help="Adaptation continues the teacher's masked-LM pretraining on the corpus; distillation "
+                             "teaches a small student (MiniLM) to mimic the teacher. The paper compares three "
+                             "orders: adapt the teacher then distil it; distil then adapt the student; or adapt the "
+                             "teacher and a small pretrained student, then distil (adapt-and-distill, the best).")
 stages = {kind for kind, _ in train_data.mode_stages(mode)}
 
 teacher_spec, teacher_shape = teacher_section(models)
@@ -260,9 +275,10 @@ choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_spec}
 if RunKind.distillation in stages:
     choices |= student_section(mode, models, teacher_shape)
 choices |= optimisation_section(stages)
-estimate_section(choices, by_id[corpus_id])
-
 health = connections.queue_health()
+estimate_section(choices, by_id[corpus_id], any(w.get("cuda") for w in health.get("pool") or []
+                                               if "gpu" in w["queues"]))
+
 if health["reachable"]:
     level, line = where_runs_go(health["pool"])
     getattr(st, level)(line, icon=":material/hourglass:" if level == "warning" else ":material/memory:")

@@ -1,6 +1,8 @@
 """Vocabulary: start an analysis, follow it, read the occurrence-probability curve, move the pick
 with the threshold, compare tokenizations at any size, and write the expanded model."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from app import charts, connections, tokenization, ui
@@ -9,7 +11,7 @@ from app.data import corpora as corpora_data
 from app.data import vocabulary as vocabulary_data
 from app.data.common import ACTIVE
 from core.configs import VocabConfig
-from core.formatting import count
+from core.formatting import count, table_value, tokens_per_word
 from core.model_io import BUNDLED
 from db.models import RunKind
 
@@ -76,7 +78,7 @@ def pick_section(view: dict) -> tuple[dict, float]:
     cols[1].metric("Picked size", f"{picked['vocab_size']:,}")
     cols[2].metric("Added tokens", f"+{picked['added_tokens']:,}")
     cols[3].metric("Gain at pick", "n/a" if gain is None else f"{gain:.2%}")
-    cols[4].metric("Tokens per word", f"{picked['tokens_per_word']:.3f}",
+    cols[4].metric("Tokens per word", tokens_per_word(picked['tokens_per_word']),
                    delta=f"{picked['tokens_per_word'] - points[0]['tokens_per_word']:+.3f} vs base",
                    delta_color="inverse")
     if reached:
@@ -98,7 +100,7 @@ def curve_section(points: list[dict], picked: dict, threshold: float, chosen: in
     st.dataframe(
         [{"vocab size": p["vocab_size"], "added": p["added_tokens"], "log P(D)": p["log_occurrence"],
           "gain": p["relative_gain"], "tokens/word": p["tokens_per_word"], "split share": p["split_word_share"],
-          "embedding params": p["embedding_params"], "pick": "★" if p["vocab_size"] == picked["vocab_size"] else ""}
+          "embedding params": table_value("parameters", p["embedding_params"]), "pick": "★" if p["vocab_size"] == picked["vocab_size"] else ""}
          for p in points],
         hide_index=True, width="stretch", placeholder="", key="vocab_points",
         column_config={
@@ -106,10 +108,10 @@ def curve_section(points: list[dict], picked: dict, threshold: float, chosen: in
             "added": st.column_config.NumberColumn(format="localized"),
             "log P(D)": st.column_config.NumberColumn(format="%.4f"),
             "gain": st.column_config.NumberColumn(format="percent", help="(P_prev - P_now) / P_prev"),
-            "tokens/word": st.column_config.NumberColumn(format="%.3f"),
+            "tokens/word": ui.number_column("tokens_per_word"),
             "split share": st.column_config.NumberColumn(format="percent",
                                                          help="word occurrences split into 2+ pieces"),
-            "embedding params": st.column_config.NumberColumn(format="compact", help="parameters the embeddings gain"),
+            "embedding params": ui.number_column("parameters", help="parameters the embeddings gain"),
         },
     )
 
@@ -189,7 +191,9 @@ corpus_id = ui.choose("Corpus", by_id, "vocab_corpus",
 analyses = vocabulary_data.list_analyses(sm, corpus_id)
 # No status in the labels: a browser keeps an option's first label while its value stays chosen, so
 # "running" would stay in the box after the analysis finished; the progress bar or the results say it.
-labels = {a["id"]: f"{a['id']} · {a['base_model']} · step {a['step']:,} · max {a['max_added']:,}" for a in analyses}
+short = {a["id"]: Path(a["base_model"]).name if Path(a["base_model"]).is_absolute() else a["base_model"]
+         for a in analyses}  # a folder by its name: the whole label shows in half the page
+labels = {a["id"]: f"{a['id']} · {short[a['id']]} · step {a['step']:,} · max {a['max_added']:,}" for a in analyses}
 if "vocab_pending" in st.session_state:  # set by "Start analysis" on the previous run
     st.session_state.vocab_analysis = st.session_state.pop("vocab_pending")
 if st.session_state.get("vocab_analysis") not in labels:
