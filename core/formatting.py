@@ -1,7 +1,7 @@
 """How numbers are shown to people, the same in the dashboard and the command line: one way for
 each kind of number.
 
-- Parameters in millions, one decimal: '22.7M' (three under 50,000: '0.006M'), `parameters`.
+- Parameters in millions, one decimal: '22.7M', `parameters`.
 - Model and corpus sizes in decimal units, 1 kB = 1,000 B and 1 MB = 1,000,000 B: '97.1 MB',
   `human_bytes`; in tables, megabytes with one decimal.
 - Latency in milliseconds with two decimals: '9.49 ms', `latency_ms`.
@@ -31,10 +31,8 @@ def table_number(kind: str, value: float | None) -> str:
 
 
 def parameters(n: int | None) -> str:
-    """'22.7M', '1.9M', '0.006M'; '—' when unknown."""
-    if n is None:
-        return UNKNOWN
-    return f"{n / 1e6:,.1f}M" if n >= 50_000 else f"{n / 1e6:.3f}M"
+    """'22.7M', '1.9M' (a BERT's embeddings alone are millions); '—' when unknown."""
+    return UNKNOWN if n is None else f"{n / 1e6:,.1f}M"
 
 
 def latency_ms(ms: float | None) -> str:

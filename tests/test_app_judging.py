@@ -285,7 +285,7 @@ def test_the_score_chart_keeps_labels_inside_and_apart():
 
 
 def _boxes_apart(places, xs, ys, radii):
-    from app.charts import PLOT_PX, _overlap
+    from app.placement import PLOT_PX, _overlap
 
     boxes = [box for _, box in places]
     bubbles = [(x * PLOT_PX[0] - r, y * PLOT_PX[1] - r, x * PLOT_PX[0] + r, y * PLOT_PX[1] + r)
@@ -299,7 +299,7 @@ def _boxes_apart(places, xs, ys, radii):
 def test_labels_of_crowded_bubbles_do_not_overlap():
     """A demo's six models: three students within a few ms and points of each other, two teachers
     on top of each other. Every label finds a place that meets no other label and no other bubble."""
-    from app.charts import bubble_radius, label_places
+    from app.placement import bubble_radius, label_places
 
     xs = [0.12, 0.14, 0.16, 0.13, 0.86, 0.88]
     ys = [0.42, 0.45, 0.40, 0.47, 0.80, 0.78]

@@ -298,7 +298,7 @@ def test_runs_commands(home, sessions, tiny, corpus_file):
 def test_a_models_name_says_what_it_is(sessions, tmp_path, tiny, corpus_file):
     """Names read as what each model is in the paper's strategies, not as 'student of run:4'."""
     from conftest import tiny_experiment
-    from worker.catalogue import model_name
+    from worker.naming import model_name
 
     corpus, _ = corpora.add_corpus(sessions, corpus_file)
     small = {"steps": 2, "seq_len": 32, "batch_size": 4}

@@ -68,7 +68,7 @@ def delete_corpus(sessions: sessionmaker[Session], corpus_id: int) -> None:
     exists (its lineage, measures and contamination checks read it) or a run that uses it has not
     finished."""
     from core.train.tokens import delete_streams
-    from worker.catalogue import model_name
+    from worker.naming import model_name
 
     with sessions.begin() as session:
         corpus = store.get(session, Corpus, corpus_id)

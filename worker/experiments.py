@@ -25,7 +25,7 @@ from core.formatting import points_difference, printable
 from core.judge.settings import BENCH_DEFAULTS
 from db import store
 from db.models import Corpus, Evaluation, Run, RunKind, Task, VocabAnalysis
-from worker import catalogue, contamination, evaluation, kinds, run_params, training, vocabulary
+from worker import contamination, evaluation, kinds, naming, run_params, training, vocabulary
 from worker.progress import ACTIVE, experiment_progress, wall_seconds
 from worker.specs import RUN_PREFIX, ModelSpec
 
@@ -230,7 +230,7 @@ def experiment_view(session: Session, experiment_id: int) -> dict:
                                     "stage": c.stage, "progress": c.progress,
                                     "seconds": wall_seconds(c),
                                     "strategy": (c.params or {}).get("strategy"),
-                                    "subject": catalogue.run_subject(c)} for c in children]}
+                                    "subject": naming.run_subject(c)} for c in children]}
 
 
 # --- what the scores support -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from core.formatting import table_value
 from db import settings, store
 from db.models import Corpus, Metric, Run, RunKind, RunStatus
 from worker import kinds
-from worker.catalogue import run_subject
+from worker.naming import run_subject
 from worker.progress import active_steps, parent_progress
 from worker.specs import ModelSpec
 
