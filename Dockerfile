@@ -20,7 +20,7 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 
 WORKDIR /opt/adapt-distill
 COPY . .
-RUN pip install . \
+RUN pip install ".[onnx]" \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin adapt \
     && mkdir -p /data \
     && chown adapt:adapt /data

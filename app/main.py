@@ -44,7 +44,7 @@ with st.sidebar:
 
 # The Train page's form keeps its values when the user visits another page and comes back: Streamlit
 # forgets the state of widgets a run does not draw, unless the state is written again on each run.
-BUTTONS = {"train_launch"}  # their state cannot be set
+BUTTONS = {"train_launch", "train_plan_measure", "train_plan_take", "train_plan_chart"}  # their state cannot be set
 for key in [k for k in st.session_state if str(k).startswith("train_") and k not in BUTTONS]:
     st.session_state[key] = st.session_state[key]
 

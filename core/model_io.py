@@ -114,7 +114,7 @@ def inspect_model(path: Path, spec: str | None = None) -> ModelInfo:
             f"{spec} is a '{model_type or 'unknown'}' model; adapt-distill needs a BERT-family model with a "
             f"WordPiece vocabulary ({', '.join(sorted(BERT_FAMILY))})"
         )
-    if not any(path.glob("*.safetensors")):
+    if not any(path.glob("*.safetensors")) and not (path / ONNX_FILE).is_file():
         raise ModelError(
             f"{spec} has no .safetensors weights (pickled weights are never loaded): convert it with "
             f"model.save_pretrained(folder) in a trusted environment"
@@ -312,6 +312,22 @@ def check_written(model, folder: str | Path):
     return reloaded
 
 
+ONNX_FILE = "model.onnx"  # an encoder exported for serving (core.export): timed and judged, never trained
+
+
+def onnx_parameters(path: Path) -> int:
+    """Weights stored in an ONNX graph: the elements of its initializers of two or more dimensions and
+    its biases (an int8 graph's scales and zero points, scalars or one per channel, are not)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(f"{path} is an ONNX model: reading it needs the onnx extra, pip install "
+                         f"'adapt-distill[onnx]'") from None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(math.prod(t.dims) for t in graph.initializer
+               if len(t.dims) >= 2 or (len(t.dims) == 1 and "bias" in t.name.lower()))
+
+
 def count_parameters(path: str | Path) -> int:
     """Parameters in the *.safetensors files of a folder, read from their headers only (no
     tensor is loaded). Integer tensors are buffers (old checkpoints store position_ids), not
@@ -319,6 +335,8 @@ def count_parameters(path: str | Path) -> int:
     from safetensors import safe_open
 
     files = sorted(Path(path).glob("*.safetensors"))
+    if not files and (Path(path) / ONNX_FILE).is_file():
+        return onnx_parameters(Path(path) / ONNX_FILE)
     if not files:
         raise ModelError(f"{path} has no .safetensors weights: pass a model folder saved with save_pretrained")
     total = 0

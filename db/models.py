@@ -27,6 +27,7 @@ class RunKind(str, enum.Enum):
     benchmark = "benchmark"  # speed (and intrinsic measures) of several models side by side
     experiment = "experiment"  # the paper's comparison on the user's data: a parent of many runs
     corpus_import = "corpus_import"  # a file of the server's import folder read into a corpus by a worker
+    plan = "plan"  # student shapes timed against a latency budget on the worker that would serve them
 
 
 class RunStatus(str, enum.Enum):

@@ -142,6 +142,28 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def cli(home):
+    """`adapt-distill ARGS` in a process of its own on the test's data folder; ok=False expects the
+    one-line error of a user mistake (exit 2, no traceback)."""
+    import sys
+
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+
+    def run(*args, ok=True):
+        result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
+                                timeout=600)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode == 2, result.stderr
+            assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        return result
+
+    return run
+
+
+@pytest.fixture
 def sessions(home):
     from db.session import get_sessionmaker
 

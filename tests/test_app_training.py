@@ -612,6 +612,36 @@ def test_a_model_that_does_not_exist_yet_is_to_come_not_a_model(sessions, tiny, 
     assert all(f"run:{queued.id}" not in str(frame.value.to_dict()) for frame in at.dataframe)
 
 
+def test_a_student_for_a_latency_budget_is_measured_and_taken(sessions, redis, tiny, corpus_id):
+    """Train page: the budget's plan runs (here in this process), its chart shows, and its pick
+    becomes the student's shape; a budget nothing meets says so."""
+    teacher_run = finished_expansion(sessions, tiny, 94)
+    at = open_page("train")
+    assert at.selectbox(key="train_teacher").value == f"run:{teacher_run}"
+    at.toggle(key="train_plan_open").set_value(True).run()
+    at.number_input(key="train_plan_budget").set_value(60_000.0)
+    at.number_input(key="train_plan_seq_len").set_value(32)
+    at.button(key="train_plan_measure").click().run()
+    assert not at.exception and not at.error
+    plan_id = at.session_state["train_plan_run"]
+    with sessions.begin() as session:
+        plan = store.get(session, Run, plan_id)
+        assert plan.kind == RunKind.plan and plan.params["teacher"] == f"run:{teacher_run}"
+    lifecycle.execute_run(sessions, plan_id)
+    at.run()
+    assert not at.exception and not at.error
+    assert any(c.startswith("The pick: L2-H32") for c in texts(at.caption)), texts(at.caption)
+    at.button(key="train_plan_take").click().run()
+    shape = at.selectbox(key="train_student")
+    assert shape.value == "L2-H32" and shape.format_func("L2-H32") == "L2-H32 · 2 heads, the budget's pick"
+
+    at.number_input(key="train_plan_budget").set_value(0.1)
+    at.button(key="train_plan_measure").click().run()
+    lifecycle.execute_run(sessions, at.session_state["train_plan_run"])
+    at.run()
+    assert any("No shape of this teacher's family answers within 0.10 ms" in w.value for w in at.warning)
+
+
 def test_a_launch_says_how_long_it_will_take_at_the_speed_measured(sessions, tiny, corpus_id):
     from app.data import train as train_data
     from worker.progress import wall_seconds

@@ -29,24 +29,6 @@ from db.models import Run, RunKind, RunStatus, Task
 FAST_FINETUNE = ["--epochs", "14", "--lr", "1e-3", "--max-length", "32", "--patience", "0"]
 
 
-@pytest.fixture
-def cli(home):
-    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("DATABASE_URL", None)
-
-    def run(*args, ok=True):
-        result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
-                                timeout=600)
-        if ok:
-            assert result.returncode == 0, result.stderr
-        else:
-            assert result.returncode == 2, result.stderr
-            assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
-        return result
-
-    return run
-
-
 def as_json(result) -> dict:
     return json.loads(result.stdout)
 

@@ -50,6 +50,7 @@ KINDS: dict[RunKind, Kind] = {
     RunKind.evaluation: Kind("worker.evaluation:execute_evaluation", GPU, 7 * DAY, resumes=True, reports_steps=True,
                              cost="worker.evaluation:evaluation_cost"),
     RunKind.benchmark: Kind("worker.evaluation:execute_benchmark", GPU, 6 * HOUR, resumes=True),  # stages only
+    RunKind.plan: Kind("worker.planning:execute_plan", GPU, HOUR),  # timed where the student would serve
     RunKind.pipeline: Kind(None),
     RunKind.experiment: Kind(None),
 }

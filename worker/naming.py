@@ -118,4 +118,6 @@ def run_subject(run: Run) -> str:
         return printable(params.get("name") or Path(str(params.get("file") or "")).name)
     if run.kind == RunKind.pipeline:
         return str(params.get("strategy") or "")
+    if run.kind == RunKind.plan:
+        return f"for {params.get('latency_ms', 0):g} ms ({short_spec(params.get('teacher'))})"
     return printable(str(params.get("name") or ""))

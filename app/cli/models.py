@@ -62,6 +62,16 @@ def cmd_models_export(args) -> None:
                  f"wrote {path} ({megabytes(path.stat().st_size)})")
 
 
+def cmd_models_export_onnx(args) -> None:
+    from worker.exports import export_onnx_model
+
+    info = export_onnx_model(open_sessions(), args.model, args.out, args.quantize or "fp32")
+    print_result(args, info, f"wrote {info['path']} ({info['precision']}, {megabytes(info['bytes'])}): largest "
+                             f"difference from PyTorch {info['max_abs_diff']:.2g}, smallest cosine of a token "
+                             f"{info['min_cosine']:.4f} and of a sequence {info['min_pooled_cosine']:.4f} on the "
+                             f"probe batches")
+
+
 def cmd_models_card(args) -> None:
     from worker.catalogue import write_card
 
@@ -70,7 +80,7 @@ def cmd_models_card(args) -> None:
 
 
 def add_commands(sub) -> None:
-    """models list, show, export and card."""
+    """models list, show, export, export-onnx and card."""
     models = sub.add_parser("models", help="list, show and export models").add_subparsers(dest="action", required=True)
     command(models, "list", cmd_models_list, "every model with its size, best score and speed")
     p = command(models, "show", cmd_models_show, "a model's lineage, scores, speed and measures")
@@ -79,5 +89,11 @@ def add_commands(sub) -> None:
     p.add_argument("model", help="a model id, run:ID or a folder")
     p.add_argument("--out", help="a .zip file, or a folder (an existing one, or a path ending in /) for "
                                  "<model>.zip (default: ADAPT_DISTILL_HOME/exports/)")
+    p = command(models, "export-onnx", cmd_models_export_onnx, "write a model's encoder as ONNX for serving, checked "
+                                                               "against PyTorch (needs the onnx extra)")
+    p.add_argument("model", help="a model id, bundled, run:ID or a folder")
+    p.add_argument("--quantize", choices=["int8"], help="dynamically quantize the weights to int8 (ONNX Runtime)")
+    p.add_argument("--out", help="the new folder, or a folder (an existing one, or a path ending in /) for "
+                                 "<model>-onnx-<precision>/ (default: ADAPT_DISTILL_HOME/exports/)")
     p = command(models, "card", cmd_models_card, "(re)write the model card README.md in a model's folder")
     p.add_argument("model", help="a model id or run:ID")

@@ -11,7 +11,7 @@ import sys
 
 from redis.exceptions import RedisError
 
-from app.cli import corpus, judging, models, runs, serving, tasks, training, vocab
+from app.cli import corpus, judging, models, planning, runs, serving, tasks, training, vocab
 from app.cli.common import HelpFormatter
 from core.errors import user_error
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_commands(sub)
     tasks.add_commands(sub)
     judging.add_commands(sub)
+    planning.add_commands(sub)
     models.add_commands(sub)
     judging.add_demo_command(sub)
     return parser

@@ -23,7 +23,8 @@ from core.configs import (
 )
 from core.checks import check_device
 from db.models import Run, RunKind, RunStatus
-from worker.catalogue import BUNDLED_LABEL, model_name
+from worker.catalogue import BUNDLED_LABEL
+from worker.naming import model_name
 from worker.kinds import MODEL_KINDS, TRAINING
 from worker.specs import RUN_PREFIX, ModelSpec, folder_shape, student_problem, with_parameters
 
@@ -125,8 +126,15 @@ def student_shape(choices: dict, teacher: dict | None = None) -> dict | None:
     """layers, hidden, heads, intermediate of the chosen preset (or of the shape derived from the
     teacher) with the explicit overrides; None for the derived shape of an unknown teacher."""
     c = {**TRAIN_DEFAULTS, **choices}
-    if c["student"] != AUTO_STUDENT:
+    if c["student"] in PRESETS:
         shape = dict(zip(SHAPE_FIELDS, PRESETS[c["student"]]))
+    elif c["student"] != AUTO_STUDENT:  # a shape a plan picked, 'L1-H224': the teacher's head size and FFN ratio
+        if teacher is None:
+            return None
+        from worker.specs import shape_from_name
+
+        named = shape_from_name(c["student"], teacher)
+        shape = {k: getattr(named, k) for k in SHAPE_FIELDS}
     elif teacher is not None:
         derived = default_student(teacher["layers"], teacher["hidden"], teacher["heads"], teacher["intermediate"])
         shape = {k: getattr(derived, k) for k in SHAPE_FIELDS}

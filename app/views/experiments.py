@@ -5,7 +5,7 @@ chart of score against latency. Experiments stay: reopen, re-run and compare the
 
 import streamlit as st
 
-from app import charts, connections, ui
+from app import budget, charts, connections, ui
 from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import experiments as experiments_data
@@ -47,12 +47,13 @@ def launch_form() -> None:
     teacher = st.selectbox("Teacher", list(labels), key="experiments_teacher", format_func=labels.get,
                                 help="The general model. Its vocabulary is expanded at the analysis's pick first "
                                      "(an expansion chosen here is used as it is).")
+    budget.planner("experiments", teacher, "experiments_student")
     strategies = st.multiselect("Strategies", list(STRATEGIES), default=d["strategies"], key="experiments_strategies",
                                 format_func=lambda s: f"{s}: {STRATEGY_HELP[s]}")
     cols = st.columns([2, 1, 1, 1])  # the shape's box wide enough for its whole label
-    student = cols[0].selectbox("Student shape", ["auto", *PRESETS], key="experiments_student",
+    student = cols[0].selectbox("Student shape", budget.offered(["auto", *PRESETS]), key="experiments_student",
                                 format_func=lambda p: "half the teacher (default)" if p == "auto"
-                                else f"{p} · {PRESETS[p][2]} heads")
+                                else f"{p} · {PRESETS[p][2]} heads" if p in PRESETS else f"{p} · the budget's pick")
     adapt_steps = cols[1].number_input("Adaptation steps", 1, 10_000_000, d["adapt_steps"], step=100,
                                        key="experiments_adapt_steps", help="Each adaptation gets these steps.")
     distill_steps = cols[2].number_input("Distillation steps", 1, 10_000_000, d["distill_steps"], step=100,

@@ -3,7 +3,7 @@ the paper's three orders. Shows what a launch would do (tokens, sizes, epochs) b
 
 import streamlit as st
 
-from app import connections, ui
+from app import budget, connections, ui
 from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import train as train_data
@@ -76,15 +76,18 @@ def teacher_section(models: list[dict]) -> tuple[str, dict | None]:
 
 
 def preset_label(preset: str, teacher: dict | None) -> str:
-    if preset != train_data.AUTO_STUDENT:
+    if preset in PRESETS:
         return "{} · {} heads".format(preset, PRESETS[preset][2])
+    if preset != train_data.AUTO_STUDENT:  # a plan's pick
+        shape = train_data.student_shape({"student": preset}, teacher)
+        return f"{preset} · {shape['heads']} heads, the budget's pick" if shape else f"{preset} · the budget's pick"
     shape = train_data.student_shape({"student": preset}, teacher)
     if shape is None:
         return "half the teacher (its shape is not known yet)"
     return f"half the teacher · {train_data.shape_name(shape)}, {shape['heads']} heads"
 
 
-def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict:
+def student_section(mode: str, models: list[dict], teacher: dict | None, teacher_spec: str) -> dict:
     """The student's choices: preset and shape, or the pretrained student to adapt."""
     st.subheader("Student", anchor=False)
     allow = {"allow_larger_student": st.checkbox(
@@ -97,8 +100,9 @@ def student_section(mode: str, models: list[dict], teacher: dict | None) -> dict
                             "A small pretrained BERT with the teacher's base vocabulary; it gets the teacher's new "
                             "tokens, is adapted, then learns from the adapted teacher. Its own shape is used.")
         return {"student_init": spec, **allow}
+    budget.planner("train", teacher_spec, "train_student")
     left, middle = st.columns(2)  # wide enough for the whole label of each choice
-    presets = [train_data.AUTO_STUDENT, *PRESETS]
+    presets = budget.offered([train_data.AUTO_STUDENT, *PRESETS])
     preset = left.selectbox("Shape", presets, key="train_student", format_func=lambda p: preset_label(p, teacher),
                             help="By default the paper's ratio: half the teacher's layers and hidden width (the "
                                  "paper's 6 × 384 student comes from a 12 × 768 teacher).")
@@ -273,7 +277,7 @@ stages = {kind for kind, _ in train_data.mode_stages(mode)}
 teacher_spec, teacher_shape = teacher_section(models)
 choices = {"mode": mode, "corpus_id": corpus_id, "teacher": teacher_spec}
 if RunKind.distillation in stages:
-    choices |= student_section(mode, models, teacher_shape)
+    choices |= student_section(mode, models, teacher_shape, teacher_spec)
 choices |= optimisation_section(stages)
 health = connections.queue_health()
 estimate_section(choices, by_id[corpus_id], any(w.get("cuda") for w in health.get("pool") or []

@@ -140,15 +140,26 @@ def _check_options(seq_len: int, batch_size: int, latency_repeats: int, throughp
                           f"real p95), got {latency_repeats}: raise them to {MIN_LATENCY_REPEATS} or more")
 
 
-def _load(name: str, path: Path, device: torch.device, seq_len: int):
-    """The encoder of a model folder in fp32 (one precision for all: a fair comparison), in
-    eval mode on the device."""
+def load_encoder(name: str, path: Path, device: torch.device, seq_len: int, threads: int = 1):
+    """The encoder of a model folder in fp32 (one precision for all PyTorch models: a fair
+    comparison), in eval mode on the device; an exported folder (model.onnx, core.export) as an
+    ONNX Runtime session on the CPU with `threads` intra-op threads."""
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    from core.export import OnnxEncoder, is_onnx_folder
+
     if not path.is_dir():
         raise ModelError(f"model '{name}': no such folder {path}")
+    if is_onnx_folder(path):
+        if device.type != "cpu":
+            raise ConfigError(f"model '{name}' is an ONNX export: it is timed on the CPU; use --device cpu")
+        model = OnnxEncoder(path, threads)
+        if seq_len > model.config.max_position_embeddings:
+            raise ConfigError(f"seq-len {seq_len} is longer than model '{name}' accepts "
+                              f"({model.config.max_position_embeddings}): lower --seq-len")
+        return model
     if not any(path.glob("*.safetensors")):
         raise ModelError(f"model '{name}' ({path}) has no .safetensors weights (pickled weights are never loaded)")
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -171,11 +182,13 @@ def _load(name: str, path: Path, device: torch.device, seq_len: int):
 
 def encoder_parameters(model) -> int:
     """Parameters of the loaded encoder, what is timed: an MLM head on disk is not, a pooler the
-    checkpoint lacks is (AutoModel adds one)."""
+    checkpoint lacks is (AutoModel adds one); an ONNX graph's weights."""
+    if hasattr(model, "parameter_count"):
+        return model.parameter_count
     return sum(p.numel() for p in model.parameters())
 
 
-def _inputs(vocab_size: int, seq_len: int, batch_size: int, device: torch.device) -> tuple[dict, dict]:
+def token_inputs(vocab_size: int, seq_len: int, batch_size: int, device: torch.device) -> tuple[dict, dict]:
     """(one sequence, a batch): token ids from a fixed generator, so every model sees the same."""
     import torch
 
@@ -186,7 +199,7 @@ def _inputs(vocab_size: int, seq_len: int, batch_size: int, device: torch.device
     return single, batch
 
 
-def _seconds(model, inputs: dict, cuda: bool) -> float:
+def forward_seconds(model, inputs: dict, cuda: bool) -> float:
     """Wall seconds of one forward; on a GPU the queued work is waited for on both sides."""
     import torch
 
@@ -251,10 +264,10 @@ def measure_speed(
         loaded = []
         for name, path in models:
             _check(cancel)
-            loaded.append(_load(name, path, target, seq_len))
+            loaded.append(load_encoder(name, path, target, seq_len, threads))
         params = [encoder_parameters(model) for model in loaded]
         vocab = min(int(model.config.vocab_size) for model in loaded)
-        single, batch = _inputs(vocab, seq_len, batch_size, target)
+        single, batch = token_inputs(vocab, seq_len, batch_size, target)
         latencies, batches = _time_models(loaded, single, batch, warmup, latency_repeats, throughput_repeats, cuda,
                                           progress, cancel)
     finally:
@@ -300,12 +313,12 @@ def _time_models(loaded: list, single: dict, batch: dict, warmup: int, latency_r
         for _ in range(latency_repeats):
             _check(cancel)
             for i, model in enumerate(loaded):
-                latencies[i].append(_seconds(model, single, cuda))
+                latencies[i].append(forward_seconds(model, single, cuda))
             report(len(loaded))
         for _ in range(throughput_repeats):
             _check(cancel)
             for i, model in enumerate(loaded):
-                batches[i].append(_seconds(model, batch, cuda))
+                batches[i].append(forward_seconds(model, batch, cuda))
             report(len(loaded) * batch_size)
     return latencies, batches
 

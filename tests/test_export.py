@@ -1,0 +1,70 @@
+"""Models exported for serving: `models export-onnx` writes an ONNX encoder (fp32 or int8) with its
+tokenizer, checked against PyTorch, and `bench` times it beside the PyTorch models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import build_tiny_bert
+
+from core.errors import ConfigError, ModelError
+
+
+def test_an_export_is_checked_written_whole_and_timed_beside_pytorch(cli, tmp_path, home):
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "exports"
+    out.mkdir()
+    fp32 = json.loads(cli("models", "export-onnx", str(tiny), "--out", str(out), "--json").stdout)
+    folder = out / "tiny-onnx-fp32"
+    assert fp32["path"] == str(folder) and fp32["precision"] == "fp32"
+    assert fp32["max_abs_diff"] <= 1e-3 and fp32["min_pooled_cosine"] > 0.9999
+    assert {p.name for p in folder.iterdir()} >= {"model.onnx", "export.json", "vocab.txt", "tokenizer.json",
+                                                   "config.json"}
+    assert json.loads((folder / "export.json").read_text())["dynamic_axes"] == ["batch", "sequence"]
+    int8 = json.loads(cli("models", "export-onnx", str(tiny), "--quantize", "int8", "--out", f"{out}/",
+                          "--json").stdout)
+    assert int8["precision"] == "int8" and int8["min_pooled_cosine"] >= 0.95 and int8["max_abs_diff"] > 0
+    again = cli("models", "export-onnx", str(tiny), "--out", str(folder), ok=False)
+    assert "exists already" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["tiny-onnx-fp32", "tiny-onnx-int8"], "no partial folder left"
+
+    timed = json.loads(cli("bench", "--model", str(tiny), "--model", str(folder), "--model",
+                           str(out / "tiny-onnx-int8"), "--seq-len", "32", "--batch-size", "4", "--json").stdout)
+    rows = {r["model"]: r for r in timed["models"]}
+    assert set(rows) == {str(tiny), str(folder), str(out / "tiny-onnx-int8")}
+    for row in rows.values():
+        assert row["latency_ms_p50"] > 0 and row["throughput_per_s"] > 0 and row["threads"] == 1
+    assert rows[str(folder)]["params"] > 0.9 * rows[str(tiny)]["params"]  # the same weights, in the graph
+    assert cli("bench", "--model", str(folder), "--device", "cuda", ok=False).stderr
+
+
+def test_an_export_out_of_bounds_is_not_written(tmp_path, monkeypatch):
+    from core import export
+
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    monkeypatch.setattr(export, "FP32_MOST_DIFF", 0.0)  # no export can be that exact
+    with pytest.raises(ModelError, match="differs from PyTorch by up to .* not written"):
+        export.export_onnx(tiny, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"], "nothing half-written"
+    with pytest.raises(ModelError, match="cosine 0.5000, below 0.95"):
+        export.check_close("int8", {"max_abs_diff": 2.0, "min_cosine": 0.1, "min_pooled_cosine": 0.5})
+
+
+def test_without_the_extra_the_command_says_how_to_install_it(tmp_path, monkeypatch):
+    from core.export import require_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'adapt-distill\[onnx\]'"):
+        require_onnx()
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    code = ("import sys; sys.modules['onnxscript'] = None; from app.cli.parser import main; "
+            f"sys.exit(main(['models', 'export-onnx', {str(tiny)!r}, '--out', {str(tmp_path / 'o')!r}]))")
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(tmp_path / "home")}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "pip install 'adapt-distill[onnx]'" in result.stderr and not (tmp_path / "o").exists()
