@@ -111,7 +111,8 @@ def live_plan(run_id: int, shape_key: str, prefix: str) -> None:
         st.rerun()
 
 
-def show_plan(plan: dict, shape_key: str, prefix: str) -> None:
+def show_plan(plan: dict, shape_key: str | None, prefix: str) -> None:
+    """The plan's chart and pick; with shape_key, a button taking the pick into that select box."""
     st.plotly_chart(plan_figure(plan), key=f"{prefix}_plan_chart", config={"displaylogo": False})
     pick, teacher, pct = plan["pick"], plan["teacher"], plan["percentile"]
     setting = plan["setting"]
@@ -127,8 +128,12 @@ def show_plan(plan: dict, shape_key: str, prefix: str) -> None:
                f"{latency_ms(pick['latency_ms'])} within {latency_ms(plan['budget_ms'])}; the teacher's p{pct} is "
                f"{latency_ms(teacher['latency_ms'])}, {speedup(teacher['latency_ms'] / pick['latency_ms'])} the "
                f"pick's. {where}")
-    st.button(f"Use {pick['shape']}", key=f"{prefix}_plan_take", icon=":material/check:", on_click=take,
-              args=(pick["shape"], shape_key))
+    if shape_key is not None:
+        st.button(f"Use {pick['shape']}", key=f"{prefix}_plan_take", icon=":material/check:", on_click=take,
+                  args=(pick["shape"], shape_key))
+    else:
+        st.caption(f"Distil it with `--student {pick['shape']}`, or choose it on the Train page's **A student for a "
+                   f"latency budget**.")
 
 
 def offered(options: list[str]) -> list[str]:

@@ -107,6 +107,59 @@ def check_close(precision: str, found: dict) -> None:
                          f"{found['min_pooled_cosine']:.4f}, below {INT8_LEAST_COSINE}): not written; export it in fp32")
 
 
+def write_onnx(model, example: dict[str, np.ndarray], output: str, file: Path, precision: str = "fp32") -> Path:
+    """The model (on the CPU, in eval mode; called with INPUTS, its first output named `output`) as
+    ONNX at `file`, with dynamic batch and sequence axes, its weights quantized to int8 per channel
+    when asked (the fp32 graph written first beside it, then removed)."""
+    import torch
+
+    file = Path(file)
+    fp32 = file.with_name(f"{file.stem}.fp32.onnx") if precision == "int8" else file
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    ids = example["input_ids"]
+    defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(example.get(name, defaults.get(name)))) for name in INPUTS)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), quiet("torch.onnx"):
+        warnings.simplefilter("ignore")  # the exporter's chatter
+        torch.onnx.export(model, inputs, str(fp32), input_names=list(INPUTS), output_names=[output], dynamo=True,
+                          opset_version=OPSET, verbose=False,
+                          dynamic_shapes=tuple({0: batch, 1: sequence} for _ in INPUTS))
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with contextlib.redirect_stderr(io.StringIO()):  # its advice to pre-process, on every call
+            quantize_dynamic(str(fp32), str(file), weight_type=QuantType.QInt8, per_channel=True)
+        fp32.unlink()
+        for extra in file.parent.glob(f"{fp32.name}*.data"):
+            extra.unlink()
+    return file
+
+
+class OnnxTaskModel:
+    """A fine-tuned model with its task head, exported and run by ONNX Runtime on the CPU, called
+    like the PyTorch one in fine-tuning's predict (keyword tensors in, .logits out)."""
+
+    def __init__(self, file: Path, threads: int = 1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def eval(self):
+        return self
+
+    def __call__(self, **inputs):
+        import torch
+
+        feed = {name: inputs[name].cpu().numpy() for name in self.inputs if name in inputs}
+        if "token_type_ids" in self.inputs and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        return type("Output", (), {"logits": torch.from_numpy(self.session.run(None, feed)[0])})
+
+
 def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     """Write the encoder of model_dir to the folder `out` (which must not exist) as ONNX in the
     given precision; what export.json holds."""
@@ -138,22 +191,7 @@ def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     work.mkdir(parents=True)
     try:
         probes = probe_batches(int(model.config.vocab_size))
-        example = tuple(torch.from_numpy(probes[0][name]) for name in INPUTS)
-        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-        fp32 = work / ("model.fp32.onnx" if precision == "int8" else MODEL_FILE)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), quiet("torch.onnx"):
-            warnings.simplefilter("ignore")  # the exporter's chatter
-            torch.onnx.export(model, example, str(fp32), input_names=list(INPUTS),
-                              output_names=["last_hidden_state"], dynamo=True, opset_version=OPSET, verbose=False,
-                              dynamic_shapes=tuple({0: batch, 1: sequence} for _ in INPUTS))
-        if precision == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with contextlib.redirect_stderr(io.StringIO()):  # its advice to pre-process, on every call
-                quantize_dynamic(str(fp32), str(work / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
-            fp32.unlink()
-            for extra in work.glob("*.data"):
-                extra.unlink()
+        write_onnx(model, probes[0], "last_hidden_state", work / MODEL_FILE, precision)
         session = ort.InferenceSession(str(work / MODEL_FILE), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
             reference = [model(**{k: torch.from_numpy(v) for k, v in p.items()}).last_hidden_state.numpy()

@@ -319,3 +319,26 @@ def test_the_models_chart_names_each_model_in_its_legend():
     named = [t for t in fig.data if t.name != "Pareto front"]
     assert [t.name for t in named] == [r["name"] for r in rows] and all(t.showlegend is not False for t in named)
     assert [t.text[0] for t in named] == [r["label"] for r in rows]
+
+
+def test_the_models_page_exports_a_model_to_onnx_for_serving(sessions, home):
+    from conftest import build_tiny_bert
+
+    from worker.catalogue import ensure_model
+
+    tiny = build_tiny_bert(home / "models" / "tiny")
+    with sessions.begin() as session:
+        ensure_model(session, str(tiny))
+    at = open_page("models")
+    at.selectbox(key="models_selected").set_value(str(tiny)).run()
+    at.selectbox(key="models_onnx_precision").set_value("int8").run()
+    at.button(key="models_onnx_export").click().run()
+    assert not at.exception and not at.error, at.error
+    folder = home / "exports" / "tiny-onnx-int8"
+    assert (folder / "model.onnx").is_file() and (folder / "vocab.txt").is_file()
+    assert any(c.startswith(f":material/check: int8 export in `{folder}`") for c in texts(at.caption))
+    assert at.get("download_button") and any(b.proto.label == "Download the ONNX export"
+                                             for b in at.get("download_button"))
+    made = (folder / "model.onnx").stat().st_mtime_ns
+    at.button(key="models_onnx_export").click().run()  # again: the export made before, not a second one
+    assert (folder / "model.onnx").stat().st_mtime_ns == made and not at.error

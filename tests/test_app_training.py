@@ -736,3 +736,30 @@ def test_the_runs_page_opens_on_the_run_at_work_not_the_newest(sessions, tiny, c
     at = open_page("runs")
     assert at.dataframe[0].value["id"].iloc[0] == newest.id
     assert at.selectbox(key="runs_selected").value == working.id
+
+
+def test_the_runs_page_shows_a_finished_plan(sessions, tiny, corpus_id):
+    from worker.planning import create_plan
+
+    plan = create_plan(sessions, str(tiny), 60_000, seq_len=32)
+    lifecycle.execute_run(sessions, plan.id)
+    at = open_page("runs", run=plan.id)
+    assert not at.exception and not at.error
+    assert at.get("plotly_chart") and any(c.startswith("The pick: L2-H32") for c in texts(at.caption))
+    assert at.subheader[0].value == f"Run {plan.id} · plan for 60000 ms (teacher)"
+
+
+def test_a_run_at_work_on_a_later_page_keeps_the_page_live_without_a_rerun_loop(sessions, tiny, corpus_id):
+    """The table shows a page of runs, the live refresh follows the whole store: a queued run on
+    page 2 keeps the page live (and the page is drawn once, not rerun forever)."""
+    from worker.evaluation import create_benchmark
+
+    waiting = training.create_adaptation(sessions, corpus_id, str(tiny), {"steps": 10, **SMALL})
+    for _ in range(16):
+        done = create_benchmark(sessions, ["bundled"])
+        with sessions.begin() as session:
+            store.finish_run(session, store.get(session, Run, done.id), RunStatus.succeeded)
+    at = AppTest.from_file(str(MAIN), default_timeout=30)
+    at.switch_page("views/runs.py").run()  # a rerun loop would time out here
+    assert not at.exception and not at.error
+    assert waiting.id not in list(at.dataframe[0].value["id"]) and at.selectbox(key="runs_selected").value == waiting.id

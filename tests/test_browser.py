@@ -172,8 +172,9 @@ def test_the_models_page_shows_score_against_latency(page, dashboard, sessions, 
     expect(chart).to_be_visible(timeout=60_000)
     expect(chart.locator(".scatterlayer .trace").first).to_be_visible()
     expect(chart.get_by_text("Pareto front")).to_be_visible()
-    points = chart.locator(".scatterlayer .trace").first.locator("path.point")
+    points = chart.locator(".scatterlayer .trace path.point")  # a trace per model: its name in the legend
     expect(points).to_have_count(6)  # base and adapted teacher, general student, three strategies
+    expect(chart.locator(".legend .traces")).to_have_count(7)  # the six models' names and the Pareto front
     expect(page.get_by_role("button", name="Download as zip")).to_be_visible()  # the newest model, a student
     if os.environ.get("ADAPT_DISTILL_SCREENSHOT"):
         page.wait_for_timeout(1500)
@@ -534,8 +535,9 @@ def test_a_newcomers_first_hour(page, dashboard, sessions, home, tmp_path):
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     expect(page.get_by_role("button", name="Run again")).to_have_count(0)
     assert all(extra <= 0 for extra in page.evaluate(TABLE_OVERFLOW)), "the runs table scrolls sideways at 1280 px"
+    expect(page.locator("[data-testid=stDataFrame] table tbody tr")).to_have_count(14)  # drawn after the page
     rows = page.evaluate(SNAPSHOT)["rows"]
-    assert len(rows) == 14 and rows[0][1] == "benchmark of bundled", rows[:2]
+    assert rows[0][1] == "benchmark of bundled", rows[:2]
     whole_choices(page)
 
     # 2: the threshold typed as the gain the page shows at the pick picks that size by the paper's rule

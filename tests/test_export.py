@@ -68,3 +68,22 @@ def test_without_the_extra_the_command_says_how_to_install_it(tmp_path, monkeypa
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "pip install 'adapt-distill[onnx]'" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_an_evaluation_scores_the_fine_tuned_model_exported_to_onnx(cli, tmp_path, home):
+    from conftest import write_task_csv
+
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    data = json.loads(cli("evaluate", "--model", str(tiny), "--train", str(write_task_csv(tmp_path / "t.csv")),
+                          "--task-type", "classification", "--seeds", "2", "--epochs", "10", "--lr", "1e-3",
+                          "--max-length", "32", "--patience", "0", "--onnx", "fp32,int8", "--json").stdout)
+    torch_score, onnx = data["metrics"]["macro_f1"], data["onnx"]
+    assert set(onnx) == {"fp32", "int8"}
+    assert onnx["fp32"]["macro_f1"] == pytest.approx(torch_score, abs=1e-9)  # the same predictions
+    assert 0 <= onnx["int8"]["macro_f1"] <= 1 and len(onnx["int8"]["per_seed"]) == 2
+    assert not list((home / "runs").rglob("*.onnx")), "the exported test models are removed"
+    table = cli("evaluate", "--model", str(tiny), "--task", str(data["task_id"]), "--seeds", "1", "--epochs", "1",
+                "--onnx", "int8").stdout
+    assert "exported to ONNX int8: macro_f1" in table
+    assert "--onnx takes fp32 and int8, got fp16" in cli("evaluate", "--model", str(tiny), "--task",
+                                                          str(data["task_id"]), "--onnx", "fp16", ok=False).stderr

@@ -133,6 +133,7 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
         model_runs: list[int] = []
         for n in range(runs - created):
             kind = kinds[n % len(kinds)] if n >= 20 else RunKind.analysis
+            kind = RunKind.plan if n % 97 == 50 else kind  # a few plans for a latency budget
             corpus_id = newest_corpus if rng.random() < 0.5 else rng.choice(corpora)
             created_at = now - timedelta(minutes=10 * (runs - n))
             if kind == RunKind.analysis:
@@ -153,6 +154,9 @@ def fill_store(sessions, root: Path, runs: int = RUNS, metrics: int = METRICS) -
                     continue
                 run = Run(kind=kind, params={"seeds": 3, "epochs": 5, "model": f"run:{rng.choice(model_runs)}",
                                              "task_id": task.id})
+            elif kind == RunKind.plan:
+                run = Run(kind=kind, params={"teacher": "bundled", "latency_ms": 10.0, "percentile": 95,
+                                             "device": "cpu", "threads": 1, "seq_len": 128})
             elif kind == RunKind.corpus_import:
                 run = Run(kind=kind, params={"file": f"exports/pubmed-{n}.jsonl.gz", "name": None, "format": None,
                                              "text_field": "text", "source_bytes": rng.randint(1, 8) << 30,
@@ -263,7 +267,8 @@ def check_page(page: str, query: dict | None, at: AppTest) -> None:
     if page == "home.py":
         assert next(m.value for m in at.metric if m.label == "Corpora") == "4"
     elif page == "runs.py":
-        assert tables and len(at.dataframe[0].value) == 200, "the newest 200 runs"
+        assert tables and len(at.dataframe[0].value) == 15, "a page of the newest runs"
+        assert at.number_input(key="runs_page").label == f"Page (of {-(-RUNS // 15)})", "the rest in pages"
         if query:
             assert charts == 2, "the loss and learning-rate curves of the long run"
     elif page == "vocabulary.py":

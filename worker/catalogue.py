@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import uuid
 import zipfile
@@ -91,6 +92,9 @@ def get_model(session: Session, spec_or_id: str | int) -> ModelRecord:
     return ensure_model(session, str(spec_or_id))
 
 
+OLD_NAME = re.compile(r" · (adapted (?!teacher|student)|student of |expanded vocab )")
+
+
 def list_models(session: Session) -> Sequence[ModelRecord]:
     """Every known model, newest first, the bundled one always among them. Models of runs that
     finished before the store knew models are added on the way."""
@@ -107,9 +111,9 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
                                                           selectinload(ModelRecord.run))
                               .order_by(ModelRecord.id.desc())).all()
     made = [r for r in records if r.run is None or r.run.status == RunStatus.succeeded]  # not those to come
-    for record in made:  # names recorded before names said what a model is
-        if record.run is not None and record.name != (name := model_name(record.run)[:200]):
-            record.name = name
+    for record in made:  # names recorded before names said what a model is ('run:9 · student of run:7')
+        if record.run is not None and OLD_NAME.search(record.name or ""):
+            record.name = model_name(record.run)[:200]
     return sorted(made, key=lambda r: r.spec == BUNDLED)  # the models made here first, newest first
 
 

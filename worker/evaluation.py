@@ -76,6 +76,10 @@ def finetune_config(params: dict) -> FinetuneConfig:
 def check_finetune(session: Session, task_id: int, params: dict) -> tuple[FinetuneConfig, str]:
     """The fine-tuning settings for a task and the metric that selects: checked against the task."""
     config = finetune_config(params)
+    if config.onnx:
+        from core.export import require_onnx
+
+        require_onnx()  # the one-line install hint now, not after the fine-tuning
     task = store.get(session, Task, task_id)
     metric = config.metric_for(task.type, task.labels, f"task {task_id}")
     return config, metric
@@ -171,7 +175,7 @@ def evaluation_dict(session: Session, run_id: int) -> dict:
             "task_id": evaluation.task_id, "metric": evaluation.metric, "seeds": evaluation.seeds,
             "metrics": results.get("test", {}), "dev": {k: v for k, v in results.get("dev", {}).items()
                                                            if k != "per_seed"},
-            "converged": results.get("converged"), "lr": results.get("lr"),
+            "converged": results.get("converged"), "lr": results.get("lr"), "onnx": results.get("test_onnx") or {},
             "contamination": results.get("contamination"),
             "epochs": [{"seed": s["seed"], "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
                         "stopped_early": s["stopped_early"]} for s in results.get("seeds", [])]}

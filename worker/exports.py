@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.export import export_onnx, is_onnx_folder
+from core.export import INFO_FILE, export_onnx, is_onnx_folder
 from db import settings
 from worker.catalogue import check_made, ensure_model, model_path
 
@@ -24,16 +25,22 @@ def onnx_path(out: str | Path | None, name: str, precision: str) -> Path:
     return path / folder if str(out).endswith("/") or path.is_dir() else path
 
 
+def export_name(spec: str) -> str:
+    """A model's name in file names: 'run-8', 'bundled', a folder by its own name."""
+    spec = Path(spec).name if Path(spec).is_absolute() else spec
+    return spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
+
+
 def export_onnx_model(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None,
-                      precision: str = "fp32") -> dict:
+                      precision: str = "fp32", reuse: bool = False) -> dict:
     """Export a model the product knows (bundled, run:ID, a folder) as ONNX; export.json's content
-    with the folder written ("path")."""
+    with the folder written ("path"). With reuse, an export already at that place is returned."""
     with sessions.begin() as session:
         record = ensure_model(session, spec)
         check_made(record)
-        path, record_spec = model_path(session, record), record.spec
-        spec = Path(record.spec).name if Path(record.spec).is_absolute() else record.spec  # a folder by its name
-    name = spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
-    target = onnx_path(out, name, precision)
+        path, key = model_path(session, record), record.spec
+    target = onnx_path(out, export_name(key), precision)
+    if reuse and is_onnx_folder(target) and (target / INFO_FILE).is_file():
+        return {**json.loads((target / INFO_FILE).read_text()), "path": str(target), "model": key}
     target.parent.mkdir(parents=True, exist_ok=True)
-    return {**export_onnx(path, target, precision), "path": str(target), "model": record_spec}
+    return {**export_onnx(path, target, precision), "path": str(target), "model": key}

@@ -28,9 +28,15 @@ def _finetune_params(args) -> dict:
     params = {k: getattr(args, k) for k in FINETUNE_ARGS if getattr(args, k, None) is not None}
     if getattr(args, "exclude_label", None):
         params["exclude_labels"] = list(args.exclude_label)
+    if getattr(args, "onnx", None):
+        params["onnx"] = [p.strip() for p in args.onnx.split(",") if p.strip()]
     if getattr(args, "finetune_seed", None) is not None:
         params["seed"] = args.finetune_seed
     return params
+
+
+def short_float_score(value) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _evaluation_table(data: dict) -> str:
@@ -41,6 +47,10 @@ def _evaluation_table(data: dict) -> str:
     intervals = metrics.get("ci95") or {}
     lines += [f"  {name:<18} {mean_std(metrics[name], metrics.get(name + '_std')):<18}"
               + (f" 95% interval {score_interval(intervals[name])}" if name in intervals else "") for name in names]
+    for precision, scored in (data.get("onnx") or {}).items():  # the same fine-tuned models, served by ONNX
+        lines.append(f"  exported to ONNX {precision}: {data['metric']} "
+                     f"{mean_std(scored.get(data['metric']), scored.get(data['metric'] + '_std'))} "
+                     f"(PyTorch {short_float_score(metrics.get(data['metric']))})")
     for seed in data["epochs"]:
         lines.append(f"  seed {seed['seed']}: best dev epoch {seed['best_epoch']} of {seed['epochs_run']}"
                      + ("" if seed["stopped_early"] or seed["best_epoch"] < seed["epochs_run"]
@@ -302,6 +312,8 @@ def add_commands(sub) -> None:
     _finetune_options(p)
     p.add_argument("--finetune-seed", type=int, help=f"the first seed (default {FINETUNE.seed})")
     p.add_argument("--device", help=f"{DEVICE_HELP} (default {FINETUNE.device})")
+    p.add_argument("--onnx", help="also score each seed's fine-tuned model exported to ONNX on test: fp32, int8 or "
+                                  "fp32,int8 (what serving it costs in score; needs the onnx extra)")
     add_queue_options(p, queue_help="run on a worker (gpu queue) instead of inline")
 
     p = command(sub, "bench", cmd_bench, "measure latency (batch 1) and throughput of models side by side")

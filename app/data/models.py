@@ -201,6 +201,26 @@ def zip_bytes(sessions: sessionmaker[Session], spec: str) -> bytes:
         return catalogue.export_zip(sessions, spec, Path(folder) / "model.zip").read_bytes()
 
 
+def onnx_export(sessions: sessionmaker[Session], spec: str, precision: str) -> dict:
+    """The model's ONNX export in the data folder's exports/ (made now, or the one made before):
+    what its export.json says, with its folder ("path")."""
+    from worker.exports import export_onnx_model
+
+    return export_onnx_model(sessions, spec, None, precision, reuse=True)
+
+
+def folder_zip(folder: str) -> bytes:
+    """A folder's files as a zip, built when the download is clicked."""
+    import io
+    import zipfile
+
+    root, data = Path(folder), io.BytesIO()
+    with zipfile.ZipFile(data, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for file in sorted(p for p in root.iterdir() if p.is_file() and not p.is_symlink()):
+            archive.write(file, f"{root.name}/{file.name}")
+    return data.getvalue()
+
+
 def compare(sessions: sessionmaker[Session], first: str, second: str) -> dict:
     """Two models side by side: each setting (shape, vocabulary, training) with both values and
     whether they differ, their scores, and the loss histories of the runs that made them."""

@@ -121,7 +121,8 @@ def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None, k
               statuses: list[str] | None = None, page: int = 0) -> dict:
     """The Runs page in one read, after marking the running runs whose worker stopped answering as
     abandoned: {"runs": one page of the list, newest first, of the kinds and statuses asked for (None:
-    all); "total": how many runs those are; "view": everything shown about run run_id (when None, the
+    all); "total": how many runs those are; "active": whether any run is queued or running, on this
+    page or not (the page refreshes itself while one is); "view": everything shown about run run_id (when None, the
     run at work: `opening_run`; None when there is none)}. The chosen run's row in the list and its
     view are made from the same row object, so the header, the table and the progress bar agree."""
     from worker.run_state import find_dead_runs
@@ -140,18 +141,22 @@ def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None, k
             run_id = opening_run(session, runs)
         run = session.get(Run, run_id) if run_id is not None else None  # the listed object when listed
         row = next((r for r in rows if r["id"] == run_id), None)
-        return {"runs": rows, "total": total, "view": _view(session, run, row) if run is not None else None}
+        active = session.scalar(select(Run.id).where(Run.status.in_([RunStatus.queued, RunStatus.running]))
+                                .limit(1)) is not None  # anywhere, not only on this page
+        return {"runs": rows, "total": total, "active": active,
+                "view": _view(session, run, row) if run is not None else None}
 
 
 def opening_run(session: Session, listed: list[Run]) -> int:
-    """The run the page opens on: the newest that is doing work (running, with a job of its own,
-    listed or not), else the newest queued or running, else the newest."""
+    """The run the page opens on: the newest that is doing work (running, with a job of its own),
+    else the newest queued or running, listed on this page or not, else the newest listed."""
     working = session.scalars(select(Run).where(Run.status == RunStatus.running, Run.kind.in_(kinds.QUEUED))
                               .order_by(Run.id.desc()).limit(1)).first()
     if working is not None:
         return working.id
-    active = next((r for r in listed if r.status in (RunStatus.running, RunStatus.queued)), None)
-    return (active or listed[0]).id
+    active = session.scalars(select(Run.id).where(Run.status.in_((RunStatus.running, RunStatus.queued)))
+                             .order_by(Run.id.desc()).limit(1)).first()  # listed on this page or not
+    return active if active is not None else listed[0].id
 
 
 def _ref(run: Run) -> dict:

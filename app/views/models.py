@@ -112,6 +112,26 @@ if speed:
         st.caption("Also measured in " + "; ".join(models_data.context_label(c, measurements) for c in others)
                    + ": choose one above to see those numbers (never mixed with these).")
 
+def onnx_section(spec: str) -> None:
+    """Export the model to ONNX for serving (fp32 or int8), checked against PyTorch, and download it."""
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    precision = left.selectbox("ONNX precision", ["fp32", "int8"], key="models_onnx_precision",
+                               help="int8: the weights dynamically quantized by ONNX Runtime, about 4x smaller")
+    if right.button("Export to ONNX", key="models_onnx_export", icon=":material/output:",
+                    help="The encoder as model.onnx with dynamic batch and sequence axes and the tokenizer files, "
+                         "checked against PyTorch before it is written."):
+        with ui.reported(), st.spinner(f"Exporting {spec} to ONNX ({precision}) and checking it against PyTorch…"):
+            st.session_state.models_onnx = models_data.onnx_export(sm, spec, precision)
+    done = st.session_state.get("models_onnx")
+    if done and done["model"] == spec:
+        st.caption(f":material/check: {done['precision']} export in `{done['path']}` ({ui.human_bytes(done['bytes'])}"
+                   f"): largest difference from PyTorch {done['max_abs_diff']:.2g}, smallest cosine of a sequence "
+                   f"{done['min_pooled_cosine']:.4f}. Time it beside the others with Benchmark (name its folder).")
+        st.download_button("Download the ONNX export", data=lambda: models_data.folder_zip(done["path"]),
+                           file_name=f"{done['path'].rstrip('/').rsplit('/', 1)[-1]}.zip", mime="application/zip",
+                           key="models_onnx_download", icon=":material/download:", on_click="ignore")
+
+
 specs = list(by_spec)
 label = lambda s: by_spec[s]["name"]  # noqa: E731
 one_tab, compare_tab, evaluate_tab, bench_tab = st.tabs([":material/info: One model", ":material/compare: Compare two",
@@ -164,6 +184,7 @@ with one_tab:
                                key="models_download", icon=":material/download:", on_click="ignore",
                                help="The model folder with a generated model card (README.md); checkpoints left out.")
             st.caption(f":material/folder: `{detail['path']}`")
+        onnx_section(spec)
 
 with compare_tab:
     if len(specs) < 2:

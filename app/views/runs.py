@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from app import charts, connections, ui
+from app import budget, charts, connections, ui
 from app.connections import sessions
 from app.data import runs as runs_data
 from app.data.common import ACTIVE
@@ -182,6 +182,9 @@ def results(view: dict) -> None:
     if view["kind"] == RunKind.benchmark.value:
         benchmark_results(result)
         return
+    if view["kind"] == RunKind.plan.value:
+        budget.show_plan(result, None, f"runs_{view['id']}")
+        return
     cols = st.columns(4)
 
     def change(label: str, before: float | None, after: float | None, help: str) -> None:
@@ -340,7 +343,7 @@ def page() -> bool:
         st.caption(" · ".join(f"{k}: `{v}`" for k, v in detail.items() if v))
     with lineage_tab:
         lineage(view)
-    return any(r["status"] in ACTIVE for r in runs) or view["status"] in ACTIVE
+    return snapshot["active"] or view["status"] in ACTIVE  # the whole store's, as any_active: no rerun loop
 
 
 @st.fragment(run_every=2)

@@ -44,6 +44,7 @@ class SeedResult:
     curve: list[dict] = field(default_factory=list)  # per epoch: epoch, train_loss, dev scores
     seconds: float = 0.0
     test_predicted: list = field(default_factory=list)  # per test example: its label (ner: its tags)
+    test_onnx: dict = field(default_factory=dict)  # precision -> test scores of the model exported to ONNX
 
 
 @dataclass
@@ -55,6 +56,7 @@ class EvaluationResult:
     seeds: list[SeedResult]
     converged: bool  # every seed stopped early or peaked before its last epoch
     seconds: float
+    test_onnx: dict = field(default_factory=dict)  # precision -> test scores exported to ONNX, as `test`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,9 +281,28 @@ def finetune_seed(model_path: Path, task: TaskData, data: dict[str, Encoded], to
     dev = scores(task, "dev", data["dev"], predict(model, data["dev"], collate, device, batch), config)
     test_predicted = predicted_labels(task, "test", data["test"], predict(model, data["test"], collate, device, batch))
     test = scores_of(task, "test", test_predicted, config)
+    test_onnx = {precision: scores(task, "test", data["test"], exported_predictions(
+        model, data["test"], collate, batch, root / f"test-{precision}.onnx", precision), config)
+        for precision in config.onnx}
     epochs_run = len(state["curve"])
     return SeedResult(seed, state["best_epoch"], epochs_run, stopped_early or epochs_run < config.epochs, dev, test,
-                      state["curve"], time.perf_counter() - began, test_predicted)
+                      state["curve"], time.perf_counter() - began, test_predicted, test_onnx)
+
+
+def exported_predictions(model, encoded: Encoded, collate, batch_size: int, file: Path,
+                         precision: str) -> list[np.ndarray]:
+    """The split's predictions of the model exported to ONNX (its task head included) and run by
+    ONNX Runtime on the CPU; the file is removed afterwards."""
+    from core.export import OnnxTaskModel, write_onnx
+
+    example = collate([{k: v for k, v in encoded.features[i].items() if k != "labels"} for i in range(2)])
+    cpu = model.to("cpu").eval()
+    try:
+        write_onnx(cpu, {k: v.numpy() for k, v in example.items()}, "logits", file, precision)
+        return predict(OnnxTaskModel(file), encoded, collate, torch.device("cpu"), batch_size)
+    finally:
+        for written in file.parent.glob(f"{file.stem}*"):
+            written.unlink()
 
 
 # --- several seeds -------------------------------------------------------------------------------------
@@ -323,9 +344,11 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
         test["ci95"] = scoring.bootstrap_intervals(
             example_counts(task, {r.seed: r.test_predicted for r in results}, config), scoring.METRICS[task.type])
         test["bootstrap"] = dict(scoring.BOOTSTRAP)
+    onnx = {precision: scoring.aggregate([_numbers(r.test_onnx[precision]) for r in results])
+            for precision in config.onnx if all(precision in r.test_onnx for r in results)}
     return EvaluationResult(
         metric, lr, test, scoring.aggregate([_numbers(r.dev) for r in results]), results,
-        all(r.stopped_early or r.best_epoch < r.epochs_run for r in results), sum(r.seconds for r in results))
+        all(r.stopped_early or r.best_epoch < r.epochs_run for r in results), sum(r.seconds for r in results), onnx)
 
 
 def _hidden_size(model_path: str | Path) -> int:

@@ -59,9 +59,15 @@ class FinetuneConfig:
     conlleval rules, which accept IOB1 and IOB2."""
     device: str = "auto"
     precision: str = "auto"
+    onnx: tuple[str, ...] = ()
+    """Also score each seed's fine-tuned model exported to ONNX in these precisions (fp32, int8) on
+    test, run by ONNX Runtime: what serving it costs in score (core.export)."""
 
     def __post_init__(self):
         self.exclude_labels = tuple(self.exclude_labels)
+        self.onnx = tuple(dict.fromkeys(self.onnx))
+        if unknown := [p for p in self.onnx if p not in ("fp32", "int8")]:
+            raise ConfigError(f"--onnx takes fp32 and int8, got {', '.join(map(str, unknown))}")
         check_seed(self.seed)
         check_whole("epochs", self.epochs, 1, MOST_EPOCHS)
         check_whole("batch-size", self.batch_size, 1, MOST_BATCH)
