@@ -135,18 +135,34 @@ def write_onnx(model, example: dict[str, np.ndarray], output: str, file: Path, p
     return file
 
 
+def cpu_session(file: Path, threads: int):
+    """An ONNX Runtime session on the CPU with `threads` intra-op threads (one inter-op), quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"ONNX Runtime cannot load {file}: {exc}") from None
+
+
+def feed(session, inputs: dict) -> dict[str, np.ndarray]:
+    """Keyword tensors as the session's inputs: those it takes, token types zero when not given."""
+    names = [i.name for i in session.get_inputs()]
+    arrays = {name: inputs[name].cpu().numpy() for name in names if name in inputs}
+    if "token_type_ids" in names and "token_type_ids" not in arrays:
+        arrays["token_type_ids"] = np.zeros_like(arrays["input_ids"])
+    return arrays
+
+
 class OnnxTaskModel:
     """A fine-tuned model with its task head, exported and run by ONNX Runtime on the CPU, called
     like the PyTorch one in fine-tuning's predict (keyword tensors in, .logits out)."""
 
     def __init__(self, file: Path, threads: int = 1):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.session = cpu_session(file, threads)
 
     def eval(self):
         return self
@@ -154,10 +170,7 @@ class OnnxTaskModel:
     def __call__(self, **inputs):
         import torch
 
-        feed = {name: inputs[name].cpu().numpy() for name in self.inputs if name in inputs}
-        if "token_type_ids" in self.inputs and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return type("Output", (), {"logits": torch.from_numpy(self.session.run(None, feed)[0])})
+        return type("Output", (), {"logits": torch.from_numpy(self.session.run(None, feed(self.session, inputs))[0])})
 
 
 def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
@@ -223,27 +236,14 @@ class OnnxEncoder:
 
     def __init__(self, folder: Path, threads: int):
         require_onnx()
-        import onnxruntime as ort
-
         from core.model_io import onnx_parameters
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.log_severity_level = 3
         self.folder = Path(folder)
-        try:
-            self.session = ort.InferenceSession(str(self.folder / MODEL_FILE), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load {self.folder / MODEL_FILE}: {exc}") from None
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.session = cpu_session(self.folder / MODEL_FILE, threads)
         config = json.loads((self.folder / "config.json").read_text())
         self.config = type("Config", (), {"vocab_size": int(config["vocab_size"]),
                                           "max_position_embeddings": int(config.get("max_position_embeddings", 512))})
         self.parameter_count = onnx_parameters(self.folder / MODEL_FILE)
 
     def __call__(self, **inputs):
-        feed = {name: inputs[name].cpu().numpy() for name in self.inputs if name in inputs}
-        if "token_type_ids" in self.inputs and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return self.session.run(None, feed)
+        return self.session.run(None, feed(self.session, inputs))

@@ -110,11 +110,16 @@ def _rows(session: Session, runs: list[Run]) -> list[dict]:
     return [run_row(r, steps.get(r.id)) for r in runs]
 
 
+def _newest_active(session: Session) -> int | None:
+    """The newest queued or running run's id; None when nothing is."""
+    return session.scalar(select(Run.id).where(Run.status.in_([RunStatus.queued, RunStatus.running]))
+                          .order_by(Run.id.desc()).limit(1))
+
+
 def any_active(sessions: sessionmaker[Session]) -> bool:
     """Whether a run is queued or running (the Runs page refreshes itself while one is)."""
     with sessions.begin() as session:
-        return session.scalar(select(Run.id).where(Run.status.in_([RunStatus.queued, RunStatus.running]))
-                              .limit(1)) is not None
+        return _newest_active(session) is not None
 
 
 def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None, kinds_shown: list[str] | None = None,
@@ -141,9 +146,7 @@ def runs_page(sessions: sessionmaker[Session], limit: int, run_id: int | None, k
             run_id = opening_run(session, runs)
         run = session.get(Run, run_id) if run_id is not None else None  # the listed object when listed
         row = next((r for r in rows if r["id"] == run_id), None)
-        active = session.scalar(select(Run.id).where(Run.status.in_([RunStatus.queued, RunStatus.running]))
-                                .limit(1)) is not None  # anywhere, not only on this page
-        return {"runs": rows, "total": total, "active": active,
+        return {"runs": rows, "total": total, "active": _newest_active(session) is not None,  # not only this page
                 "view": _view(session, run, row) if run is not None else None}
 
 
@@ -154,8 +157,7 @@ def opening_run(session: Session, listed: list[Run]) -> int:
                               .order_by(Run.id.desc()).limit(1)).first()
     if working is not None:
         return working.id
-    active = session.scalars(select(Run.id).where(Run.status.in_((RunStatus.running, RunStatus.queued)))
-                             .order_by(Run.id.desc()).limit(1)).first()  # listed on this page or not
+    active = _newest_active(session)  # listed on this page or not
     return active if active is not None else listed[0].id
 
 
