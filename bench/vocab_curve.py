@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     out("P(D) at each size (higher is better): the nested ranked candidate, the trainer's order (the candidates "
         "before the ranking), and a separate ranked build for that size alone" +
         ("" if not args.skip_per_size else " (skipped)"))
-    out(f"| added | ranked, nested | trainer order | vs trainer | per-size build | vs per-size |")
+    out("| added | ranked, nested | trainer order | vs trainer | per-size build | vs per-size |")
     out("| ---: | ---: | ---: | ---: | ---: | ---: |")
     worse = 0
     for k, p_now in zip(sizes[1:], ours[1:]):

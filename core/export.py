@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ConfigError, ModelError
+from core.folder_kinds import ONNX_FILE
 
 ONNX_INSTALL = "pip install 'adapt-distill[onnx]'"
 PRECISIONS = ("fp32", "int8")
 FP32_MOST_DIFF = 1e-3
 INT8_LEAST_COSINE = 0.95  # a broken export, not int8's rounding: what that costs is a task's score
 OPSET = 18
-MODEL_FILE = "model.onnx"
+MODEL_FILE = ONNX_FILE
 INFO_FILE = "export.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
@@ -60,10 +61,6 @@ def require_onnx() -> None:
     except ImportError as exc:
         raise ConfigError(f"ONNX export and timing need the onnx extra ({exc.name} is missing): "
                           f"{ONNX_INSTALL}") from None
-
-
-def is_onnx_folder(path: Path) -> bool:
-    return (Path(path) / MODEL_FILE).is_file()
 
 
 def probe_batches(vocab_size: int) -> list[dict[str, np.ndarray]]:
@@ -96,6 +93,17 @@ def compare(reference: list[np.ndarray], exported: list[np.ndarray], masks: list
         pooled = [(x * weights).sum(1) / weights.sum(1) for x in (ref, out)]
         least_pooled = min(least_pooled, float(_cosines(*pooled).min()))
     return {"max_abs_diff": most, "min_cosine": least, "min_pooled_cosine": least_pooled}
+
+
+def same_prediction(reference: list[np.ndarray], exported: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """The share of the kept positions (a sequence, or a token) whose highest logit is the same label."""
+    same = [(r.argmax(-1) == e.argmax(-1))[m.astype(bool)] for r, e, m in zip(reference, exported, masks)]
+    return float(np.concatenate(same).mean())
+
+
+def labels(config) -> list[str]:
+    """A task model's labels in the order of its logits."""
+    return [str(config.id2label[i]) for i in range(len(config.id2label))]
 
 
 def check_close(precision: str, found: dict) -> None:
@@ -175,11 +183,15 @@ class OnnxTaskModel:
 
 def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     """Write the encoder of model_dir to the folder `out` (which must not exist) as ONNX in the
-    given precision; what export.json holds."""
+    given precision; what export.json holds. A fine-tuned model (an evaluation that kept its model)
+    goes with its task head: its output is the logits, checked as the hidden states are, and
+    export.json names the task type and the labels in the order of the logits."""
     import onnxruntime as ort
     import torch
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from core.folder_kinds import task_head
+    from core.model_io import quiet_transformers
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--quantize must be int8 (or leave it out for fp32), got {precision}")
@@ -190,33 +202,36 @@ def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     model_dir = Path(model_dir)
     if not any(model_dir.glob("*.safetensors")):
         raise ModelError(f"{model_dir} has no .safetensors weights (pickled weights are never loaded)")
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # a missing MLM head or pooler is expected: the encoder is exported
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
-                                          dtype=torch.float32).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    head = task_head(model_dir)  # a fine-tuned model goes with its task head: logits out
+    cls, output = {None: (AutoModel, "last_hidden_state"), "classification": (AutoModelForSequenceClassification,
+                   "logits"), "ner": (AutoModelForTokenClassification, "logits")}[head]
+    with quiet_transformers():  # a missing MLM head or pooler is expected: the encoder is exported
+        model = cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
+                                    dtype=torch.float32).eval()
     work = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     work.mkdir(parents=True)
     try:
         probes = probe_batches(int(model.config.vocab_size))
-        write_onnx(model, probes[0], "last_hidden_state", work / MODEL_FILE, precision)
+        write_onnx(model, probes[0], output, work / MODEL_FILE, precision)
         session = ort.InferenceSession(str(work / MODEL_FILE), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
-            reference = [model(**{k: torch.from_numpy(v) for k, v in p.items()}).last_hidden_state.numpy()
+            reference = [getattr(model(**{k: torch.from_numpy(v) for k, v in p.items()}), output).numpy()
                          for p in probes]
         exported = [session.run(None, p)[0] for p in probes]
-        found = compare(reference, exported, [p["attention_mask"] for p in probes])
+        masks = [p["attention_mask"] for p in probes]
+        if head == "classification":  # one row of logits per sequence: a sequence of one
+            reference, exported = [r[:, None] for r in reference], [e[:, None] for e in exported]
+            masks = [np.ones((len(m), 1), dtype=m.dtype) for m in masks]
+        found = compare(reference, exported, masks)
+        if head is not None:
+            found["same_prediction"] = same_prediction(reference, exported, masks)
         check_close(precision, found)
         for name in TOKENIZER_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, work / name)
         info = {"format": "onnx", "precision": precision, "opset": OPSET, "source": str(model_dir),
-                "inputs": list(INPUTS), "output": "last_hidden_state", "dynamic_axes": ["batch", "sequence"],
+                "inputs": list(INPUTS), "output": output, "dynamic_axes": ["batch", "sequence"],
+                **({"task_type": head, "labels": labels(model.config)} if head else {}),
                 **found, "bounds": {"fp32_max_abs_diff": FP32_MOST_DIFF, "int8_min_pooled_cosine": INT8_LEAST_COSINE},
                 "probe": "2 x 16 and 3 x 7 seeded token ids, one row half padding",
                 "torch": torch.__version__, "onnxruntime": ort.__version__,
@@ -236,7 +251,7 @@ class OnnxEncoder:
 
     def __init__(self, folder: Path, threads: int):
         require_onnx()
-        from core.model_io import onnx_parameters
+        from core.folder_kinds import onnx_parameters
 
         self.folder = Path(folder)
         self.session = cpu_session(self.folder / MODEL_FILE, threads)

@@ -4,6 +4,7 @@ Only BERT-family models with a WordPiece tokenizer and safetensors weights are a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from core.checks import check_config_dimensions
 from core.errors import ModelError
+from core.folder_kinds import ONNX_FILE, is_onnx_folder, onnx_parameters
 
 BUNDLED = "bundled"
 METADATA_FILE = "adapt_distill.json"  # what adapt-distill records about a folder it wrote
@@ -114,7 +116,7 @@ def inspect_model(path: Path, spec: str | None = None) -> ModelInfo:
             f"{spec} is a '{model_type or 'unknown'}' model; adapt-distill needs a BERT-family model with a "
             f"WordPiece vocabulary ({', '.join(sorted(BERT_FAMILY))})"
         )
-    if not any(path.glob("*.safetensors")) and not (path / ONNX_FILE).is_file():
+    if not any(path.glob("*.safetensors")) and not is_onnx_folder(path):
         raise ModelError(
             f"{spec} has no .safetensors weights (pickled weights are never loaded): convert it with "
             f"model.save_pretrained(folder) in a trusted environment"
@@ -132,6 +134,23 @@ def inspect_model(path: Path, spec: str | None = None) -> ModelInfo:
         hidden_size=int(config.get("hidden_size") or config.get("dim") or 0),
         lowercase=bool(normalizer.get("lowercase", False)),
     )
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings and progress bars off for the block (a missing MLM head, pooler or
+    task head is expected where this is used), as they were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(path: str | Path):
@@ -312,22 +331,6 @@ def check_written(model, folder: str | Path):
     return reloaded
 
 
-ONNX_FILE = "model.onnx"  # an encoder exported for serving (core.export): timed and judged, never trained
-
-
-def onnx_parameters(path: Path) -> int:
-    """Weights stored in an ONNX graph: the elements of its initializers of two or more dimensions and
-    its biases (an int8 graph's scales and zero points, scalars or one per channel, are not)."""
-    try:
-        import onnx
-    except ImportError:
-        raise ModelError(f"{path} is an ONNX model: reading it needs the onnx extra, pip install "
-                         f"'adapt-distill[onnx]'") from None
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(math.prod(t.dims) for t in graph.initializer
-               if len(t.dims) >= 2 or (len(t.dims) == 1 and "bias" in t.name.lower()))
-
-
 def count_parameters(path: str | Path) -> int:
     """Parameters in the *.safetensors files of a folder, read from their headers only (no
     tensor is loaded). Integer tensors are buffers (old checkpoints store position_ids), not
@@ -335,7 +338,7 @@ def count_parameters(path: str | Path) -> int:
     from safetensors import safe_open
 
     files = sorted(Path(path).glob("*.safetensors"))
-    if not files and (Path(path) / ONNX_FILE).is_file():
+    if not files and is_onnx_folder(path):
         return onnx_parameters(Path(path) / ONNX_FILE)
     if not files:
         raise ModelError(f"{path} has no .safetensors weights: pass a model folder saved with save_pretrained")

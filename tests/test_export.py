@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import build_tiny_bert
 
 from core.errors import ConfigError, ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_export_is_checked_written_whole_and_timed_beside_pytorch(cli, tmp_path, home):
@@ -87,3 +90,69 @@ def test_an_evaluation_scores_the_fine_tuned_model_exported_to_onnx(cli, tmp_pat
     assert "exported to ONNX int8: macro_f1" in table
     assert "--onnx takes fp32 and int8, got fp16" in cli("evaluate", "--model", str(tiny), "--task",
                                                           str(data["task_id"]), "--onnx", "fp16", ok=False).stderr
+
+
+def test_a_kept_fine_tuned_model_is_served_with_its_task_head(cli, tmp_path, home):
+    """evaluate --keep makes the best dev seed's fine-tuned model a model of its own; export-onnx writes
+    it with its head (logits out), and ONNX Runtime scores the test split as that seed did in PyTorch.
+    A fine-tuned model or an ONNX export cannot start a training or another fine-tuning."""
+    from conftest import write_task_csv
+
+    from core.export import OnnxTaskModel
+    from core.judge.finetune import collator_for, encode, predict, scores
+    from core.judge.settings import FinetuneConfig
+    from core.judge.tasks import load_task
+    from core.model_io import load_tokenizer
+
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    data = json.loads(cli("evaluate", "--model", str(tiny), "--train", str(write_task_csv(tmp_path / "t.csv")),
+                          "--task-type", "classification", "--seeds", "2", "--epochs", "4", "--lr", "1e-3",
+                          "--max-length", "32", "--keep", "--json").stdout)
+    kept = data["kept_model"]
+    assert kept["spec"] == f"run:{data['run_id']}" and kept["seed"] in (0, 1)
+    assert " · fine-tuned on 't.csv': tiny" in kept["name"]
+    folder = home / "runs" / str(data["run_id"]) / "model"
+    config = json.loads((folder / "config.json").read_text())
+    info = json.loads((folder / "adapt_distill.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"] and info["kind"] == "fine-tuned"
+    assert info["dev"]["macro_f1"] == max(data_seed["dev"]["macro_f1"] for data_seed in [
+        json.loads((home / "runs" / str(data["run_id"]) / "seeds" / f"seed-{s}" / "result.json").read_text())
+        for s in (0, 1)])
+    assert "pipeline_tag: text-classification" in (folder / "README.md").read_text()
+    assert not list((home / "runs").rglob("best-epoch-*.safetensors")), "the seeds' weights are removed"
+    listed = {m["spec"]: m for m in json.loads(cli("models", "list", "--json").stdout)["models"]}
+    assert listed[kept["spec"]]["kind"] == "fine-tuned" and listed[kept["spec"]]["name"] == kept["name"]
+
+    out = tmp_path / "served"
+    export = json.loads(cli("models", "export-onnx", kept["spec"], "--out", str(out), "--json").stdout)
+    assert export["output"] == "logits" and export["task_type"] == "classification"
+    assert export["labels"] == [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    assert export["max_abs_diff"] <= 1e-3 and export["same_prediction"] == 1.0
+    task = load_task(next((home / "tasks").iterdir()))
+    settings = FinetuneConfig(max_length=32)
+    tokenizer = load_tokenizer(out)
+    test = encode(task, "test", tokenizer, 32)
+    served = predict(OnnxTaskModel(out / "model.onnx"), test, collator_for(task, tokenizer), "cpu", 16)
+    assert scores(task, "test", test, served, settings)["macro_f1"] == pytest.approx(info["test"]["macro_f1"], abs=1e-9)
+
+    texts = [x.text for x in task.splits["test"][:20]]  # served by the script an engineer would copy
+    answered = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve_onnx.py"), str(out), *texts], capture_output=True,
+                              text=True, timeout=300, check=True).stdout.splitlines()
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True).eval()
+    with torch.inference_mode():
+        logits = model(**tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")).logits
+    assert [json.loads(line)["label"] for line in answered] == [config["id2label"][str(int(i))]
+                                                                for i in logits.argmax(-1)]
+
+    from conftest import write_corpus
+
+    cli("corpus", "add", str(write_corpus(tmp_path / "c.txt", documents=50)))
+    for args, said in ((("adapt", "--corpus", "1", "--model", kept["spec"]), "is a fine-tuned model with its task head"),
+                       (("evaluate", "--model", kept["spec"], "--task", str(data["task_id"])), "fine-tuning starts "
+                                                                                              "from an encoder"),
+                       (("distill", "--corpus", "1", "--teacher", str(out)), "is an ONNX export for serving"),
+                       (("evaluate", "--model", str(out), "--task", str(data["task_id"])), "ONNX export")):
+        assert said in cli(*args, ok=False).stderr

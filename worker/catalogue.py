@@ -21,12 +21,13 @@ from core.errors import ConfigError, ModelError, NotFound
 from core.model_io import BUNDLED, count_parameters, folder_size
 from db import settings, store
 from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus, VocabAnalysis
-from worker.kinds import MODEL_KINDS
+from worker.kinds import writes_model
 from worker.naming import model_name, short_spec
-from worker.specs import RUN_PREFIX, ModelSpec, folder_shape
+from worker.specs import MODEL_OWNERS, RUN_PREFIX, ModelSpec, folder_shape
 
 log = logging.getLogger(__name__)
 BUNDLED_LABEL = "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"
+FINE_TUNED = "fine-tuned"  # the kind of the model an evaluation keeps (evaluate --keep), with its task head
 
 
 def model_path(session: Session, record: ModelRecord) -> Path:
@@ -61,7 +62,7 @@ def ensure_model(session: Session, spec: str) -> ModelRecord:
         run_id = ModelSpec.parse(spec).run_id
         if run_id is not None:
             run = store.get(session, Run, run_id)
-            record = ModelRecord(spec=spec, name=model_name(run)[:200], kind=run.kind.value, run_id=run.id,
+            record = ModelRecord(spec=spec, name=model_name(run)[:200], kind=model_kind(run), run_id=run.id,
                                  path=run.output_dir)
         elif spec == BUNDLED:
             record = ModelRecord(spec=spec, name=BUNDLED_LABEL, kind="bundled")
@@ -73,6 +74,11 @@ def ensure_model(session: Session, spec: str) -> ModelRecord:
     if record.parameters is None:
         fill_details(session, record)
     return record
+
+
+def model_kind(run: Run) -> str:
+    """What kind of model a run makes: its kind's name ('distillation'), 'fine-tuned' for an evaluation."""
+    return FINE_TUNED if run.kind == RunKind.evaluation else run.kind.value
 
 
 def register_run_model(session: Session, run: Run) -> ModelRecord:
@@ -100,7 +106,7 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
     finished before the store knew models are added on the way."""
     ensure_model(session, BUNDLED)
     known = set(session.scalars(select(ModelRecord.run_id).where(ModelRecord.run_id.is_not(None))))
-    for run in session.scalars(select(Run).where(Run.kind.in_(MODEL_KINDS), Run.status == RunStatus.succeeded,
+    for run in session.scalars(select(Run).where(Run.kind.in_(MODEL_OWNERS), Run.status == RunStatus.succeeded,
                                                  Run.output_dir.is_not(None))):
         if run.id not in known:
             register_run_model(session, run)
@@ -119,9 +125,9 @@ def list_models(session: Session) -> Sequence[ModelRecord]:
 
 def models_to_come(session: Session) -> list[dict]:
     """The models that unfinished runs will make: [{run_id, kind, status}], oldest first."""
-    runs = session.scalars(select(Run).where(Run.kind.in_(MODEL_KINDS), Run.status.in_(
+    runs = session.scalars(select(Run).where(Run.kind.in_(MODEL_OWNERS), Run.status.in_(
         (RunStatus.queued, RunStatus.running))).order_by(Run.id)).all()
-    return [{"run_id": r.id, "kind": r.kind.value, "status": r.status.value} for r in runs]
+    return [{"run_id": r.id, "kind": model_kind(r), "status": r.status.value} for r in runs if writes_model(r)]
 
 
 def check_made(record: ModelRecord) -> None:
@@ -147,7 +153,7 @@ def lineage(session: Session, record: ModelRecord) -> list[dict]:
             spec = analysis.base_model
             continue
         chain.append(item)
-        spec = params.get("model") if run.kind == RunKind.adaptation else params.get("teacher")
+        spec = params.get("model") if run.kind in (RunKind.adaptation, RunKind.evaluation) else params.get("teacher")
         init = params.get("init")
         if run.kind == RunKind.distillation and init and init not in ("random", "teacher"):
             item["student_init"] = init
@@ -227,6 +233,11 @@ def card_info(session: Session, record: ModelRecord, path: Path | None = None) -
         if corpus is not None:
             info["corpus"] = {"name": corpus.name, "sha256": corpus.sha256, "documents": corpus.documents,
                               "bytes": corpus.bytes}
+    if meta.get("kind") == FINE_TUNED:  # an evaluation's kept model: its task and labels
+        evaluation = store.evaluation_for_run(session, record.run_id)
+        info |= {"task_type": meta.get("task_type"), "labels": meta.get("labels") or [],
+                 "task": f"{evaluation.task.name} (seed {meta.get('seed')}, the best dev {meta.get('metric')} of "
+                         f"the evaluation's {evaluation.seeds} seeds)"}
     if "added_tokens" in meta:
         info["vocabulary"] = {"base_vocab_size": meta.get("base_vocab_size"), "added_tokens": meta["added_tokens"],
                               "vocab_size": record.vocab_size, "analysis_id": meta.get("analysis_id")}

@@ -19,11 +19,11 @@ from core.formatting import count, printable
 from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_FILE_DEFAULTS, FinetuneConfig, check_bench
 from db import settings, store
 from db.models import Corpus, Evaluation, Measurement, Run, RunKind, Task
-from worker.catalogue import ensure_model, model_path, model_summary, refresh_cards
+from worker.catalogue import ensure_model, model_path, model_summary, refresh_cards, register_run_model, write_card
 from worker.lifecycle import Reporter, execute
 from worker.kinds import KINDS
 from worker.resources import check_fits, check_fits_here
-from worker.specs import ModelSpec, check_sequence_length, folder_shape
+from worker.specs import ModelSpec, check_encoder, check_sequence_length, folder_shape
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int,
     """A queued evaluation of a model on a task (its settings checked now)."""
     with sessions.begin() as session:
         config, metric = check_finetune(session, task_id, params)
+        check_encoder(session, model, "model", "fine-tuning starts from")
         record = ensure_model(session, model)
         shape = ModelSpec.parse(record.spec).shape(session)
         if shape is not None:
@@ -101,6 +102,8 @@ def create_evaluation(sessions: sessionmaker[Session], model: str, task_id: int,
                                 "model": record.spec, "task_id": task_id},
                                parent_id=parent_id, depends_on=[store.get(session, Run, r.id) for r in depends_on])
         run.job_id = f"run-{run.id}"
+        if config.keep:  # the best seed's fine-tuned model goes here, a model of its own (run:ID)
+            run.output_dir = str(settings.runs_dir() / str(run.id) / "model")
         settings_ = dataclasses.asdict(config)
         session.add(Evaluation(run_id=run.id, model_id=record.id, task_id=task_id, metric=metric,
                                seeds=config.seeds, settings={**settings_, "exclude_labels": list(config.exclude_labels)}))
@@ -122,6 +125,7 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
             task_path, metric = Path(evaluation.task.path), evaluation.metric
             config = finetune_config({**run.params, "metric": metric})
             spec, task_id = evaluation.model.spec, evaluation.task_id
+            keep = Path(run.output_dir) if config.keep and run.output_dir else None
         shape = folder_shape(path)
         if shape is not None:
             check_fits_here(memory.finetuning(shape, config.max_length, config.batch_size, config.precision),
@@ -130,15 +134,20 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
         # dev or test text in a corpus behind the model inflates its scores: found before fine-tuning
         contamination = for_model(sessions, spec, task_id, report)
         result = evaluate_model(path, task, run_dir(run_id) / "seeds", config, progress=report,
-                                cancel=report.cancelled, on_metrics=report.metrics)
+                                cancel=report.cancelled, on_metrics=report.metrics, keep=keep)
         report.flush()
         data = {**result.to_dict(), "contamination": contamination}
         for seed in data["seeds"]:  # kept in the seed's result.json (test_predictions); the store stays small
             seed.pop("test_predicted", None)
         with sessions.begin() as session:
             evaluation = store.evaluation_for_run(session, run_id)
-            evaluation.results = data
             run = store.get(session, Run, run_id)
+            kept = None
+            if keep is not None:  # the fine-tuned model is a model of its own: run:ID
+                record = register_run_model(session, run)
+                kept = record.spec
+                data["kept_model"] = {"spec": kept, "name": record.name, "seed": result.kept.get("seed")}
+            evaluation.results = data
             test = result.test
             run.params = {**run.params, "result": {
                 "metric": result.metric, "lr": result.lr, "converged": result.converged, "seconds": result.seconds,
@@ -146,6 +155,11 @@ def execute_evaluation(sessions: sessionmaker[Session], run_id: int, report) -> 
                 "dev": {k: v for k, v in result.dev.items() if k != "per_seed"}}}
             spec = evaluation.model.spec
         refresh_cards(sessions, [spec])
+        if kept is not None:  # the run is not marked succeeded yet: its folder is named
+            try:
+                write_card(sessions, kept, keep)
+            except Exception as exc:  # the model is fine without its card
+                log.warning("the model card of %s could not be written: %s", kept, exc)
 
     execute(sessions, run_id, body)
 
@@ -176,6 +190,7 @@ def evaluation_dict(session: Session, run_id: int) -> dict:
             "metrics": results.get("test", {}), "dev": {k: v for k, v in results.get("dev", {}).items()
                                                            if k != "per_seed"},
             "converged": results.get("converged"), "lr": results.get("lr"), "onnx": results.get("test_onnx") or {},
+            "kept_model": results.get("kept_model"),
             "contamination": results.get("contamination"),
             "epochs": [{"seed": s["seed"], "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
                         "stopped_early": s["stopped_early"]} for s in results.get("seeds", [])]}
@@ -319,7 +334,6 @@ def describe_model(sessions: sessionmaker[Session], run_id: int, spec: str, corp
                    report=None) -> None:
     """Measure the model a run has just written to `path` on its corpus (cheap: a sample and the
     held-out blocks) and write its model card. A failure is noted on the run; the model is fine."""
-    from worker.catalogue import write_card
     from worker.evaluation import measure_intrinsic
 
     for what, step in (("measuring", lambda: measure_intrinsic(sessions, spec, corpus_id, run_id, report, path)),

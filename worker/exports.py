@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.export import INFO_FILE, export_onnx, is_onnx_folder
+from core.export import INFO_FILE, export_onnx
+from core.folder_kinds import is_onnx_folder
 from db import settings
 from worker.catalogue import check_made, ensure_model, model_path
 

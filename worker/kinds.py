@@ -62,6 +62,12 @@ RESUMABLE = tuple(k for k, spec in KINDS.items() if spec.resumes)
 TRAINING = (RunKind.adaptation, RunKind.distillation)  # the kinds that train a model
 
 
+def writes_model(run) -> bool:
+    """Whether a run leaves a model the catalogue lists: its kind writes one, or it is an evaluation
+    told to keep its fine-tuned model (`evaluate --keep`)."""
+    return KINDS[run.kind].writes_model or (run.kind == RunKind.evaluation and bool((run.params or {}).get("keep")))
+
+
 def kind(name: RunKind) -> Kind:
     return KINDS[name]
 

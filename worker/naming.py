@@ -10,7 +10,7 @@ from sqlalchemy.orm import object_session
 
 from core.formatting import printable
 from core.model_io import BUNDLED
-from db.models import Run, RunKind, VocabAnalysis
+from db.models import Run, RunKind, Task, VocabAnalysis
 from worker.specs import RUN_PREFIX, ModelSpec
 
 
@@ -65,6 +65,8 @@ def _what(run: Run) -> str:
         return f"the expanded teacher ({ref}" + (f", {size:,} tokens)" if isinstance(size, int) else ")")
     if run.kind == RunKind.adaptation:
         return f"the {_noun(role(run), TEACHER)} ({ref})"
+    if run.kind == RunKind.evaluation:
+        return f"the fine-tuned model ({ref})"
     return f"the {_noun(role(run), 'student')}{_shape(params)} ({ref})"
 
 
@@ -91,6 +93,10 @@ def model_name(run: Run) -> str:
         return f"{ref} · expanded teacher: {base} with a vocabulary of {grown}"
     if run.kind == RunKind.adaptation:
         return f"{ref} · {_noun(part, TEACHER)}: {source(params.get('model'))}"
+    if run.kind == RunKind.evaluation:  # the model it kept (evaluate --keep)
+        task = session.get(Task, params.get("task_id")) if session is not None else None
+        on = f"'{printable(task.name)}'" if task is not None else f"task {params.get('task_id')}"
+        return f"{ref} · fine-tuned on {on}: {source(params.get('model'))}"
     if run.kind != RunKind.distillation:
         return f"{ref} · {run.kind.value}"
     return f"{ref} · {_noun(part, 'student')}{_shape(params)} of {source(params.get('teacher'))}"
@@ -102,7 +108,7 @@ def run_subject(run: Run) -> str:
     student L3-H192'), the corpus an analysis counts, a pipeline's strategy, an experiment's name."""
     params = run.params or {}
     if run.kind == RunKind.evaluation:
-        return f"of {short_spec(params.get('model'))}"
+        return f"of {short_spec(params.get('model'))}" + (", kept" if params.get("keep") else "")
     if run.kind == RunKind.benchmark:
         return "of " + ", ".join(short_spec(m) for m in params.get("models") or [])
     if run.kind == RunKind.expansion:

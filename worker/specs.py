@@ -36,11 +36,13 @@ from core.model_io import (
     inspect_model,
     local_folder,
 )
+from core.folder_kinds import not_trainable
 from db import store
 from db.models import Run, RunKind, RunStatus, VocabAnalysis
-from worker.kinds import MODEL_KINDS
+from worker.kinds import MODEL_KINDS, writes_model
 
 RUN_PREFIX = "run:"
+MODEL_OWNERS = (*MODEL_KINDS, RunKind.evaluation)  # an evaluation has a model folder only when it keeps one
 
 
 def with_parameters(shape: dict) -> dict:
@@ -102,9 +104,24 @@ def student_of(params: dict, teacher: dict | None) -> StudentShape:
 TRAINABLE = "bert"  # adaptation and distillation train BertForMaskedLM (encoder `bert`, head `cls`)
 
 
+def check_encoder(session: Session, spec: str, what: str, uses: str = "adaptation and distillation train") -> None:
+    """Refuse a model that cannot start a training or a fine-tuning: an ONNX export, a fine-tuned
+    model with its task head (what `uses` does is said in the error)."""
+    spec_ = ModelSpec.parse(spec)
+    if spec_.kind == "run":
+        run = spec_.run(session)
+        if run.kind == RunKind.evaluation:
+            raise ConfigError(f"the {what} {spec} is a fine-tuned model with its task head: {uses} an encoder; "
+                              f"use the model it was fine-tuned from, {run.params.get('model')}")
+    elif spec_.kind == "folder" and (why := not_trainable(Path(spec_.text).expanduser())):
+        raise ConfigError(f"the {what} {spec} is {why}: {uses} a PyTorch encoder; use the model it was made from")
+
+
 def check_trainable(session: Session, spec: str, what: str) -> dict | None:
     """The shape of the model `spec` names, after refusing one the training code cannot train (by
-    its architecture); None when it cannot be known yet (a hub id not downloaded)."""
+    its architecture, or an export or a fine-tuned model); None when it cannot be known yet (a hub
+    id not downloaded)."""
+    check_encoder(session, spec, what)
     spec_ = ModelSpec.parse(spec)
     shape = spec_.shape(session)
     if shape is None and spec_.kind == "folder":
@@ -178,8 +195,9 @@ class ModelSpec:
     def run(self, session: Session) -> Run:
         """The run that writes a 'run:ID' model; a clear error when it makes none."""
         run = store.get(session, Run, self.run_id)
-        if run.kind not in MODEL_KINDS:
-            raise ConfigError(f"run {run.id} is a {run.kind.value}; it made no model")
+        if not writes_model(run):
+            hint = " (an evaluation keeps its fine-tuned model with --keep)" if run.kind == RunKind.evaluation else ""
+            raise ConfigError(f"run {run.id} is a {run.kind.value}; it made no model{hint}")
         return run
 
     def path(self, session: Session | None = None) -> Path:
@@ -237,7 +255,7 @@ class ModelSpec:
         if self.kind == "bundled":
             return self.text
         if self.kind == "folder" and Path(self.text).expanduser().is_dir():
-            owner = session.scalar(select(Run.id).where(Run.output_dir == self.key, Run.kind.in_(MODEL_KINDS),
+            owner = session.scalar(select(Run.id).where(Run.output_dir == self.key, Run.kind.in_(MODEL_OWNERS),
                                                         Run.status == RunStatus.succeeded).limit(1))
             return f"{RUN_PREFIX}{owner}" if owner else self.key
         self.path()  # a missing folder or an unreachable hub id fails here, clearly
@@ -271,6 +289,8 @@ def run_shape(session: Session, run: Run, depth: int = 0) -> dict | None:
         base = shape_of(analysis.base_model)
         size = params.get("vocab_size")
         return base and with_parameters({**base, "vocab_size": size if isinstance(size, int) else base["vocab_size"]})
+    if run.kind == RunKind.evaluation and writes_model(run):  # its model is the one it fine-tuned, with a head
+        return shape_of(params["model"])
     if run.kind == RunKind.adaptation:
         shape = shape_of(params["model"])
         if shape and params.get("align_to"):

@@ -30,6 +30,8 @@ def _finetune_params(args) -> dict:
         params["exclude_labels"] = list(args.exclude_label)
     if getattr(args, "onnx", None):
         params["onnx"] = [p.strip() for p in args.onnx.split(",") if p.strip()]
+    if getattr(args, "keep", False):
+        params["keep"] = True
     if getattr(args, "finetune_seed", None) is not None:
         params["seed"] = args.finetune_seed
     return params
@@ -51,6 +53,9 @@ def _evaluation_table(data: dict) -> str:
         lines.append(f"  exported to ONNX {precision}: {data['metric']} "
                      f"{mean_std(scored.get(data['metric']), scored.get(data['metric'] + '_std'))} "
                      f"(PyTorch {short_float_score(metrics.get(data['metric']))})")
+    if data.get("kept_model"):
+        lines.append(f"  kept: {data['kept_model']['name']} (seed {data['kept_model']['seed']}, the best dev "
+                     f"{data['metric']}); serve it: adapt-distill models export-onnx {data['kept_model']['spec']}")
     for seed in data["epochs"]:
         lines.append(f"  seed {seed['seed']}: best dev epoch {seed['best_epoch']} of {seed['epochs_run']}"
                      + ("" if seed["stopped_early"] or seed["best_epoch"] < seed["epochs_run"]
@@ -314,6 +319,9 @@ def add_commands(sub) -> None:
     p.add_argument("--device", help=f"{DEVICE_HELP} (default {FINETUNE.device})")
     p.add_argument("--onnx", help="also score each seed's fine-tuned model exported to ONNX on test: fp32, int8 or "
                                   "fp32,int8 (what serving it costs in score; needs the onnx extra)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the best seed's fine-tuned model (by dev score), task head included, as a model "
+                        "run:ID to export and serve (models export-onnx run:ID)")
     add_queue_options(p, queue_help="run on a worker (gpu queue) instead of inline")
 
     p = command(sub, "bench", cmd_bench, "measure latency (batch 1) and throughput of models side by side")

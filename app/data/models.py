@@ -17,6 +17,9 @@ from db.models import Evaluation, Measurement, Run, Task
 from worker import catalogue, evaluation
 
 
+FINE_TUNED = catalogue.FINE_TUNED  # the kind of a model an evaluation kept: it has a task head
+
+
 def list_models(sessions: sessionmaker[Session]) -> list[dict]:
     """Every model the product knows, newest first (with scores, speed and intrinsic measures).
     The summaries read each evaluation's run and task: those are loaded with two queries up front

@@ -118,15 +118,18 @@ def onnx_section(spec: str) -> None:
     precision = left.selectbox("ONNX precision", ["fp32", "int8"], key="models_onnx_precision",
                                help="int8: the weights dynamically quantized by ONNX Runtime, about 4x smaller")
     if right.button("Export to ONNX", key="models_onnx_export", icon=":material/output:",
-                    help="The encoder as model.onnx with dynamic batch and sequence axes and the tokenizer files, "
-                         "checked against PyTorch before it is written."):
+                    help="The encoder (a fine-tuned model with its task head: logits out) as model.onnx with "
+                         "dynamic batch and sequence axes and the tokenizer files, checked against PyTorch before it "
+                         "is written."):
         with ui.reported(), st.spinner(f"Exporting {spec} to ONNX ({precision}) and checking it against PyTorch…"):
             st.session_state.models_onnx = models_data.onnx_export(sm, spec, precision)
     done = st.session_state.get("models_onnx")
     if done and done["model"] == spec:
         st.caption(f":material/check: {done['precision']} export in `{done['path']}` ({ui.human_bytes(done['bytes'])}"
                    f"): largest difference from PyTorch {done['max_abs_diff']:.2g}, smallest cosine of a sequence "
-                   f"{done['min_pooled_cosine']:.4f}. Time it beside the others with Benchmark (name its folder).")
+                   f"{done['min_pooled_cosine']:.4f}" + (f", the same label at {done['same_prediction']:.1%} of the "
+                                                          f"probe's positions" if "same_prediction" in done else "")
+                   + ". Time it beside the others with Benchmark (name its folder).")
         st.download_button("Download the ONNX export", data=lambda: models_data.folder_zip(done["path"]),
                            file_name=f"{done['path'].rstrip('/').rsplit('/', 1)[-1]}.zip", mime="application/zip",
                            key="models_onnx_download", icon=":material/download:", on_click="ignore")
@@ -217,16 +220,20 @@ with evaluate_tab:
         st.info("No labelled task yet: add one on the Tasks page.", icon=":material/label:")
         st.page_link("views/tasks.py", label="Go to Tasks", icon=":material/label:")
     else:
-        target = st.selectbox("Model", specs, key="models_eval_model", format_func=label)
+        encoders = [s for s in specs if by_spec[s]["kind"] != models_data.FINE_TUNED]  # a task head is not fine-tuned again
+        target = st.selectbox("Model", encoders, key="models_eval_model", format_func=label)
         cols = st.columns([4, 1, 1])
         eval_task = cols[0].selectbox("Task", list(task_names), key="models_eval_task", format_func=task_names.get)
         seeds = cols[1].number_input("Seeds", 1, 20, 3, key="models_eval_seeds")
         epochs = cols[2].number_input("Most epochs", 1, 100, 10, key="models_eval_epochs",
                                       help="Early stopping on dev usually ends a seed sooner.")
+        keep = st.checkbox("Keep the fine-tuned model", key="models_eval_keep",
+                           help="The best seed's fine-tuned model (by dev score), its task head included, becomes a "
+                                "model of its own: export it to ONNX and serve it.")
         if st.button("Evaluate", key="models_eval_launch", type="primary", icon=":material/play_arrow:"):
             with ui.reported():
                 run_id = models_data.start_evaluation(sm, connections.redis(), target, eval_task,
-                                                      {"seeds": int(seeds), "epochs": int(epochs)})
+                                                      {"seeds": int(seeds), "epochs": int(epochs), "keep": keep})
                 ui.flash(FLASH, "success", f"Evaluation queued as run {run_id}: fine-tuning {label(target)} on task "
                                            f"{eval_task} with {count(int(seeds), 'seed')}.")
                 st.rerun()

@@ -31,6 +31,7 @@ _KINDS = {
     "student": ("a small student distilled (MiniLM self-attention relations)", "from"),
     "base": ("a base model", "loaded from"),
     "folder": ("a model folder", "from"),
+    "fine-tuned": ("a model fine-tuned on a labelled task, its task head included", "from"),
 }
 _TASK_TYPES = {"classification": "text-classification", "ner": "token-classification"}
 
@@ -171,7 +172,7 @@ def _front_matter(info: dict, head_trained: bool) -> list[str]:
     for tag in ("adapt-distill", info.get("kind"), info.get("strategy")):
         if _present(tag) and tag not in tags:
             tags.append(tag)
-    pipeline = "fill-mask" if head_trained else "feature-extraction"
+    pipeline = _TASK_TYPES.get(info.get("task_type")) or ("fill-mask" if head_trained else "feature-extraction")
     lines = ["---", "library_name: transformers", f"pipeline_tag: {pipeline}", "tags:", *(f"- {_yaml_scalar(tag)}" for tag in tags)]
     hub_id = base_model_id(info.get("base_model"))
     if hub_id:
@@ -210,7 +211,8 @@ def _sizes(intrinsic: dict) -> dict:
 
 def _details(info: dict) -> list[str]:
     rows = _pairs([("Kind", "kind", str), ("Base model", "base_model", _base),
-                   ("Strategy", "strategy", str), ("Created", "created", str)], info)
+                   ("Strategy", "strategy", str), ("Task", "task", str), ("Labels", "labels", ", ".join),
+                   ("Created", "created", str)], info)
     rows += _pairs([("Layers", "layers", _int), ("Hidden size", "hidden", _int), ("Attention heads", "heads", _int),
                     ("Intermediate size", "intermediate", _int), ("Vocabulary size", "vocab_size", _int),
                     ("Parameters", "parameters", _int), ("Size on disk", "size_bytes", human_bytes)],
@@ -316,7 +318,12 @@ def _intrinsic(info: dict) -> list[str]:
     return _table(["measure", "value"], rows)
 
 
-def _usage(head_trained: bool) -> list[str]:
+def _usage(head_trained: bool, task_type: str | None = None) -> list[str]:
+    if task_type in _TASK_TYPES:
+        return ["```python", "from transformers import pipeline", "",
+                'folder = "path/to/this/folder"  # the folder this README is in',
+                f'classify = pipeline("{_TASK_TYPES[task_type]}", model=folder)',
+                'print(classify("The patient was treated."))', "```"]
     if head_trained:
         return ["```python", "from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline", "",
                 'folder = "path/to/this/folder"  # the folder this README is in',
@@ -351,7 +358,7 @@ def model_card(info: dict) -> str:
     for title, body in (("Model details", _details(info)), ("Vocabulary", _vocabulary(info)),
                         ("Training data", _training_data(info)), ("Training procedure", _training(info)),
                         ("Evaluation", _evaluation(info)), ("Speed", _speed(info)),
-                        ("Intrinsic measures", _intrinsic(info)), ("How to use", _usage(head_trained)),
+                        ("Intrinsic measures", _intrinsic(info)), ("How to use", _usage(head_trained, info.get("task_type"))),
                         ("Framework versions", _versions(info))):
         if body:
             lines += ["", f"## {title}", "", *body]

@@ -21,7 +21,7 @@ from core.judge import metrics as scoring
 from core.configs import TrainConfig
 from core.judge.settings import FinetuneConfig
 from core.errors import Cancelled, ModelError
-from core.model_io import load_tokenizer
+from core.model_io import load_tokenizer, quiet_transformers
 from core.judge.tasks import TaskData
 from core.devices import autocast_dtype, resolve_device
 from core.train.checkpoints import (checkpoint_dir, latest_checkpoint, load_checkpoint, read_json, save_checkpoint,
@@ -57,6 +57,7 @@ class EvaluationResult:
     converged: bool  # every seed stopped early or peaked before its last epoch
     seconds: float
     test_onnx: dict = field(default_factory=dict)  # precision -> test scores exported to ONNX, as `test`
+    kept: dict = field(default_factory=dict)  # the kept model's adapt_distill.json (keep_best), if one was kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,21 +119,16 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 def load_for_task(model_path: str | Path, task: TaskData, seed: int):
     """The model with a fresh head for the task's labels, seeded so that a seed always starts alike."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-    from transformers.utils import logging as hf_logging
 
     cls = AutoModelForSequenceClassification if task.type == "classification" else AutoModelForTokenClassification
     labels = {i: label for i, label in enumerate(task.labels)}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the new head: expected here
-    try:
-        with seeded(seed, "task-head"):  # the new head's initialisation
+    try:  # the load report lists the new head: expected here
+        with quiet_transformers(), seeded(seed, "task-head"):  # the new head's initialisation
             return cls.from_pretrained(str(model_path), num_labels=len(labels), id2label=labels,
                                        label2id={v: k for k, v in labels.items()}, use_safetensors=True,
                                        trust_remote_code=False)
     except Exception as exc:
         raise ModelError(f"cannot load {model_path} for {task.type}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def collator_for(task: TaskData, tokenizer):
@@ -307,11 +303,43 @@ def exported_predictions(model, encoded: Encoded, collate, batch_size: int, file
 
 # --- several seeds -------------------------------------------------------------------------------------
 
+def keep_best(model_path: Path, task: TaskData, results: list[SeedResult], out_dir: Path, keep: Path,
+              metric: str) -> dict:
+    """Write the best dev seed's fine-tuned model (the first on a tie), its task head and labels
+    included, with the tokenizer, to the folder `keep`, built beside it; its adapt_distill.json."""
+    from safetensors.torch import load_model
+
+    best = max(results, key=lambda r: (r.dev[metric], -r.seed))
+    info = {"kind": "fine-tuned", "task_type": task.type, "labels": list(task.labels), "metric": metric,
+            "seed": best.seed, "best_epoch": best.best_epoch, "dev": _numbers(best.dev), "test": _numbers(best.test),
+            "source": str(model_path), "chosen_by": "the best dev score over the seeds"}
+    if (keep / "config.json").is_file():  # written before the evaluation was interrupted
+        return read_json(keep / "adapt_distill.json") or info
+    weights = out_dir / f"seed-{best.seed}" / f"best-epoch-{best.best_epoch}.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"the fine-tuned weights of seed {best.seed} are gone ({weights}): run the evaluation again")
+    model = load_for_task(model_path, task, best.seed)
+    load_model(model, str(weights))
+    shutil.rmtree(work := keep.with_name(f".{keep.name}.partial"), ignore_errors=True)
+    try:
+        with quiet_transformers():
+            model.save_pretrained(str(work))
+        load_tokenizer(model_path).save_pretrained(str(work))
+        write_json(work / "adapt_distill.json", info)
+        os.replace(work, keep)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return info
+
+
 def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, config: FinetuneConfig,
                    progress: Callable[[str, float], None] | None = None, cancel: Callable[[], bool] | None = None,
-                   on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> EvaluationResult:
+                   on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+                   keep: Path | None = None) -> EvaluationResult:
     """Fine-tune the model at model_path on the task with config.seeds seeds and score it. A seed that
-    finished before (its result.json in out_dir) is not run again."""
+    finished before (its result.json in out_dir) is not run again. With `keep`, the best seed's
+    fine-tuned model is written there (keep_best); each seed's weights are removed once done with."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = config.metric_for(task.type, task.labels)
@@ -335,9 +363,15 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
                                    report, cancel, on_metrics)
             write_json(done, asdict(result))
             shutil.rmtree(checkpoint_dir(root), ignore_errors=True)  # optimizer state: no longer needed
-            for weights in root.glob("best-epoch-*.safetensors"):
-                os.unlink(weights)
+            if keep is None:
+                _drop_weights(root)
         results.append(SeedResult(**read_json(done)))
+    if keep is not None:
+        if progress:
+            progress("keeping the best seed's model", 1.0)
+        kept = keep_best(Path(model_path), task, results, out_dir, Path(keep), metric)
+        for seed in seeds:
+            _drop_weights(out_dir / f"seed-{seed}")
     lr = config.learning_rate(_hidden_size(model_path))
     test = scoring.aggregate([_numbers(r.test) for r in results])
     if all(r.test_predicted for r in results):  # a seed finished before predictions were kept has none
@@ -348,7 +382,13 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
             for precision in config.onnx if all(precision in r.test_onnx for r in results)}
     return EvaluationResult(
         metric, lr, test, scoring.aggregate([_numbers(r.dev) for r in results]), results,
-        all(r.stopped_early or r.best_epoch < r.epochs_run for r in results), sum(r.seconds for r in results), onnx)
+        all(r.stopped_early or r.best_epoch < r.epochs_run for r in results), sum(r.seconds for r in results), onnx,
+        kept if keep is not None else {})
+
+
+def _drop_weights(root: Path) -> None:
+    for weights in root.glob("best-epoch-*.safetensors"):
+        os.unlink(weights)
 
 
 def _hidden_size(model_path: str | Path) -> int:

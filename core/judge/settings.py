@@ -62,6 +62,9 @@ class FinetuneConfig:
     onnx: tuple[str, ...] = ()
     """Also score each seed's fine-tuned model exported to ONNX in these precisions (fp32, int8) on
     test, run by ONNX Runtime: what serving it costs in score (core.export)."""
+    keep: bool = False
+    """Keep the fine-tuned model of the seed with the best dev score, its task head included, as a
+    model of its own (to export and serve); otherwise each seed's weights go once it is scored."""
 
     def __post_init__(self):
         self.exclude_labels = tuple(self.exclude_labels)

@@ -28,7 +28,7 @@ import numpy as np
 
 from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS
 from core.errors import Cancelled, ConfigError, ModelError
-from core.model_io import folder_size
+from core.model_io import folder_size, quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -146,9 +146,9 @@ def load_encoder(name: str, path: Path, device: torch.device, seq_len: int, thre
     ONNX Runtime session on the CPU with `threads` intra-op threads."""
     import torch
     from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    from core.export import OnnxEncoder, is_onnx_folder
+    from core.export import OnnxEncoder
+    from core.folder_kinds import is_onnx_folder
 
     if not path.is_dir():
         raise ModelError(f"model '{name}': no such folder {path}")
@@ -162,18 +162,12 @@ def load_encoder(name: str, path: Path, device: torch.device, seq_len: int, thre
         return model
     if not any(path.glob("*.safetensors")):
         raise ModelError(f"model '{name}' ({path}) has no .safetensors weights (pickled weights are never loaded)")
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # a missing MLM head or pooler is expected and irrelevant here
-    hf_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
-                                          dtype=torch.float32)
+        with quiet_transformers():  # a missing MLM head or pooler is expected and irrelevant here
+            model = AutoModel.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
+                                              dtype=torch.float32)
     except Exception as exc:
         raise ModelError(f"cannot load model '{name}' from {path}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     longest = getattr(model.config, "max_position_embeddings", None)
     if longest is not None and seq_len > longest:
         raise ConfigError(f"seq-len {seq_len} is longer than model '{name}' accepts ({longest}): lower --seq-len")
