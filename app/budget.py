@@ -3,6 +3,8 @@ teacher's student shapes on a worker (a plan run), see them as a chart and take 
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -10,6 +12,7 @@ from app import charts, connections, ui
 from app.connections import sessions
 from app.data import planning as planning_data
 from app.data.common import ACTIVE
+from app.placement import label_places
 from core.formatting import latency_ms, parameters, speedup
 from core.judge.plan import PERCENTILES
 
@@ -33,20 +36,32 @@ def plan_figure(plan: dict) -> go.Figure:
             marker=dict(color=color, size=9, line=dict(color="white", width=1)), text=[c["shape"] for c in shown],
             hovertemplate=f"%{{text}}<br>%{{x:.2f}}M parameters in its layers<br>p{pct} %{{y:.2f}} ms<extra></extra>"))
     marked = [(plan["teacher"], TEACHER, "teacher")] + ([(plan["pick"], charts.PICK, "pick")] if plan["pick"] else [])
-    for shape, color, role in marked:
+    points = [*candidates, *(shape for shape, _, _ in marked)]
+    widest = max(p["layer_parameters"] / 1e6 for p in points) * 1.08 or 1.0
+    low, high = (math.log10(f(p["latency_ms"] for p in points)) for f in (min, max))
+    low, high = low - 0.15, high + 0.15  # decades: room for a label above or below
+    places = label_places([p["layer_parameters"] / 1e6 / widest for p in points],
+                          [(math.log10(p["latency_ms"]) - low) / (high - low) for p in points],
+                          [""] * len(candidates) + [f"{role} {shape['shape']}" for shape, _, role in marked],
+                          [4.5] * len(candidates) + [6.5] * len(marked))[len(candidates):]
+    for (shape, color, role), (place, _) in zip(marked, places):
         fig.add_trace(go.Scatter(
             x=[shape["layer_parameters"] / 1e6], y=[shape["latency_ms"]], mode="markers+text", name=role,
-            text=[f"{role} {shape['shape']}"], textposition="top center", cliponaxis=False,
+            text=[f"{role} {shape['shape']}"], textposition=place, cliponaxis=False,
             marker=dict(color=color, size=13, symbol="diamond", line=dict(color="white", width=1)),
             hovertemplate=f"%{{text}}<br>%{{x:.2f}}M parameters in its layers<br>p{pct} %{{y:.2f}} ms<extra></extra>"))
-    fig.add_hline(y=budget, line=dict(color=charts.PICK, dash="dash", width=1),
-                  annotation_text=f"budget {budget:g} ms", annotation_position="bottom right")
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
+    fig.add_hline(y=budget, line=dict(color=charts.PICK, dash="dash", width=1))
+    # On a log axis an annotation's y is the exponent (add_hline's own annotation takes the value and
+    # stretched the axis to 10^budget)
+    fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(budget), yref="y", yanchor="top",
+                       text=f"budget {budget:g} ms", showarrow=False, font=dict(color=charts.PICK))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     fig.update_xaxes(title_text="parameters in the layers, embeddings left out (M)", showgrid=False,
-                     rangemode="tozero")
+                     range=[0, widest])
+    ticks = [m * 10.0 ** e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
     fig.update_yaxes(title_text=f"p{pct} latency at batch 1 (ms, log scale)", type="log", showgrid=True,
-                     gridcolor="#eee")
+                     gridcolor="#eee", range=[low, high], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 

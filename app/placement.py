@@ -32,13 +32,17 @@ def label_places(xs: list[float], ys: list[float], texts: list[str], radii: list
     """Where each bubble's label goes, and its box in px: bubbles at (xs, ys), fractions of the
     plotting area. Taking the bubbles from left to right, each label takes the first place around
     its bubble that meets no label placed before, no other bubble and stays in the plot (above, below,
-    right, left, then the corners); where none is free, the place it overlaps least."""
+    right, left, then the corners); where none is free, the place it overlaps least. A bubble whose
+    text is empty has no label and is only kept clear of the others'."""
     width_px, height_px = PLOT_PX
     centres = [(x * width_px, y * height_px) for x, y in zip(xs, ys)]
     bubbles = [(cx - r, cy - r, cx + r, cy + r) for (cx, cy), r in zip(centres, radii)]
     plot = (0.0, 0.0, width_px, height_px)
     placed: dict[int, tuple[str, tuple]] = {}
     for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
+        if not texts[i]:  # a bubble without a label: only avoided
+            placed[i] = ("top center", (*centres[i], *centres[i]))
+            continue
         width = CHAR_PX * len(texts[i]) + 4
         best = None
         for place in LABEL_PLACES:

@@ -574,3 +574,86 @@ def test_a_newcomers_first_hour(page, dashboard, sessions, home, tmp_path):
     expect(page.get_by_role("heading", name="Train", exact=True)).to_be_visible()
     expect(page.get_by_test_id("stMetric").filter(has_text="Time")).to_be_visible(timeout=60_000)
     whole_choices(page)
+
+
+def test_a_student_for_a_budget_and_a_kept_model_exported_for_serving(page, dashboard, sessions, home, redis_url,
+                                                                     tmp_path):
+    """Issue 19 in Chromium: on the Train page a budget is measured on a worker and its pick becomes
+    the student's shape; on the Models page a model is exported to ONNX and downloaded, and an
+    evaluation told to keep its fine-tuned model makes a model that exports with its task head."""
+    import zipfile
+
+    from conftest import build_tiny_bert, wait_for_run, write_task_csv
+    from playwright.sync_api import expect
+
+    from db.models import RunStatus
+    from worker import corpora
+    from worker.catalogue import ensure_model
+    from worker.evaluation import add_task
+
+    corpus_file = tmp_path / "notes.txt"
+    corpus_file.write_text(domain_corpus(documents=500, words=500, seed=2), encoding="utf-8")
+    corpora.add_corpus(sessions, corpus_file)
+    tiny = build_tiny_bert(home / "models" / "tiny")  # inside the data folder: a dashboard may name it
+    with sessions.begin() as session:
+        ensure_model(session, str(tiny))
+    add_task(sessions, write_task_csv(tmp_path / "topics.csv"), "classification")
+    env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    gpu = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu"], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # plans and evaluations
+    try:
+        page.goto(f"{dashboard}/train")
+        expect(page.get_by_role("heading", name="Train", exact=True)).to_be_visible(timeout=60_000)
+        page.get_by_text("A student for a latency budget", exact=True).click()
+        budget = page.get_by_label("Budget (ms)", exact=True)
+        budget.fill("10")
+        budget.press("Tab")
+        page.get_by_role("button", name="Measure").click()
+        expect(page.get_by_text("The pick: ", exact=False)).to_be_visible(timeout=240_000)
+        take = page.get_by_role("button", name=re.compile(r"^Use L\d+-H\d+$"))
+        shape = re.search(r"L\d+-H\d+", take.inner_text())[0]
+        take.click()
+        expect(page.get_by_role("combobox", name="Shape")).to_have_value(re.compile(f"^{shape} · .*the budget's pick$"))
+        chart = page.locator(".js-plotly-plot").first  # the log axis spans the measured latencies, not 10^budget
+        expect(chart.locator(".ytick text").first).to_be_attached()
+        ticks = [float(t.replace("k", "e3").replace("M", "e6").replace("B", "e9"))
+                 for t in chart.locator(".ytick text").all_text_contents()]
+        assert ticks and max(ticks) < 1e4, ticks
+        whole_choices(page)
+        if os.environ.get("ADAPT_DISTILL_SCREENSHOT"):
+            target = Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]).with_name("plan.png")
+            chart.scroll_into_view_if_needed()
+            page.wait_for_timeout(1500)  # let Plotly finish its first layout
+            chart.screenshot(path=str(target if target.is_absolute() else ROOT / target))
+
+        page.goto(f"{dashboard}/models")  # the newest model first: the tiny folder
+        expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Export to ONNX").click()
+        expect(page.get_by_text("fp32 export in", exact=False)).to_be_visible(timeout=120_000)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the ONNX export").click()
+        with zipfile.ZipFile(download.value.path()) as archive:
+            assert {"tiny-onnx-fp32/model.onnx", "tiny-onnx-fp32/export.json"} <= set(archive.namelist())
+
+        page.get_by_role("tab", name="Evaluate").click()
+        for label, value in (("Seeds", "1"), ("Most epochs", "2")):
+            field = page.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Tab")
+        page.get_by_text("Keep the fine-tuned model", exact=True).click()
+        page.get_by_role("button", name="Evaluate", exact=True).click()
+        queued = page.get_by_text(re.compile(r"Evaluation queued as run \d+"))
+        expect(queued).to_be_visible(timeout=60_000)
+        run_id = int(re.search(r"run (\d+)", queued.inner_text())[1])
+        assert wait_for_run(sessions, run_id, alive={"gpu worker": gpu}).status == RunStatus.succeeded
+
+        page.goto(f"{dashboard}/models")  # the newest model first: the one the evaluation kept
+        expect(page.get_by_text(f"run:{run_id} · fine-tuned on 'topics.csv': tiny").first).to_be_visible(
+            timeout=60_000)
+        page.get_by_role("button", name="Export to ONNX").click()
+        expect(page.get_by_text("the same label at 100.0% of the probe's positions", exact=False)).to_be_visible(
+            timeout=120_000)
+        assert (home / "exports" / f"run-{run_id}-onnx-fp32" / "model.onnx").is_file()
+    finally:
+        print("--- gpu worker log ---\n" + stop_process(gpu)[-4000:])

@@ -329,6 +329,12 @@ def model_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def export_name(spec: str) -> str:
+    """A model's name in file names: 'run-8', 'bundled', a folder by its own name."""
+    spec = Path(spec).name if Path(spec).is_absolute() else spec
+    return spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
+
+
 def export_path(out: str | Path | None, name: str) -> Path:
     """Where an export goes: `<name>.zip` in the data folder's exports/, or in the folder `out`
     names (an existing one, or a path ending in /), else `out` itself, which must end in .zip."""
@@ -353,7 +359,7 @@ def export_zip(sessions: sessionmaker[Session], spec: str, out: str | Path | Non
         record = ensure_model(session, spec)
         path = model_path(session, record)
         info = card_info(session, record)
-        name = record.spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
+        name = export_name(record.spec)
     out = export_path(out, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")

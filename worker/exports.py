@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.export import INFO_FILE, export_onnx
 from core.folder_kinds import is_onnx_folder
 from db import settings
-from worker.catalogue import check_made, ensure_model, model_path
+from worker.catalogue import check_made, ensure_model, export_name, model_path
 
 
 def onnx_path(out: str | Path | None, name: str, precision: str) -> Path:
@@ -24,12 +24,6 @@ def onnx_path(out: str | Path | None, name: str, precision: str) -> Path:
     if is_onnx_folder(path):  # an export already: refused as it is, never written inside
         return path
     return path / folder if str(out).endswith("/") or path.is_dir() else path
-
-
-def export_name(spec: str) -> str:
-    """A model's name in file names: 'run-8', 'bundled', a folder by its own name."""
-    spec = Path(spec).name if Path(spec).is_absolute() else spec
-    return spec.replace(":", "-").replace("/", "_").strip("._-") or "model"
 
 
 def export_onnx_model(sessions: sessionmaker[Session], spec: str, out: str | Path | None = None,

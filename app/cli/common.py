@@ -10,7 +10,7 @@ import sys
 import time
 
 from core.errors import AdaptDistillError
-from core.formatting import UNKNOWN, human_bytes, parameters
+from core.formatting import UNKNOWN, human_bytes
 from db.models import Run
 
 
@@ -113,9 +113,6 @@ def mean_std(mean, std) -> str:
 def megabytes(size) -> str:
     """A model's or a corpus's size as every page shows it (core.formatting)."""
     return UNKNOWN if size is None else human_bytes(size)
-
-
-short_count = parameters  # parameters as every page shows them
 
 
 # --- runs --------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 
 from app.cli.common import (Bars, add_queue_options, command, execute_runs, fmt, mean_std, megabytes, open_sessions,
-                            print_result, run_dict, short_count, short_float)
+                            print_result, run_dict, short_float)
 from core.checks import DEVICE_HELP, PRECISIONS
 from core.configs import AdaptConfig, TrainConfig, VocabConfig
 from core.judge.settings import BENCH_DEFAULTS, MIN_LATENCY_REPEATS, TASK_TYPES, FinetuneConfig, finetune_lr
-from core.formatting import count, points_difference, score_interval, speedup, table_number
+from core.formatting import count, parameters, points_difference, score_interval, speedup, table_number
 from core.model_io import BUNDLED
 from worker.demo import DEMO_MINUTES
 from db.models import Run
@@ -112,7 +112,7 @@ def _bench_table(rows: list[dict]) -> str:
              f"{f'seq/s @{batch}':>10} {'x batch 1':>9} {f'x batch {batch}':>10}"]
     for r in rows:
         iqr = r.get("latency_ms_iqr")
-        lines.append(f"{r['model'][:40]:<40} {short_count(r['params']):>8} {megabytes(r['size_bytes']):>10} "
+        lines.append(f"{r['model'][:40]:<40} {parameters(r['params']):>8} {megabytes(r['size_bytes']):>10} "
                      f"{r['latency_ms_p50']:>8.2f} {r['latency_ms_p95']:>8.2f} "
                      f"{'—' if iqr is None else f'{iqr:.2f}':>8} {r['throughput_per_s']:>10.1f} "
                      f"{speedup(r['speedup_vs_first']):>9} {speedup(r['throughput_speedup_vs_first']):>10}"
@@ -166,7 +166,7 @@ def experiment_table(view: dict) -> str:
         speed = speedup(r["speedup"]) + (" noisy" if r.get("noisy") else "")
         lines.append(f"{r['role']:<22} {score:>22} {score_interval(r['score_ci95']) or '—':>18} "
                      f"{points_difference(r['difference'], r['difference_ci95']) or '—':>22} "
-                     f"{short_count(r['parameters']):>8} {megabytes(r['size_bytes']):>10} "
+                     f"{parameters(r['parameters']):>8} {megabytes(r['size_bytes']):>10} "
                      f"{table_number('latency', r['latency_ms_p50']):>8} "
                      f"{table_number('throughput', r['throughput_per_s']):>8} {speed:>9}")
     seeds = sorted({r["seeds"] for r in rows if r["seeds"]})

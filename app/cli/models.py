@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.cli.common import command, mean_std, megabytes, open_sessions, print_result, short_count
-from core.formatting import latency_ms, tokens_per_word
+from app.cli.common import command, mean_std, megabytes, open_sessions, print_result
+from core.formatting import latency_ms, parameters, tokens_per_word
 
 
 def _model_line(m: dict) -> str:
@@ -11,7 +11,7 @@ def _model_line(m: dict) -> str:
     score = f"  {best['metric']} {best['mean']:.4f} on {best['task']}" if best else ""
     speed = f"  {latency_ms(m['speed']['latency_ms_p50'])} ({m['speed']['context']}" \
         + (", noisy)" if m["speed"].get("noisy") else ")") if m["speed"] else ""
-    return f"{m['model_id']:>4} {m['spec'][:28]:<28} {short_count(m['parameters']):>8} " \
+    return f"{m['model_id']:>4} {m['spec'][:28]:<28} {parameters(m['parameters']):>8} " \
            f"{megabytes(m['size_bytes']):>10}  {m['name'][:50]}{score}{speed}"
 
 

@@ -3,10 +3,9 @@ or on the worker that would serve it (worker.planning). Its --json output is an 
 
 from __future__ import annotations
 
-from app.cli.common import (add_queue_options, command, execute_runs, open_sessions, print_result,
-                            short_count)
+from app.cli.common import add_queue_options, command, execute_runs, open_sessions, print_result
 from core.checks import DEVICE_HELP
-from core.formatting import count, latency_ms, speedup, table_number
+from core.formatting import count, latency_ms, parameters, speedup, table_number
 from core.judge.settings import BENCH_DEFAULTS
 from core.model_io import BUNDLED
 from db.models import Run
@@ -21,8 +20,8 @@ def _plan_table(plan: dict) -> str:
              f"within"]
 
     def line(m: dict, note: str = "") -> str:
-        return (f"{m['shape']:<10} {m['heads']:>5} {m['intermediate']:>6} {short_count(m['parameters']):>8} "
-                f"{short_count(m['layer_parameters']):>8} "
+        return (f"{m['shape']:<10} {m['heads']:>5} {m['intermediate']:>6} {parameters(m['parameters']):>8} "
+                f"{parameters(m['layer_parameters']):>8} "
                 f"{table_number('latency', m['latency_ms_p50']):>8} {table_number('latency', m['latency_ms']):>8}  "
                 f"{'yes' if m['meets'] else 'no'}{note}")
 
@@ -32,8 +31,8 @@ def _plan_table(plan: dict) -> str:
     lines.append(line(plan["teacher"], "  (the teacher)"))
     budget, teacher = latency_ms(plan["budget_ms"]), plan["teacher"]["latency_ms"]
     if pick:
-        lines.append(f"pick: {pick['shape']} ({short_count(pick['parameters'])} parameters, "
-                     f"{short_count(pick['layer_parameters'])} in its layers), p{pct} {latency_ms(pick['latency_ms'])} "
+        lines.append(f"pick: {pick['shape']} ({parameters(pick['parameters'])} parameters, "
+                     f"{parameters(pick['layer_parameters'])} in its layers), p{pct} {latency_ms(pick['latency_ms'])} "
                      f"within {budget}; the teacher's p{pct} is {latency_ms(teacher)} "
                      f"({speedup(teacher / pick['latency_ms'])} the pick's); distil it with --student {pick['shape']}")
     else:
