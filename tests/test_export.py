@@ -156,3 +156,29 @@ def test_a_kept_fine_tuned_model_is_served_with_its_task_head(cli, tmp_path, hom
                        (("distill", "--corpus", "1", "--teacher", str(out)), "is an ONNX export for serving"),
                        (("evaluate", "--model", str(out), "--task", str(data["task_id"])), "ONNX export")):
         assert said in cli(*args, ok=False).stderr
+
+
+def test_a_kept_tagger_is_exported_benchmarked_and_served_with_its_tags(cli, tmp_path, home):
+    from conftest import write_conll
+
+    tiny = build_tiny_bert(tmp_path / "tiny")
+    data = json.loads(cli("evaluate", "--model", str(tiny), "--train", str(write_conll(tmp_path / "ner.conll")),
+                          "--task-type", "ner", "--seeds", "1", "--epochs", "2", "--lr", "1e-3", "--max-length", "32",
+                          "--keep", "--json").stdout)
+    kept = data["kept_model"]["spec"]
+    folder = home / "runs" / str(data["run_id"]) / "model"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertForTokenClassification"]
+    assert "pipeline_tag: token-classification" in (folder / "README.md").read_text()
+    export = json.loads(cli("models", "export-onnx", kept, "--quantize", "int8", "--out", str(tmp_path / "x"),
+                            "--json").stdout)
+    assert export["task_type"] == "ner" and export["output"] == "logits" and 0 < export["same_prediction"] <= 1
+    assert export["min_pooled_cosine"] >= 0.95 and set(export["labels"]) >= {"O"}
+    answer = json.loads(subprocess.run([sys.executable, str(ROOT / "scripts" / "serve_onnx.py"), str(tmp_path / "x"),
+                                        "aspirin treats pain"], capture_output=True, text=True, timeout=300,
+                                       check=True).stdout)
+    assert answer["tokens"][0] == "[CLS]" and len(answer["tags"]) == len(answer["tokens"])
+    assert set(answer["tags"]) <= set(export["labels"])
+    timed = json.loads(cli("bench", "--model", kept, "--model", str(tmp_path / "x"), "--seq-len", "32",
+                           "--batch-size", "2", "--json").stdout)["models"]
+    assert all(row["latency_ms_p50"] > 0 for row in timed)
+    assert timed[0]["params"] == pytest.approx(timed[1]["params"], rel=0.2)  # the encoder, timed in both
