@@ -87,7 +87,7 @@ def planner(prefix: str, teacher: str, shape_key: str) -> None:
         st.caption("Times student shapes of this teacher's family (its head size and FFN ratio, random weights: "
                    "speed does not depend on them) on the worker that would serve them, like a benchmark, and "
                    "picks the largest within the budget.")
-        cols = st.columns(4)
+        cols = st.columns(5)
         budget = cols[0].number_input("Budget (ms)", 0.1, 60_000.0, 10.0, step=1.0, key=f"{prefix}_plan_budget",
                                       help="Latency of one sequence (batch 1).")
         percentile = cols[1].selectbox("Percentile", PERCENTILES, index=PERCENTILES.index(95),
@@ -95,10 +95,13 @@ def planner(prefix: str, teacher: str, shape_key: str) -> None:
         threads = cols[2].number_input("Threads", 1, 256, 1, key=f"{prefix}_plan_threads",
                                        help="torch threads, as one serving worker gets")
         seq_len = cols[3].number_input("Sequence length", 8, 8192, 128, step=32, key=f"{prefix}_plan_seq_len")
+        queue = cols[4].selectbox("Measured on", planning_data.QUEUES, key=f"{prefix}_plan_queue",
+                                  format_func=lambda q: f"{q} workers",
+                                  help="The queue whose workers would serve the student: they time the shapes.")
         if st.button("Measure", key=f"{prefix}_plan_measure", icon=":material/speed:", disabled=not teacher):
             with ui.reported():
                 st.session_state[f"{prefix}_plan_run"] = planning_data.start_plan(
-                    sessions(), connections.redis(), teacher, budget, percentile, int(threads), int(seq_len))
+                    sessions(), connections.redis(), teacher, budget, percentile, int(threads), int(seq_len), queue)
         run_id = st.session_state.get(f"{prefix}_plan_run")
         if run_id is not None:
             plan_view(run_id, shape_key, prefix)

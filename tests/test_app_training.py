@@ -627,6 +627,7 @@ def test_a_student_for_a_latency_budget_is_measured_and_taken(sessions, redis, t
     with sessions.begin() as session:
         plan = store.get(session, Run, plan_id)
         assert plan.kind == RunKind.plan and plan.params["teacher"] == f"run:{teacher_run}"
+        assert plan.queue == "gpu"  # the default: where a trained student is served
     lifecycle.execute_run(sessions, plan_id)
     at.run()
     assert not at.exception and not at.error
@@ -636,7 +637,10 @@ def test_a_student_for_a_latency_budget_is_measured_and_taken(sessions, redis, t
     assert shape.value == "L2-H32" and shape.format_func("L2-H32") == "L2-H32 · 2 heads, the budget's pick"
 
     at.number_input(key="train_plan_budget").set_value(0.1)
+    at.selectbox(key="train_plan_queue").set_value("cpu")
     at.button(key="train_plan_measure").click().run()
+    with sessions.begin() as session:
+        assert store.get(session, Run, at.session_state["train_plan_run"]).queue == "cpu"
     lifecycle.execute_run(sessions, at.session_state["train_plan_run"])
     at.run()
     assert any("No shape of this teacher's family answers within 0.10 ms" in w.value for w in at.warning)

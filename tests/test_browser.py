@@ -609,7 +609,7 @@ def test_a_student_for_a_budget_and_a_kept_model_exported_for_serving(page, dash
         budget = page.get_by_label("Budget (ms)", exact=True)
         budget.fill("10")
         budget.press("Tab")
-        page.get_by_role("button", name="Measure").click()
+        page.get_by_role("button", name="Measure", exact=True).click()
         expect(page.get_by_text("The pick: ", exact=False)).to_be_visible(timeout=240_000)
         take = page.get_by_role("button", name=re.compile(r"^Use L\d+-H\d+$"))
         shape = re.search(r"L\d+-H\d+", take.inner_text())[0]

@@ -65,6 +65,7 @@ def test_a_generous_budget_picks_the_teachers_own_shape_and_a_tiny_one_none(plan
     (["--latency-ms", "10", "--percentile", "42"], "--percentile must be one of 50, 90, 95, 99"),
     (["--latency-ms", "10", "--seq-len", "100000"], "seq-len 100000 is longer than"),
     (["--latency-ms", "10", "--threads", "0"], "--threads must be from 1"),
+    (["--latency-ms", "10", "--queue-name", "cpu"], "--queue-name names the workers that measure: add --queue"),
 ])
 def test_bad_budgets_are_one_line(plan, args, message):
     assert message in plan(*args, ok=False).stderr
@@ -77,11 +78,12 @@ def test_a_plan_runs_on_the_worker_that_would_serve_the_student(tmp_path, home, 
     teacher = build_tiny_bert(home / "models" / "teacher")
     env = {**os.environ, "ADAPT_DISTILL_HOME": str(home), "REDIS_URL": redis_url, "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "gpu"], env=env,
+    # a deployment whose serving workers take the cpu queue only: the plan is measured there
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         result = subprocess.run([sys.executable, "-m", "app.cli", "plan", "--teacher", str(teacher), "--latency-ms",
-                                 "60000", "--seq-len", "32", "--queue", "--wait", "--json"],
+                                 "60000", "--seq-len", "32", "--queue", "--queue-name", "cpu", "--wait", "--json"],
                                 capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
         listed = json.loads(subprocess.run([sys.executable, "-m", "app.cli", "runs", "list", "--json"],

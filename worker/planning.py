@@ -10,6 +10,7 @@ from core.errors import ConfigError, ModelError
 from core.judge.plan import check_budget, plan_student
 from db import store
 from db.models import Run, RunKind
+from worker.kinds import QUEUES
 from worker.lifecycle import Reporter, execute
 from worker.specs import ModelSpec, check_sequence_length
 
@@ -29,8 +30,13 @@ def plan_params(teacher: str, latency_ms: float, **options) -> dict:
     return params
 
 
-def create_plan(sessions: sessionmaker[Session], teacher: str, latency_ms: float, **options) -> Run:
-    """A queued plan run (nothing is recorded when a setting cannot work)."""
+def create_plan(sessions: sessionmaker[Session], teacher: str, latency_ms: float, queue: str | None = None,
+                **options) -> Run:
+    """A queued plan run (nothing is recorded when a setting cannot work), for the workers of `queue`
+    (those that would serve the student; by default its kind's, gpu)."""
+    if queue is not None and queue not in QUEUES:
+        raise ConfigError(f"the queue must be one of {', '.join(QUEUES)}, got '{queue}': name the queue whose "
+                          f"workers would serve the student")
     params = plan_params(teacher, latency_ms, **options)
     with sessions.begin() as session:
         spec = ModelSpec.parse(teacher)
@@ -42,6 +48,7 @@ def create_plan(sessions: sessionmaker[Session], teacher: str, latency_ms: float
         check_sequence_length(int(params["seq_len"]), shape, f"teacher {teacher}")
         run = store.create_run(session, RunKind.plan, params)
         run.job_id = f"run-{run.id}"
+        run.queue = queue
         return run
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from app.cli.common import add_queue_options, command, execute_runs, open_sessions, print_result
 from core.checks import DEVICE_HELP
+from core.errors import ConfigError
 from core.formatting import count, latency_ms, parameters, speedup, table_number
 from core.judge.settings import BENCH_DEFAULTS
 from core.model_io import BUNDLED
 from db.models import Run
+from worker.kinds import QUEUES
 
 BENCH = BENCH_DEFAULTS
 
@@ -51,8 +53,10 @@ def cmd_plan(args) -> None:
     from worker.planning import create_plan
 
     sessions = open_sessions()
-    run = create_plan(sessions, args.teacher, args.latency_ms, percentile=args.percentile, device=args.device,
-                      threads=args.threads, seq_len=args.seq_len)
+    if args.queue_name and not args.queue:
+        raise ConfigError("--queue-name names the workers that measure: add --queue")
+    run = create_plan(sessions, args.teacher, args.latency_ms, args.queue_name, percentile=args.percentile,
+                      device=args.device, threads=args.threads, seq_len=args.seq_len)
     execute_runs(args, [run])
     if args.queue and not args.wait:
         print_result(args, {"run_id": run.id, "status": "queued"}, f"plan queued as run {run.id}")
@@ -75,4 +79,6 @@ def add_commands(sub) -> None:
                    help=f"torch threads, as one serving worker gets (default {BENCH['threads']})")
     p.add_argument("--seq-len", type=int, default=BENCH["seq_len"],
                    help=f"tokens per sequence served (default {BENCH['seq_len']})")
-    add_queue_options(p, queue_help="measure on a worker (gpu queue, where the student would serve) instead of here")
+    add_queue_options(p, queue_help="measure on a worker (where the student would serve) instead of here")
+    p.add_argument("--queue-name", choices=QUEUES, help="with --queue: the queue whose workers would serve the "
+                                                        "student (default gpu)")

@@ -10,13 +10,17 @@ from app.data.common import queue_runs
 from db import store
 from db.models import Run
 from worker import planning
+from worker.kinds import CPU, GPU
+
+
+QUEUES = (GPU, CPU)  # the gpu queue first: where a trained student is served by default
 
 
 def start_plan(sessions: sessionmaker[Session], connection: Redis, teacher: str, latency_ms: float,
-               percentile: int, threads: int, seq_len: int) -> int:
-    """Queue a plan of the teacher's students for the budget; its run id."""
+               percentile: int, threads: int, seq_len: int, queue: str = GPU) -> int:
+    """Queue a plan of the teacher's students for the budget on the workers of `queue`; its run id."""
     runs = queue_runs(sessions, connection, lambda: [planning.create_plan(
-        sessions, teacher, latency_ms, percentile=percentile, threads=threads, seq_len=seq_len)])
+        sessions, teacher, latency_ms, queue, percentile=percentile, threads=threads, seq_len=seq_len)])
     return runs[0].id
 
 
