@@ -210,7 +210,7 @@ class ModelRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     spec: Mapped[str] = mapped_column(String(1024), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20))  # bundled, expansion, adaptation, distillation, folder
+    kind: Mapped[str] = mapped_column(String(20))  # bundled, expansion, adaptation, distillation, fine-tuned, folder
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
     path: Mapped[str | None] = mapped_column(Text)
     parameters: Mapped[int | None] = mapped_column(BigInteger)

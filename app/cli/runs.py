@@ -11,6 +11,7 @@ LIST_LIMIT = 50  # newest runs `runs list` shows
 
 def cmd_runs_list(args) -> None:
     from db import store
+    from worker.naming import run_subject
     from worker.progress import active_steps, parent_progress, stage_note
     from worker.run_state import find_dead_runs
 
@@ -19,14 +20,13 @@ def cmd_runs_list(args) -> None:
     with sessions.begin() as session:
         runs = list(store.rows(session, Run, limit=args.limit))
         steps = active_steps(session, runs)
-        rows = [run_dict(r) | {"stage": r.stage, "parent_id": r.parent_id,
+        rows = [run_dict(r) | {"stage": r.stage, "parent_id": r.parent_id, "subject": run_subject(r),
                                "progress": parent_progress(r, steps[r.id])[0] if r.id in steps else r.progress}
                 for r in runs]
     lines = [f"{'id':>4} {'kind':<13} {'status':<10} {'progress':>8}  stage"]
     lines += [(f"{r['run_id']:>4} {r['kind']:<13} {r['status']:<10} {r['progress']:>8.0%}  "
-               + " · ".join(part for part in (stage_note(r['status'], r['stage']),
-                                              f"of {r['model']}" if r["kind"] in ("evaluation", "benchmark") else "")
-                            if part)).rstrip() for r in rows]
+               + " · ".join(part for part in (stage_note(r['status'], r['stage']), r["subject"]) if part)).rstrip()
+              for r in rows]
     print_result(args, {"runs": rows}, "\n".join(lines))
 
 
