@@ -38,8 +38,8 @@ def plan_figure(plan: dict) -> go.Figure:
     marked = [(plan["teacher"], TEACHER, "teacher")] + ([(plan["pick"], charts.PICK, "pick")] if plan["pick"] else [])
     points = [*candidates, *(shape for shape, _, _ in marked)]
     widest = max(p["layer_parameters"] / 1e6 for p in points) * 1.08 or 1.0
-    low, high = (math.log10(f(p["latency_ms"] for p in points)) for f in (min, max))
-    low, high = low - 0.15, high + 0.15  # decades: room for a label above or below
+    latencies = [p["latency_ms"] for p in points] + [budget]  # the budget's line within the axis too
+    low, high = math.log10(min(latencies)) - 0.15, math.log10(max(latencies)) + 0.15  # room for labels
     places = label_places([p["layer_parameters"] / 1e6 / widest for p in points],
                           [(math.log10(p["latency_ms"]) - low) / (high - low) for p in points],
                           [""] * len(candidates) + [f"{role} {shape['shape']}" for shape, _, role in marked],

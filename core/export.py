@@ -188,9 +188,9 @@ def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     export.json names the task type and the labels in the order of the logits."""
     import onnxruntime as ort
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import AutoModel
 
-    from core.folder_kinds import task_head
+    from core.folder_kinds import task_class, task_head
     from core.model_io import quiet_transformers
 
     if precision not in PRECISIONS:
@@ -203,8 +203,7 @@ def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     if not any(model_dir.glob("*.safetensors")):
         raise ModelError(f"{model_dir} has no .safetensors weights (pickled weights are never loaded)")
     head = task_head(model_dir)  # a fine-tuned model goes with its task head: logits out
-    cls, output = {None: (AutoModel, "last_hidden_state"), "classification": (AutoModelForSequenceClassification,
-                   "logits"), "ner": (AutoModelForTokenClassification, "logits")}[head]
+    cls, output = (AutoModel, "last_hidden_state") if head is None else (task_class(head), "logits")
     with quiet_transformers():  # a missing MLM head or pooler is expected: the encoder is exported
         model = cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
                                     dtype=torch.float32).eval()

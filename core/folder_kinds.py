@@ -17,6 +17,7 @@ def is_onnx_folder(path: str | Path) -> bool:
     return (Path(path) / ONNX_FILE).is_file()
 
 
+FINE_TUNED = "fine-tuned"  # the kind of the model an evaluation keeps (evaluate --keep), with its task head
 # The task heads of a fine-tuned model (an evaluation that kept its model), by the class its
 # config.json names, as the task types call them.
 TASK_HEADS = {"ForSequenceClassification": "classification", "ForTokenClassification": "ner"}
@@ -61,3 +62,11 @@ def onnx_parameters(path: Path) -> int:
     graph = onnx.load(str(path), load_external_data=False).graph
     return sum(math.prod(t.dims) for t in graph.initializer
                if len(t.dims) >= 2 or (len(t.dims) == 1 and "bias" in t.name.lower()))
+
+
+def task_class(task_type: str):
+    """transformers' auto class of a task type's head (sequence or token classification)."""
+    import transformers
+
+    return getattr(transformers, {"classification": "AutoModelForSequenceClassification",
+                                  "ner": "AutoModelForTokenClassification"}[task_type])

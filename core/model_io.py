@@ -201,21 +201,16 @@ def load_mlm(path: str | Path, seed: int = 0):
     is attached to the model (`bert.pooler`), so that it is saved with it and a classifier
     fine-tuned from any stage starts from the same trained pooler as one from the source."""
     from transformers import AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
 
     from core.seeds import seeded
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the fresh head; we say it once ourselves
-    try:
-        with seeded(seed, "mlm-head"):
+    try:  # the load report lists the fresh head; we say it once ourselves
+        with quiet_transformers(), seeded(seed, "mlm-head"):
             model, info = AutoModelForMaskedLM.from_pretrained(
                 str(path), use_safetensors=True, trust_remote_code=False, output_loading_info=True
             )
     except Exception as exc:
         raise ModelError(f"cannot load a masked-LM model from {path}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     fresh = any(".predictions." in key or key.startswith(("cls.", "vocab_")) for key in info.get("missing_keys", []))
     _attach_pooler(model, Path(path))
     return model, fresh

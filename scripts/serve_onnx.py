@@ -4,6 +4,7 @@ answers labels; an encoder answers mean-pooled sentence vectors.
 
     python scripts/serve_onnx.py FOLDER "a text" "another text"     # one JSON line per text
     echo "a text" | python scripts/serve_onnx.py FOLDER               # texts from stdin, one per line
+    printf 'a text\tits pair\n' | python scripts/serve_onnx.py FOLDER  # a pair task: the two texts, tab apart
 
 Copy what it does into your service: load once, then tokenize, run and read the output per request.
 """
@@ -22,17 +23,22 @@ from transformers import AutoTokenizer
 class Served:
     """An export loaded once: its tokenizer, an ONNX Runtime session on the CPU and what export.json says."""
 
-    def __init__(self, folder: str | Path, threads: int = 1, max_length: int = 128):
+    def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None):
         folder = Path(folder)
         self.info = json.loads((folder / "export.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        positions = json.loads((folder / "config.json").read_text()).get("max_position_embeddings", 512)
+        self.max_length = max_length or min(positions, self.tokenizer.model_max_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        self.max_length = max_length
 
     def __call__(self, texts: list[str]) -> list[dict]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        """Texts (a pair task's as "text<TAB>pair") in, one answer per text out."""
+        pairs = [text.split("\t", 1) for text in texts]
+        seconds = [p[1] if len(p) == 2 else None for p in pairs]
+        batch = self.tokenizer([p[0] for p in pairs], seconds if any(seconds) else None, padding=True,
+                               truncation=True, max_length=self.max_length, return_tensors="np")
         ids = batch["input_ids"].astype(np.int64)
         given = {"input_ids": ids, "attention_mask": batch["attention_mask"].astype(np.int64),
                  "token_type_ids": batch.get("token_type_ids", np.zeros_like(ids)).astype(np.int64)}
@@ -59,6 +65,9 @@ def main(argv: list[str]) -> int:
               f"models export-onnx", file=sys.stderr)
         return 2
     texts = argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        print("error: no text given: pass texts after the folder, or one per line on stdin", file=sys.stderr)
+        return 2
     served = Served(folder)
     for answer in served(texts):
         print(json.dumps(answer, ensure_ascii=False))

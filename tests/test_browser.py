@@ -620,6 +620,7 @@ def test_a_student_for_a_budget_and_a_kept_model_exported_for_serving(page, dash
         ticks = [float(t.replace("k", "e3").replace("M", "e6").replace("B", "e9"))
                  for t in chart.locator(".ytick text").all_text_contents()]
         assert ticks and max(ticks) < 1e4, ticks
+        expect(chart.get_by_text("budget 10 ms")).to_be_visible()
         whole_choices(page)
         if os.environ.get("ADAPT_DISTILL_SCREENSHOT"):
             target = Path(os.environ["ADAPT_DISTILL_SCREENSHOT"]).with_name("plan.png")
@@ -651,6 +652,8 @@ def test_a_student_for_a_budget_and_a_kept_model_exported_for_serving(page, dash
         page.goto(f"{dashboard}/models")  # the newest model first: the one the evaluation kept
         expect(page.get_by_text(f"run:{run_id} · fine-tuned on 'topics.csv': tiny").first).to_be_visible(
             timeout=60_000)
+        expect(page.get_by_text("Fine-tuned (classification, labels ", exact=False)).to_be_visible()
+        expect(page.get_by_text("Not evaluated yet")).to_have_count(0)
         page.get_by_role("button", name="Export to ONNX").click()
         expect(page.get_by_text("the same label at 100.0% of the probe's positions", exact=False)).to_be_visible(
             timeout=120_000)

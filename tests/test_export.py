@@ -128,6 +128,9 @@ def test_a_kept_fine_tuned_model_is_served_with_its_task_head(cli, tmp_path, hom
     assert export["output"] == "logits" and export["task_type"] == "classification"
     assert export["labels"] == [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     assert export["max_abs_diff"] <= 1e-3 and export["same_prediction"] == 1.0
+    int8 = json.loads(cli("models", "export-onnx", kept["spec"], "--quantize", "int8", "--out", f"{tmp_path}/",
+                          "--json").stdout)
+    assert int8["output"] == "logits" and int8["min_pooled_cosine"] >= 0.95
     task = load_task(next((home / "tasks").iterdir()))
     settings = FinetuneConfig(max_length=32)
     tokenizer = load_tokenizer(out)
@@ -154,8 +157,15 @@ def test_a_kept_fine_tuned_model_is_served_with_its_task_head(cli, tmp_path, hom
                        (("evaluate", "--model", kept["spec"], "--task", str(data["task_id"])), "fine-tuning starts "
                                                                                               "from an encoder"),
                        (("distill", "--corpus", "1", "--teacher", str(out)), "is an ONNX export for serving"),
+                       (("vocab", "analyze", "--corpus", "1", "--base", str(folder)), "is a model fine-tuned for "
+                                                                                     "classification"),
                        (("evaluate", "--model", str(out), "--task", str(data["task_id"])), "ONNX export")):
         assert said in cli(*args, ok=False).stderr
+
+    cli("task", "delete", str(data["task_id"]))  # its evaluation goes; the kept model stays, and its card
+    card = (folder / "README.md").read_text() if cli("models", "card", kept["spec"]) else ""
+    assert "(seed " in card and "of 2 seeds" in card and "t.csv" not in card.split("## Model details")[1]
+    assert cli("models", "export", kept["spec"], "--out", f"{tmp_path}/").returncode == 0
 
 
 def test_a_kept_tagger_is_exported_benchmarked_and_served_with_its_tags(cli, tmp_path, home):
@@ -169,14 +179,19 @@ def test_a_kept_tagger_is_exported_benchmarked_and_served_with_its_tags(cli, tmp
     folder = home / "runs" / str(data["run_id"]) / "model"
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertForTokenClassification"]
     assert "pipeline_tag: token-classification" in (folder / "README.md").read_text()
+    fp32 = json.loads(cli("models", "export-onnx", kept, "--out", str(tmp_path / "f"), "--json").stdout)
+    assert fp32["same_prediction"] == 1.0 and fp32["max_abs_diff"] <= 1e-3  # every probe token, the same tag
     export = json.loads(cli("models", "export-onnx", kept, "--quantize", "int8", "--out", str(tmp_path / "x"),
                             "--json").stdout)
-    assert export["task_type"] == "ner" and export["output"] == "logits" and 0 < export["same_prediction"] <= 1
+    assert export["task_type"] == "ner" and export["output"] == "logits" and export["same_prediction"] >= 0.9
     assert export["min_pooled_cosine"] >= 0.95 and set(export["labels"]) >= {"O"}
     answer = json.loads(subprocess.run([sys.executable, str(ROOT / "scripts" / "serve_onnx.py"), str(tmp_path / "x"),
                                         "aspirin treats pain"], capture_output=True, text=True, timeout=300,
                                        check=True).stdout)
     assert answer["tokens"][0] == "[CLS]" and len(answer["tags"]) == len(answer["tokens"])
+    nothing = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve_onnx.py"), str(tmp_path / "x")], input="",
+                             capture_output=True, text=True, timeout=300)
+    assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1 and "no text given" in nothing.stderr
     assert set(answer["tags"]) <= set(export["labels"])
     timed = json.loads(cli("bench", "--model", kept, "--model", str(tmp_path / "x"), "--seq-len", "32",
                            "--batch-size", "2", "--json").stdout)["models"]

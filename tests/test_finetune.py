@@ -11,7 +11,7 @@ import pytest
 from conftest import build_tiny_bert, labelled_examples, tagged_sentences
 
 from core.judge.settings import FinetuneConfig, finetune_lr
-from core.errors import Cancelled, ConfigError
+from core.errors import Cancelled, ConfigError, ModelError
 from core.judge.finetune import encode, epoch_batches, evaluate_model
 from core.judge.task_files import Example, TaggedSentence
 from core.judge.tasks import build_task
@@ -139,3 +139,26 @@ def test_special_token_strings_in_a_task_are_text(tiny):
     feature = encode(task, "train", tokenizer, 64).features[0]
     assert feature["input_ids"].count(tokenizer.sep_token_id) == 1 and tokenizer.mask_token_id not in \
         feature["input_ids"]
+
+
+def test_keeping_the_best_seed_holds_one_finished_seeds_weights_at_a_time(tiny, tmp_path):
+    """evaluate --keep: while a seed trains, the weights of at most one finished seed (the best so far)
+    stay on disk; the kept model is the best dev seed's, and a resumed evaluation keeps the same."""
+    import json
+    import shutil
+
+    task, out, keep = classification_task(), tmp_path / "eval", tmp_path / "kept"
+    seen = []
+
+    def count_weights(stage, fraction):
+        seen.append(len({p.parent for p in out.glob("seed-*/best-epoch-*.safetensors")}))
+
+    result = evaluate_model(tiny, task, out, quick(epochs=2, seeds=3, keep=True), progress=count_weights, keep=keep)
+    assert max(seen) == 2  # the current seed's and the best finished one's
+    best = max(result.seeds, key=lambda r: (r.dev["macro_f1"], -r.seed))
+    kept = json.loads((keep / "adapt_distill.json").read_text())
+    assert (kept["seed"], kept["seeds"], kept["test"]["macro_f1"]) == (best.seed, 3, best.test["macro_f1"])
+    assert not list(out.rglob("*.safetensors"))
+    shutil.rmtree(keep)
+    with pytest.raises(ModelError, match="weights of seed .* are gone .*: start a new evaluation with --keep"):
+        evaluate_model(tiny, task, out, quick(epochs=2, seeds=3, keep=True), keep=keep)  # the seeds are done

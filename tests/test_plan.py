@@ -95,3 +95,23 @@ def test_a_plan_runs_on_the_worker_that_would_serve_the_student(tmp_path, home, 
     assert "plan run" in log and "Job OK" in log, log[-2000:]
     queued = json.loads(result.stdout)
     assert queued["run_id"] == run["run_id"]
+
+
+@pytest.mark.parametrize("budget", [0.1, 10.0, 60_000.0])
+def test_the_plan_chart_spans_its_shapes_and_its_budget(budget):
+    """The log axis holds every measured shape and the budget's line (Plotly hides what falls outside
+    a fixed range), and the budget's label sits at its exponent, not at 10^budget."""
+    import math
+
+    from app.budget import plan_figure
+
+    shape = lambda name, ms, p: {"shape": name, "latency_ms": ms, "layer_parameters": p, "meets": ms <= budget}  # noqa: E731
+    candidates = [shape("L1-H64", 1.2, 1e5), shape("L2-H128", 6.0, 8e5), shape("L3-H256", 30.0, 4e6)]
+    plan = {"percentile": 95, "budget_ms": budget, "candidates": candidates, "teacher": shape("L6-H384", 55.0, 1.1e7),
+            "pick": next((c for c in reversed(candidates) if c["meets"]), None)}
+    figure = plan_figure(plan)
+    low, high = figure.layout.yaxis.range
+    for ms in (1.2, 55.0, budget):
+        assert low < math.log10(ms) < high
+    (label,) = [a for a in figure.layout.annotations if a.text == f"budget {budget:g} ms"]
+    assert label.y == pytest.approx(math.log10(budget))

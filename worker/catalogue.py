@@ -18,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.errors import ConfigError, ModelError, NotFound
+from core.folder_kinds import FINE_TUNED
+from core.formatting import count
 from core.model_io import BUNDLED, count_parameters, folder_size
 from db import settings, store
 from db.models import Corpus, Evaluation, Measurement, ModelRecord, Run, RunKind, RunStatus, VocabAnalysis
@@ -27,7 +29,6 @@ from worker.specs import MODEL_OWNERS, RUN_PREFIX, ModelSpec, folder_shape
 
 log = logging.getLogger(__name__)
 BUNDLED_LABEL = "bundled · all-MiniLM-L6-v2 (6 layers, 384 hidden)"
-FINE_TUNED = "fine-tuned"  # the kind of the model an evaluation keeps (evaluate --keep), with its task head
 
 
 def model_path(session: Session, record: ModelRecord) -> Path:
@@ -234,10 +235,12 @@ def card_info(session: Session, record: ModelRecord, path: Path | None = None) -
             info["corpus"] = {"name": corpus.name, "sha256": corpus.sha256, "documents": corpus.documents,
                               "bytes": corpus.bytes}
     if meta.get("kind") == FINE_TUNED:  # an evaluation's kept model: its task and labels
-        evaluation = store.evaluation_for_run(session, record.run_id)
+        evaluation = session.scalar(select(Evaluation).where(Evaluation.run_id == record.run_id)) \
+            if record.run_id is not None else None  # gone with its task, or a copied folder: what the folder says
+        name = f"{evaluation.task.name} " if evaluation is not None else ""
         info |= {"task_type": meta.get("task_type"), "labels": meta.get("labels") or [],
-                 "task": f"{evaluation.task.name} (seed {meta.get('seed')}, the best dev {meta.get('metric')} of "
-                         f"the evaluation's {evaluation.seeds} seeds)"}
+                 "task": f"{name}(seed {meta.get('seed')}, the best dev {meta.get('metric')} of "
+                         f"{count(int(meta.get('seeds') or 1), 'seed')})"}
     if "added_tokens" in meta:
         info["vocabulary"] = {"base_vocab_size": meta.get("base_vocab_size"), "added_tokens": meta["added_tokens"],
                               "vocab_size": record.vocab_size, "analysis_id": meta.get("analysis_id")}

@@ -21,7 +21,7 @@ from worker.corpora import file_sha256
 from worker.evaluation import describe_model
 from worker.lifecycle import Reporter, execute
 from worker.queueing.submit import enqueue, job_is_lost
-from worker.specs import ModelSpec
+from worker.specs import ModelSpec, check_encoder
 
 # --- vocabulary analysis --------------------------------------------------------------------
 
@@ -30,6 +30,7 @@ def create_analysis(sessions: sessionmaker[Session], corpus_id: int, base: str, 
     """(analysis, reused): a new queued analysis, or an identical one that is done or under way."""
     with sessions.begin() as session:
         store.get(session, Corpus, corpus_id)
+        check_encoder(session, base or BUNDLED, "base model", "an expansion grows and then trains")
     info = ModelSpec.parse(base).inspect()  # fails now, with a clear message, rather than in the worker
     key = ModelSpec.parse(base or BUNDLED).key
     with sessions.begin() as session:

@@ -12,12 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.data.common import queue_runs
 from app.data.runs import metric_history
+from core.folder_kinds import FINE_TUNED
 from core.formatting import count, score_interval, seeds_spread, table_value
 from db.models import Evaluation, Measurement, Run, Task
 from worker import catalogue, evaluation
-
-
-FINE_TUNED = catalogue.FINE_TUNED  # the kind of a model an evaluation kept: it has a task head
 
 
 def list_models(sessions: sessionmaker[Session]) -> list[dict]:
@@ -178,8 +176,22 @@ def model_detail(sessions: sessionmaker[Session], spec: str) -> dict:
                         "ci95": ((e.results or {}).get("test", {}).get("ci95") or {}).get(e.metric),
                         "converged": (e.results or {}).get("converged")}
                        for e in sorted(record.evaluations, key=lambda e: e.run_id, reverse=True)]
-        return {**catalogue.model_summary(session, record), "lineage": catalogue.lineage(session, record),
-                "evaluations": evaluations}
+        summary = catalogue.model_summary(session, record)
+        return {**summary, "lineage": catalogue.lineage(session, record), "evaluations": evaluations,
+                "fine_tuned": kept_scores(summary)}
+
+
+def kept_scores(summary: dict) -> dict | None:
+    """What a fine-tuned model's folder says of the seed it was kept from (its adapt_distill.json):
+    {seed, seeds, metric, dev, test}; None for another kind of model."""
+    import json
+
+    if summary["kind"] != FINE_TUNED or not summary["path"]:
+        return None
+    try:
+        return json.loads((Path(summary["path"]) / "adapt_distill.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def start_evaluation(sessions: sessionmaker[Session], connection: Redis, spec: str, task_id: int,

@@ -10,10 +10,11 @@ from app.data.common import queue_runs
 from db import store
 from db.models import Run
 from worker import planning
-from worker.kinds import CPU, GPU
+from worker import kinds
+from worker.kinds import GPU
 
 
-QUEUES = (GPU, CPU)  # the gpu queue first: where a trained student is served by default
+QUEUES = tuple(sorted(kinds.QUEUES, key=lambda q: q != GPU))  # gpu first: where a student is served by default
 
 
 def start_plan(sessions: sessionmaker[Session], connection: Redis, teacher: str, latency_ms: float,

@@ -9,6 +9,7 @@ from app.connections import sessions
 from app.data import corpora as corpora_data
 from app.data import models as models_data
 from app.data import tasks as tasks_data
+from core.folder_kinds import FINE_TUNED, is_onnx_folder
 from core.formatting import (count, latency_ms, parameters, score_interval, seeds_spread, throughput,
                              tokens_per_word)
 
@@ -135,6 +136,11 @@ def onnx_section(spec: str) -> None:
                            key="models_onnx_download", icon=":material/download:", on_click="ignore")
 
 
+def trainable(model: dict) -> bool:
+    """A model that can be fine-tuned: an encoder, not a fine-tuned model nor an ONNX export."""
+    return model["kind"] != FINE_TUNED and not (model["path"] and is_onnx_folder(model["path"]))
+
+
 specs = list(by_spec)
 label = lambda s: by_spec[s]["name"]  # noqa: E731
 one_tab, compare_tab, evaluate_tab, bench_tab = st.tabs([":material/info: One model", ":material/compare: Compare two",
@@ -179,6 +185,14 @@ with one_tab:
                 st.caption(f"Dev {chosen['metric']} per epoch of evaluation run {chosen['run_id']} ({chosen['task']}): "
                            f"a seed that still rises at its last epoch had not converged.")
                 st.plotly_chart(curve, key="models_dev_curve", config={"displaylogo": False})
+        elif kept := detail["fine_tuned"]:
+            metric = kept["metric"]
+            labels = ", ".join(map(str, kept["labels"][:8])) + (", …" if len(kept["labels"]) > 8 else "")
+            st.caption(f"Fine-tuned ({kept['task_type']}, labels {labels}): the seed "
+                       f"{kept['seed']} of {count(int(kept.get('seeds') or 1), 'seed')}, kept for its best dev "
+                       f"{metric} {kept['dev'].get(metric, 0):.4f}; its test {metric} {kept['test'].get(metric, 0):.4f} "
+                       f"(the evaluation's mean over the seeds is on the model it was fine-tuned from). Export it "
+                       f"to ONNX below to serve it.")
         else:
             st.caption("Not evaluated yet: use the Evaluate tab.")
         if detail["kind"] not in ("bundled", "folder") and detail["path"]:
@@ -220,7 +234,7 @@ with evaluate_tab:
         st.info("No labelled task yet: add one on the Tasks page.", icon=":material/label:")
         st.page_link("views/tasks.py", label="Go to Tasks", icon=":material/label:")
     else:
-        encoders = [s for s in specs if by_spec[s]["kind"] != models_data.FINE_TUNED]  # a task head is not fine-tuned again
+        encoders = [s for s in specs if trainable(by_spec[s])]  # not a task head again, nor an ONNX export
         target = st.selectbox("Model", encoders, key="models_eval_model", format_func=label)
         cols = st.columns([4, 1, 1])
         eval_task = cols[0].selectbox("Task", list(task_names), key="models_eval_task", format_func=task_names.get)

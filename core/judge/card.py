@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import ConfigError, ModelError
+from core.folder_kinds import FINE_TUNED
 from core.formatting import count, human_bytes
 from core.model_io import BUNDLED
 
@@ -31,7 +32,7 @@ _KINDS = {
     "student": ("a small student distilled (MiniLM self-attention relations)", "from"),
     "base": ("a base model", "loaded from"),
     "folder": ("a model folder", "from"),
-    "fine-tuned": ("a model fine-tuned on a labelled task, its task head included", "from"),
+    FINE_TUNED: ("a model fine-tuned on a labelled task, its task head included", "from"),
 }
 _TASK_TYPES = {"classification": "text-classification", "ner": "token-classification"}
 

@@ -24,6 +24,7 @@ from core.errors import Cancelled, ModelError
 from core.model_io import load_tokenizer, quiet_transformers
 from core.judge.tasks import TaskData
 from core.devices import autocast_dtype, resolve_device
+from core.folder_kinds import FINE_TUNED, task_class
 from core.train.checkpoints import (checkpoint_dir, latest_checkpoint, load_checkpoint, read_json, save_checkpoint,
     write_json)
 from core.train.loop import optimizer_for
@@ -118,9 +119,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 
 def load_for_task(model_path: str | Path, task: TaskData, seed: int):
     """The model with a fresh head for the task's labels, seeded so that a seed always starts alike."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    cls = AutoModelForSequenceClassification if task.type == "classification" else AutoModelForTokenClassification
+    cls = task_class(task.type)
     labels = {i: label for i, label in enumerate(task.labels)}
     try:  # the load report lists the new head: expected here
         with quiet_transformers(), seeded(seed, "task-head"):  # the new head's initialisation
@@ -303,21 +302,26 @@ def exported_predictions(model, encoded: Encoded, collate, batch_size: int, file
 
 # --- several seeds -------------------------------------------------------------------------------------
 
+def best_seed(results: list[SeedResult], metric: str) -> SeedResult:
+    """The seed with the best dev score, the first seed on a tie."""
+    return max(results, key=lambda r: (r.dev[metric], -r.seed))
+
+
 def keep_best(model_path: Path, task: TaskData, results: list[SeedResult], out_dir: Path, keep: Path,
               metric: str) -> dict:
     """Write the best dev seed's fine-tuned model (the first on a tie), its task head and labels
     included, with the tokenizer, to the folder `keep`, built beside it; its adapt_distill.json."""
     from safetensors.torch import load_model
 
-    best = max(results, key=lambda r: (r.dev[metric], -r.seed))
-    info = {"kind": "fine-tuned", "task_type": task.type, "labels": list(task.labels), "metric": metric,
-            "seed": best.seed, "best_epoch": best.best_epoch, "dev": _numbers(best.dev), "test": _numbers(best.test),
-            "source": str(model_path), "chosen_by": "the best dev score over the seeds"}
+    best = best_seed(results, metric)
+    info = {"kind": FINE_TUNED, "task_type": task.type, "labels": list(task.labels), "has_pair": task.has_pair,
+            "metric": metric, "seeds": len(results), "seed": best.seed, "best_epoch": best.best_epoch,
+            "dev": _numbers(best.dev), "test": _numbers(best.test), "source": str(model_path)}
     if (keep / "config.json").is_file():  # written before the evaluation was interrupted
         return read_json(keep / "adapt_distill.json") or info
     weights = out_dir / f"seed-{best.seed}" / f"best-epoch-{best.best_epoch}.safetensors"
     if not weights.is_file():
-        raise ModelError(f"the fine-tuned weights of seed {best.seed} are gone ({weights}): run the evaluation again")
+        raise ModelError(f"the fine-tuned weights of seed {best.seed} are gone ({weights}): start a new evaluation with --keep")
     model = load_for_task(model_path, task, best.seed)
     load_model(model, str(weights))
     shutil.rmtree(work := keep.with_name(f".{keep.name}.partial"), ignore_errors=True)
@@ -363,15 +367,14 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
                                    report, cancel, on_metrics)
             write_json(done, asdict(result))
             shutil.rmtree(checkpoint_dir(root), ignore_errors=True)  # optimizer state: no longer needed
-            if keep is None:
-                _drop_weights(root)
         results.append(SeedResult(**read_json(done)))
+        # one model's weights at most stay on disk: with keep, the best seed's so far
+        _drop_weights(out_dir, [r.seed for r in results if keep is None or r is not best_seed(results, metric)])
     if keep is not None:
         if progress:
             progress("keeping the best seed's model", 1.0)
         kept = keep_best(Path(model_path), task, results, out_dir, Path(keep), metric)
-        for seed in seeds:
-            _drop_weights(out_dir / f"seed-{seed}")
+        _drop_weights(out_dir, seeds)
     lr = config.learning_rate(_hidden_size(model_path))
     test = scoring.aggregate([_numbers(r.test) for r in results])
     if all(r.test_predicted for r in results):  # a seed finished before predictions were kept has none
@@ -386,9 +389,10 @@ def evaluate_model(model_path: str | Path, task: TaskData, out_dir: str | Path, 
         kept if keep is not None else {})
 
 
-def _drop_weights(root: Path) -> None:
-    for weights in root.glob("best-epoch-*.safetensors"):
-        os.unlink(weights)
+def _drop_weights(out_dir: Path, seeds: list[int]) -> None:
+    for seed in seeds:
+        for weights in (out_dir / f"seed-{seed}").glob("best-epoch-*.safetensors"):
+            os.unlink(weights)
 
 
 def _hidden_size(model_path: str | Path) -> int:
