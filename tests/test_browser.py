@@ -650,7 +650,8 @@ def test_a_student_for_a_budget_and_a_kept_model_exported_for_serving(page, dash
         assert wait_for_run(sessions, run_id, alive={"gpu worker": gpu}).status == RunStatus.succeeded
 
         page.goto(f"{dashboard}/models")  # the newest model first: the one the evaluation kept
-        expect(page.get_by_text(f"run:{run_id} · fine-tuned on 'topics.csv': tiny").first).to_be_visible(
+        # the lineage line names it (the table's grid cells are drawn on a canvas, their text hidden)
+        expect(page.locator("strong").filter(has_text=f"run:{run_id} · fine-tuned on 'topics.csv': tiny")).to_be_visible(
             timeout=60_000)
         expect(page.get_by_text("Fine-tuned (classification, labels ", exact=False)).to_be_visible()
         expect(page.get_by_text("Not evaluated yet")).to_have_count(0)
