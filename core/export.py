@@ -34,7 +34,6 @@ PRECISIONS = ("fp32", "int8")
 FP32_MOST_DIFF = 1e-3
 INT8_LEAST_COSINE = 0.95  # a broken export, not int8's rounding: what that costs is a task's score
 OPSET = 18
-MODEL_FILE = ONNX_FILE
 INFO_FILE = "export.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
@@ -211,8 +210,8 @@ def export_onnx(model_dir: Path, out: Path, precision: str = "fp32") -> dict:
     work.mkdir(parents=True)
     try:
         probes = probe_batches(int(model.config.vocab_size))
-        write_onnx(model, probes[0], output, work / MODEL_FILE, precision)
-        session = ort.InferenceSession(str(work / MODEL_FILE), providers=["CPUExecutionProvider"])
+        write_onnx(model, probes[0], output, work / ONNX_FILE, precision)
+        session = ort.InferenceSession(str(work / ONNX_FILE), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
             reference = [getattr(model(**{k: torch.from_numpy(v) for k, v in p.items()}), output).numpy()
                          for p in probes]
@@ -253,11 +252,11 @@ class OnnxEncoder:
         from core.folder_kinds import onnx_parameters
 
         self.folder = Path(folder)
-        self.session = cpu_session(self.folder / MODEL_FILE, threads)
+        self.session = cpu_session(self.folder / ONNX_FILE, threads)
         config = json.loads((self.folder / "config.json").read_text())
         self.config = type("Config", (), {"vocab_size": int(config["vocab_size"]),
                                           "max_position_embeddings": int(config.get("max_position_embeddings", 512))})
-        self.parameter_count = onnx_parameters(self.folder / MODEL_FILE)
+        self.parameter_count = onnx_parameters(self.folder / ONNX_FILE)
 
     def __call__(self, **inputs):
         return self.session.run(None, feed(self.session, inputs))
